@@ -1,0 +1,50 @@
+# tern: the two commands a new user needs are `make run` and `make test`.
+# Each installs what is missing (apt-get, as root or with sudo) before it builds.
+
+CARGO      ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+TERN_DEBUG := $(TARGET_DIR)/debug/tern
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench deps build fmt clippy clean
+
+## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
+# Builds go through `cargo test` only: `cargo build` resolves features differently and would
+# compile RocksDB a second time.
+run: deps
+	$(CARGO) test --workspace --no-run
+	TERN=$(TERN_DEBUG) ./deploy/demo.sh
+
+## Every test: unit tests, the openraft storage suite, property tests, end-to-end tests.
+test: deps
+	$(CARGO) test --workspace
+
+## Benchmarks (release build): failover time and metadata commit rate.
+bench: deps
+	$(CARGO) build --release -p tern-cli -p tern-e2e
+	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
+
+## Install what building needs: a Rust toolchain must be present; the C++ compiler and
+## libclang (for the RocksDB bindings) are installed with apt-get when missing.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+	@missing=""; \
+	  command -v g++ >/dev/null || missing="$$missing g++"; \
+	  command -v make >/dev/null || missing="$$missing make"; \
+	  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  fi
+
+build: deps
+	$(CARGO) test --workspace --no-run
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy: deps
+	$(CARGO) clippy --workspace --tests
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,319 @@
+//! The embedded default: a local cluster of node processes on loopback, managed through files
+//! in the cluster directory.
+//!
+//! ```text
+//! DIR/node-N.toml        node N's configuration (written once, then reused)
+//! DIR/data/node-N/       its data (metadata now, blocks later)
+//! DIR/logs/node-N.log    its log
+//! DIR/run/node-N.pid     its process id while it runs
+//! DIR/client.toml        where clients find the cluster
+//! ```
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tern_client::{Client, ClientConfig, cluster_dir};
+use tern_net::ClusterFiles;
+use tern_node::{NodeConfig, NodeTimings};
+use tern_proto::Role;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// The cluster directory (default: --cluster, $TERN_CLUSTER or ./.tern).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Leave the nodes running and return (stop them with `tern down`).
+    #[arg(long)]
+    detach: bool,
+    /// Node N listens on UDP port base-port + N - 1.
+    #[arg(long, default_value_t = 7401)]
+    base_port: u16,
+    /// Voters in the metadata group (3 or 5); later nodes are learners.
+    #[arg(long, default_value_t = 3)]
+    max_voters: usize,
+    /// Seconds of silence before the leader marks a node down.
+    #[arg(long, default_value_t = 10)]
+    down_after: u64,
+}
+
+/// How long `tern up` waits for every node to be up and a leader elected.
+const UP_DEADLINE: Duration = Duration::from_secs(60);
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+fn config_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node-{id}.toml"))
+}
+
+fn pid_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("run").join(format!("node-{id}.pid"))
+}
+
+fn log_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("logs").join(format!("node-{id}.log"))
+}
+
+fn node_addr(base_port: u16, id: u64) -> Result<std::net::SocketAddr> {
+    let port = u16::try_from(base_port as u64 + id - 1)
+        .context("--base-port leaves no room for that many nodes")?;
+    Ok(([127, 0, 0, 1], port).into())
+}
+
+pub async fn up(args: UpArgs, cluster_flag: Option<&Path>) -> Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| cluster_dir(cluster_flag));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let files = ClusterFiles::new(&dir);
+    files.init(args.nodes)?;
+    for sub in ["data", "logs", "run"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+
+    let mut addresses = Vec::new();
+    for id in 1..=args.nodes {
+        let path = config_path(&dir, id);
+        let config = if path.exists() {
+            NodeConfig::load(&path)?
+        } else {
+            let tls = files.node(id);
+            let config = NodeConfig {
+                id,
+                data_dir: dir.join("data").join(format!("node-{id}")),
+                listen: node_addr(args.base_port, id)?,
+                advertise: None,
+                zone: String::new(),
+                join: addresses.clone(),
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+                capacity_bytes: 100 << 30,
+                max_voters: args.max_voters,
+                timings: NodeTimings {
+                    down_after_ms: args.down_after * 1000,
+                    ..NodeTimings::default()
+                },
+            };
+            config.validate().map_err(anyhow::Error::msg)?;
+            std::fs::write(&path, config.to_toml())?;
+            config
+        };
+        addresses.push(config.advertise_addr());
+    }
+    let client_config = ClientConfig {
+        nodes: addresses.clone(),
+        ca: "ca.pem".into(),
+        cert: "client.pem".into(),
+        key: "client.key".into(),
+    };
+    std::fs::write(ClientConfig::path_in(&dir), client_config.to_toml())?;
+
+    for id in 1..=args.nodes {
+        if running_pid(&dir, id).is_some() {
+            println!("node {id} is already running");
+            continue;
+        }
+        let config = NodeConfig::load(&config_path(&dir, id))?;
+        if std::net::UdpSocket::bind(config.listen).is_err() {
+            bail!(
+                "port {} for node {id} is in use (pick another with --base-port)",
+                config.listen
+            );
+        }
+        spawn_node(&dir, id)?;
+    }
+
+    let client = Client::open(&dir)?;
+    let started = Instant::now();
+    let status = loop {
+        let last = client.status().await;
+        if let Ok(status) = &last {
+            let ready = status
+                .nodes
+                .iter()
+                .filter(|n| n.role != Role::Unreachable)
+                .count() as u64;
+            if status.leader.is_some() && ready >= args.nodes {
+                break status.clone();
+            }
+        }
+        for id in 1..=args.nodes {
+            if running_pid(&dir, id).is_none() {
+                bail!(
+                    "node {id} exited while starting; see {}",
+                    log_path(&dir, id).display()
+                );
+            }
+        }
+        if started.elapsed() > UP_DEADLINE {
+            let why = match last {
+                Ok(s) => format!(
+                    "{} of {} nodes ready, leader {:?}",
+                    s.nodes.len(),
+                    args.nodes,
+                    s.leader
+                ),
+                Err(e) => e.to_string(),
+            };
+            bail!(
+                "the cluster did not come up within {} s ({why}); logs are in {}",
+                UP_DEADLINE.as_secs(),
+                dir.join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    println!(
+        "tern: {} nodes up in {:.1} s\n",
+        args.nodes,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", crate::output::status_table(&status));
+    let flag = if dir == Path::new(".tern").canonicalize().unwrap_or_default() {
+        String::new()
+    } else {
+        format!(" --cluster {}", dir.display())
+    };
+    println!("\ntalk to it:  tern status{flag}");
+    println!("client config: {}", ClientConfig::path_in(&dir).display());
+    println!("node logs:     {}", dir.join("logs").display());
+    if args.detach {
+        println!("stop it with: tern down{flag}");
+        return Ok(());
+    }
+    println!("press Ctrl-C to stop the cluster");
+    let _ = tokio::signal::ctrl_c().await;
+    println!();
+    down(&dir)
+}
+
+/// Start node `id` of the cluster in `dir` as a background process.
+fn spawn_node(dir: &Path, id: u64) -> Result<u32> {
+    let config = config_path(dir, id);
+    if !config.exists() {
+        bail!(
+            "no {} (is node {id} part of this cluster?)",
+            config.display()
+        );
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, id))
+        .with_context(|| format!("cannot open {}", log_path(dir, id).display()))?;
+    let exe = std::env::current_exe().context("cannot find the tern executable")?;
+    let child = Command::new(exe)
+        .args(["node", "run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in this terminal reaches `tern up`, which stops the
+        // nodes in order, not the nodes directly.
+        .process_group(0)
+        .spawn()
+        .context("cannot start a node process")?;
+    let pid = child.id();
+    std::fs::write(pid_path(dir, id), format!("{pid}\n"))?;
+    Ok(pid)
+}
+
+pub fn start_node(dir: &Path, id: u64) -> Result<()> {
+    if let Some(pid) = running_pid(dir, id) {
+        bail!("node {id} is already running (pid {pid})");
+    }
+    let pid = spawn_node(dir, id)?;
+    println!(
+        "started node {id} (pid {pid}); log: {}",
+        log_path(dir, id).display()
+    );
+    Ok(())
+}
+
+/// The pid of node `id` if that process is alive and is a tern node.
+fn running_pid(dir: &Path, id: u64) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_path(dir, id))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // A zombie has exited; only its parent has not collected it yet.
+    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+    if state == "Z" {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    (cmdline.contains("node") && cmdline.contains(&format!("node-{id}.toml"))).then_some(pid)
+}
+
+pub fn stop_node(dir: &Path, id: u64, kill: bool) -> Result<()> {
+    let Some(pid) = running_pid(dir, id) else {
+        bail!("node {id} is not running");
+    };
+    let signal = if kill { libc::SIGKILL } else { libc::SIGTERM };
+    // SAFETY: plain kill(2) on a pid we just checked belongs to this cluster's node.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = Instant::now() + STOP_DEADLINE;
+    while running_pid(dir, id).is_some() {
+        if Instant::now() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            eprintln!(
+                "node {id} did not stop within {} s; killed",
+                STOP_DEADLINE.as_secs()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(pid_path(dir, id));
+    println!("stopped node {id}{}", if kill { " (SIGKILL)" } else { "" });
+    Ok(())
+}
+
+pub fn down(dir: &Path) -> Result<()> {
+    let run = dir.join("run");
+    let mut ids: Vec<u64> = std::fs::read_dir(&run)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.strip_prefix("node-")?
+                        .strip_suffix(".pid")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    let mut stopped = 0;
+    for id in ids {
+        if running_pid(dir, id).is_some() {
+            stop_node(dir, id, false)?;
+            stopped += 1;
+        } else {
+            let _ = std::fs::remove_file(pid_path(dir, id));
+        }
+    }
+    if stopped == 0 {
+        println!("no nodes were running in {}", dir.display());
+    }
+    Ok(())
+}

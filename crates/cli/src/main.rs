@@ -1,0 +1,405 @@
+//! `tern`: the one command for users and operators.
+//!
+//! Cluster set-up (`cluster init`, `up`, `down`), running a node (`node run`), and talking to
+//! a cluster (`status`, `catalog`, `wait`). Errors print as one line on stderr.
+
+mod local;
+mod output;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tern_client::{Client, cluster_dir};
+use tern_net::ClusterFiles;
+use tern_node::NodeConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "tern: replicated storage and compute, in the spirit of Dask"
+)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The cluster directory (else $TERN_CLUSTER, else ./.tern).
+    #[arg(long, global = true)]
+    cluster: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local cluster of N node processes on loopback.
+    Up(local::UpArgs),
+    /// Stop the nodes a `tern up` started.
+    Down,
+    /// Show the cluster's nodes, roles and health.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificates and membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Run or manage one node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Read and write the raw catalog table (for operators and tests).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Wait for a cluster condition (for scripts); prints how long it took.
+    #[command(subcommand)]
+    Wait(WaitCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create the cluster CA and certificates for N nodes and a client.
+    Init {
+        #[arg(long, default_value = ".tern")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
+    /// Issue a certificate for one more node; prints its id.
+    AddNode {
+        #[arg(long, default_value = ".tern")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run a node in the foreground until SIGTERM or Ctrl-C.
+    Run(NodeRunArgs),
+    /// Start node ID of a `tern up` cluster again, in the background.
+    Start { id: u64 },
+    /// Stop node ID of a `tern up` cluster (SIGTERM; --kill sends SIGKILL).
+    Stop {
+        id: u64,
+        #[arg(long)]
+        kill: bool,
+    },
+}
+
+#[derive(Args)]
+struct NodeRunArgs {
+    /// node.toml; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    id: Option<u64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    zone: Option<String>,
+    /// Address(es) of running nodes to join through (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[arg(long)]
+    max_voters: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    Put {
+        table: String,
+        key: String,
+        value: String,
+    },
+    Get {
+        table: String,
+        key: String,
+    },
+    Ls {
+        table: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum WaitCommand {
+    /// Until some node (not --not ID) leads and answers a linearizable read.
+    Leader {
+        #[arg(long)]
+        not: Option<u64>,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+    /// Until node ID has applied everything the leader has.
+    CaughtUp {
+        id: u64,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let is_node = matches!(cli.command, Command::Node(NodeCommand::Run(_)));
+    init_logging(
+        cli.log_format,
+        if is_node {
+            "info,openraft=warn"
+        } else {
+            "warn,openraft=error"
+        },
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let dir = cluster_dir(cli.cluster.as_deref());
+    match cli.command {
+        Command::Up(args) => local::up(args, cli.cluster.as_deref()).await,
+        Command::Down => local::down(&dir),
+        Command::Status { json } => {
+            let client = Client::open(&dir)?;
+            let status = client.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", output::status_table(&status));
+            }
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Init { dir, nodes }) => {
+            if nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
+            ClusterFiles::new(&dir).init(nodes)?;
+            println!(
+                "certificates for {nodes} nodes and a client are in {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::AddNode { dir }) => {
+            let files = ClusterFiles::new(&dir);
+            if !files.has_ca() {
+                bail!(
+                    "no cluster CA in {} (run `tern cluster init` first)",
+                    dir.display()
+                );
+            }
+            let id = files.highest_node_id() + 1;
+            let tls = files.issue_node(id)?;
+            println!("node {id}: {} {}", tls.cert.display(), tls.key.display());
+            Ok(())
+        }
+        Command::Node(NodeCommand::Run(args)) => run_node(args).await,
+        Command::Node(NodeCommand::Start { id }) => local::start_node(&dir, id),
+        Command::Node(NodeCommand::Stop { id, kill }) => local::stop_node(&dir, id, kill),
+        Command::Catalog(cmd) => catalog(&dir, cmd).await,
+        Command::Wait(cmd) => wait(&dir, cmd).await,
+    }
+}
+
+async fn run_node(args: NodeRunArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::load(path)?,
+        None => {
+            let id = args.id.context("--id is required without --config")?;
+            let need = |v: &Option<PathBuf>, flag: &str| {
+                v.clone()
+                    .with_context(|| format!("{flag} is required without --config"))
+            };
+            NodeConfig {
+                id,
+                data_dir: need(&args.data_dir, "--data-dir")?,
+                listen: args
+                    .listen
+                    .context("--listen is required without --config")?,
+                advertise: None,
+                zone: String::new(),
+                join: Vec::new(),
+                ca: need(&args.ca, "--ca")?,
+                cert: need(&args.cert, "--cert")?,
+                key: need(&args.key, "--key")?,
+                capacity_bytes: 100 << 30,
+                max_voters: 3,
+                timings: Default::default(),
+            }
+        }
+    };
+    if let Some(v) = args.id {
+        config.id = v
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v
+    }
+    if let Some(v) = args.listen {
+        config.listen = v
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = Some(v)
+    }
+    if let Some(v) = args.zone {
+        config.zone = v
+    }
+    if let Some(v) = args.join {
+        config.join = v
+    }
+    if let Some(v) = args.ca {
+        config.ca = v
+    }
+    if let Some(v) = args.cert {
+        config.cert = v
+    }
+    if let Some(v) = args.key {
+        config.key = v
+    }
+    if let Some(v) = args.max_voters {
+        config.max_voters = v
+    }
+    let id = config.id;
+    let node = tern_node::start(config)
+        .await
+        .with_context(|| format!("node {id} failed to start"))?;
+    wait_for_stop_signal().await;
+    tracing::info!(id, "stop signal received, shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn catalog(dir: &std::path::Path, cmd: CatalogCommand) -> Result<()> {
+    let client = Client::open(dir)?;
+    match cmd {
+        CatalogCommand::Put { table, key, value } => {
+            let index = client.catalog_put(&table, &key, value.into_bytes()).await?;
+            println!("committed at log index {index}");
+        }
+        CatalogCommand::Get { table, key } => match client.catalog_get(&table, &key).await? {
+            Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+            None => bail!("no key {key:?} in table {table:?}"),
+        },
+        CatalogCommand::Ls {
+            table,
+            prefix,
+            limit,
+        } => {
+            for (key, value) in client.catalog_list(&table, &prefix, limit).await? {
+                println!("{key}\t{}", String::from_utf8_lossy(&value));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
+    let client = Client::open(dir)?;
+    let started = Instant::now();
+    let poll = Duration::from_millis(50);
+    match cmd {
+        WaitCommand::Leader { not, timeout_secs } => {
+            let deadline = started + Duration::from_secs(timeout_secs);
+            loop {
+                if let Some((leader, term, _)) =
+                    client.serving_leader(Duration::from_millis(500)).await
+                {
+                    if Some(leader) != not {
+                        println!(
+                            "node {leader} is leader (term {term}) after {} ms",
+                            started.elapsed().as_millis()
+                        );
+                        return Ok(());
+                    }
+                }
+                if Instant::now() >= deadline {
+                    bail!("no leader within {timeout_secs} s");
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+        WaitCommand::CaughtUp { id, timeout_secs } => {
+            let deadline = started + Duration::from_secs(timeout_secs);
+            loop {
+                if let Ok(status) = client.status().await {
+                    let node = status.nodes.iter().find(|n| n.id == id);
+                    if let Some(node) = node {
+                        if node.applied_index.is_some()
+                            && node.applied_index >= status.applied_index
+                        {
+                            println!(
+                                "node {id} caught up: applied index {} = leader's, after {} ms",
+                                node.applied_index.unwrap_or_default(),
+                                started.elapsed().as_millis()
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+                if Instant::now() >= deadline {
+                    bail!("node {id} did not catch up within {timeout_secs} s");
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The Rust client of a tern cluster: finds the cluster directory, loads `client.toml` and the
+//! client certificate, and makes calls to whichever node answers.
+//!
+//! It owns connection choice and retries while a leader is being elected; it does not own the
+//! wire format (`tern-proto`) or the sockets (`tern-net`). The `tern` command line is built on
+//! it, and later issues add datasets and jobs here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+pub use tern_net::TlsFiles;
+use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
+use tern_proto::{
+    CatalogOp, ClusterStatus, ErrorKind, ErrorReply, Request, Response, TransportError,
+};
+
+/// The environment variable naming the cluster directory when `--cluster` is not given.
+pub const CLUSTER_ENV: &str = "TERN_CLUSTER";
+/// The cluster directory when neither `--cluster` nor `$TERN_CLUSTER` is set.
+pub const DEFAULT_CLUSTER_DIR: &str = ".tern";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no cluster at {dir}: {path} is missing (start one with `tern up`, or pass --cluster DIR)"
+    )]
+    NoCluster { dir: String, path: String },
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error(transparent)]
+    Net(#[from] tern_net::NetError),
+    #[error("no node of the cluster at {dir} answered (tried {tried}): {last}")]
+    NoAnswer {
+        dir: String,
+        tried: String,
+        last: TransportError,
+    },
+    #[error("{0}")]
+    Remote(ErrorReply),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// `client.toml`: where the nodes are and which certificate to present. Relative paths are
+/// relative to the directory holding the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub nodes: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientConfig {
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join("client.toml")
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, ClientError> {
+        let path = Self::path_in(dir);
+        let text = std::fs::read_to_string(&path).map_err(|_| ClientError::NoCluster {
+            dir: dir.display().to_string(),
+            path: path.display().to_string(),
+        })?;
+        let mut config: ClientConfig = toml::from_str(&text).map_err(|e| ClientError::Config {
+            path: path.display().to_string(),
+            reason: e.message().to_string(),
+        })?;
+        if config.nodes.is_empty() {
+            return Err(ClientError::Config {
+                path: path.display().to_string(),
+                reason: "lists no nodes".into(),
+            });
+        }
+        for p in [&mut config.ca, &mut config.cert, &mut config.key] {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("client config serializes")
+    }
+}
+
+/// `--cluster DIR`, else `$TERN_CLUSTER`, else `./.tern`.
+pub fn cluster_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    match std::env::var_os(CLUSTER_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(DEFAULT_CLUSTER_DIR),
+    }
+}
+
+/// How long a call keeps retrying while the cluster has no leader.
+const ELECTION_PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Client {
+    dir: PathBuf,
+    nodes: Vec<String>,
+    transport: Arc<QuicTransport>,
+    /// The node that answered last; tried first next time.
+    preferred: AtomicUsize,
+    call_timeout: Duration,
+}
+
+impl Client {
+    /// Load the cluster directory's client configuration. No call is made yet.
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        let config = ClientConfig::load(dir)?;
+        let files = TlsFiles {
+            ca: config.ca,
+            cert: config.cert,
+            key: config.key,
+        };
+        Self::with_identity(dir, config.nodes, &files)
+    }
+
+    /// A client for `nodes` presenting the certificate in `files`.
+    pub fn with_identity(
+        dir: &Path,
+        nodes: Vec<String>,
+        files: &TlsFiles,
+    ) -> Result<Self, ClientError> {
+        let identity = TlsIdentity::load(files)?;
+        let options = TransportOptions {
+            connect_timeout: Duration::from_millis(1500),
+            ..TransportOptions::default()
+        };
+        let call_timeout = options.call_timeout;
+        let transport = QuicTransport::client(&identity, options)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            nodes,
+            transport,
+            preferred: AtomicUsize::new(0),
+            call_timeout,
+        })
+    }
+
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The transport, for tests that need to send raw bytes.
+    pub fn transport(&self) -> &QuicTransport {
+        &self.transport
+    }
+
+    /// Send `request` to the first node that answers; while the cluster has no leader, retry
+    /// for up to [`ELECTION_PATIENCE`]. Error answers become [`ClientError::Remote`].
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
+        loop {
+            match self.call_any(&request).await? {
+                Response::Error(e)
+                    if e.kind == ErrorKind::NoLeader && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Response::Error(e) => return Err(ClientError::Remote(e)),
+                answer => return Ok(answer),
+            }
+        }
+    }
+
+    /// Send `request` to one specific node.
+    pub async fn call_node(
+        &self,
+        addr: &str,
+        request: Request,
+    ) -> Result<Response, TransportError> {
+        self.transport
+            .call_with_timeout(addr, &request, self.call_timeout)
+            .await
+    }
+
+    async fn call_any(&self, request: &Request) -> Result<Response, ClientError> {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.nodes.len() {
+            let index = (start + i) % self.nodes.len();
+            match self.call_node(&self.nodes[index], request.clone()).await {
+                Ok(answer) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ClientError::NoAnswer {
+            dir: self.dir.display().to_string(),
+            tried: self.nodes.join(", "),
+            last: last.expect("client config lists at least one node"),
+        })
+    }
+
+    /// Every configured node's own Raft view, asked concurrently; `None` for nodes that did
+    /// not answer within `timeout`.
+    pub async fn node_metrics(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(String, Option<tern_proto::LocalMetrics>)> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, addr) in self.nodes.iter().enumerate() {
+            let transport = self.transport.clone();
+            let addr = addr.clone();
+            asks.spawn(async move {
+                let answer = transport
+                    .call_with_timeout(&addr, &Request::LocalMetrics, timeout)
+                    .await;
+                let metrics = match answer {
+                    Ok(Response::Metrics(m)) => Some(m),
+                    _ => None,
+                };
+                (i, addr, metrics)
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(Ok(row)) = asks.join_next().await {
+            all.push(row);
+        }
+        all.sort_by_key(|(i, _, _)| *i);
+        all.into_iter().map(|(_, addr, m)| (addr, m)).collect()
+    }
+
+    /// The leader, if one node reports itself leading and answers a linearizable read now.
+    pub async fn serving_leader(
+        &self,
+        timeout: Duration,
+    ) -> Option<(tern_proto::NodeId, u64, String)> {
+        let views = self.node_metrics(timeout).await;
+        let (addr, m) = views
+            .into_iter()
+            .filter_map(|(addr, m)| Some((addr, m?)))
+            .filter(|(_, m)| m.role == tern_proto::Role::Leader)
+            .max_by_key(|(_, m)| m.term)?;
+        let read = Request::CatalogGet {
+            table: "tern".into(),
+            key: "probe".into(),
+        };
+        match self
+            .transport
+            .call_with_timeout(&addr, &read, timeout)
+            .await
+        {
+            Ok(Response::CatalogValue(_)) => Some((m.id, m.term, addr)),
+            _ => None,
+        }
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.call(Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn catalog_write(&self, ops: Vec<CatalogOp>) -> Result<u64, ClientError> {
+        match self.call(Request::CatalogWrite(ops)).await? {
+            Response::Written { log_index } => Ok(log_index),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn catalog_put(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        self.catalog_write(vec![CatalogOp::Put {
+            table: table.into(),
+            key: key.into(),
+            value,
+        }])
+        .await
+    }
+
+    pub async fn catalog_get(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        match self
+            .call(Request::CatalogGet {
+                table: table.into(),
+                key: key.into(),
+            })
+            .await?
+        {
+            Response::CatalogValue(value) => Ok(value),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn catalog_list(
+        &self,
+        table: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
+        match self
+            .call(Request::CatalogList {
+                table: table.into(),
+                prefix: prefix.into(),
+                limit,
+            })
+            .await?
+        {
+            Response::CatalogEntries(entries) => Ok(entries),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dir_prefers_the_flag_then_the_environment() {
+        // One test touches the environment, so there is no race with another test.
+        let flag = PathBuf::from("/x");
+        assert_eq!(cluster_dir(Some(&flag)), flag);
+        unsafe { std::env::set_var(CLUSTER_ENV, "/from-env") };
+        assert_eq!(cluster_dir(None), PathBuf::from("/from-env"));
+        unsafe { std::env::remove_var(CLUSTER_ENV) };
+        assert_eq!(cluster_dir(None), PathBuf::from(DEFAULT_CLUSTER_DIR));
+    }
+
+    #[test]
+    fn missing_client_config_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let err = ClientConfig::load(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("client.toml") && err.contains("tern up"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_cluster_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let config = ClientConfig {
+            nodes: vec!["127.0.0.1:7401".into()],
+            ca: "ca.pem".into(),
+            cert: "client.pem".into(),
+            key: "client.key".into(),
+        };
+        std::fs::write(ClientConfig::path_in(&dir), config.to_toml()).unwrap();
+        let loaded = ClientConfig::load(&dir).unwrap();
+        assert_eq!(loaded.ca, dir.join("ca.pem"));
+    }
+}

@@ -1,0 +1,52 @@
+//! The cluster's metadata: one openraft group whose log and state machine live in RocksDB.
+//!
+//! It owns the replicated state ([`MetaState`]: the node table and a generic catalog table
+//! that the block store fills with datasets), its durable storage ([`LogStore`],
+//! [`StateMachineStore`]), the Raft RPCs over any `tern_proto::Transport` ([`MetaNetwork`]),
+//! and [`Meta`], the handle the node uses to write commands and make linearizable reads.
+//!
+//! It does not own sockets, failure detection or placement: the node decides when to mark a
+//! node down; this crate only makes such decisions durable and agreed.
+
+mod network;
+mod service;
+mod state;
+mod store;
+
+use std::io::Cursor;
+
+pub use network::{MetaNetwork, answer_raft_rpc};
+pub use service::{Meta, MetaOptions};
+pub use state::{Command, CommandResult, MetaState};
+pub use store::{LogStore, StateMachineStore, open_stores};
+
+openraft::declare_raft_types!(
+    /// openraft's type parameters for tern's metadata group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata storage at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("metadata storage: {0}")]
+    Storage(String),
+    #[error("not the leader (leader is {})", match .leader { Some((id, addr)) => format!("node {id} at {addr}"), None => "unknown".into() })]
+    NotLeader { leader: Option<(u64, String)> },
+    #[error("no leader elected yet")]
+    NoLeader,
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot decode {what}: {reason}")]
+    Codec { what: &'static str, reason: String },
+    #[error("{0}")]
+    Rejected(String),
+}

@@ -1,0 +1,153 @@
+//! Raft RPCs over the `Transport` seam: each RPC is postcard-encoded into a
+//! `Request::Raft` payload, and the answer (`Result<reply, RaftError>`) comes back the same way.
+
+use std::sync::Arc;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tern_proto::{RaftKind, Request, Response, Transport, TransportError};
+
+use crate::{MetaError, Raft, TypeConfig};
+
+/// Creates one [`MetaPeer`] per Raft target.
+pub struct MetaNetwork<T: Transport> {
+    transport: Arc<T>,
+}
+
+impl<T: Transport> MetaNetwork<T> {
+    pub fn new(transport: Arc<T>) -> Self {
+        Self { transport }
+    }
+}
+
+impl<T: Transport> RaftNetworkFactory<TypeConfig> for MetaNetwork<T> {
+    type Network = MetaPeer<T>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        MetaPeer {
+            transport: self.transport.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+pub struct MetaPeer<T: Transport> {
+    transport: Arc<T>,
+    target: u64,
+    addr: String,
+}
+
+type RpcResult<R, E> = Result<R, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+impl<T: Transport> MetaPeer<T> {
+    async fn send<Req, Resp, E>(
+        &self,
+        kind: RaftKind,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let network =
+            |reason: String| RPCError::Network(NetworkError::new(&AnyError::error(reason)));
+        let payload = postcard::to_allocvec(rpc).map_err(|e| network(e.to_string()))?;
+        let answer = self
+            .transport
+            .call_within(
+                &self.addr,
+                Request::Raft { kind, payload },
+                option.hard_ttl(),
+            )
+            .await;
+        match answer {
+            Ok(Response::Raft(bytes)) => {
+                let reply: Result<Resp, RaftError<u64, E>> = postcard::from_bytes(&bytes)
+                    .map_err(|e| network(format!("decode raft reply: {e}")))?;
+                reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(Response::Error(e)) => Err(network(e.message)),
+            Ok(other) => Err(network(format!(
+                "unexpected answer to a raft rpc: {other:?}"
+            ))),
+            Err(e @ (TransportError::Unreachable { .. } | TransportError::Timeout { .. })) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl<T: Transport> RaftNetwork<TypeConfig> for MetaPeer<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        self.send(RaftKind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.send(RaftKind::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+        self.send(RaftKind::Vote, &rpc, &option).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, MetaError> {
+    postcard::from_bytes(payload).map_err(|e| MetaError::Codec {
+        what: "raft rpc",
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, MetaError> {
+    postcard::to_allocvec(value).map_err(|e| MetaError::Codec {
+        what: "raft reply",
+        reason: e.to_string(),
+    })
+}
+
+/// The receiving side: hand a Raft RPC to the local Raft and encode its answer.
+pub async fn answer_raft_rpc(
+    raft: &Raft,
+    kind: RaftKind,
+    payload: &[u8],
+) -> Result<Vec<u8>, MetaError> {
+    match kind {
+        RaftKind::AppendEntries => {
+            let rpc: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            encode(&raft.append_entries(rpc).await)
+        }
+        RaftKind::Vote => {
+            let rpc: VoteRequest<u64> = decode(payload)?;
+            encode(&raft.vote(rpc).await)
+        }
+        RaftKind::InstallSnapshot => {
+            let rpc: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            encode(&raft.install_snapshot(rpc).await)
+        }
+    }
+}

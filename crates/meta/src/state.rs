@@ -1,0 +1,212 @@
+//! The replicated state machine's data and the commands that change it.
+//!
+//! Applying a command is a pure function of the state and the command, so every member that
+//! applies the same log reaches the same state (checked by the simulator's invariants).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tern_proto::{CatalogOp, NodeId, NodeRecord, NodeState};
+
+/// Longest table or key name accepted in the catalog.
+pub const MAX_NAME_BYTES: usize = 512;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// table → key → value. The block store keeps datasets, partitions and replica sets here.
+    pub catalog: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// What a Raft entry asks the state machine to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a node or update its address, zone and capacity (its state becomes `up`).
+    RegisterNode(NodeRecord),
+    SetNodeState {
+        id: NodeId,
+        state: NodeState,
+    },
+    /// Applied all-or-nothing: one invalid op rejects the whole entry.
+    Catalog(Vec<CatalogOp>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    /// The entry was committed but changed nothing, for this reason.
+    Rejected(String),
+}
+
+/// A state key a command changed, so storage can persist just that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    Node(NodeId),
+    Catalog(String, String),
+}
+
+/// Why a catalog op cannot be applied; checked before anything changes.
+pub fn validate_op(op: &CatalogOp) -> Result<(), String> {
+    let (table, key) = match op {
+        CatalogOp::Put { table, key, .. } | CatalogOp::Delete { table, key } => (table, key),
+    };
+    for (what, name) in [("table", table), ("key", key)] {
+        if name.is_empty() {
+            return Err(format!("catalog {what} name is empty"));
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "catalog {what} name is longer than {MAX_NAME_BYTES} bytes"
+            ));
+        }
+        if name.contains('\0') {
+            return Err(format!("catalog {what} name contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+impl MetaState {
+    pub fn apply(&mut self, command: &Command, touched: &mut Vec<Touched>) -> CommandResult {
+        match command {
+            Command::RegisterNode(record) => {
+                let mut record = record.clone();
+                record.state = NodeState::Up;
+                touched.push(Touched::Node(record.id));
+                self.nodes.insert(record.id, record);
+                CommandResult::Done
+            }
+            Command::SetNodeState { id, state } => match self.nodes.get_mut(id) {
+                Some(node) => {
+                    node.state = *state;
+                    touched.push(Touched::Node(*id));
+                    CommandResult::Done
+                }
+                None => CommandResult::Rejected(format!("node {id} is not registered")),
+            },
+            Command::Catalog(ops) => {
+                if let Some(reason) = ops.iter().find_map(|op| validate_op(op).err()) {
+                    return CommandResult::Rejected(reason);
+                }
+                for op in ops {
+                    match op {
+                        CatalogOp::Put { table, key, value } => {
+                            self.catalog
+                                .entry(table.clone())
+                                .or_default()
+                                .insert(key.clone(), value.clone());
+                            touched.push(Touched::Catalog(table.clone(), key.clone()));
+                        }
+                        CatalogOp::Delete { table, key } => {
+                            if let Some(t) = self.catalog.get_mut(table) {
+                                t.remove(key);
+                                if t.is_empty() {
+                                    self.catalog.remove(table);
+                                }
+                            }
+                            touched.push(Touched::Catalog(table.clone(), key.clone()));
+                        }
+                    }
+                }
+                CommandResult::Done
+            }
+        }
+    }
+
+    pub fn catalog_get(&self, table: &str, key: &str) -> Option<&Vec<u8>> {
+        self.catalog.get(table)?.get(key)
+    }
+
+    pub fn catalog_list(&self, table: &str, prefix: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
+        let Some(t) = self.catalog.get(table) else {
+            return Vec::new();
+        };
+        t.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(table: &str, key: &str, value: &[u8]) -> CatalogOp {
+        CatalogOp::Put {
+            table: table.into(),
+            key: key.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn catalog_entry_is_all_or_nothing() {
+        let mut state = MetaState::default();
+        let mut touched = Vec::new();
+        let bad = Command::Catalog(vec![put("t", "a", b"1"), put("t", "", b"2")]);
+        assert!(matches!(
+            state.apply(&bad, &mut touched),
+            CommandResult::Rejected(_)
+        ));
+        assert!(state.catalog.is_empty());
+        assert!(touched.is_empty());
+
+        let good = Command::Catalog(vec![
+            put("t", "a", b"1"),
+            put("t", "ab", b"2"),
+            put("t", "b", b"3"),
+        ]);
+        assert_eq!(state.apply(&good, &mut touched), CommandResult::Done);
+        assert_eq!(state.catalog_list("t", "a", 10).len(), 2);
+        assert_eq!(state.catalog_list("t", "", 2).len(), 2);
+        assert_eq!(state.catalog_get("t", "b"), Some(&b"3".to_vec()));
+
+        let del = Command::Catalog(vec![
+            CatalogOp::Delete {
+                table: "t".into(),
+                key: "a".into(),
+            },
+            CatalogOp::Delete {
+                table: "t".into(),
+                key: "ab".into(),
+            },
+            CatalogOp::Delete {
+                table: "t".into(),
+                key: "b".into(),
+            },
+        ]);
+        state.apply(&del, &mut touched);
+        assert!(state.catalog.is_empty(), "empty tables disappear");
+    }
+
+    #[test]
+    fn node_state_changes_need_a_registered_node() {
+        let mut state = MetaState::default();
+        let mut touched = Vec::new();
+        let set = Command::SetNodeState {
+            id: 9,
+            state: NodeState::Down,
+        };
+        assert!(matches!(
+            state.apply(&set, &mut touched),
+            CommandResult::Rejected(_)
+        ));
+        let record = NodeRecord {
+            id: 9,
+            addr: "127.0.0.1:1".into(),
+            zone: String::new(),
+            capacity_bytes: 1,
+            state: NodeState::Down,
+        };
+        state.apply(&Command::RegisterNode(record), &mut touched);
+        assert_eq!(
+            state.nodes[&9].state,
+            NodeState::Up,
+            "registering brings a node up"
+        );
+        assert_eq!(state.apply(&set, &mut touched), CommandResult::Done);
+        assert_eq!(state.nodes[&9].state, NodeState::Down);
+    }
+}

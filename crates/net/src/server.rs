@@ -1,0 +1,180 @@
+//! The accepting side: every bidirectional stream carries one request frame and gets one
+//! response frame. A bad frame gets an error answer and a log line; the node keeps serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quinn::{Connection, RecvStream, SendStream};
+use tern_proto::{MAX_FRAME_BYTES, Request, Response, decode_request, encode_response};
+use tracing::{debug, warn};
+
+use crate::endpoint::{QuicTransport, ReadFrameError, read_frame, write_frame};
+
+/// What a node does with a decoded request.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send;
+}
+
+/// Accept connections on `transport`'s endpoint until it is closed.
+pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
+    while let Some(incoming) = transport.endpoint().accept().await {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, handler).await,
+                // Most often a certificate not signed by the cluster CA.
+                Err(e) => warn!(%peer, error = %e, "refused connection"),
+            }
+        });
+    }
+}
+
+async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
+    let peer = conn.remote_address();
+    debug!(%peer, "connection accepted");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let handler = handler.clone();
+                tokio::spawn(serve_stream(send, recv, peer, handler));
+            }
+            Err(e) => {
+                debug!(%peer, reason = %e, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream<H: Handler>(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+) {
+    let response = match read_frame(&mut recv, MAX_FRAME_BYTES).await {
+        Ok(body) => match decode_request(&body) {
+            Ok(request) => handler.handle(request, peer).await,
+            Err(e) => {
+                warn!(%peer, error = %e, "bad request frame");
+                Response::error(e.kind(), e.to_string())
+            }
+        },
+        Err(ReadFrameError::Frame(e)) => {
+            warn!(%peer, error = %e, "refused request frame");
+            // Do not read the rest of an oversized frame; tell the sender to stop.
+            let _ = recv.stop(quinn::VarInt::from_u32(1));
+            Response::error(e.kind(), e.to_string())
+        }
+        Err(ReadFrameError::Stream(e)) => {
+            warn!(%peer, error = %e, "truncated request frame");
+            Response::error(
+                tern_proto::ErrorKind::BadFrame,
+                format!("truncated frame: {e}"),
+            )
+        }
+    };
+    if write_frame(&mut send, &encode_response(&response))
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        // Wait until the peer has the answer before the stream is dropped.
+        let _ = send.stopped().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tern_proto::{Request, Response, Transport};
+
+    use super::*;
+    use crate::{ClusterFiles, TlsIdentity, TransportOptions};
+
+    struct Echo;
+
+    impl Handler for Echo {
+        async fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+            match request {
+                Request::Ping => Response::Pong { id: 7 },
+                _ => Response::Ack,
+            }
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn mutual_tls_admits_the_cluster_and_refuses_strangers() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let cluster = ClusterFiles::new(ours.path());
+        cluster.init(1).unwrap();
+        ClusterFiles::new(theirs.path()).init(1).unwrap();
+        // A node certificate issued later (as `tern cluster add-node` does) verifies too.
+        let late = cluster.issue_node(2).unwrap();
+        assert_eq!(cluster.highest_node_id(), 2);
+
+        rt().block_on(async {
+            let server_id = TlsIdentity::load(&late).unwrap();
+            let server = QuicTransport::server(
+                ([127, 0, 0, 1], 0).into(),
+                &server_id,
+                TransportOptions::default(),
+            )
+            .unwrap();
+            let addr = server.local_addr().unwrap().to_string();
+            tokio::spawn(serve(server.clone(), Arc::new(Echo)));
+
+            let member = TlsIdentity::load(&cluster.client()).unwrap();
+            let member = QuicTransport::client(&member, TransportOptions::default()).unwrap();
+            assert_eq!(
+                member.call(&addr, Request::Ping).await.unwrap(),
+                Response::Pong { id: 7 }
+            );
+
+            let options = TransportOptions {
+                call_timeout: Duration::from_secs(3),
+                ..TransportOptions::default()
+            };
+            let stranger = TlsIdentity::load(&ClusterFiles::new(theirs.path()).client()).unwrap();
+            let stranger = QuicTransport::client(&stranger, options).unwrap();
+            assert!(
+                stranger.call(&addr, Request::Ping).await.is_err(),
+                "foreign CA must be refused"
+            );
+
+            // The server still serves its own after refusing a stranger.
+            assert_eq!(
+                member.call(&addr, Request::Ping).await.unwrap(),
+                Response::Pong { id: 7 }
+            );
+            server.close();
+        });
+    }
+
+    #[test]
+    fn missing_or_garbled_pem_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("c.key"),
+        };
+        let err = TlsIdentity::load(&files).unwrap_err().to_string();
+        assert!(err.contains("ca.pem"), "{err}");
+        std::fs::write(&files.ca, "not a certificate").unwrap();
+        let err = TlsIdentity::load(&files).unwrap_err().to_string();
+        assert!(err.contains("no certificate"), "{err}");
+    }
+}

@@ -1,0 +1,184 @@
+//! `node.toml`: everything a node needs to start. Command-line flags override it.
+//!
+//! ```toml
+//! id = 1
+//! data_dir = ".tern/data/node-1"
+//! listen = "127.0.0.1:7401"
+//! zone = "a"
+//! join = []                      # addresses of running nodes; empty bootstraps a new cluster
+//! ca = ".tern/ca.pem"
+//! cert = ".tern/node-1.pem"
+//! key = ".tern/node-1.key"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tern_net::TlsFiles;
+
+use crate::NodeError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use; defaults to `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub join: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Bytes offered for blocks (default 100 GiB).
+    #[serde(default = "default_capacity")]
+    pub capacity_bytes: u64,
+    /// Voters in the metadata group (3 or 5); later nodes join as learners.
+    #[serde(default = "default_max_voters")]
+    pub max_voters: usize,
+    #[serde(default)]
+    pub timings: NodeTimings,
+}
+
+/// Heartbeat and failure-detection timings, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeTimings {
+    pub heartbeat_ms: u64,
+    pub suspect_after_ms: u64,
+    pub down_after_ms: u64,
+    pub raft_heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for NodeTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            suspect_after_ms: 3000,
+            down_after_ms: 10_000,
+            // Followers refuse to vote while their leader's lease (election_max_ms) lasts, so
+            // failover takes between election_max_ms and twice that.
+            raft_heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1200,
+        }
+    }
+}
+
+impl NodeTimings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+fn default_capacity() -> u64 {
+    100 << 30
+}
+
+fn default_max_voters() -> usize {
+    3
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| NodeError::Config {
+            path: path.display().to_string(),
+            reason: e.message().to_string(),
+        })?;
+        config.validate().map_err(|reason| NodeError::Config {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must be at least 1".into());
+        }
+        if !(1..=5).contains(&self.max_voters) {
+            return Err(format!(
+                "max_voters is {}, it must be between 1 and 5",
+                self.max_voters
+            ));
+        }
+        let t = &self.timings;
+        if t.suspect_after_ms <= t.heartbeat_ms || t.down_after_ms < t.suspect_after_ms {
+            return Err(
+                "timings must satisfy heartbeat_ms < suspect_after_ms <= down_after_ms".into(),
+            );
+        }
+        if t.election_min_ms <= t.raft_heartbeat_ms || t.election_max_ms <= t.election_min_ms {
+            return Err(
+                "timings must satisfy raft_heartbeat_ms < election_min_ms < election_max_ms".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let text = r#"
+            id = 2
+            data_dir = "/tmp/n2"
+            listen = "127.0.0.1:7402"
+            join = ["127.0.0.1:7401"]
+            ca = "ca.pem"
+            cert = "node-2.pem"
+            key = "node-2.key"
+        "#;
+        let config: NodeConfig = toml::from_str(text).unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.max_voters, 3);
+        assert_eq!(config.advertise_addr(), "127.0.0.1:7402");
+        let again: NodeConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let text = "id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\nlisten_addr = 3\n";
+        assert!(toml::from_str::<NodeConfig>(text).is_err());
+        let mut config: NodeConfig = toml::from_str(
+            "id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n",
+        )
+        .unwrap();
+        config.max_voters = 7;
+        assert!(config.validate().unwrap_err().contains("max_voters"));
+    }
+}

@@ -1,0 +1,37 @@
+//! A tern node: the process that wires the components together.
+//!
+//! It owns the node's configuration and identity, starts the QUIC endpoint (`tern-net`) and
+//! the metadata group (`tern-meta`), answers requests ([`NodeService`]), joins or bootstraps
+//! the cluster, sends heartbeats to the leader and, while it leads, marks silent nodes
+//! suspect and then down. Later components (block store, executor, scheduler) are wired in
+//! here too; they do not know about the node.
+//!
+//! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
+//! run it without sockets or real time.
+
+mod config;
+mod run;
+mod service;
+
+pub use config::{NodeConfig, NodeTimings};
+pub use run::{RunningNode, start};
+pub use service::NodeService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("config {path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("{0}")]
+    Identity(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Net(#[from] tern_net::NetError),
+    #[error(transparent)]
+    Meta(#[from] tern_meta::MetaError),
+    #[error("could not join the cluster through {tried}: {reason}")]
+    Join { tried: String, reason: String },
+}

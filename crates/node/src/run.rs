@@ -1,0 +1,207 @@
+//! Starting and stopping a real node: files, sockets, Raft, and the background loops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_meta::{Command, Meta, MetaError, MetaOptions};
+use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
+use tern_proto::{NodeRecord, NodeState, Request, Response, SystemClock, Transport};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::{NodeConfig, NodeError, NodeService};
+
+/// How long a new node keeps asking to be admitted.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A started node; [`RunningNode::shutdown`] stops it cleanly.
+pub struct RunningNode {
+    service: Arc<NodeService<QuicTransport, SystemClock>>,
+    transport: Arc<QuicTransport>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The data directory remembers whose it is: starting node 2 on node 1's data is refused.
+fn check_identity(config: &NodeConfig) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    let path = config.data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: u64 = text.trim().parse().map_err(|_| {
+                NodeError::Identity(format!("{} does not hold a node id", path.display()))
+            })?;
+            if stored != config.id {
+                return Err(NodeError::Identity(format!(
+                    "{} belongs to node {stored}, not node {}",
+                    config.data_dir.display(),
+                    config.id
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{}\n", config.id)).map_err(io(&path))
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    config.validate().map_err(|reason| NodeError::Config {
+        path: "node config".into(),
+        reason,
+    })?;
+    check_identity(&config)?;
+    let identity = TlsIdentity::load(&config.tls_files())?;
+    let transport = QuicTransport::server(config.listen, &identity, TransportOptions::default())?;
+    let t = &config.timings;
+    let options = MetaOptions {
+        heartbeat_interval: Duration::from_millis(t.raft_heartbeat_ms),
+        election_timeout: (
+            Duration::from_millis(t.election_min_ms),
+            Duration::from_millis(t.election_max_ms),
+        ),
+        max_voters: config.max_voters,
+        ..MetaOptions::default()
+    };
+    let meta = Meta::open(
+        config.id,
+        &config.data_dir.join("meta"),
+        transport.clone(),
+        &options,
+    )
+    .await?;
+    let record = NodeRecord {
+        id: config.id,
+        addr: config.advertise_addr(),
+        zone: config.zone.clone(),
+        capacity_bytes: config.capacity_bytes,
+        state: NodeState::Up,
+    };
+    let service = Arc::new(NodeService::new(
+        record.clone(),
+        meta,
+        transport.clone(),
+        Arc::new(SystemClock),
+        config.timings.clone(),
+        config.max_voters,
+    ));
+    let mut tasks = vec![tokio::spawn(tern_net::serve(
+        transport.clone(),
+        service.clone(),
+    ))];
+    info!(id = config.id, listen = %config.listen, "node listening");
+
+    if !service.meta.is_initialized().await? {
+        if config.join.is_empty() {
+            info!(id = config.id, "bootstrapping a new cluster");
+            service.meta.bootstrap(&record.addr).await?;
+            register_self(&service.meta, &record).await?;
+        } else {
+            join(&transport, &config.join, &record).await?;
+        }
+    }
+
+    let heartbeat = config.timings.heartbeat();
+    let s = service.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            tick.tick().await;
+            s.send_heartbeat().await;
+        }
+    }));
+    let s = service.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            tick.tick().await;
+            s.detect_failures().await;
+        }
+    }));
+    Ok(RunningNode {
+        service,
+        transport,
+        tasks,
+    })
+}
+
+/// A bootstrapping node elects itself at once; wait for that, then record itself.
+async fn register_self(meta: &Meta, record: &NodeRecord) -> Result<(), NodeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match meta.write(Command::RegisterNode(record.clone())).await {
+            Ok(_) => return Ok(()),
+            Err(MetaError::NoLeader | MetaError::NotLeader { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn join(
+    transport: &QuicTransport,
+    peers: &[String],
+    record: &NodeRecord,
+) -> Result<(), NodeError> {
+    let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+    let mut last_error = String::from("no answer");
+    loop {
+        for peer in peers {
+            info!(peer = %peer, "asking to join");
+            match transport.call(peer, Request::Join(record.clone())).await {
+                Ok(Response::Joined { voter, .. }) => {
+                    info!(voter, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Response::Error(e)) if e.kind == tern_proto::ErrorKind::Invalid => {
+                    return Err(NodeError::Join {
+                        tried: peer.clone(),
+                        reason: e.message,
+                    });
+                }
+                Ok(Response::Error(e)) => last_error = e.message,
+                Ok(other) => last_error = format!("unexpected answer {other:?}"),
+                Err(e) => last_error = e.to_string(),
+            }
+            warn!(peer = %peer, error = %last_error, "join attempt failed");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::Join {
+                tried: peers.join(", "),
+                reason: last_error,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl RunningNode {
+    pub fn id(&self) -> u64 {
+        self.service.id()
+    }
+
+    pub fn service(&self) -> &Arc<NodeService<QuicTransport, SystemClock>> {
+        &self.service
+    }
+
+    /// Stop the loops, let Raft finish its in-flight work, close connections.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.service.meta.shutdown().await;
+        self.transport.close();
+        info!(id = self.service.id(), "node stopped");
+    }
+}

@@ -1,0 +1,358 @@
+//! [`NodeService`]: what a node answers, and the two loops that keep membership honest
+//! (heartbeats to the leader; on the leader, marking silent nodes suspect and down).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tern_meta::{Command, Meta, MetaError};
+use tern_proto::{
+    Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request, Response,
+    Role, Transport,
+};
+use tracing::{debug, info, warn};
+
+use crate::NodeTimings;
+
+/// How long the leader waits for each node's metrics when building a status.
+const STATUS_FANOUT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub struct NodeService<T: Transport, C: Clock> {
+    pub(crate) record: NodeRecord,
+    pub(crate) meta: Meta,
+    transport: Arc<T>,
+    clock: Arc<C>,
+    timings: NodeTimings,
+    max_voters: usize,
+    /// Leader-only soft state: when each node was last heard from.
+    last_seen: Mutex<HashMap<NodeId, Instant>>,
+    /// The term in which this node last became leader, and when it noticed.
+    leading_since: Mutex<Option<(u64, Instant)>>,
+}
+
+fn meta_error(e: MetaError) -> Response {
+    match e {
+        MetaError::NoLeader | MetaError::NotLeader { .. } => Response::error(
+            ErrorKind::NoLeader,
+            "no leader is elected right now; retry shortly",
+        ),
+        MetaError::Rejected(reason) => Response::error(ErrorKind::Invalid, reason),
+        other => Response::error(ErrorKind::Unavailable, other.to_string()),
+    }
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    pub fn new(
+        record: NodeRecord,
+        meta: Meta,
+        transport: Arc<T>,
+        clock: Arc<C>,
+        timings: NodeTimings,
+        max_voters: usize,
+    ) -> Self {
+        Self {
+            record,
+            meta,
+            transport,
+            clock,
+            timings,
+            max_voters,
+            last_seen: Mutex::default(),
+            leading_since: Mutex::default(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.record.id
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Answer one request. Requests only the leader can answer are forwarded to it once.
+    pub async fn handle(&self, request: Request) -> Response {
+        match self.answer(&request).await {
+            Err(MetaError::NotLeader {
+                leader: Some((id, addr)),
+            }) if id != self.id() => {
+                debug!(
+                    request = request.name(),
+                    leader = id,
+                    "forwarding to leader"
+                );
+                match self
+                    .transport
+                    .call(&addr, Request::Forwarded(Box::new(request)))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        Response::error(ErrorKind::NoLeader, format!("leader unreachable: {e}"))
+                    }
+                }
+            }
+            Err(e) => meta_error(e),
+            Ok(answer) => answer,
+        }
+    }
+
+    async fn answer(&self, request: &Request) -> Result<Response, MetaError> {
+        Ok(match request {
+            Request::Ping => Response::Pong { id: self.id() },
+            Request::Forwarded(inner) => match Box::pin(self.answer(inner)).await {
+                // A forwarded request is never forwarded again: no loops while leaders change.
+                Err(e) => meta_error(e),
+                Ok(answer) => answer,
+            },
+            Request::Raft { kind, payload } => {
+                match tern_meta::answer_raft_rpc(self.meta.raft(), *kind, payload).await {
+                    Ok(bytes) => Response::Raft(bytes),
+                    Err(e) => Response::error(ErrorKind::BadFrame, e.to_string()),
+                }
+            }
+            Request::Join(record) => self.admit(record).await?,
+            Request::Heartbeat { id } => {
+                if !self.meta.is_leader() {
+                    return Err(self.not_leader());
+                }
+                self.last_seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(*id, self.clock.now());
+                Response::Ack
+            }
+            Request::Status => Response::Status(self.status().await?),
+            Request::LocalMetrics => Response::Metrics(self.meta.local_metrics()),
+            Request::CatalogGet { table, key } => Response::CatalogValue(
+                self.meta
+                    .read(|s| s.catalog_get(table, key).cloned())
+                    .await?,
+            ),
+            Request::CatalogList {
+                table,
+                prefix,
+                limit,
+            } => Response::CatalogEntries(
+                self.meta
+                    .read(|s| s.catalog_list(table, prefix, *limit as usize))
+                    .await?,
+            ),
+            Request::CatalogWrite(ops) => Response::Written {
+                log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
+            },
+        })
+    }
+
+    fn not_leader(&self) -> MetaError {
+        match self.meta.leader() {
+            Some(leader) => MetaError::NotLeader {
+                leader: Some(leader),
+            },
+            None => MetaError::NoLeader,
+        }
+    }
+
+    /// On the leader: add a node to the Raft group and the node table.
+    async fn admit(&self, record: &NodeRecord) -> Result<Response, MetaError> {
+        if !self.meta.is_leader() {
+            return Err(self.not_leader());
+        }
+        if record.id == 0 || record.addr.is_empty() {
+            return Ok(Response::error(
+                ErrorKind::Invalid,
+                "a joining node needs an id and an address",
+            ));
+        }
+        let known = self.meta.read_local(|s| s.nodes.get(&record.id).cloned());
+        if let Some(known) = known {
+            if known.addr != record.addr {
+                return Ok(Response::error(
+                    ErrorKind::Invalid,
+                    format!("node id {} is already taken by {}", record.id, known.addr),
+                ));
+            }
+        }
+        info!(id = record.id, addr = %record.addr, "admitting node");
+        let voter = self
+            .meta
+            .add_member(record.id, &record.addr, self.max_voters)
+            .await?;
+        self.meta
+            .write(Command::RegisterNode(record.clone()))
+            .await?;
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.id, self.clock.now());
+        Ok(Response::Joined {
+            id: record.id,
+            voter,
+        })
+    }
+
+    /// The cluster's status, built on the leader from the node table and each node's metrics.
+    async fn status(&self) -> Result<ClusterStatus, MetaError> {
+        if !self.meta.is_leader() {
+            return Err(self.not_leader());
+        }
+        let nodes = self.meta.read(|s| s.nodes.clone()).await?;
+        let (voters, _) = self.meta.members();
+        let mut asks = tokio::task::JoinSet::new();
+        for node in nodes.values().filter(|n| n.id != self.id()) {
+            let transport = self.transport.clone();
+            let (id, addr) = (node.id, node.addr.clone());
+            asks.spawn(async move {
+                let answer = transport
+                    .call_within(&addr, Request::LocalMetrics, STATUS_FANOUT_TIMEOUT)
+                    .await;
+                match answer {
+                    Ok(Response::Metrics(m)) => (id, Some(m)),
+                    _ => (id, None),
+                }
+            });
+        }
+        let mut metrics = HashMap::from([(self.id(), self.meta.local_metrics())]);
+        while let Some(joined) = asks.join_next().await {
+            if let Ok((id, Some(m))) = joined {
+                metrics.insert(id, m);
+            }
+        }
+        let now = self.clock.now();
+        let last_seen = self
+            .last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let own = self.meta.local_metrics();
+        let rows = nodes
+            .values()
+            .map(|node| {
+                let m = metrics.get(&node.id);
+                let age = if node.id == self.id() {
+                    Some(0)
+                } else {
+                    last_seen
+                        .get(&node.id)
+                        .map(|t| now.saturating_duration_since(*t).as_millis() as u64)
+                };
+                NodeStatus {
+                    id: node.id,
+                    address: node.addr.clone(),
+                    zone: node.zone.clone(),
+                    role: m.map(|m| m.role).unwrap_or(Role::Unreachable),
+                    state: node.state,
+                    voter: voters.contains(&node.id),
+                    heartbeat_age_ms: age,
+                    term: m.map(|m| m.term),
+                    applied_index: m.and_then(|m| m.applied_index),
+                    capacity_bytes: node.capacity_bytes,
+                }
+            })
+            .collect();
+        Ok(ClusterStatus {
+            leader: Some(self.id()),
+            term: own.term,
+            applied_index: own.applied_index,
+            nodes: rows,
+        })
+    }
+
+    /// Tell the leader we are alive.
+    pub async fn send_heartbeat(&self) {
+        match self.meta.leader() {
+            Some((id, _)) if id == self.id() => {
+                self.last_seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, self.clock.now());
+            }
+            Some((_, addr)) => {
+                let heartbeat = Request::Heartbeat { id: self.id() };
+                if let Err(e) = self
+                    .transport
+                    .call_within(&addr, heartbeat, self.timings.heartbeat())
+                    .await
+                {
+                    debug!(error = %e, "heartbeat not delivered");
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// On the leader: move nodes between up, suspect and down by how long they have been
+    /// silent. Ages count from when this node took office, so a new leader does not mark
+    /// everyone down for silence it never had a chance to hear.
+    pub async fn detect_failures(&self) {
+        let metrics = self.meta.local_metrics();
+        if metrics.role != Role::Leader {
+            *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return;
+        }
+        let now = self.clock.now();
+        let since = {
+            let mut leading = self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+            match *leading {
+                Some((term, at)) if term == metrics.term => at,
+                _ => {
+                    *leading = Some((metrics.term, now));
+                    now
+                }
+            }
+        };
+        let nodes = self.meta.read_local(|s| s.nodes.clone());
+        let last_seen = self
+            .last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for node in nodes.values() {
+            let silent = if node.id == self.id() {
+                Duration::ZERO
+            } else {
+                let heard = last_seen
+                    .get(&node.id)
+                    .copied()
+                    .filter(|t| *t > since)
+                    .unwrap_or(since);
+                now.saturating_duration_since(heard)
+            };
+            let wanted = if silent >= Duration::from_millis(self.timings.down_after_ms) {
+                NodeState::Down
+            } else if silent >= Duration::from_millis(self.timings.suspect_after_ms) {
+                NodeState::Suspect
+            } else {
+                NodeState::Up
+            };
+            // Draining is an operator's decision; only a down node leaves it.
+            let change = match (node.state, wanted) {
+                (current, wanted) if current == wanted => false,
+                (NodeState::Draining, NodeState::Down) => true,
+                (NodeState::Draining, _) => false,
+                (NodeState::Down, NodeState::Suspect) => false,
+                _ => true,
+            };
+            if change {
+                info!(node = node.id, from = %node.state, to = %wanted, silent_ms = silent.as_millis() as u64, "node state change");
+                if let Err(e) = self
+                    .meta
+                    .write(Command::SetNodeState {
+                        id: node.id,
+                        state: wanted,
+                    })
+                    .await
+                {
+                    warn!(node = node.id, error = %e, "could not record node state");
+                }
+            }
+        }
+    }
+}
+
+impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
+    async fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+        NodeService::handle(self, request).await
+    }
+}

@@ -1,0 +1,184 @@
+//! The wire format: `[u32 big-endian length][payload]`, where the payload is a postcard-encoded
+//! envelope `(version: u16, body)`. One request and one response travel per QUIC stream; a
+//! stream may carry further frames after them for bulk data.
+//!
+//! The length is checked against [`MAX_FRAME_BYTES`] before a byte of the body is read, and
+//! the decoders return [`FrameError`] (never panic) on arbitrary input.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::message::{ErrorKind, Request, Response};
+
+/// Bumped on any incompatible change to [`Request`] or [`Response`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// No single frame may be larger; bulk data is split into frames below this.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("malformed frame: {reason}")]
+    Malformed { reason: String },
+    #[error("protocol version {got} is not supported (this node speaks {want})")]
+    UnsupportedVersion { got: u16, want: u16 },
+}
+
+impl FrameError {
+    /// The kind an error answer to this frame carries.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FrameError::TooLarge { .. } => ErrorKind::TooLarge,
+            FrameError::Malformed { .. } => ErrorKind::BadFrame,
+            FrameError::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
+        }
+    }
+}
+
+/// The length announced by a frame header, checked against `limit`.
+pub fn frame_len(header: [u8; 4], limit: usize) -> Result<usize, FrameError> {
+    let size = u32::from_be_bytes(header) as usize;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    Ok(size)
+}
+
+/// Prefix `payload` with its length.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    // Serializing our own plain-data enums into a Vec cannot fail.
+    postcard::to_allocvec(&(PROTOCOL_VERSION, body)).expect("postcard encodes plain data")
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let malformed = |e: postcard::Error| FrameError::Malformed {
+        reason: e.to_string(),
+    };
+    let (version, rest) = postcard::take_from_bytes::<u16>(payload).map_err(malformed)?;
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion {
+            got: version,
+            want: PROTOCOL_VERSION,
+        });
+    }
+    let (body, rest) = postcard::take_from_bytes::<T>(rest).map_err(malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed {
+            reason: format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(body)
+}
+
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    encode(request)
+}
+
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    encode(response)
+}
+
+pub fn decode_request(payload: &[u8]) -> Result<Request, FrameError> {
+    decode(payload)
+}
+
+pub fn decode_response(payload: &[u8]) -> Result<Response, FrameError> {
+    decode(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = vec![
+            Request::Ping,
+            Request::Join(NodeRecord {
+                id: 4,
+                addr: "127.0.0.1:7404".into(),
+                zone: "a".into(),
+                capacity_bytes: 1 << 30,
+                state: NodeState::Up,
+            }),
+            Request::CatalogWrite(vec![CatalogOp::Put {
+                table: "t".into(),
+                key: "k".into(),
+                value: vec![1, 2, 3],
+            }]),
+            Request::Raft {
+                kind: RaftKind::Vote,
+                payload: vec![0; 10],
+            },
+        ];
+        for r in requests {
+            assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn version_mismatch_is_reported() {
+        let bytes = postcard::to_allocvec(&(PROTOCOL_VERSION + 1, Request::Ping)).unwrap();
+        assert_eq!(
+            decode_request(&bytes),
+            Err(FrameError::UnsupportedVersion {
+                got: PROTOCOL_VERSION + 1,
+                want: PROTOCOL_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut bytes = encode_request(&Request::Ping);
+        bytes.push(0);
+        assert!(matches!(
+            decode_request(&bytes),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_reading() {
+        let header = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes();
+        assert_eq!(
+            frame_len(header, MAX_FRAME_BYTES),
+            Err(FrameError::TooLarge {
+                size: MAX_FRAME_BYTES + 1,
+                limit: MAX_FRAME_BYTES
+            })
+        );
+        assert_eq!(frame_len(10u32.to_be_bytes(), MAX_FRAME_BYTES), Ok(10));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_mutated_frames(pos in 0usize..64, byte in any::<u8>(), cut in 0usize..64) {
+            let mut bytes = encode_request(&Request::CatalogWrite(vec![CatalogOp::Delete {
+                table: "datasets".into(),
+                key: "lineitem".into(),
+            }]));
+            let pos = pos % bytes.len();
+            bytes[pos] = byte;
+            bytes.truncate(bytes.len().saturating_sub(cut % 4));
+            let _ = decode_request(&bytes);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The shared vocabulary of tern: the messages nodes and clients exchange, the versioned
+//! envelope and length-prefixed frames they travel in, the records every component agrees on
+//! (a node's identity and state), and the seams through which time, randomness and the network
+//! reach the node logic (see `docs/architecture.md`).
+//!
+//! It owns no I/O: sockets live in `tern-net`, storage in `tern-meta` (and later `tern-store`).
+//! Everything here is plain data plus pure encode/decode functions, so it is cheap to depend on
+//! and safe to fuzz: the decoders never panic on arbitrary bytes.
+
+pub mod env;
+pub mod frame;
+pub mod message;
+pub mod transport;
+
+pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
+pub use frame::{
+    FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,
+    encode_response,
+};
+pub use message::*;
+pub use transport::{Transport, TransportError};

@@ -1,0 +1,239 @@
+//! Requests, responses and the records they carry.
+//!
+//! Raft's own messages travel as opaque bytes (`Request::Raft`): `tern-meta` encodes and decodes
+//! them, so this crate does not depend on openraft.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub type NodeId = u64;
+
+/// A node's health as the metadata records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeats arrive on time.
+    Up,
+    /// Heartbeats are late; the node may be gone.
+    Suspect,
+    /// Silent past the down timeout; its data must be served and repaired from elsewhere.
+    Down,
+    /// Being emptied by an operator before removal.
+    Draining,
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeState::Up => "up",
+            NodeState::Suspect => "suspect",
+            NodeState::Down => "down",
+            NodeState::Draining => "draining",
+        })
+    }
+}
+
+/// One node as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    /// `host:port` of its QUIC endpoint.
+    pub addr: String,
+    /// Failure domain; replicas prefer distinct zones. Empty when unset.
+    pub zone: String,
+    /// Bytes this node offers for blocks.
+    pub capacity_bytes: u64,
+    pub state: NodeState,
+}
+
+/// A node's part in the Raft group, as it sees itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+    /// It did not answer the status call.
+    Unreachable,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+            Role::Unreachable => "unreachable",
+        })
+    }
+}
+
+/// Which Raft RPC an opaque `Request::Raft` payload holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftKind {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+/// One change to the generic catalog table (`table`, `key`) → `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogOp {
+    Put {
+        table: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: String,
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    /// A Raft RPC between metadata members (payload encoded by `tern-meta`).
+    Raft {
+        kind: RaftKind,
+        payload: Vec<u8>,
+    },
+    /// A new node asks to be added to the cluster (answered by the leader).
+    Join(NodeRecord),
+    /// A node tells the leader it is alive.
+    Heartbeat {
+        id: NodeId,
+    },
+    /// The whole cluster's status (answered by the leader).
+    Status,
+    /// This node's own Raft metrics.
+    LocalMetrics,
+    /// Linearizable read of one catalog entry.
+    CatalogGet {
+        table: String,
+        key: String,
+    },
+    /// Linearizable scan of a catalog table: keys starting with `prefix`, at most `limit`.
+    CatalogList {
+        table: String,
+        prefix: String,
+        limit: u32,
+    },
+    /// Commit these changes as one Raft entry.
+    CatalogWrite(Vec<CatalogOp>),
+    /// A request a follower passed on to the leader; it is answered there, never passed on again.
+    Forwarded(Box<Request>),
+}
+
+impl Request {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Raft { .. } => "raft",
+            Request::Join(_) => "join",
+            Request::Heartbeat { .. } => "heartbeat",
+            Request::Status => "status",
+            Request::LocalMetrics => "local-metrics",
+            Request::CatalogGet { .. } => "catalog-get",
+            Request::CatalogList { .. } => "catalog-list",
+            Request::CatalogWrite(_) => "catalog-write",
+            Request::Forwarded(inner) => inner.name(),
+        }
+    }
+}
+
+/// A node's Raft view of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalMetrics {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
+/// One row of `tern status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub address: String,
+    pub zone: String,
+    pub role: Role,
+    pub state: NodeState,
+    /// Whether it votes in the Raft group (voters) or only follows (learners).
+    pub voter: bool,
+    /// Milliseconds since the leader last heard from it; `None` if never since it took office.
+    pub heartbeat_age_ms: Option<u64>,
+    pub term: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub capacity_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// The leader's last applied log index: a caught-up node shows the same.
+    pub applied_index: Option<u64>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// What kind of failure an error answer reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The frame could not be decoded.
+    BadFrame,
+    /// The frame is larger than `MAX_FRAME_BYTES`.
+    TooLarge,
+    /// The peer speaks another protocol version.
+    UnsupportedVersion,
+    /// There is no leader right now (an election is running); retry shortly.
+    NoLeader,
+    /// The request is well formed but not acceptable (bad name, unknown node…).
+    Invalid,
+    /// The node could not do it now (shutting down, storage failure…).
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong { id: NodeId },
+    Raft(Vec<u8>),
+    Joined { id: NodeId, voter: bool },
+    Ack,
+    Status(ClusterStatus),
+    Metrics(LocalMetrics),
+    CatalogValue(Option<Vec<u8>>),
+    CatalogEntries(Vec<(String, Vec<u8>)>),
+    Written { log_index: u64 },
+    Error(ErrorReply),
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Response::Error(ErrorReply {
+            kind,
+            message: message.into(),
+        })
+    }
+}

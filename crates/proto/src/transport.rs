@@ -1,0 +1,42 @@
+//! The network seam: how node logic sends one request to another node and awaits its answer.
+//!
+//! Production uses QUIC with mutual TLS (`tern_net::QuicTransport`); the simulator substitutes
+//! its own implementation that delivers, delays, drops or duplicates messages under a seed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::message::{Request, Response};
+
+/// Why a request got no answer. A [`Response::Error`] is an answer, not a transport error.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} did not answer within {millis} ms")]
+    Timeout { addr: String, millis: u64 },
+    #[error("connection to {addr} broke: {reason}")]
+    Broken { addr: String, reason: String },
+    #[error("bad answer from {addr}: {reason}")]
+    BadAnswer { addr: String, reason: String },
+}
+
+/// Request/response calls to a node named by its address.
+pub trait Transport: Send + Sync + 'static {
+    /// One call with the transport's default deadline.
+    fn call(
+        &self,
+        addr: &str,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, TransportError>> + Send;
+
+    /// One call that gives up after `timeout`. Implementations should treat a timeout as a
+    /// sign the peer may be gone (for QUIC: drop the cached connection, so a restarted peer is
+    /// redialled instead of waiting out the old connection's idle timeout).
+    fn call_within(
+        &self,
+        addr: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response, TransportError>> + Send;
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests: real `tern` processes on loopback, no mocks. One binary, modules by area.
+
+mod foundation;

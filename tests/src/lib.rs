@@ -1,0 +1,251 @@
+//! A harness for end-to-end tests and benchmarks: it starts real `tern` node processes on
+//! loopback with `tern up --detach`, drives them with the `tern` command and the Rust client,
+//! kills them with real signals, and waits by polling with deadlines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub use tern_client::Client;
+use tern_proto::{LocalMetrics, Request, Response, Role};
+
+static TERN_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use this `tern` binary (integration tests pass `env!("CARGO_BIN_EXE_tern")`).
+pub fn use_tern_binary(path: impl Into<PathBuf>) {
+    let _ = TERN_BIN.set(path.into());
+}
+
+/// The `tern` binary under test: the one given to [`use_tern_binary`], else `$TERN_BIN`, else
+/// the one next to the running executable.
+pub fn tern_bin() -> PathBuf {
+    if let Some(bin) = TERN_BIN.get() {
+        return bin.clone();
+    }
+    if let Some(bin) = std::env::var_os("TERN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("tern");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "cannot find the tern binary near {}; build it (cargo build -p tern-cli) or set TERN_BIN",
+        exe.display()
+    );
+}
+
+/// Run `tern ARGS` and return its output.
+pub fn tern(args: &[&str]) -> Output {
+    Command::new(tern_bin())
+        .args(args)
+        .output()
+        .expect("run tern")
+}
+
+/// Poll `check` every 50 ms until it returns `Some`, or panic after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// UDP ports `base..base+count` that are free now. Each test process starts from a different
+/// region so concurrent test binaries rarely collide.
+pub fn free_port_range(count: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let start = 20_000 + (std::process::id() % 400) as u16 * 100;
+        let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    loop {
+        let base = NEXT.fetch_add(count + 2, Ordering::Relaxed);
+        if base > 60_000 {
+            NEXT.store(20_000, Ordering::Relaxed);
+            continue;
+        }
+        let free =
+            (base..base + count).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// A local cluster of real node processes, stopped (and killed if need be) on drop.
+pub struct LocalCluster {
+    pub dir: tempfile::TempDir,
+    pub base_port: u16,
+    pub nodes: u64,
+}
+
+impl LocalCluster {
+    /// `tern up --detach` with `nodes` nodes in a fresh directory.
+    pub fn up(nodes: u64) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tern-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let base_port = free_port_range(nodes as u16 + 4);
+        let cluster = Self {
+            dir,
+            base_port,
+            nodes,
+        };
+        cluster.up_with(nodes, &[]);
+        cluster
+    }
+
+    /// Run `tern up --detach` again (starting nodes that are not running, adding new ones).
+    pub fn up_with(&self, nodes: u64, extra: &[&str]) -> Output {
+        let nodes_s = nodes.to_string();
+        let port_s = self.base_port.to_string();
+        let mut args = vec![
+            "up",
+            "--detach",
+            "--dir",
+            self.path_str(),
+            "--nodes",
+            &nodes_s,
+            "--base-port",
+            &port_s,
+        ];
+        args.extend_from_slice(extra);
+        let out = tern(&args);
+        assert!(
+            out.status.success(),
+            "tern up failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        out
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 temp path")
+    }
+
+    /// `tern --cluster DIR ARGS`.
+    pub fn tern(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--cluster", self.path_str()];
+        all.extend_from_slice(args);
+        tern(&all)
+    }
+
+    /// A client of this cluster (call inside a tokio runtime: its socket is registered there).
+    pub fn client(&self) -> Client {
+        Client::open(self.path()).expect("client config")
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port as u64 + id - 1)
+    }
+
+    pub fn pid(&self, id: u64) -> i32 {
+        let path = self.path().join("run").join(format!("node-{id}.pid"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    /// SIGKILL node `id`: no shutdown, no flush beyond what it already synced.
+    pub fn kill(&self, id: u64) {
+        let out = self.tern(&["node", "stop", &id.to_string(), "--kill"]);
+        assert!(
+            out.status.success(),
+            "kill node {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start(&self, id: u64) {
+        let out = self.tern(&["node", "start", &id.to_string()]);
+        assert!(
+            out.status.success(),
+            "start node {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `tern status --json`, parsed.
+    pub fn status_json(&self) -> Option<serde_json::Value> {
+        let out = self.tern(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for id in 1..=self.nodes + 2 {
+            let path = self.path().join("logs").join(format!("node-{id}.log"));
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                all.push_str(&format!("--- node {id} (last lines)\n"));
+                for line in tail.into_iter().rev() {
+                    all.push_str(line);
+                    all.push('\n');
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = tern(&["down", "--cluster", self.path_str()]);
+    }
+}
+
+/// Ask node at `addr` directly for its own Raft view (no forwarding, no retries).
+pub async fn local_metrics(client: &Client, addr: &str) -> Option<LocalMetrics> {
+    match client.call_node(addr, Request::LocalMetrics).await {
+        Ok(Response::Metrics(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// The leader as the nodes at `addrs` see it: the id that one of them reports as itself
+/// leading, and that every answering node agrees on.
+pub async fn agreed_leader(client: &Client, addrs: &[String]) -> Option<(u64, u64)> {
+    let mut leader = None;
+    let mut answers = 0;
+    for addr in addrs {
+        if let Some(m) = local_metrics(client, addr).await {
+            answers += 1;
+            if m.role == Role::Leader {
+                leader = Some((m.id, m.term));
+            }
+        }
+    }
+    let (id, term) = leader?;
+    for addr in addrs {
+        if let Some(m) = local_metrics(client, addr).await {
+            if m.leader != Some(id) {
+                return None;
+            }
+        }
+    }
+    (answers > 0).then_some((id, term))
+}
