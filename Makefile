@@ -21,7 +21,7 @@ test: deps
 
 ## Benchmarks (release build): failover time and metadata commit rate.
 bench: deps
-	$(CARGO) build --release -p tern-cli -p tern-e2e
+	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
 
 ## Install what building needs: a Rust toolchain must be present; the C++ compiler and

@@ -25,7 +25,7 @@ fn nodes_of(status: &serde_json::Value) -> Vec<serde_json::Value> {
 #[test]
 fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
     setup();
-    let cluster = LocalCluster::up(3);
+    let cluster = LocalCluster::up_args(3, &["--zones", "a,b,c"]);
     let rt = runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
@@ -50,6 +50,12 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
         2,
         "{status}"
     );
+    let nodes = nodes_of(&status);
+    let zones: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["zone"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(zones, ["a", "b", "c"], "--zones spreads nodes round robin");
     for n in nodes_of(&status) {
         assert_eq!(n["state"], "up");
         assert_eq!(n["voter"], true);
@@ -179,8 +185,9 @@ fn a_fourth_node_joins_as_learner_and_strangers_and_bad_frames_are_refused() {
     let rt = runtime();
     let _in_runtime = rt.enter();
 
-    // `tern up --nodes 4` on a running 3-node cluster starts node 4, which joins as a learner.
-    cluster.up_with(4, &[]);
+    // `tern up --nodes 4` on a running 3-node cluster starts node 4, which joins as a learner
+    // (and logs JSON when asked to).
+    cluster.up_with(4, &["--log-format", "json"]);
     let status = wait_for("node 4 as learner", Duration::from_secs(30), || {
         cluster.status_json().filter(|s| {
             nodes_of(s)

@@ -94,6 +94,11 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// `tern up --detach` with `nodes` nodes in a fresh directory.
     pub fn up(nodes: u64) -> Self {
+        Self::up_args(nodes, &[])
+    }
+
+    /// `tern up --detach ... EXTRA` with `nodes` nodes in a fresh directory.
+    pub fn up_args(nodes: u64, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tern-e2e-")
             .tempdir()
@@ -104,7 +109,7 @@ impl LocalCluster {
             base_port,
             nodes,
         };
-        cluster.up_with(nodes, &[]);
+        cluster.up_with(nodes, extra);
         cluster
     }
 

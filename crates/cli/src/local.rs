@@ -41,6 +41,9 @@ pub struct UpArgs {
     /// Seconds of silence before the leader marks a node down.
     #[arg(long, default_value_t = 10)]
     down_after: u64,
+    /// Zones to spread the nodes over, round robin (for example a,b,c); none by default.
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
 }
 
 /// How long `tern up` waits for every node to be up and a leader elected.
@@ -65,7 +68,7 @@ fn node_addr(base_port: u16, id: u64) -> Result<std::net::SocketAddr> {
     Ok(([127, 0, 0, 1], port).into())
 }
 
-pub async fn up(args: UpArgs, cluster_flag: Option<&Path>) -> Result<()> {
+pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -95,7 +98,11 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>) -> Result<()> {
                 data_dir: dir.join("data").join(format!("node-{id}")),
                 listen: node_addr(args.base_port, id)?,
                 advertise: None,
-                zone: String::new(),
+                zone: if args.zones.is_empty() {
+                    String::new()
+                } else {
+                    args.zones[(id as usize - 1) % args.zones.len()].clone()
+                },
                 join: addresses.clone(),
                 ca: tls.ca,
                 cert: tls.cert,
@@ -133,7 +140,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>) -> Result<()> {
                 config.listen
             );
         }
-        spawn_node(&dir, id)?;
+        spawn_node(&dir, id, json_logs)?;
     }
 
     let client = Client::open(&dir)?;
@@ -202,7 +209,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>) -> Result<()> {
 }
 
 /// Start node `id` of the cluster in `dir` as a background process.
-fn spawn_node(dir: &Path, id: u64) -> Result<u32> {
+fn spawn_node(dir: &Path, id: u64, json_logs: bool) -> Result<u32> {
     let config = config_path(dir, id);
     if !config.exists() {
         bail!(
@@ -216,8 +223,9 @@ fn spawn_node(dir: &Path, id: u64) -> Result<u32> {
         .open(log_path(dir, id))
         .with_context(|| format!("cannot open {}", log_path(dir, id).display()))?;
     let exe = std::env::current_exe().context("cannot find the tern executable")?;
+    let log_format = if json_logs { "json" } else { "text" };
     let child = Command::new(exe)
-        .args(["node", "run", "--config"])
+        .args(["--log-format", log_format, "node", "run", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -232,11 +240,11 @@ fn spawn_node(dir: &Path, id: u64) -> Result<u32> {
     Ok(pid)
 }
 
-pub fn start_node(dir: &Path, id: u64) -> Result<()> {
+pub fn start_node(dir: &Path, id: u64, json_logs: bool) -> Result<()> {
     if let Some(pid) = running_pid(dir, id) {
         bail!("node {id} is already running (pid {pid})");
     }
-    let pid = spawn_node(dir, id)?;
+    let pid = spawn_node(dir, id, json_logs)?;
     println!(
         "started node {id} (pid {pid}); log: {}",
         log_path(dir, id).display()

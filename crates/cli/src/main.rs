@@ -200,8 +200,9 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     let dir = cluster_dir(cli.cluster.as_deref());
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
     match cli.command {
-        Command::Up(args) => local::up(args, cli.cluster.as_deref()).await,
+        Command::Up(args) => local::up(args, cli.cluster.as_deref(), json_logs).await,
         Command::Down => local::down(&dir),
         Command::Status { json } => {
             let client = Client::open(&dir)?;
@@ -238,7 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Node(NodeCommand::Run(args)) => run_node(args).await,
-        Command::Node(NodeCommand::Start { id }) => local::start_node(&dir, id),
+        Command::Node(NodeCommand::Start { id }) => local::start_node(&dir, id, json_logs),
         Command::Node(NodeCommand::Stop { id, kill }) => local::stop_node(&dir, id, kill),
         Command::Catalog(cmd) => catalog(&dir, cmd).await,
         Command::Wait(cmd) => wait(&dir, cmd).await,
