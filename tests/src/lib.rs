@@ -62,18 +62,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// UDP ports `base..base+count` that are free now. Each test process starts from a different
-/// region so concurrent test binaries rarely collide.
+/// UDP ports `base..base+count` that are free now, below Linux's ephemeral range (32768+),
+/// which the clients' own sockets use. Each test process starts from a different region so
+/// concurrent test binaries rarely collide.
 pub fn free_port_range(count: u16) -> u16 {
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
     if NEXT.load(Ordering::Relaxed) == 0 {
-        let start = 20_000 + (std::process::id() % 400) as u16 * 100;
+        let start = LOW + (std::process::id() % 100) as u16 * 100;
         let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
     }
     loop {
         let base = NEXT.fetch_add(count + 2, Ordering::Relaxed);
-        if base > 60_000 {
-            NEXT.store(20_000, Ordering::Relaxed);
+        if base + count > HIGH {
+            NEXT.store(LOW, Ordering::Relaxed);
             continue;
         }
         let free =

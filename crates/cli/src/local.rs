@@ -9,6 +9,7 @@
 //! DIR/client.toml        where clients find the cluster
 //! ```
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,7 +51,10 @@ pub struct UpArgs {
 const UP_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
+/// Nodes are started with absolute config paths, so that the path in a node's command line
+/// identifies it whatever directory `tern` was run from.
 fn config_path(dir: &Path, id: u64) -> PathBuf {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     dir.join(format!("node-{id}.toml"))
 }
 
@@ -265,9 +269,14 @@ fn running_pid(dir: &Path, id: u64) -> Option<i32> {
     if state == "Z" {
         return None;
     }
+    // The pid must still be this cluster's node `id`: compare the exact config path, so a
+    // reused pid (or another cluster's node with the same id) is never signalled.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    (cmdline.contains("node") && cmdline.contains(&format!("node-{id}.toml"))).then_some(pid)
+    let config = config_path(dir, id);
+    let matches = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)) == config);
+    matches.then_some(pid)
 }
 
 pub fn stop_node(dir: &Path, id: u64, kill: bool) -> Result<()> {
@@ -280,11 +289,17 @@ pub fn stop_node(dir: &Path, id: u64, kill: bool) -> Result<()> {
     let deadline = Instant::now() + STOP_DEADLINE;
     while running_pid(dir, id).is_some() {
         if Instant::now() > deadline {
+            // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             eprintln!(
                 "node {id} did not stop within {} s; killed",
                 STOP_DEADLINE.as_secs()
             );
+            // Wait for it to be gone, so a restart does not find its RocksDB lock held.
+            let gone_by = Instant::now() + Duration::from_secs(5);
+            while running_pid(dir, id).is_some() && Instant::now() < gone_by {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

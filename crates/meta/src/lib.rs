@@ -49,4 +49,6 @@ pub enum MetaError {
     Codec { what: &'static str, reason: String },
     #[error("{0}")]
     Rejected(String),
+    #[error("{what} did not finish within {millis} ms (is a quorum of voters up?)")]
+    Timeout { what: String, millis: u64 },
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -47,6 +48,10 @@ pub struct MetaPeer<T: Transport> {
     addr: String,
 }
 
+/// openraft's batch limit for AppendEntries: with commands of at most `MAX_COMMAND_BYTES`
+/// a batch of this many fits a frame; larger ones are split (see `append_entries`).
+pub(crate) const MAX_ENTRIES_PER_APPEND: u64 = 64;
+
 type RpcResult<R, E> = Result<R, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
 impl<T: Transport> MetaPeer<T> {
@@ -61,9 +66,21 @@ impl<T: Transport> MetaPeer<T> {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let network =
-            |reason: String| RPCError::Network(NetworkError::new(&AnyError::error(reason)));
-        let payload = postcard::to_allocvec(rpc).map_err(|e| network(e.to_string()))?;
+        let payload = postcard::to_allocvec(rpc).map_err(|e| network_error(e.to_string()))?;
+        self.send_encoded(kind, payload, option).await
+    }
+
+    async fn send_encoded<Resp, E>(
+        &self,
+        kind: RaftKind,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let network = network_error;
         let answer = self
             .transport
             .call_within(
@@ -90,13 +107,29 @@ impl<T: Transport> MetaPeer<T> {
     }
 }
 
+fn network_error<E: std::error::Error>(
+    reason: String,
+) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+    RPCError::Network(NetworkError::new(&AnyError::error(reason)))
+}
+
 impl<T: Transport> RaftNetwork<TypeConfig> for MetaPeer<T> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.send(RaftKind::AppendEntries, &rpc, &option).await
+        let payload = postcard::to_allocvec(&rpc).map_err(|e| network_error(e.to_string()))?;
+        // Leave room for the envelope. openraft resends fewer entries when told the batch is
+        // too large, instead of retrying a frame the transport will always refuse.
+        if payload.len() > tern_proto::MAX_FRAME_BYTES - (64 << 10) {
+            let hint = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.send_encoded(RaftKind::AppendEntries, payload, &option)
+            .await
     }
 
     async fn install_snapshot(

@@ -6,11 +6,30 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use tern_proto::{LocalMetrics, NodeId, Role, Transport};
 
 use crate::store::{Applied, open_stores};
 use crate::{Command, CommandResult, MetaError, MetaNetwork, MetaState, Raft};
+
+/// No metadata write waits longer than this (without a quorum it would wait forever).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a joining node may take to catch up before it is promoted.
+const JOIN_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, MetaError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| MetaError::Timeout {
+            what: what.to_string(),
+            millis: limit.as_millis() as u64,
+        })
+}
 
 /// Raft timing and group size.
 #[derive(Debug, Clone)]
@@ -80,7 +99,9 @@ impl Meta {
             election_timeout_max: options.election_timeout.1.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_after),
             max_in_snapshot_log_to_keep: 1000,
-            snapshot_max_chunk_size: 4 << 20,
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 5_000,
+            max_payload_entries: crate::network::MAX_ENTRIES_PER_APPEND,
             ..Default::default()
         }
         .validate()
@@ -135,7 +156,18 @@ impl Meta {
     /// Commit `command`; returns the index of its log entry. Fails with `NotLeader` on a
     /// follower (the caller forwards) and `Rejected` if the state machine refused it.
     pub async fn write(&self, command: Command) -> Result<u64, MetaError> {
-        let reply = self.raft.client_write(command).await.map_err(write_err)?;
+        let size = postcard::to_allocvec(&command)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > crate::state::MAX_COMMAND_BYTES {
+            return Err(MetaError::Rejected(format!(
+                "a metadata change of {size} bytes exceeds the {}-byte limit",
+                crate::state::MAX_COMMAND_BYTES
+            )));
+        }
+        let reply = within(WRITE_DEADLINE, "commit", self.raft.client_write(command))
+            .await?
+            .map_err(write_err)?;
         match reply.data {
             CommandResult::Done => Ok(reply.log_id.index),
             CommandResult::Rejected(reason) => Err(MetaError::Rejected(reason)),
@@ -145,13 +177,16 @@ impl Meta {
     /// A linearizable read: confirms leadership with a quorum and waits until everything
     /// committed before the read is applied, then reads the local state.
     pub async fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Result<R, MetaError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| match e.forward_to_leader() {
-                Some(fwd) => forwarded(fwd.leader_id, fwd.leader_node.as_ref()),
-                None => raft_err(e),
-            })?;
+        within(
+            READ_DEADLINE,
+            "linearizable read",
+            self.raft.ensure_linearizable(),
+        )
+        .await?
+        .map_err(|e| match e.forward_to_leader() {
+            Some(fwd) => forwarded(fwd.leader_id, fwd.leader_node.as_ref()),
+            None => raft_err(e),
+        })?;
         Ok(self.read_local(f))
     }
 
@@ -203,19 +238,21 @@ impl Meta {
         }
         let node = BasicNode { addr: addr.into() };
         let catch_up = self.raft.add_learner(id, node, true);
-        tokio::time::timeout(Duration::from_secs(30), catch_up)
-            .await
-            .map_err(|_| MetaError::Raft(format!("node {id} did not catch up within 30 s")))?
+        within(JOIN_DEADLINE, "new node catching up", catch_up)
+            .await?
             .map_err(write_err)?;
         if voters.len() >= max_voters {
             return Ok(false);
         }
-        let mut new_voters = voters;
-        new_voters.insert(id);
-        self.raft
-            .change_membership(new_voters, true)
-            .await
-            .map_err(write_err)?;
+        // Add just this voter: a full voter set read from metrics could be stale.
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        within(
+            WRITE_DEADLINE,
+            "membership change",
+            self.raft.change_membership(change, true),
+        )
+        .await?
+        .map_err(write_err)?;
         Ok(true)
     }
 

@@ -10,6 +10,11 @@ use tern_proto::{CatalogOp, NodeId, NodeRecord, NodeState};
 
 /// Longest table or key name accepted in the catalog.
 pub const MAX_NAME_BYTES: usize = 512;
+/// Largest catalog value. The catalog holds metadata, not data: blocks live in the block store.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Largest command, encoded: with at most `MAX_ENTRIES_PER_APPEND` of them an AppendEntries
+/// stays well below the transport's frame limit.
+pub const MAX_COMMAND_BYTES: usize = 2 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -50,6 +55,14 @@ pub fn validate_op(op: &CatalogOp) -> Result<(), String> {
     let (table, key) = match op {
         CatalogOp::Put { table, key, .. } | CatalogOp::Delete { table, key } => (table, key),
     };
+    if let CatalogOp::Put { value, .. } = op {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "catalog value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                value.len()
+            ));
+        }
+    }
     for (what, name) in [("table", table), ("key", key)] {
         if name.is_empty() {
             return Err(format!("catalog {what} name is empty"));

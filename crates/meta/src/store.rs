@@ -280,9 +280,9 @@ impl StateMachineStore {
         self.applied.clone()
     }
 
-    fn write_all(&self, applied: &Applied) -> StorageResult<()> {
+    /// Replace the whole persisted state with `applied`, in `batch`.
+    fn write_all(&self, applied: &Applied, batch: &mut WriteBatch) -> StorageResult<()> {
         let family = cf(&self.db, CF_STATE);
-        let mut batch = WriteBatch::default();
         batch.delete_range_cf(family, b"".as_slice(), [0xffu8; 8].as_slice());
         for (id, node) in &applied.data.nodes {
             batch.put_cf(family, node_key(*id), encode(node)?);
@@ -294,8 +294,7 @@ impl StateMachineStore {
         }
         batch.put_cf(family, APPLIED_KEY, encode(&applied.last_applied)?);
         batch.put_cf(family, MEMBERSHIP_KEY, encode(&applied.membership)?);
-        self.db.write(batch).map_err(io_err)?;
-        self.db.flush_wal(true).map_err(io_err)
+        Ok(())
     }
 }
 
@@ -326,7 +325,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.copy.membership.clone(),
             snapshot_id,
         };
-        save_snapshot(&self.db, &meta, &data)?;
+        // A snapshot installed from the leader meanwhile may be newer: never replace it.
+        let stored: Option<SnapshotMeta<u64, openraft::BasicNode>> =
+            get(&self.db, CF_SNAPSHOT, b"meta")?;
+        if stored.is_none_or(|s| s.last_log_id < meta.last_log_id) {
+            let mut batch = WriteBatch::default();
+            add_snapshot(&self.db, &mut batch, &meta, &data)?;
+            self.db.write(batch).map_err(io_err)?;
+            self.db.flush_wal(true).map_err(io_err)?;
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -334,17 +341,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-fn save_snapshot(
+fn add_snapshot(
     db: &DB,
+    batch: &mut WriteBatch,
     meta: &SnapshotMeta<u64, openraft::BasicNode>,
     data: &[u8],
 ) -> StorageResult<()> {
     let family = cf(db, CF_SNAPSHOT);
-    let mut batch = WriteBatch::default();
     batch.put_cf(family, b"meta", encode(meta)?);
     batch.put_cf(family, b"data", data);
-    db.write(batch).map_err(io_err)?;
-    db.flush_wal(true).map_err(io_err)
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -430,8 +436,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: meta.last_membership.clone(),
             data,
         };
-        self.write_all(&new)?;
-        save_snapshot(&self.db, meta, &bytes)?;
+        // The state and the snapshot it came from change together, or not at all.
+        let mut batch = WriteBatch::default();
+        self.write_all(&new, &mut batch)?;
+        add_snapshot(&self.db, &mut batch, meta, &bytes)?;
+        self.db.write(batch).map_err(io_err)?;
+        self.db.flush_wal(true).map_err(io_err)?;
         *write_lock(&self.applied) = new;
         Ok(())
     }

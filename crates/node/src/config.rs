@@ -115,6 +115,9 @@ impl NodeConfig {
             ));
         }
         let t = &self.timings;
+        if t.heartbeat_ms == 0 || t.raft_heartbeat_ms == 0 {
+            return Err("heartbeat_ms and raft_heartbeat_ms must be at least 1".into());
+        }
         if t.suspect_after_ms <= t.heartbeat_ms || t.down_after_ms < t.suspect_after_ms {
             return Err(
                 "timings must satisfy heartbeat_ms < suspect_after_ms <= down_after_ms".into(),

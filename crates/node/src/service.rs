@@ -82,11 +82,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     leader = id,
                     "forwarding to leader"
                 );
-                match self
-                    .transport
-                    .call(&addr, Request::Forwarded(Box::new(request)))
-                    .await
-                {
+                match self.transport.call(&addr, request.forward()).await {
                     Ok(answer) => answer,
                     Err(e) => {
                         Response::error(ErrorKind::NoLeader, format!("leader unreachable: {e}"))
@@ -101,10 +97,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     async fn answer(&self, request: &Request) -> Result<Response, MetaError> {
         Ok(match request {
             Request::Ping => Response::Pong { id: self.id() },
-            Request::Forwarded(inner) => match Box::pin(self.answer(inner)).await {
-                // A forwarded request is never forwarded again: no loops while leaders change.
-                Err(e) => meta_error(e),
-                Ok(answer) => answer,
+            // A forwarded request is answered here or fails; it is never forwarded again, so
+            // there are no loops while leadership moves.
+            Request::Forwarded(bytes) => match Request::unforward(bytes) {
+                Err(e) => Response::error(e.kind(), e.to_string()),
+                Ok(inner) => match Box::pin(self.answer(&inner)).await {
+                    Err(e) => meta_error(e),
+                    Ok(answer) => answer,
+                },
             },
             Request::Raft { kind, payload } => {
                 match tern_meta::answer_raft_rpc(self.meta.raft(), *kind, payload).await {
@@ -309,15 +309,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for node in nodes.values() {
+            let heard = last_seen.get(&node.id).copied().filter(|t| *t > since);
+            let heard_in_office = node.id == self.id() || heard.is_some();
             let silent = if node.id == self.id() {
                 Duration::ZERO
             } else {
-                let heard = last_seen
-                    .get(&node.id)
-                    .copied()
-                    .filter(|t| *t > since)
-                    .unwrap_or(since);
-                now.saturating_duration_since(heard)
+                now.saturating_duration_since(heard.unwrap_or(since))
             };
             let wanted = if silent >= Duration::from_millis(self.timings.down_after_ms) {
                 NodeState::Down
@@ -326,9 +323,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             } else {
                 NodeState::Up
             };
-            // Draining is an operator's decision; only a down node leaves it.
+            // Draining is an operator's decision; only a down node leaves it. A node comes back
+            // up only on a heartbeat this leader heard itself: a new leader's short memory is
+            // no evidence that a down node recovered.
             let change = match (node.state, wanted) {
                 (current, wanted) if current == wanted => false,
+                (NodeState::Suspect | NodeState::Down, NodeState::Up) if !heard_in_office => false,
                 (NodeState::Draining, NodeState::Down) => true,
                 (NodeState::Draining, _) => false,
                 (NodeState::Down, NodeState::Suspect) => false,

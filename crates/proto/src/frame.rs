@@ -162,6 +162,30 @@ mod tests {
         assert_eq!(frame_len(10u32.to_be_bytes(), MAX_FRAME_BYTES), Ok(10));
     }
 
+    #[test]
+    fn deeply_nested_forwarding_cannot_exhaust_the_stack() {
+        // What a hostile peer would send if Forwarded held a nested Request: many Forwarded
+        // tags in a row. As bytes they decode flatly; unwrapping refuses the second level.
+        let mut request = Request::Ping;
+        for _ in 0..3 {
+            request = request.forward();
+        }
+        let bytes = encode_request(&request);
+        let Request::Forwarded(inner) = decode_request(&bytes).unwrap() else {
+            panic!()
+        };
+        assert!(
+            Request::unforward(&inner).is_err(),
+            "nested forwarding is refused"
+        );
+        assert_eq!(
+            Request::unforward(&encode_request(&Request::Ping)).unwrap(),
+            Request::Ping
+        );
+        let tags = vec![0x09_u8; 100_000]; // 9 is the Forwarded tag
+        let _ = decode_request(&tags);
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

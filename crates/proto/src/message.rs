@@ -126,11 +126,28 @@ pub enum Request {
     },
     /// Commit these changes as one Raft entry.
     CatalogWrite(Vec<CatalogOp>),
-    /// A request a follower passed on to the leader; it is answered there, never passed on again.
-    Forwarded(Box<Request>),
+    /// A request a follower passed on to the leader, encoded (see [`Request::forward`]); it is
+    /// answered there, never passed on again. Carried as bytes, not as a nested `Request`, so a
+    /// crafted frame cannot nest it deep enough to exhaust the decoder's stack.
+    Forwarded(Vec<u8>),
 }
 
 impl Request {
+    /// Wrap this request for forwarding to the leader.
+    pub fn forward(&self) -> Request {
+        Request::Forwarded(crate::frame::encode_request(self))
+    }
+
+    /// Unwrap a forwarded request; a request forwarded twice is refused.
+    pub fn unforward(bytes: &[u8]) -> Result<Request, crate::FrameError> {
+        match crate::frame::decode_request(bytes)? {
+            Request::Forwarded(_) => Err(crate::FrameError::Malformed {
+                reason: "a forwarded request may not be forwarded again".into(),
+            }),
+            inner => Ok(inner),
+        }
+    }
+
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
@@ -143,7 +160,7 @@ impl Request {
             Request::CatalogGet { .. } => "catalog-get",
             Request::CatalogList { .. } => "catalog-list",
             Request::CatalogWrite(_) => "catalog-write",
-            Request::Forwarded(inner) => inner.name(),
+            Request::Forwarded(_) => "forwarded",
         }
     }
 }
