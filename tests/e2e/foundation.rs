@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tern_e2e::{Client, LocalCluster, agreed_leader, local_metrics, tern, wait_for};
 use tern_proto::frame::frame;
-use tern_proto::{ErrorKind, MAX_FRAME_BYTES, Request, Response, Role, encode_request};
+use tern_proto::{ErrorKind, MAX_FRAME_BYTES, RaftKind, Request, Response, Role, encode_request};
 
 fn setup() {
     tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
@@ -287,6 +287,16 @@ fn a_fourth_node_joins_as_learner_and_strangers_and_bad_frames_are_refused() {
                 assert!(e.message.contains("exceeds"), "{e}");
             }
             other => panic!("oversized frame answered with {other:?}"),
+        }
+
+        // A client certificate may not speak Raft or join nodes, though the same CA signed it.
+        let forged = Request::Raft {
+            kind: RaftKind::Vote,
+            payload: vec![0; 16],
+        };
+        match client.call_node(&addr, forged).await.unwrap() {
+            Response::Error(e) => assert_eq!(e.kind, ErrorKind::Forbidden, "{e}"),
+            other => panic!("raft from a client answered with {other:?}"),
         }
 
         assert_eq!(

@@ -13,7 +13,7 @@ mod tls;
 
 pub use certs::{ClusterFiles, TlsFiles};
 pub use endpoint::{QuicTransport, TransportOptions};
-pub use server::{Handler, serve};
+pub use server::{Handler, Peer, PeerRole, serve};
 pub use tls::TlsIdentity;
 
 /// Errors setting up the network layer (calls report `tern_proto::TransportError`).

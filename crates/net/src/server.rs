@@ -6,14 +6,54 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn::{Connection, RecvStream, SendStream};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tern_proto::{MAX_FRAME_BYTES, Request, Response, decode_request, encode_response};
 use tracing::{debug, warn};
 
+use crate::NODE_SERVER_NAME;
 use crate::endpoint::{QuicTransport, ReadFrameError, read_frame, write_frame};
+
+/// What the other end of a connection proved with its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Its certificate names it a cluster node (`tern-node`).
+    Node,
+    /// Signed by the cluster CA, but not a node certificate: a client.
+    Client,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub role: PeerRole,
+}
 
 /// What a node does with a decoded request.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send;
+    fn handle(&self, request: Request, peer: Peer) -> impl Future<Output = Response> + Send;
+}
+
+/// The handshake already checked the chain against the cluster CA; here we only read which
+/// kind of certificate it is.
+fn peer_role(conn: &Connection) -> PeerRole {
+    let Some(identity) = conn.peer_identity() else {
+        return PeerRole::Client;
+    };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
+        return PeerRole::Client;
+    };
+    let Some(leaf) = chain.first() else {
+        return PeerRole::Client;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return PeerRole::Client;
+    };
+    let node_name = ServerName::try_from(NODE_SERVER_NAME).expect("a valid DNS name");
+    match cert.verify_is_valid_for_subject_name(&node_name) {
+        Ok(()) => PeerRole::Node,
+        Err(_) => PeerRole::Client,
+    }
 }
 
 /// Accept connections on `transport`'s endpoint until it is closed.
@@ -32,8 +72,11 @@ pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
 }
 
 async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
-    let peer = conn.remote_address();
-    debug!(%peer, "connection accepted");
+    let peer = Peer {
+        addr: conn.remote_address(),
+        role: peer_role(&conn),
+    };
+    debug!(peer = %peer.addr, role = ?peer.role, "connection accepted");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -41,7 +84,7 @@ async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
                 tokio::spawn(serve_stream(send, recv, peer, handler));
             }
             Err(e) => {
-                debug!(%peer, reason = %e, "connection closed");
+                debug!(peer = %peer.addr, reason = %e, "connection closed");
                 return;
             }
         }
@@ -51,25 +94,25 @@ async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
 async fn serve_stream<H: Handler>(
     mut send: SendStream,
     mut recv: RecvStream,
-    peer: SocketAddr,
+    peer: Peer,
     handler: Arc<H>,
 ) {
     let response = match read_frame(&mut recv, MAX_FRAME_BYTES).await {
         Ok(body) => match decode_request(&body) {
             Ok(request) => handler.handle(request, peer).await,
             Err(e) => {
-                warn!(%peer, error = %e, "bad request frame");
+                warn!(peer = %peer.addr, error = %e, "bad request frame");
                 Response::error(e.kind(), e.to_string())
             }
         },
         Err(ReadFrameError::Frame(e)) => {
-            warn!(%peer, error = %e, "refused request frame");
+            warn!(peer = %peer.addr, error = %e, "refused request frame");
             // Do not read the rest of an oversized frame; tell the sender to stop.
             let _ = recv.stop(quinn::VarInt::from_u32(1));
             Response::error(e.kind(), e.to_string())
         }
         Err(ReadFrameError::Stream(e)) => {
-            warn!(%peer, error = %e, "truncated request frame");
+            warn!(peer = %peer.addr, error = %e, "truncated request frame");
             Response::error(
                 tern_proto::ErrorKind::BadFrame,
                 format!("truncated frame: {e}"),
@@ -98,9 +141,10 @@ mod tests {
     struct Echo;
 
     impl Handler for Echo {
-        async fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
-            match request {
-                Request::Ping => Response::Pong { id: 7 },
+        async fn handle(&self, request: Request, peer: Peer) -> Response {
+            match (request, peer.role) {
+                (Request::Ping, PeerRole::Client) => Response::Pong { id: 7 },
+                (Request::Ping, PeerRole::Node) => Response::Pong { id: 8 },
                 _ => Response::Ack,
             }
         }
@@ -158,6 +202,14 @@ mod tests {
             assert_eq!(
                 member.call(&addr, Request::Ping).await.unwrap(),
                 Response::Pong { id: 7 }
+            );
+
+            // A node certificate is recognised as a node.
+            let node = TlsIdentity::load(&cluster.node(1)).unwrap();
+            let node = QuicTransport::client(&node, TransportOptions::default()).unwrap();
+            assert_eq!(
+                node.call(&addr, Request::Ping).await.unwrap(),
+                Response::Pong { id: 8 }
             );
             server.close();
         });

@@ -2,7 +2,6 @@
 //! (heartbeats to the leader; on the leader, marking silent nodes suspect and down).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -351,8 +350,28 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 }
 
+/// Requests only cluster nodes may send: Raft traffic, joins, heartbeats and forwarding. A
+/// client certificate is signed by the same CA, so the handshake alone does not keep a client
+/// from forging Raft messages; its certificate's name does.
+fn node_only(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Raft { .. } | Request::Join(_) | Request::Heartbeat { .. } | Request::Forwarded(_)
+    )
+}
+
 impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
-    async fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+    async fn handle(&self, request: Request, peer: tern_net::Peer) -> Response {
+        if peer.role != tern_net::PeerRole::Node && node_only(&request) {
+            warn!(peer = %peer.addr, request = request.name(), "node-only request from a client certificate");
+            return Response::error(
+                ErrorKind::Forbidden,
+                format!(
+                    "{} requests are for cluster nodes; this certificate is a client's",
+                    request.name()
+                ),
+            );
+        }
         NodeService::handle(self, request).await
     }
 }

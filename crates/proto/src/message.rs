@@ -218,6 +218,8 @@ pub enum ErrorKind {
     Invalid,
     /// The node could not do it now (shutting down, storage failure…).
     Unavailable,
+    /// The caller's certificate does not allow this request (node-only requests from a client).
+    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
