@@ -259,13 +259,41 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 
     /// Tell the leader we are alive.
+    /// Also makes sure this node is in the node table: a crash between joining the Raft group
+    /// and registering (or between bootstrapping and registering) would otherwise leave it out
+    /// for good, unwatched by failure detection.
     pub async fn send_heartbeat(&self) {
+        let registered = self.meta.read_local(|s| s.nodes.contains_key(&self.id()));
         match self.meta.leader() {
             Some((id, _)) if id == self.id() => {
                 self.last_seen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(id, self.clock.now());
+                if !registered {
+                    info!(id, "registering this node in the node table");
+                    if let Err(e) = self
+                        .meta
+                        .write(Command::RegisterNode(self.record.clone()))
+                        .await
+                    {
+                        warn!(error = %e, "could not register this node");
+                    }
+                }
+            }
+            Some((_, addr)) if !registered => {
+                info!(
+                    id = self.id(),
+                    "not in the node table: asking the leader to admit it again"
+                );
+                let join = Request::Join(self.record.clone());
+                if let Err(e) = self
+                    .transport
+                    .call_within(&addr, join, Duration::from_secs(10))
+                    .await
+                {
+                    warn!(error = %e, "could not ask to be registered");
+                }
             }
             Some((_, addr)) => {
                 let heartbeat = Request::Heartbeat { id: self.id() };
