@@ -175,6 +175,37 @@ impl QuicTransport {
         }
     }
 
+    /// Start a bulk call: the request frame is sent; write chunks with the returned writer
+    /// (then finish it) and read the answer and any chunks back with the reader.
+    pub async fn open_bulk(
+        &self,
+        addr: &str,
+        request: &Request,
+    ) -> Result<(crate::BodyWriter, crate::BodyReader), TransportError> {
+        let conn = self.connection(addr).await?;
+        let broken = |reason: String| TransportError::Broken {
+            addr: addr.into(),
+            reason,
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| {
+            self.forget(addr);
+            broken(e.to_string())
+        })?;
+        write_frame(&mut send, &encode_request(request))
+            .await
+            .map_err(|e| broken(e.to_string()))?;
+        Ok((
+            crate::BodyWriter {
+                send,
+                peer: addr.to_string(),
+            },
+            crate::BodyReader {
+                recv,
+                peer: addr.to_string(),
+            },
+        ))
+    }
+
     /// Send `bytes` exactly as given (no framing added) and read one framed response. For tests
     /// of what a node does with malformed or oversized input.
     pub async fn call_raw(&self, addr: &str, bytes: &[u8]) -> Result<Response, TransportError> {

@@ -6,11 +6,13 @@
 //! of what requests mean: the node decides that. Every peer must present a certificate signed by
 //! the cluster CA; anything else is refused at the handshake.
 
+mod bulk;
 pub mod certs;
 mod endpoint;
 mod server;
 mod tls;
 
+pub use bulk::{BodyReader, BodyWriter};
 pub use certs::{ClusterFiles, TlsFiles};
 pub use endpoint::{QuicTransport, TransportOptions};
 pub use server::{Handler, Peer, PeerRole, serve};

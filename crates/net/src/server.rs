@@ -10,8 +10,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tern_proto::{MAX_FRAME_BYTES, Request, Response, decode_request, encode_response};
 use tracing::{debug, warn};
 
-use crate::NODE_SERVER_NAME;
 use crate::endpoint::{QuicTransport, ReadFrameError, read_frame, write_frame};
+use crate::{BodyReader, BodyWriter, NODE_SERVER_NAME};
 
 /// What the other end of a connection proved with its certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,33 @@ pub struct Peer {
 /// What a node does with a decoded request.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request, peer: Peer) -> impl Future<Output = Response> + Send;
+
+    /// Whether `request` carries or returns bulk data; such requests go to `handle_bulk`.
+    fn is_bulk(&self, _request: &Request) -> bool {
+        false
+    }
+
+    /// Serve a bulk request: read the caller's chunks from `body`, then answer with
+    /// `reply.respond(..)`, any chunks, and `reply.finish()`.
+    fn handle_bulk(
+        &self,
+        request: Request,
+        peer: Peer,
+        body: BodyReader,
+        reply: BodyWriter,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (request, peer, body);
+        async move {
+            let mut reply = reply;
+            let refusal = Response::error(
+                tern_proto::ErrorKind::Invalid,
+                "this node takes no bulk requests",
+            );
+            if reply.respond(&refusal).await.is_ok() {
+                let _ = reply.finish().await;
+            }
+        }
+    }
 }
 
 /// The handshake already checked the chain against the cluster CA; here we only read which
@@ -99,6 +126,16 @@ async fn serve_stream<H: Handler>(
 ) {
     let response = match read_frame(&mut recv, MAX_FRAME_BYTES).await {
         Ok(body) => match decode_request(&body) {
+            Ok(request) if handler.is_bulk(&request) => {
+                let addr = peer.addr.to_string();
+                let body = BodyReader {
+                    recv,
+                    peer: addr.clone(),
+                };
+                let reply = BodyWriter { send, peer: addr };
+                handler.handle_bulk(request, peer, body, reply).await;
+                return;
+            }
             Ok(request) => handler.handle(request, peer).await,
             Err(e) => {
                 warn!(peer = %peer.addr, error = %e, "bad request frame");
@@ -147,6 +184,35 @@ mod tests {
                 (Request::Ping, PeerRole::Node) => Response::Pong { id: 8 },
                 _ => Response::Ack,
             }
+        }
+
+        fn is_bulk(&self, request: &Request) -> bool {
+            matches!(request, Request::Status)
+        }
+
+        /// Echo: take every chunk, answer with the byte count, send the chunks back.
+        async fn handle_bulk(
+            &self,
+            _request: Request,
+            _peer: Peer,
+            mut body: BodyReader,
+            mut reply: BodyWriter,
+        ) {
+            let mut chunks = Vec::new();
+            while let Some(chunk) = body.next_chunk().await.unwrap() {
+                chunks.push(chunk);
+            }
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            reply
+                .respond(&Response::Written {
+                    log_index: total as u64,
+                })
+                .await
+                .unwrap();
+            for chunk in &chunks {
+                reply.write_chunk(chunk).await.unwrap();
+            }
+            reply.finish().await.unwrap();
         }
     }
 
@@ -212,6 +278,49 @@ mod tests {
                 Response::Pong { id: 8 }
             );
             server.close();
+        });
+    }
+
+    #[test]
+    fn bulk_streams_carry_more_than_a_frame_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterFiles::new(dir.path());
+        cluster.init(1).unwrap();
+        rt().block_on(async {
+            let id = TlsIdentity::load(&cluster.node(1)).unwrap();
+            let server =
+                QuicTransport::server(([127, 0, 0, 1], 0).into(), &id, TransportOptions::default())
+                    .unwrap();
+            let addr = server.local_addr().unwrap().to_string();
+            tokio::spawn(serve(server.clone(), Arc::new(Echo)));
+            let client = TlsIdentity::load(&cluster.client()).unwrap();
+            let client = QuicTransport::client(&client, TransportOptions::default()).unwrap();
+
+            // 40 MiB, more than twice the frame limit, in uneven chunks.
+            let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+            let (mut writer, mut reader) = client.open_bulk(&addr, &Request::Status).await.unwrap();
+            for piece in data.chunks(3 << 20) {
+                writer.write_chunk(piece).await.unwrap();
+            }
+            writer.finish().await.unwrap();
+            assert_eq!(
+                reader.response().await.unwrap(),
+                Response::Written {
+                    log_index: data.len() as u64
+                }
+            );
+            let mut back = Vec::new();
+            while let Some(chunk) = reader.next_chunk().await.unwrap() {
+                assert!(chunk.len() <= tern_proto::MAX_FRAME_BYTES);
+                back.extend_from_slice(&chunk);
+            }
+            assert!(back == data, "echoed bytes differ");
+
+            // A plain request still works on the same connection.
+            assert_eq!(
+                client.call(&addr, Request::Ping).await.unwrap(),
+                Response::Pong { id: 7 }
+            );
         });
     }
 

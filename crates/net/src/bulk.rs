@@ -1,0 +1,110 @@
+//! Bulk data on one stream: after the request frame, either side may send any number of
+//! further frames (chunks of at most `MAX_FRAME_BYTES`), ending with the end of its half of
+//! the stream. Blocks travel this way, so no single message has to hold a whole partition.
+//!
+//! The caller opens a bulk call with `QuicTransport::open_bulk`, writes its chunks with a
+//! [`BodyWriter`] and reads the answer and the returned chunks with a [`BodyReader`]. The
+//! node's [`Handler`](crate::Handler) takes such requests in `handle_bulk`, with the same pair.
+
+use quinn::{RecvStream, SendStream};
+use tern_proto::frame::frame_len;
+use tern_proto::{MAX_FRAME_BYTES, Response, TransportError, decode_response, encode_response};
+
+/// The sending half of a bulk call.
+pub struct BodyWriter {
+    pub(crate) send: SendStream,
+    pub(crate) peer: String,
+}
+
+/// The receiving half of a bulk call.
+pub struct BodyReader {
+    pub(crate) recv: RecvStream,
+    pub(crate) peer: String,
+}
+
+impl BodyWriter {
+    fn broken(&self, reason: impl ToString) -> TransportError {
+        TransportError::Broken {
+            addr: self.peer.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Send one chunk (split into frames if it is larger than a frame may be).
+    pub async fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        for piece in bytes.chunks(MAX_FRAME_BYTES).filter(|p| !p.is_empty()) {
+            self.send
+                .write_all(&(piece.len() as u32).to_be_bytes())
+                .await
+                .map_err(|e| self.broken(e))?;
+            self.send
+                .write_all(piece)
+                .await
+                .map_err(|e| self.broken(e))?;
+        }
+        Ok(())
+    }
+
+    /// Send the answer that precedes any returned chunks (the serving side).
+    pub async fn respond(&mut self, response: &Response) -> Result<(), TransportError> {
+        let payload = encode_response(response);
+        self.send
+            .write_all(&tern_proto::frame::frame(&payload))
+            .await
+            .map_err(|e| self.broken(e))
+    }
+
+    /// No more chunks from this side.
+    pub async fn finish(mut self) -> Result<(), TransportError> {
+        self.send.finish().map_err(|e| self.broken(e))?;
+        // Returns once the peer has everything, or has stopped reading.
+        let _ = self.send.stopped().await;
+        Ok(())
+    }
+}
+
+impl BodyReader {
+    /// The next chunk, or `None` when the other side has finished.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        let bad = |reason: String| TransportError::BadAnswer {
+            addr: self.peer.clone(),
+            reason,
+        };
+        let mut header = [0u8; 4];
+        match self.recv.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(e) => {
+                return Err(TransportError::Broken {
+                    addr: self.peer.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let len = frame_len(header, MAX_FRAME_BYTES).map_err(|e| bad(e.to_string()))?;
+        let mut chunk = vec![0u8; len];
+        self.recv
+            .read_exact(&mut chunk)
+            .await
+            .map_err(|e| TransportError::Broken {
+                addr: self.peer.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(chunk))
+    }
+
+    /// The answer that precedes the returned chunks (the calling side).
+    pub async fn response(&mut self) -> Result<Response, TransportError> {
+        let frame = self
+            .next_chunk()
+            .await?
+            .ok_or_else(|| TransportError::BadAnswer {
+                addr: self.peer.clone(),
+                reason: "stream ended before the answer".into(),
+            })?;
+        decode_response(&frame).map_err(|e| TransportError::BadAnswer {
+            addr: self.peer.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
