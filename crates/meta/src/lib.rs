@@ -5,10 +5,13 @@
 //! [`StateMachineStore`]), the Raft RPCs over any `tern_proto::Transport` ([`MetaNetwork`]),
 //! and [`Meta`], the handle the node uses to write commands and make linearizable reads.
 //!
-//! It does not own sockets, failure detection or placement: the node decides when to mark a
-//! node down; this crate only makes such decisions durable and agreed.
+//! [`placement`] decides which nodes hold a block's replicas, from the node table alone.
+//!
+//! It does not own sockets or failure detection: the node decides when to mark a node down;
+//! this crate only makes such decisions durable and agreed.
 
 mod network;
+pub mod placement;
 mod service;
 mod state;
 mod store;

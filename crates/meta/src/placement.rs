@@ -1,0 +1,139 @@
+//! Where a block's replicas go: three distinct nodes that are up, in distinct zones when the
+//! cluster has enough zones, with the most free space first, so a dataset's partitions spread
+//! evenly. A pure function of the node table and the space already promised, so every
+//! coordinator (and the simulator) picks the same way from the same catalog.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tern_proto::{NodeId, NodeRecord, NodeState};
+
+/// Replicas per block.
+pub const REPLICAS: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("{need} replicas need {need} live nodes, but only {have} are up")]
+    NotEnoughNodes { need: usize, have: usize },
+}
+
+/// Choose `count` holders for a block of `bytes` bytes, never one in `exclude` (nodes that
+/// already hold it, during repair). `used` is what each node already stores or has been
+/// promised; the chosen nodes' entries grow by `bytes`, so calling this once per partition
+/// spreads a dataset over the cluster.
+pub fn pick_holders(
+    nodes: &[NodeRecord],
+    used: &mut HashMap<NodeId, u64>,
+    bytes: u64,
+    count: usize,
+    exclude: &BTreeSet<NodeId>,
+) -> Result<Vec<NodeId>, PlacementError> {
+    let mut candidates: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up && !exclude.contains(&n.id))
+        .collect();
+    if candidates.len() < count {
+        return Err(PlacementError::NotEnoughNodes {
+            need: count,
+            have: candidates.len(),
+        });
+    }
+    let free = |n: &NodeRecord| {
+        n.capacity_bytes
+            .saturating_sub(used.get(&n.id).copied().unwrap_or(0))
+    };
+    // Most free space first; the id breaks ties so the choice is deterministic.
+    candidates.sort_by(|a, b| free(b).cmp(&free(a)).then(a.id.cmp(&b.id)));
+
+    let mut chosen: Vec<&NodeRecord> = Vec::with_capacity(count);
+    let mut zones: BTreeSet<&str> = BTreeSet::new();
+    // First a node from each zone not yet used, then anything left, best first.
+    for n in &candidates {
+        if chosen.len() < count && zones.insert(n.zone.as_str()) {
+            chosen.push(n);
+        }
+    }
+    for n in &candidates {
+        if chosen.len() < count && !chosen.iter().any(|c| c.id == n.id) {
+            chosen.push(n);
+        }
+    }
+    let ids: Vec<NodeId> = chosen.iter().map(|n| n.id).collect();
+    for id in &ids {
+        *used.entry(*id).or_default() += bytes;
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn node(id: NodeId, zone: &str, capacity: u64, state: NodeState) -> NodeRecord {
+        NodeRecord {
+            id,
+            addr: format!("127.0.0.1:{}", 7400 + id),
+            zone: zone.into(),
+            capacity_bytes: capacity,
+            state,
+        }
+    }
+
+    #[test]
+    fn distinct_zones_come_first() {
+        let nodes = vec![
+            node(1, "a", 100, NodeState::Up),
+            node(2, "a", 100, NodeState::Up),
+            node(3, "b", 100, NodeState::Up),
+            node(4, "c", 100, NodeState::Up),
+        ];
+        let picked = pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::new()).unwrap();
+        let zones: BTreeSet<&str> = picked
+            .iter()
+            .map(|id| nodes[*id as usize - 1].zone.as_str())
+            .collect();
+        assert_eq!(zones.len(), 3, "{picked:?}");
+    }
+
+    #[test]
+    fn nodes_that_are_not_up_or_excluded_are_never_chosen() {
+        let nodes = vec![
+            node(1, "", 100, NodeState::Up),
+            node(2, "", 100, NodeState::Down),
+            node(3, "", 100, NodeState::Suspect),
+            node(4, "", 100, NodeState::Draining),
+            node(5, "", 100, NodeState::Up),
+            node(6, "", 100, NodeState::Up),
+        ];
+        let picked = pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::new()).unwrap();
+        assert_eq!(picked, vec![1, 5, 6]);
+        let err =
+            pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::from([1])).unwrap_err();
+        assert_eq!(err, PlacementError::NotEnoughNodes { need: 3, have: 2 });
+        assert!(err.to_string().contains("only 2 are up"));
+    }
+
+    proptest! {
+        /// Holders are distinct live nodes; a dataset's replicas spread evenly over equal nodes.
+        #[test]
+        fn placement_is_distinct_live_and_even(nodes_up in 3usize..9, down in 0usize..3, partitions in 1usize..60) {
+            let mut nodes: Vec<NodeRecord> = (1..=nodes_up as u64).map(|id| node(id, "", 1 << 40, NodeState::Up)).collect();
+            nodes.extend((0..down as u64).map(|i| node(100 + i, "", 1 << 40, NodeState::Down)));
+            let mut used = HashMap::new();
+            let mut count: HashMap<NodeId, usize> = HashMap::new();
+            for _ in 0..partitions {
+                let picked = pick_holders(&nodes, &mut used, 1 << 20, REPLICAS, &BTreeSet::new()).unwrap();
+                let distinct: BTreeSet<_> = picked.iter().collect();
+                prop_assert_eq!(distinct.len(), REPLICAS);
+                prop_assert!(picked.iter().all(|id| *id <= nodes_up as u64));
+                for id in picked {
+                    *count.entry(id).or_default() += 1;
+                }
+            }
+            let most = count.values().max().copied().unwrap_or(0);
+            let least = (1..=nodes_up as u64).map(|id| count.get(&id).copied().unwrap_or(0)).min().unwrap_or(0);
+            prop_assert!(most - least <= 1, "uneven spread: {:?}", count);
+        }
+    }
+}
