@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use tern_net::TlsFiles;
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
 use tern_proto::{
-    CatalogOp, ClusterStatus, ErrorKind, ErrorReply, Request, Response, TransportError,
+    BlockHash, CatalogOp, ClusterStatus, ErrorKind, ErrorReply, NodeId, Request, Response,
+    TransportError,
 };
 
 /// The environment variable naming the cluster directory when `--cluster` is not given.
@@ -42,6 +43,10 @@ pub enum ClientError {
     Remote(ErrorReply),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    #[error("block {hash} could not be stored: {reason}")]
+    BlockNotStored { hash: BlockHash, reason: String },
+    #[error("no holder served block {hash} intact ({reasons})")]
+    BlockUnavailable { hash: BlockHash, reasons: String },
 }
 
 /// `client.toml`: where the nodes are and which certificate to present. Relative paths are
@@ -99,6 +104,9 @@ pub fn cluster_dir(flag: Option<&Path>) -> PathBuf {
         _ => PathBuf::from(DEFAULT_CLUSTER_DIR),
     }
 }
+
+/// Blocks go to the first holder in chunks of this size.
+const BLOCK_CHUNK_BYTES: usize = 4 << 20;
 
 /// How long a call keeps retrying while the cluster has no leader.
 const ELECTION_PATIENCE: Duration = Duration::from_secs(15);
@@ -255,6 +263,98 @@ impl Client {
             Ok(Response::CatalogValue(_)) => Some((m.id, m.term, addr)),
             _ => None,
         }
+    }
+
+    /// Store `bytes` as one block on `chain`: the first holder passes it to the next, each
+    /// checks its hash and syncs it, and the answer lists every holder that has it durably.
+    pub async fn put_block(
+        &self,
+        bytes: &[u8],
+        chain: &[String],
+    ) -> Result<(BlockHash, Vec<NodeId>), ClientError> {
+        let hash = BlockHash::of(bytes);
+        let not_stored = |reason: String| ClientError::BlockNotStored { hash, reason };
+        let (first, rest) = chain
+            .split_first()
+            .ok_or_else(|| not_stored("no holders given".into()))?;
+        let request = tern_proto::Request::PutBlock {
+            hash,
+            size: bytes.len() as u64,
+            chain: rest.to_vec(),
+        };
+        let (mut writer, mut reader) = self
+            .transport
+            .open_bulk(first, &request)
+            .await
+            .map_err(|e| not_stored(e.to_string()))?;
+        for chunk in bytes.chunks(BLOCK_CHUNK_BYTES) {
+            writer
+                .write_chunk(chunk)
+                .await
+                .map_err(|e| not_stored(e.to_string()))?;
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| not_stored(e.to_string()))?;
+        match reader
+            .response()
+            .await
+            .map_err(|e| not_stored(e.to_string()))?
+        {
+            Response::BlockStored { holders } => Ok((hash, holders)),
+            Response::Error(e) => Err(not_stored(e.message)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Read block `hash` from the first of `holders` that serves it intact: a holder that is
+    /// down, lacks it, or returns bytes that do not hash to its name is skipped.
+    pub async fn get_block(
+        &self,
+        hash: &BlockHash,
+        holders: &[String],
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut reasons = Vec::new();
+        for addr in holders {
+            match self.read_block_from(hash, addr).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(reason) => reasons.push(format!("{addr}: {reason}")),
+            }
+        }
+        Err(ClientError::BlockUnavailable {
+            hash: *hash,
+            reasons: reasons.join("; "),
+        })
+    }
+
+    async fn read_block_from(&self, hash: &BlockHash, addr: &str) -> Result<Vec<u8>, String> {
+        let request = tern_proto::Request::GetBlock { hash: *hash };
+        let (writer, mut reader) = self
+            .transport
+            .open_bulk(addr, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        writer.finish().await.map_err(|e| e.to_string())?;
+        let size = match reader.response().await.map_err(|e| e.to_string())? {
+            Response::Block { size } if size <= tern_proto::MAX_BLOCK_BYTES => size,
+            Response::Block { size } => {
+                return Err(format!("announced {size} bytes, over the block limit"));
+            }
+            Response::Error(e) => return Err(e.message),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+            if bytes.len() + chunk.len() > size as usize {
+                return Err("sent more bytes than announced".into());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if BlockHash::of(&bytes) != *hash {
+            return Err("bytes do not match the block's hash".into());
+        }
+        Ok(bytes)
     }
 
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {

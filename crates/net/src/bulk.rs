@@ -108,3 +108,21 @@ impl BodyReader {
         })
     }
 }
+
+impl tern_proto::BulkWrite for BodyWriter {
+    async fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        BodyWriter::write_chunk(self, bytes).await
+    }
+    async fn finish(self) -> Result<(), TransportError> {
+        BodyWriter::finish(self).await
+    }
+}
+
+impl tern_proto::BulkRead for BodyReader {
+    async fn response(&mut self) -> Result<Response, TransportError> {
+        BodyReader::response(self).await
+    }
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        BodyReader::next_chunk(self).await
+    }
+}

@@ -287,6 +287,17 @@ impl QuicTransport {
 }
 
 impl Transport for QuicTransport {
+    type Writer = crate::BodyWriter;
+    type Reader = crate::BodyReader;
+
+    async fn open_bulk(
+        &self,
+        addr: &str,
+        request: &Request,
+    ) -> Result<(Self::Writer, Self::Reader), TransportError> {
+        QuicTransport::open_bulk(self, addr, request).await
+    }
+
     async fn call(&self, addr: &str, request: Request) -> Result<Response, TransportError> {
         self.call_with_timeout(addr, &request, self.options.call_timeout)
             .await

@@ -1,7 +1,8 @@
 //! A tern node: the process that wires the components together.
 //!
-//! It owns the node's configuration and identity, starts the QUIC endpoint (`tern-net`) and
-//! the metadata group (`tern-meta`), answers requests ([`NodeService`]), joins or bootstraps
+//! It owns the node's configuration and identity, starts the QUIC endpoint (`tern-net`), the
+//! metadata group (`tern-meta`) and the block store (`tern-store`), stores and serves blocks
+//! (passing each one along its replica chain), answers requests ([`NodeService`]), joins or bootstraps
 //! the cluster, sends heartbeats to the leader and, while it leads, marks silent nodes
 //! suspect and then down. Later components (block store, executor, scheduler) are wired in
 //! here too; they do not know about the node.
@@ -9,6 +10,7 @@
 //! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
 //! run it without sockets or real time.
 
+mod blocks;
 mod config;
 mod run;
 mod service;

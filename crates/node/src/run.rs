@@ -78,6 +78,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         &options,
     )
     .await?;
+    let blocks = Arc::new(
+        tern_store::BlockStore::open(&config.data_dir.join("blocks"))
+            .map_err(|e| NodeError::Identity(format!("cannot open the block store: {e}")))?,
+    );
     let record = NodeRecord {
         id: config.id,
         addr: config.advertise_addr(),
@@ -92,6 +96,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         Arc::new(SystemClock),
         config.timings.clone(),
         config.max_voters,
+        blocks,
     ));
     let mut tasks = vec![tokio::spawn(tern_net::serve(
         transport.clone(),

@@ -10,6 +10,7 @@ use tern_proto::{
     Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request, Response,
     Role, Transport,
 };
+use tern_store::BlockStore;
 use tracing::{debug, info, warn};
 
 use crate::NodeTimings;
@@ -20,7 +21,8 @@ const STATUS_FANOUT_TIMEOUT: Duration = Duration::from_millis(1500);
 pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) record: NodeRecord,
     pub(crate) meta: Meta,
-    transport: Arc<T>,
+    pub(crate) blocks: Arc<BlockStore>,
+    pub(crate) transport: Arc<T>,
     clock: Arc<C>,
     timings: NodeTimings,
     max_voters: usize,
@@ -49,10 +51,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         clock: Arc<C>,
         timings: NodeTimings,
         max_voters: usize,
+        blocks: Arc<BlockStore>,
     ) -> Self {
         Self {
             record,
             meta,
+            blocks,
             transport,
             clock,
             timings,
@@ -141,6 +145,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::CatalogWrite(ops) => Response::Written {
                 log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
             },
+            // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
+            Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
+                ErrorKind::Invalid,
+                format!("{} must be sent as a bulk request", request.name()),
+            ),
         })
     }
 
@@ -401,5 +410,19 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
             );
         }
         NodeService::handle(self, request).await
+    }
+
+    fn is_bulk(&self, request: &Request) -> bool {
+        matches!(request, Request::PutBlock { .. } | Request::GetBlock { .. })
+    }
+
+    async fn handle_bulk(
+        &self,
+        request: Request,
+        _peer: tern_net::Peer,
+        body: tern_net::BodyReader,
+        reply: tern_net::BodyWriter,
+    ) {
+        self.serve_bulk(request, body, reply).await
     }
 }

@@ -7,15 +7,17 @@
 //! Everything here is plain data plus pure encode/decode functions, so it is cheap to depend on
 //! and safe to fuzz: the decoders never panic on arbitrary bytes.
 
+pub mod block;
 pub mod env;
 pub mod frame;
 pub mod message;
 pub mod transport;
 
+pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES};
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
     FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,
     encode_response,
 };
 pub use message::*;
-pub use transport::{Transport, TransportError};
+pub use transport::{BulkRead, BulkWrite, Transport, TransportError};

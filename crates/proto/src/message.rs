@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::block::BlockHash;
+
 pub type NodeId = u64;
 
 /// A node's health as the metadata records it.
@@ -130,6 +132,17 @@ pub enum Request {
     /// answered there, never passed on again. Carried as bytes, not as a nested `Request`, so a
     /// crafted frame cannot nest it deep enough to exhaust the decoder's stack.
     Forwarded(Vec<u8>),
+    /// Store a block (bulk: its bytes follow as chunks), then pass it on to `chain[0]` with
+    /// the rest of the chain; answered with every holder that stored it, or an error.
+    PutBlock {
+        hash: BlockHash,
+        size: u64,
+        chain: Vec<String>,
+    },
+    /// Read a block (bulk: answered with `Response::Block` and its bytes as chunks).
+    GetBlock {
+        hash: BlockHash,
+    },
 }
 
 impl Request {
@@ -161,6 +174,8 @@ impl Request {
             Request::CatalogList { .. } => "catalog-list",
             Request::CatalogWrite(_) => "catalog-write",
             Request::Forwarded(_) => "forwarded",
+            Request::PutBlock { .. } => "put-block",
+            Request::GetBlock { .. } => "get-block",
         }
     }
 }
@@ -236,16 +251,31 @@ impl fmt::Display for ErrorReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Pong { id: NodeId },
+    Pong {
+        id: NodeId,
+    },
     Raft(Vec<u8>),
-    Joined { id: NodeId, voter: bool },
+    Joined {
+        id: NodeId,
+        voter: bool,
+    },
     Ack,
     Status(ClusterStatus),
     Metrics(LocalMetrics),
     CatalogValue(Option<Vec<u8>>),
     CatalogEntries(Vec<(String, Vec<u8>)>),
-    Written { log_index: u64 },
+    Written {
+        log_index: u64,
+    },
     Error(ErrorReply),
+    /// The block is durable on these nodes, in chain order.
+    BlockStored {
+        holders: Vec<NodeId>,
+    },
+    /// A block of `size` bytes follows as chunks.
+    Block {
+        size: u64,
+    },
 }
 
 impl Response {

@@ -21,8 +21,35 @@ pub enum TransportError {
     BadAnswer { addr: String, reason: String },
 }
 
+/// The sending half of a bulk call: chunks, then the end.
+pub trait BulkWrite: Send {
+    fn write_chunk(
+        &mut self,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn finish(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// The receiving half of a bulk call: the answer, then chunks until `None`.
+pub trait BulkRead: Send {
+    fn response(&mut self) -> impl Future<Output = Result<Response, TransportError>> + Send;
+    fn next_chunk(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send;
+}
+
 /// Request/response calls to a node named by its address.
 pub trait Transport: Send + Sync + 'static {
+    type Writer: BulkWrite;
+    type Reader: BulkRead;
+
+    /// Start a bulk call: `request` is sent; write chunks, finish, then read the answer.
+    fn open_bulk(
+        &self,
+        addr: &str,
+        request: &Request,
+    ) -> impl Future<Output = Result<(Self::Writer, Self::Reader), TransportError>> + Send;
+
     /// One call with the transport's default deadline.
     fn call(
         &self,

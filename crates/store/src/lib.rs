@@ -7,62 +7,11 @@
 //! as [`StoreError::CorruptBlock`], never served. It does not decide where blocks go (the
 //! placement lives in the catalog) nor move them between nodes (the node does).
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use rocksdb::{DB, IteratorMode, Options, WriteOptions};
-use serde::{Deserialize, Serialize};
 
-/// A block's name: the blake3 hash of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BlockHash(pub [u8; 32]);
-
-impl BlockHash {
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// The first `n` hex digits, for display next to a partition.
-    pub fn prefix(&self, n: usize) -> String {
-        let mut s = self.to_string();
-        s.truncate(n);
-        s
-    }
-}
-
-impl fmt::Display for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlockHash({})", self.prefix(12))
-    }
-}
-
-impl FromStr for BlockHash {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || StoreError::BadHash {
-            text: s.chars().take(80).collect(),
-        };
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Self(out))
-    }
-}
+pub use tern_proto::BlockHash;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,8 +19,6 @@ pub enum StoreError {
     NotFound { hash: BlockHash },
     #[error("block {hash} is corrupt: its bytes hash to {actual}")]
     CorruptBlock { hash: BlockHash, actual: BlockHash },
-    #[error("{text:?} is not a block hash (64 hex digits)")]
-    BadHash { text: String },
     #[error("block store at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("block store I/O: {0}")]
@@ -198,8 +145,6 @@ impl BlockStore {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
 
     #[test]
@@ -256,16 +201,5 @@ mod tests {
             .unwrap();
         let store = BlockStore::open(dir.path()).unwrap();
         assert_eq!(store.get(&hash).unwrap(), b"durable");
-    }
-
-    proptest! {
-        #[test]
-        fn hash_text_round_trips_and_bad_text_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..256), text in ".{0,70}") {
-            let hash = BlockHash::of(&bytes);
-            prop_assert_eq!(hash.to_string().parse::<BlockHash>().unwrap(), hash);
-            if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-                prop_assert!(text.parse::<BlockHash>().is_err());
-            }
-        }
     }
 }

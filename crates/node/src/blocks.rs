@@ -1,0 +1,181 @@
+//! Blocks on a node: receive one, check its hash, make it durable, pass it down the replica
+//! chain, and acknowledge only when every holder after us has too (HDFS-style pipeline). Serve
+//! one, re-checking its hash, so a corrupted copy is reported and the reader tries another.
+
+use std::sync::Arc;
+
+use tern_proto::{
+    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, Request, Response, Transport,
+};
+use tern_store::{BlockStore, StoreError};
+use tracing::{info, warn};
+
+use crate::NodeService;
+
+/// Blocks go back to readers in chunks of this size.
+const CHUNK_BYTES: usize = 4 << 20;
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound { .. } => Response::error(ErrorKind::Invalid, e.to_string()),
+        StoreError::CorruptBlock { .. } => Response::error(ErrorKind::Invalid, e.to_string()),
+        other => Response::error(ErrorKind::Unavailable, other.to_string()),
+    }
+}
+
+/// RocksDB calls block; keep them off the async workers.
+async fn on_store<R: Send + 'static>(
+    blocks: &Arc<BlockStore>,
+    f: impl FnOnce(&BlockStore) -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    let blocks = blocks.clone();
+    tokio::task::spawn_blocking(move || f(&blocks))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(format!("block store task failed: {e}"))))
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    pub(crate) async fn serve_bulk(
+        &self,
+        request: Request,
+        mut body: impl BulkRead,
+        mut reply: tern_net::BodyWriter,
+    ) {
+        let answer = match request {
+            Request::PutBlock { hash, size, chain } => {
+                self.put_block(hash, size, chain, &mut body).await
+            }
+            Request::GetBlock { hash } => {
+                match on_store(&self.blocks, move |b| b.get(&hash)).await {
+                    Ok(bytes) => {
+                        if reply
+                            .respond(&Response::Block {
+                                size: bytes.len() as u64,
+                            })
+                            .await
+                            .is_ok()
+                        {
+                            for chunk in bytes.chunks(CHUNK_BYTES) {
+                                if reply.write_chunk(chunk).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = reply.finish().await;
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        if matches!(e, StoreError::CorruptBlock { .. }) {
+                            warn!(%hash, error = %e, "refusing to serve a corrupt block");
+                        }
+                        store_error(e)
+                    }
+                }
+            }
+            other => Response::error(
+                ErrorKind::Invalid,
+                format!("{} is not a bulk request", other.name()),
+            ),
+        };
+        if reply.respond(&answer).await.is_ok() {
+            let _ = reply.finish().await;
+        }
+    }
+
+    async fn put_block(
+        &self,
+        hash: BlockHash,
+        size: u64,
+        chain: Vec<String>,
+        body: &mut impl BulkRead,
+    ) -> Response {
+        if size > MAX_BLOCK_BYTES {
+            return Response::error(
+                ErrorKind::TooLarge,
+                format!("block of {size} bytes exceeds the {MAX_BLOCK_BYTES}-byte limit"),
+            );
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        loop {
+            match body.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() as u64 + chunk.len() as u64 > size {
+                        return Response::error(
+                            ErrorKind::Invalid,
+                            format!("block {hash} is longer than the {size} bytes announced"),
+                        );
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Response::error(
+                        ErrorKind::BadFrame,
+                        format!("block {hash} arrived incomplete: {e}"),
+                    );
+                }
+            }
+        }
+        if bytes.len() as u64 != size {
+            return Response::error(
+                ErrorKind::Invalid,
+                format!(
+                    "block {hash} has {} bytes, {size} were announced",
+                    bytes.len()
+                ),
+            );
+        }
+        let bytes = Arc::new(bytes);
+        let stored = bytes.clone();
+        if let Err(e) = on_store(&self.blocks, move |b| b.put_verified(&hash, &stored)).await {
+            return store_error(e);
+        }
+        let mut holders = vec![self.id()];
+        if let Some((next, rest)) = chain.split_first() {
+            match self.pass_on(next, hash, &bytes, rest.to_vec()).await {
+                Ok(mut more) => holders.append(&mut more),
+                // Our copy stays (it is verified and harmless); the writer sees the chain failed
+                // and, without a full set of acknowledgements, never makes the block visible.
+                Err(reason) => {
+                    return Response::error(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "block {hash} stored on node {} but not passed on to {next}: {reason}",
+                            self.id()
+                        ),
+                    );
+                }
+            }
+        }
+        info!(%hash, size, holders = ?holders, "block stored");
+        Response::BlockStored { holders }
+    }
+
+    async fn pass_on(
+        &self,
+        next: &str,
+        hash: BlockHash,
+        bytes: &[u8],
+        rest: Vec<String>,
+    ) -> Result<Vec<u64>, String> {
+        let request = Request::PutBlock {
+            hash,
+            size: bytes.len() as u64,
+            chain: rest,
+        };
+        let (mut writer, mut reader) = self
+            .transport
+            .open_bulk(next, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        for chunk in bytes.chunks(CHUNK_BYTES) {
+            writer.write_chunk(chunk).await.map_err(|e| e.to_string())?;
+        }
+        writer.finish().await.map_err(|e| e.to_string())?;
+        match reader.response().await.map_err(|e| e.to_string())? {
+            Response::BlockStored { holders } => Ok(holders),
+            Response::Error(e) => Err(e.message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
