@@ -50,6 +50,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the datasets.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A dataset's structure: partitions, sizes, blocks and holders.
+    Describe {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a dataset (its blocks become unreferenced).
+    Rm { name: String },
     /// Certificates and membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -212,6 +225,39 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", output::status_table(&status));
             }
+            Ok(())
+        }
+        Command::Ls { json } => {
+            let datasets = Client::open(&dir)?.datasets().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::datasets_json(&datasets))?
+                );
+            } else {
+                print!("{}", output::datasets_table(&datasets));
+            }
+            Ok(())
+        }
+        Command::Describe { name, json } => {
+            let client = Client::open(&dir)?;
+            let dataset = client
+                .dataset(&name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no dataset named {name:?}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::dataset_json(&dataset))?
+                );
+            } else {
+                print!("{}", output::describe(&dataset));
+            }
+            Ok(())
+        }
+        Command::Rm { name } => {
+            Client::open(&dir)?.remove_dataset(&name).await?;
+            println!("removed {name}");
             Ok(())
         }
         Command::Cluster(ClusterCommand::Init { dir, nodes }) => {

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use tern_proto::ClusterStatus;
+use serde_json::{Value, json};
+use tern_proto::{ClusterStatus, DatasetRecord};
 
 pub fn status_table(status: &ClusterStatus) -> String {
     let mut out = String::new();
@@ -47,6 +48,108 @@ pub fn status_table(status: &ClusterStatus) -> String {
             age,
             term,
             applied
+        );
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn datasets_table(datasets: &[DatasetRecord]) -> String {
+    let mut out = String::new();
+    if datasets.is_empty() {
+        out.push_str("no datasets\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:>7} {:>11} {:>12} {:>12}  FORMAT",
+        "NAME", "VERSION", "PARTITIONS", "ROWS", "BYTES"
+    );
+    for d in datasets {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>7} {:>11} {:>12} {:>12}  {}",
+            d.name,
+            d.version,
+            d.partitions.len(),
+            d.rows(),
+            human_bytes(d.bytes()),
+            d.format
+        );
+    }
+    out
+}
+
+pub fn dataset_json(d: &DatasetRecord) -> Value {
+    json!({
+        "name": d.name,
+        "version": d.version,
+        "format": d.format,
+        "schema": d.schema,
+        "npartitions": d.partitions.len(),
+        "rows": d.rows(),
+        "bytes": d.bytes(),
+        "created_ms": d.created_ms,
+        "partitions": d.partitions.iter().enumerate().map(|(i, p)| json!({
+            "index": i,
+            "rows": p.rows,
+            "bytes": p.bytes,
+            "block": p.block.to_string(),
+            "holders": p.holders,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn datasets_json(datasets: &[DatasetRecord]) -> Value {
+    json!({ "datasets": datasets.iter().map(dataset_json).collect::<Vec<_>>() })
+}
+
+pub fn describe(d: &DatasetRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Dataset {} (version {}, {})",
+        d.name, d.version, d.format
+    );
+    let _ = writeln!(
+        out,
+        "npartitions={}  rows={}  bytes={}",
+        d.partitions.len(),
+        d.rows(),
+        human_bytes(d.bytes())
+    );
+    if !d.schema.is_empty() {
+        let _ = writeln!(out, "schema: {}", d.schema);
+    }
+    let _ = writeln!(
+        out,
+        "{:>5} {:>12} {:>12}  {:<14} HOLDERS",
+        "PART", "ROWS", "BYTES", "BLOCK"
+    );
+    for (i, p) in d.partitions.iter().enumerate() {
+        let holders: Vec<String> = p.holders.iter().map(|h| h.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{:>5} {:>12} {:>12}  {:<14} {}",
+            i,
+            p.rows,
+            human_bytes(p.bytes),
+            p.block.prefix(12),
+            holders.join(",")
         );
     }
     out

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use tern_net::TlsFiles;
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
 use tern_proto::{
-    BlockHash, CatalogOp, ClusterStatus, ErrorKind, ErrorReply, NodeId, Request, Response,
-    TransportError,
+    BlockHash, CatalogOp, ClusterStatus, DATASETS_TABLE, DatasetRecord, ErrorKind, ErrorReply,
+    NodeId, PartitionRecord, Request, Response, TransportError, validate_dataset_name,
 };
 
 /// The environment variable naming the cluster directory when `--cluster` is not given.
@@ -43,6 +43,14 @@ pub enum ClientError {
     Remote(ErrorReply),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("dataset {name:?} already exists (use replace to write a new version)")]
+    DatasetExists { name: String },
+    #[error("no dataset named {name:?}")]
+    NoSuchDataset { name: String },
+    #[error("dataset {name:?} changed while this write ran; nothing was committed, try again")]
+    DatasetChanged { name: String },
     #[error("block {hash} could not be stored: {reason}")]
     BlockNotStored { hash: BlockHash, reason: String },
     #[error("no holder served block {hash} intact ({reasons})")]
@@ -103,6 +111,11 @@ pub fn cluster_dir(flag: Option<&Path>) -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(DEFAULT_CLUSTER_DIR),
     }
+}
+
+fn decode_dataset(bytes: &[u8]) -> Result<DatasetRecord, ClientError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| ClientError::Unexpected(format!("unreadable dataset record: {e}")))
 }
 
 /// Blocks go to the first holder in chunks of this size.
@@ -355,6 +368,168 @@ impl Client {
             return Err("bytes do not match the block's hash".into());
         }
         Ok(bytes)
+    }
+
+    /// Replica chains for blocks of these sizes, chosen by the cluster.
+    pub async fn place(&self, sizes: &[u64]) -> Result<Vec<Vec<(NodeId, String)>>, ClientError> {
+        match self
+            .call(Request::Place {
+                sizes: sizes.to_vec(),
+            })
+            .await?
+        {
+            Response::Placement { chains } => Ok(chains),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Store a dataset: every partition as a block on three holders, then one catalog entry
+    /// that makes the whole dataset visible at once. A failure before that entry leaves
+    /// nothing visible. With `replace`, an existing dataset of that name gets a new version
+    /// atomically; without it, an existing name is an error.
+    pub async fn put_dataset(
+        &self,
+        name: &str,
+        format: &str,
+        schema: &str,
+        partitions: &[(Vec<u8>, u64)],
+        replace: bool,
+    ) -> Result<DatasetRecord, ClientError> {
+        validate_dataset_name(name).map_err(ClientError::InvalidName)?;
+        let old = self.catalog_get(DATASETS_TABLE, name).await?;
+        let old_record = match &old {
+            Some(_) if !replace => return Err(ClientError::DatasetExists { name: name.into() }),
+            Some(bytes) => Some(decode_dataset(bytes)?),
+            None => None,
+        };
+        let sizes: Vec<u64> = partitions
+            .iter()
+            .map(|(bytes, _)| bytes.len() as u64)
+            .collect();
+        let chains = self.place(&sizes).await?;
+        let mut records = Vec::with_capacity(partitions.len());
+        for ((bytes, rows), chain) in partitions.iter().zip(chains) {
+            let addrs: Vec<String> = chain.iter().map(|(_, addr)| addr.clone()).collect();
+            let (block, holders) = self.put_block(bytes, &addrs).await?;
+            if holders.len() < addrs.len() {
+                return Err(ClientError::BlockNotStored {
+                    hash: block,
+                    reason: format!("only {holders:?} acknowledged"),
+                });
+            }
+            records.push(PartitionRecord {
+                block,
+                bytes: bytes.len() as u64,
+                rows: *rows,
+                holders,
+            });
+        }
+        let record = DatasetRecord {
+            name: name.into(),
+            version: old_record.map(|r| r.version + 1).unwrap_or(1),
+            format: format.into(),
+            schema: schema.into(),
+            partitions: records,
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        let encoded =
+            postcard::to_allocvec(&record).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        let ops = vec![
+            CatalogOp::Expect {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: old,
+            },
+            CatalogOp::Put {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: encoded,
+            },
+        ];
+        match self.catalog_write(ops).await {
+            Ok(_) => Ok(record),
+            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
+                Err(ClientError::DatasetChanged { name: name.into() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The dataset's record (a linearizable read), if it exists.
+    pub async fn dataset(&self, name: &str) -> Result<Option<DatasetRecord>, ClientError> {
+        match self.catalog_get(DATASETS_TABLE, name).await? {
+            Some(bytes) => Ok(Some(decode_dataset(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every dataset, by name.
+    pub async fn datasets(&self) -> Result<Vec<DatasetRecord>, ClientError> {
+        let entries = self.catalog_list(DATASETS_TABLE, "", u32::MAX).await?;
+        entries
+            .iter()
+            .map(|(_, bytes)| decode_dataset(bytes))
+            .collect()
+    }
+
+    /// Remove a dataset from the catalog (its blocks become unreferenced).
+    pub async fn remove_dataset(&self, name: &str) -> Result<(), ClientError> {
+        let old = self
+            .catalog_get(DATASETS_TABLE, name)
+            .await?
+            .ok_or_else(|| ClientError::NoSuchDataset { name: name.into() })?;
+        let ops = vec![
+            CatalogOp::Expect {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: Some(old),
+            },
+            CatalogOp::Delete {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+            },
+        ];
+        match self.catalog_write(ops).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
+                Err(ClientError::DatasetChanged { name: name.into() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Node id → address, from the cluster's node table.
+    pub async fn node_addresses(
+        &self,
+    ) -> Result<std::collections::HashMap<NodeId, String>, ClientError> {
+        Ok(self
+            .status()
+            .await?
+            .nodes
+            .into_iter()
+            .map(|n| (n.id, n.address))
+            .collect())
+    }
+
+    /// The bytes of partition `index`, from whichever holder serves them intact.
+    pub async fn read_partition(
+        &self,
+        dataset: &DatasetRecord,
+        index: usize,
+        addresses: &std::collections::HashMap<NodeId, String>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let partition = dataset.partitions.get(index).ok_or_else(|| {
+            ClientError::Unexpected(format!("{} has no partition {index}", dataset.name))
+        })?;
+        let holders: Vec<String> = partition
+            .holders
+            .iter()
+            .filter_map(|id| addresses.get(id).cloned())
+            .collect();
+        self.get_block(&partition.block, &holders).await
     }
 
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {

@@ -53,7 +53,9 @@ pub enum Touched {
 /// Why a catalog op cannot be applied; checked before anything changes.
 pub fn validate_op(op: &CatalogOp) -> Result<(), String> {
     let (table, key) = match op {
-        CatalogOp::Put { table, key, .. } | CatalogOp::Delete { table, key } => (table, key),
+        CatalogOp::Put { table, key, .. }
+        | CatalogOp::Delete { table, key }
+        | CatalogOp::Expect { table, key, .. } => (table, key),
     };
     if let CatalogOp::Put { value, .. } = op {
         if value.len() > MAX_VALUE_BYTES {
@@ -102,7 +104,22 @@ impl MetaState {
                     return CommandResult::Rejected(reason);
                 }
                 for op in ops {
+                    if let CatalogOp::Expect { table, key, value } = op {
+                        if self.catalog_get(table, key) != value.as_ref() {
+                            let wanted = if value.is_some() {
+                                "a different value"
+                            } else {
+                                "absent"
+                            };
+                            return CommandResult::Rejected(format!(
+                                "precondition failed: {table}/{key} was expected {wanted}"
+                            ));
+                        }
+                    }
+                }
+                for op in ops {
                     match op {
+                        CatalogOp::Expect { .. } => {}
                         CatalogOp::Put { table, key, value } => {
                             self.catalog
                                 .entry(table.clone())
@@ -192,6 +209,39 @@ mod tests {
         ]);
         state.apply(&del, &mut touched);
         assert!(state.catalog.is_empty(), "empty tables disappear");
+    }
+
+    #[test]
+    fn preconditions_make_create_and_replace_atomic() {
+        let mut state = MetaState::default();
+        let mut touched = Vec::new();
+        let absent = CatalogOp::Expect {
+            table: "t".into(),
+            key: "k".into(),
+            value: None,
+        };
+        let create = Command::Catalog(vec![absent.clone(), put("t", "k", b"v1")]);
+        assert_eq!(state.apply(&create, &mut touched), CommandResult::Done);
+        assert!(
+            matches!(state.apply(&create, &mut touched), CommandResult::Rejected(r) if r.contains("expected absent"))
+        );
+        let replace = Command::Catalog(vec![
+            CatalogOp::Expect {
+                table: "t".into(),
+                key: "k".into(),
+                value: Some(b"v1".to_vec()),
+            },
+            put("t", "k", b"v2"),
+        ]);
+        assert_eq!(state.apply(&replace, &mut touched), CommandResult::Done);
+        assert!(
+            matches!(
+                state.apply(&replace, &mut touched),
+                CommandResult::Rejected(_)
+            ),
+            "stale replace refused"
+        );
+        assert_eq!(state.catalog_get("t", "k"), Some(&b"v2".to_vec()));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! [`NodeService`]: what a node answers, and the two loops that keep membership honest
 //! (heartbeats to the leader; on the leader, marking silent nodes suspect and down).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tern_meta::placement::{REPLICAS, pick_holders};
 use tern_meta::{Command, Meta, MetaError};
 use tern_proto::{
-    Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request, Response,
-    Role, Transport,
+    Clock, ClusterStatus, DATASETS_TABLE, DatasetRecord, ErrorKind, NodeId, NodeRecord, NodeState,
+    NodeStatus, Request, Response, Role, Transport,
 };
 use tern_store::BlockStore;
 use tracing::{debug, info, warn};
@@ -146,11 +147,60 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
             },
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
+            Request::Place { sizes } => self.place(sizes).await?,
             Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
             ),
         })
+    }
+
+    /// Choose holders for new blocks from the node table, counting what every stored dataset
+    /// already puts on each node, so datasets spread over the cluster, not only partitions.
+    async fn place(&self, sizes: &[u64]) -> Result<Response, MetaError> {
+        const MAX_BLOCKS_PER_CALL: usize = 100_000;
+        if sizes.len() > MAX_BLOCKS_PER_CALL {
+            return Ok(Response::error(
+                ErrorKind::Invalid,
+                format!("at most {MAX_BLOCKS_PER_CALL} blocks can be placed in one call"),
+            ));
+        }
+        let (nodes, mut used) = self
+            .meta
+            .read(|s| {
+                let nodes: Vec<NodeRecord> = s.nodes.values().cloned().collect();
+                let mut used: HashMap<NodeId, u64> = HashMap::new();
+                for value in s
+                    .catalog
+                    .get(DATASETS_TABLE)
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                {
+                    if let Ok(dataset) = postcard::from_bytes::<DatasetRecord>(value) {
+                        for p in &dataset.partitions {
+                            for holder in &p.holders {
+                                *used.entry(*holder).or_default() += p.bytes;
+                            }
+                        }
+                    }
+                }
+                (nodes, used)
+            })
+            .await?;
+        let addr_of: HashMap<NodeId, String> =
+            nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        let mut chains = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            match pick_holders(&nodes, &mut used, *size, REPLICAS, &BTreeSet::new()) {
+                Ok(ids) => chains.push(
+                    ids.into_iter()
+                        .map(|id| (id, addr_of[&id].clone()))
+                        .collect(),
+                ),
+                Err(e) => return Ok(Response::error(ErrorKind::Unavailable, e.to_string())),
+            }
+        }
+        Ok(Response::Placement { chains })
     }
 
     fn not_leader(&self) -> MetaError {

@@ -8,12 +8,14 @@
 //! and safe to fuzz: the decoders never panic on arbitrary bytes.
 
 pub mod block;
+pub mod dataset;
 pub mod env;
 pub mod frame;
 pub mod message;
 pub mod transport;
 
 pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES};
+pub use dataset::{DATASETS_TABLE, DatasetRecord, PartitionRecord, validate_dataset_name};
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
     FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,

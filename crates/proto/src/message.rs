@@ -86,6 +86,14 @@ pub enum RaftKind {
 /// One change to the generic catalog table (`table`, `key`) → `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogOp {
+    /// A precondition: the entry is currently `value` (`None`: absent). If any precondition of
+    /// a write fails, none of its ops apply; this is how "create unless it exists" and
+    /// "replace the version I read" stay atomic.
+    Expect {
+        table: String,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
     Put {
         table: String,
         key: String,
@@ -143,6 +151,10 @@ pub enum Request {
     GetBlock {
         hash: BlockHash,
     },
+    /// Choose replica holders for blocks of these sizes (answered with `Response::Placement`).
+    Place {
+        sizes: Vec<u64>,
+    },
 }
 
 impl Request {
@@ -176,6 +188,7 @@ impl Request {
             Request::Forwarded(_) => "forwarded",
             Request::PutBlock { .. } => "put-block",
             Request::GetBlock { .. } => "get-block",
+            Request::Place { .. } => "place",
         }
     }
 }
@@ -275,6 +288,10 @@ pub enum Response {
     /// A block of `size` bytes follows as chunks.
     Block {
         size: u64,
+    },
+    /// One chain of (node, address) per requested block, first holder first.
+    Placement {
+        chains: Vec<Vec<(NodeId, String)>>,
     },
 }
 

@@ -1,0 +1,97 @@
+//! Datasets as the catalog records them: a named, versioned, immutable list of partitions,
+//! each stored as one block on its holders. One catalog entry (table [`DATASETS_TABLE`], key =
+//! the name) holds the whole record, so one Raft entry makes a whole dataset visible.
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::BlockHash;
+use crate::message::NodeId;
+
+/// The catalog table that holds dataset records.
+pub const DATASETS_TABLE: &str = "datasets";
+/// Longest dataset name.
+pub const MAX_DATASET_NAME: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub block: BlockHash,
+    pub bytes: u64,
+    /// Rows in the partition, when the data is a table (0 when unknown).
+    pub rows: u64,
+    /// The nodes that acknowledged a durable, verified copy, in chain order.
+    pub holders: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub name: String,
+    /// 1 for a new dataset, +1 for each replacement.
+    pub version: u64,
+    /// What the partitions hold (for example `arrow-ipc`, `bytes`).
+    pub format: String,
+    /// The schema, as its format describes it (empty when the format has none).
+    pub schema: String,
+    pub partitions: Vec<PartitionRecord>,
+    /// Wall-clock milliseconds since the Unix epoch when it was committed.
+    pub created_ms: u64,
+}
+
+impl DatasetRecord {
+    pub fn bytes(&self) -> u64 {
+        self.partitions.iter().map(|p| p.bytes).sum()
+    }
+    pub fn rows(&self) -> u64 {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+}
+
+/// Why a dataset name is refused: names become catalog keys and file names in messages, so
+/// they are short, printable and free of path tricks.
+pub fn validate_dataset_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a dataset name may not be empty".into());
+    }
+    if name.len() > MAX_DATASET_NAME {
+        return Err(format!(
+            "dataset name is longer than {MAX_DATASET_NAME} bytes"
+        ));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "dataset name {name:?} may not start with '.' or '-'"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "dataset name {name:?} contains {bad:?}; use letters, digits, '_', '-' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_without_path_tricks_are_accepted() {
+        for ok in ["trips", "lineitem_sf1", "tpch.lineitem", "a-b", "X9"] {
+            assert!(validate_dataset_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "-rf",
+            "sp ace",
+            "naïve",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_dataset_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
