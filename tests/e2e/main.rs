@@ -3,3 +3,4 @@
 mod blocks;
 mod datasets;
 mod foundation;
+mod ingest;

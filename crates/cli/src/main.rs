@@ -3,6 +3,7 @@
 //! Cluster set-up (`cluster init`, `up`, `down`), running a node (`node run`), and talking to
 //! a cluster (`status`, `catalog`, `wait`). Errors print as one line on stderr.
 
+mod data;
 mod local;
 mod output;
 
@@ -50,6 +51,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Store files as a dataset: cut into partitions, each kept on three nodes.
+    Put(data::PutArgs),
+    /// Write a dataset to a local file (.parquet, .csv, .arrow, .json).
+    Get(data::GetArgs),
     /// List the datasets.
     Ls {
         #[arg(long)]
@@ -227,6 +232,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Put(args) => data::put(&dir, args).await,
+        Command::Get(args) => data::get(&dir, args).await,
         Command::Ls { json } => {
             let datasets = Client::open(&dir)?.datasets().await?;
             if json {

@@ -5,6 +5,9 @@
 //! wire format (`tern-proto`) or the sockets (`tern-net`). The `tern` command line is built on
 //! it, and later issues add datasets and jobs here.
 
+pub mod export;
+pub mod ingest;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,6 +113,92 @@ pub fn cluster_dir(flag: Option<&Path>) -> PathBuf {
     match std::env::var_os(CLUSTER_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(DEFAULT_CLUSTER_DIR),
+    }
+}
+
+/// A dataset being written: see [`Client::dataset_writer`].
+pub struct DatasetWriter<'a> {
+    client: &'a Client,
+    name: String,
+    /// The catalog entry this write replaces (`None`: the name was free), checked at commit.
+    old: Option<Vec<u8>>,
+    old_version: u64,
+    partitions: Vec<PartitionRecord>,
+    /// Bytes placed on each node by this writer so far (not yet in the catalog).
+    pending: std::collections::HashMap<NodeId, u64>,
+}
+
+impl DatasetWriter<'_> {
+    /// Store one partition now: placed by the cluster, written along its chain of holders.
+    pub async fn add_partition(
+        &mut self,
+        bytes: &[u8],
+        rows: u64,
+    ) -> Result<&PartitionRecord, ClientError> {
+        let chain = self
+            .client
+            .place(&[bytes.len() as u64], &self.pending)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let addrs: Vec<String> = chain.iter().map(|(_, addr)| addr.clone()).collect();
+        let (block, holders) = self.client.put_block(bytes, &addrs).await?;
+        if holders.len() < addrs.len() {
+            return Err(ClientError::BlockNotStored {
+                hash: block,
+                reason: format!("only {holders:?} acknowledged"),
+            });
+        }
+        for holder in &holders {
+            *self.pending.entry(*holder).or_default() += bytes.len() as u64;
+        }
+        self.partitions.push(PartitionRecord {
+            block,
+            bytes: bytes.len() as u64,
+            rows,
+            holders,
+        });
+        Ok(self.partitions.last().expect("just pushed"))
+    }
+
+    pub fn partitions(&self) -> &[PartitionRecord] {
+        &self.partitions
+    }
+
+    /// Make the dataset visible: one catalog entry, or nothing if the name changed meanwhile.
+    pub async fn commit(self, format: &str, schema: &str) -> Result<DatasetRecord, ClientError> {
+        let record = DatasetRecord {
+            name: self.name.clone(),
+            version: self.old_version + 1,
+            format: format.into(),
+            schema: schema.into(),
+            partitions: self.partitions,
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        let encoded =
+            postcard::to_allocvec(&record).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        let ops = vec![
+            CatalogOp::Expect {
+                table: DATASETS_TABLE.into(),
+                key: self.name.clone(),
+                value: self.old,
+            },
+            CatalogOp::Put {
+                table: DATASETS_TABLE.into(),
+                key: self.name.clone(),
+                value: encoded,
+            },
+        ];
+        match self.client.catalog_write(ops).await {
+            Ok(_) => Ok(record),
+            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
+                Err(ClientError::DatasetChanged { name: self.name })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -370,11 +459,18 @@ impl Client {
         Ok(bytes)
     }
 
-    /// Replica chains for blocks of these sizes, chosen by the cluster.
-    pub async fn place(&self, sizes: &[u64]) -> Result<Vec<Vec<(NodeId, String)>>, ClientError> {
+    /// Replica chains for blocks of these sizes, chosen by the cluster; `pending` is what this
+    /// client placed and has not committed yet (bytes per node).
+    pub async fn place(
+        &self,
+        sizes: &[u64],
+        pending: &std::collections::HashMap<NodeId, u64>,
+    ) -> Result<Vec<Vec<(NodeId, String)>>, ClientError> {
+        let pending = pending.iter().map(|(id, bytes)| (*id, *bytes)).collect();
         match self
             .call(Request::Place {
                 sizes: sizes.to_vec(),
+                pending,
             })
             .await?
         {
@@ -383,10 +479,7 @@ impl Client {
         }
     }
 
-    /// Store a dataset: every partition as a block on three holders, then one catalog entry
-    /// that makes the whole dataset visible at once. A failure before that entry leaves
-    /// nothing visible. With `replace`, an existing dataset of that name gets a new version
-    /// atomically; without it, an existing name is an error.
+    /// Store a dataset held in memory (see [`Client::dataset_writer`] to stream one).
     pub async fn put_dataset(
         &self,
         name: &str,
@@ -395,67 +488,38 @@ impl Client {
         partitions: &[(Vec<u8>, u64)],
         replace: bool,
     ) -> Result<DatasetRecord, ClientError> {
+        let mut writer = self.dataset_writer(name, replace).await?;
+        for (bytes, rows) in partitions {
+            writer.add_partition(bytes, *rows).await?;
+        }
+        writer.commit(format, schema).await
+    }
+
+    /// Start writing dataset `name`: partitions are stored as they are added, each as a block
+    /// on three holders; [`DatasetWriter::commit`] then makes the whole dataset visible with one
+    /// catalog entry. Dropping the writer before that leaves nothing visible. With `replace`,
+    /// an existing dataset of that name gets a new version atomically; without it, an existing
+    /// name is an error (checked now, and again at commit).
+    pub async fn dataset_writer(
+        &self,
+        name: &str,
+        replace: bool,
+    ) -> Result<DatasetWriter<'_>, ClientError> {
         validate_dataset_name(name).map_err(ClientError::InvalidName)?;
         let old = self.catalog_get(DATASETS_TABLE, name).await?;
-        let old_record = match &old {
+        let old_version = match &old {
             Some(_) if !replace => return Err(ClientError::DatasetExists { name: name.into() }),
-            Some(bytes) => Some(decode_dataset(bytes)?),
-            None => None,
+            Some(bytes) => decode_dataset(bytes)?.version,
+            None => 0,
         };
-        let sizes: Vec<u64> = partitions
-            .iter()
-            .map(|(bytes, _)| bytes.len() as u64)
-            .collect();
-        let chains = self.place(&sizes).await?;
-        let mut records = Vec::with_capacity(partitions.len());
-        for ((bytes, rows), chain) in partitions.iter().zip(chains) {
-            let addrs: Vec<String> = chain.iter().map(|(_, addr)| addr.clone()).collect();
-            let (block, holders) = self.put_block(bytes, &addrs).await?;
-            if holders.len() < addrs.len() {
-                return Err(ClientError::BlockNotStored {
-                    hash: block,
-                    reason: format!("only {holders:?} acknowledged"),
-                });
-            }
-            records.push(PartitionRecord {
-                block,
-                bytes: bytes.len() as u64,
-                rows: *rows,
-                holders,
-            });
-        }
-        let record = DatasetRecord {
+        Ok(DatasetWriter {
+            client: self,
             name: name.into(),
-            version: old_record.map(|r| r.version + 1).unwrap_or(1),
-            format: format.into(),
-            schema: schema.into(),
-            partitions: records,
-            created_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        };
-        let encoded =
-            postcard::to_allocvec(&record).map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        let ops = vec![
-            CatalogOp::Expect {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: old,
-            },
-            CatalogOp::Put {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: encoded,
-            },
-        ];
-        match self.catalog_write(ops).await {
-            Ok(_) => Ok(record),
-            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
-                Err(ClientError::DatasetChanged { name: name.into() })
-            }
-            Err(e) => Err(e),
-        }
+            old,
+            old_version,
+            partitions: Vec::new(),
+            pending: Default::default(),
+        })
     }
 
     /// The dataset's record (a linearizable read), if it exists.

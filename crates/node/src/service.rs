@@ -147,7 +147,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
             },
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
-            Request::Place { sizes } => self.place(sizes).await?,
+            Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
@@ -157,7 +157,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 
     /// Choose holders for new blocks from the node table, counting what every stored dataset
     /// already puts on each node, so datasets spread over the cluster, not only partitions.
-    async fn place(&self, sizes: &[u64]) -> Result<Response, MetaError> {
+    async fn place(&self, sizes: &[u64], pending: &[(NodeId, u64)]) -> Result<Response, MetaError> {
         const MAX_BLOCKS_PER_CALL: usize = 100_000;
         if sizes.len() > MAX_BLOCKS_PER_CALL {
             return Ok(Response::error(
@@ -187,6 +187,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 (nodes, used)
             })
             .await?;
+        for (id, bytes) in pending {
+            *used.entry(*id).or_default() += bytes;
+        }
         let addr_of: HashMap<NodeId, String> =
             nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
         let mut chains = Vec::with_capacity(sizes.len());

@@ -152,8 +152,11 @@ pub enum Request {
         hash: BlockHash,
     },
     /// Choose replica holders for blocks of these sizes (answered with `Response::Placement`).
+    /// `pending` is what the caller already placed and has not committed yet, per node, so the
+    /// partitions of one dataset spread although they are placed one at a time.
     Place {
         sizes: Vec<u64>,
+        pending: Vec<(NodeId, u64)>,
     },
 }
 

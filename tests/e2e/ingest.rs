@@ -1,0 +1,154 @@
+//! `tern put` and `tern get`: files become partitioned, replicated datasets and come back.
+
+use std::path::Path;
+
+use tern_e2e::LocalCluster;
+
+fn setup() {
+    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
+}
+
+fn write_sales_csv(path: &Path, rows: usize) {
+    let mut text = String::from("id,name,amount,flag\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "{i},customer-{},{}.25,{}\n",
+            i % 97,
+            i % 1000,
+            i % 3 == 0
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// (id, name, amount, flag) rows of a CSV that tern wrote or we wrote.
+fn read_rows(path: &Path) -> Vec<(i64, String, f64, bool)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,name,amount,flag"),
+        "{}",
+        path.display()
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn one_line_error(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
+    err
+}
+
+#[test]
+fn csv_and_parquet_round_trip_through_the_cluster_and_bad_input_leaves_nothing() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let work = tempfile::tempdir().unwrap();
+    let csv = work.path().join("sales.csv");
+    write_sales_csv(&csv, 20_000);
+    let p = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+
+    let stored = ok(&cluster.tern(&[
+        "put",
+        &p("sales.csv"),
+        "--name",
+        "sales",
+        "--partition-size",
+        "200KB",
+        "--quiet",
+    ]));
+    assert!(stored.contains("stored sales"), "{stored}");
+    let described: serde_json::Value =
+        serde_json::from_slice(&cluster.tern(&["describe", "sales", "--json"]).stdout).unwrap();
+    assert_eq!(described["rows"], 20_000);
+    assert!(
+        described["npartitions"].as_u64().unwrap() > 1,
+        "{described}"
+    );
+    let schema = described["schema"].as_str().unwrap();
+    assert!(
+        schema.contains("\"id\"") && schema.contains("Int64") && schema.contains("Boolean"),
+        "{schema}"
+    );
+
+    // CSV back out: the same rows in the same order.
+    ok(&cluster.tern(&["get", "sales", "--out", &p("back.csv"), "--quiet"]));
+    let expected = read_rows(&csv);
+    assert_eq!(read_rows(&work.path().join("back.csv")), expected);
+
+    // Parquet out, Parquet in as another dataset, CSV out again: still the same rows.
+    ok(&cluster.tern(&["get", "sales", "--out", &p("back.parquet"), "--quiet"]));
+    ok(&cluster.tern(&[
+        "put",
+        &p("back.parquet"),
+        "--name",
+        "sales2",
+        "--partitions",
+        "3",
+        "--quiet",
+    ]));
+    ok(&cluster.tern(&["get", "sales2", "--out", &p("again.csv"), "--quiet"]));
+    assert_eq!(read_rows(&work.path().join("again.csv")), expected);
+
+    // Bad input: a clear one-line error, and no dataset becomes visible.
+    let mut bad = std::fs::read_to_string(&csv).unwrap();
+    bad.push_str("oops,customer-x,1.0,true\n");
+    std::fs::write(work.path().join("bad.csv"), bad).unwrap();
+    let err = one_line_error(&cluster.tern(&["put", &p("bad.csv"), "--name", "bad", "--quiet"]));
+    assert!(err.contains("bad.csv") && err.contains("line"), "{err}");
+
+    let err =
+        one_line_error(&cluster.tern(&["put", &p("missing.csv"), "--name", "bad", "--quiet"]));
+    assert!(err.contains("missing.csv"), "{err}");
+
+    std::fs::write(work.path().join("other.csv"), "x,y\n1,2\n").unwrap();
+    let err = one_line_error(&cluster.tern(&[
+        "put",
+        &p("sales.csv"),
+        &p("other.csv"),
+        "--name",
+        "bad",
+        "--quiet",
+    ]));
+    assert!(err.contains("other.csv") && err.contains("differ"), "{err}");
+
+    std::fs::write(work.path().join("broken.parquet"), b"PAR1 not really").unwrap();
+    let err =
+        one_line_error(&cluster.tern(&["put", &p("broken.parquet"), "--name", "bad", "--quiet"]));
+    assert!(err.contains("broken.parquet"), "{err}");
+
+    let err =
+        one_line_error(&cluster.tern(&["put", &p("sales.csv"), "--name", "sales", "--quiet"]));
+    assert!(err.contains("already exists"), "{err}");
+
+    let listed = ok(&cluster.tern(&["ls"]));
+    assert!(
+        !listed.contains("bad"),
+        "a failed put left something visible: {listed}"
+    );
+}
