@@ -132,7 +132,16 @@ pub fn describe(d: &DatasetRecord) -> String {
         d.rows(),
         human_bytes(d.bytes())
     );
-    if !d.schema.is_empty() {
+    // Like Dask's DataFrame structure: one line per column with its dtype.
+    if let Ok(Value::Array(columns)) = serde_json::from_str::<Value>(&d.schema) {
+        let _ = writeln!(out, "{:<24} DTYPE", "COLUMN");
+        for c in &columns {
+            let name = c["name"].as_str().unwrap_or("?");
+            let ty = c["type"].as_str().unwrap_or("?");
+            let _ = writeln!(out, "{name:<24} {ty}");
+        }
+        out.push('\n');
+    } else if !d.schema.is_empty() {
         let _ = writeln!(out, "schema: {}", d.schema);
     }
     let _ = writeln!(
