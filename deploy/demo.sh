@@ -36,6 +36,8 @@ t node start "$leader"
 t wait caught-up "$leader"
 t status
 
+t wait healthy
+
 step "store a dataset: 200,000 rows of parking tickets, cut into partitions, each on 3 nodes"
 awk 'BEGIN {
   srand(42); print "ticket_id,issued,plate_state,violation,fine,street";

@@ -169,6 +169,11 @@ enum WaitCommand {
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
     },
+    /// Until every node answers and is marked up.
+    Healthy {
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Until node ID has applied everything the leader has.
     CaughtUp {
         id: u64,
@@ -427,6 +432,29 @@ async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
                 }
                 if Instant::now() >= deadline {
                     bail!("no leader within {timeout_secs} s");
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+        WaitCommand::Healthy { timeout_secs } => {
+            let deadline = started + Duration::from_secs(timeout_secs);
+            loop {
+                if let Ok(status) = client.status().await {
+                    let healthy = status.nodes.iter().all(|n| {
+                        n.state == tern_proto::NodeState::Up
+                            && n.role != tern_proto::Role::Unreachable
+                    });
+                    if healthy && !status.nodes.is_empty() {
+                        println!(
+                            "all {} nodes up after {} ms",
+                            status.nodes.len(),
+                            started.elapsed().as_millis()
+                        );
+                        return Ok(());
+                    }
+                }
+                if Instant::now() >= deadline {
+                    bail!("the cluster was not healthy within {timeout_secs} s (see tern status)");
                 }
                 tokio::time::sleep(poll).await;
             }
