@@ -85,3 +85,46 @@ fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_reads_of_one_block_are_spread_over_its_three_holders() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    let chain: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let data = payload(256 << 10, 11);
+    let (hash, _) = rt
+        .block_on(client.put_block(&data, &chain))
+        .expect("put block");
+
+    // 200 reads at once of the same hot block.
+    rt.block_on(async {
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (client, chain) = (client.clone(), chain.clone());
+            reads.spawn(async move { client.get_block(&hash, &chain).await.map(|b| b.len()) });
+        }
+        while let Some(read) = reads.join_next().await {
+            assert_eq!(read.unwrap().expect("read"), data.len());
+        }
+    });
+    let served: Vec<u64> = chain
+        .iter()
+        .map(|addr| {
+            rt.block_on(tern_e2e::local_metrics(&client, addr))
+                .expect("metrics")
+                .blocks_served
+        })
+        .collect();
+    assert_eq!(served.iter().sum::<u64>(), 200, "{served:?}");
+    assert!(
+        served.iter().all(|n| *n >= 40),
+        "every holder serves at least 20%: {served:?}"
+    );
+}

@@ -116,6 +116,37 @@ pub fn cluster_dir(flag: Option<&Path>) -> PathBuf {
     }
 }
 
+/// Counts one read in flight to a node for as long as it lives.
+struct InFlight<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    addr: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(
+        map: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+        addr: &str,
+    ) -> Self {
+        *map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_string())
+            .or_default() += 1;
+        Self {
+            map,
+            addr: addr.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// A dataset being written: see [`Client::dataset_writer`].
 pub struct DatasetWriter<'a> {
     client: &'a Client,
@@ -219,6 +250,11 @@ pub struct Client {
     transport: Arc<QuicTransport>,
     /// The node that answered last; tried first next time.
     preferred: AtomicUsize,
+    /// Reads this client has in flight per node: the load it knows of, used to read each
+    /// block from its least-busy holder.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Breaks ties between equally busy holders, so they take turns.
+    turn: AtomicUsize,
     call_timeout: Duration,
 }
 
@@ -252,6 +288,8 @@ impl Client {
             nodes,
             transport,
             preferred: AtomicUsize::new(0),
+            in_flight: Default::default(),
+            turn: AtomicUsize::new(0),
             call_timeout,
         })
     }
@@ -418,7 +456,8 @@ impl Client {
         holders: &[String],
     ) -> Result<Vec<u8>, ClientError> {
         let mut reasons = Vec::new();
-        for addr in holders {
+        for addr in &self.least_busy_first(holders) {
+            let _counted = InFlight::start(&self.in_flight, addr);
             match self.read_block_from(hash, addr).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(reason) => reasons.push(format!("{addr}: {reason}")),
@@ -428,6 +467,27 @@ impl Client {
             hash: *hash,
             reasons: reasons.join("; "),
         })
+    }
+
+    /// `holders` ordered by this client's reads in flight to each, fewest first; equally busy
+    /// holders take turns at the front.
+    fn least_busy_first(&self, holders: &[String]) -> Vec<String> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let loads = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = holders.len().max(1);
+        let mut order: Vec<(usize, usize, &String)> = holders
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                (
+                    loads.get(h).copied().unwrap_or(0),
+                    (i + n - turn % n) % n,
+                    h,
+                )
+            })
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, _, h)| h.clone()).collect()
     }
 
     async fn read_block_from(&self, hash: &BlockHash, addr: &str) -> Result<Vec<u8>, String> {

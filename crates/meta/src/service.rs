@@ -220,6 +220,8 @@ impl Meta {
             leader: m.current_leader,
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            // Filled in by the node, which owns the block store.
+            blocks_served: 0,
         }
     }
 

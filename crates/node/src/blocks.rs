@@ -60,7 +60,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                                     return;
                                 }
                             }
-                            let _ = reply.finish().await;
+                            if reply.finish().await.is_ok() {
+                                self.blocks_served
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                         }
                         return;
                     }

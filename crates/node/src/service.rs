@@ -23,6 +23,7 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) record: NodeRecord,
     pub(crate) meta: Meta,
     pub(crate) blocks: Arc<BlockStore>,
+    pub(crate) blocks_served: std::sync::atomic::AtomicU64,
     pub(crate) transport: Arc<T>,
     clock: Arc<C>,
     timings: NodeTimings,
@@ -58,6 +59,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             record,
             meta,
             blocks,
+            blocks_served: Default::default(),
             transport,
             clock,
             timings,
@@ -128,7 +130,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 Response::Ack
             }
             Request::Status => Response::Status(self.status().await?),
-            Request::LocalMetrics => Response::Metrics(self.meta.local_metrics()),
+            Request::LocalMetrics => Response::Metrics(self.local_metrics()),
             Request::CatalogGet { table, key } => Response::CatalogValue(
                 self.meta
                     .read(|s| s.catalog_get(table, key).cloned())
@@ -206,6 +208,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         Ok(Response::Placement { chains })
     }
 
+    pub fn local_metrics(&self) -> tern_proto::LocalMetrics {
+        let mut metrics = self.meta.local_metrics();
+        metrics.blocks_served = self
+            .blocks_served
+            .load(std::sync::atomic::Ordering::Relaxed);
+        metrics
+    }
+
     fn not_leader(&self) -> MetaError {
         match self.meta.leader() {
             Some(leader) => MetaError::NotLeader {
@@ -274,7 +284,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 }
             });
         }
-        let mut metrics = HashMap::from([(self.id(), self.meta.local_metrics())]);
+        let mut metrics = HashMap::from([(self.id(), self.local_metrics())]);
         while let Some(joined) = asks.join_next().await {
             if let Ok((id, Some(m))) = joined {
                 metrics.insert(id, m);
@@ -286,7 +296,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let own = self.meta.local_metrics();
+        let own = self.local_metrics();
         let rows = nodes
             .values()
             .map(|node| {
@@ -375,7 +385,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     /// silent. Ages count from when this node took office, so a new leader does not mark
     /// everyone down for silence it never had a chance to hear.
     pub async fn detect_failures(&self) {
-        let metrics = self.meta.local_metrics();
+        let metrics = self.local_metrics();
         if metrics.role != Role::Leader {
             *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
             return;

@@ -205,6 +205,8 @@ pub struct LocalMetrics {
     pub leader: Option<NodeId>,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Blocks this node has served to readers since it started.
+    pub blocks_served: u64,
 }
 
 /// One row of `tern status`.
