@@ -112,3 +112,80 @@ fn a_dataset_spreads_over_five_nodes_and_reads_back_after_two_holders_die() {
         assert!(&back == bytes, "partition {i} differs");
     }
 }
+
+#[test]
+fn repair_restores_three_live_replicas_after_two_holders_die() {
+    setup();
+    // Five voters, so the metadata keeps a quorum with two nodes dead; down after 3 s.
+    let cluster = LocalCluster::up_args(5, &["--max-voters", "5", "--down-after", "3"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    let partitions: Vec<(Vec<u8>, u64)> =
+        (0..6).map(|i| (payload(128 << 10, 100 + i), 10)).collect();
+    let record = rt
+        .block_on(client.put_dataset("kept", "bytes", "", &partitions, false))
+        .expect("put");
+    let addresses = rt.block_on(client.node_addresses()).unwrap();
+
+    let dead: Vec<u64> = record.partitions[0].holders[..2].to_vec();
+    for id in &dead {
+        cluster.kill(*id);
+    }
+
+    // Within a deadline: every partition has three holders, none of them dead, and the
+    // status counts nothing under-replicated or missing.
+    let repaired = tern_e2e::wait_for(
+        "repair to three live replicas",
+        std::time::Duration::from_secs(60),
+        || {
+            let status = cluster.status_json()?;
+            let d = rt.block_on(client.dataset("kept")).ok()??;
+            let healthy = d.partitions.iter().all(|p| {
+                p.holders.len() == 3
+                    && p.holders.iter().collect::<BTreeSet<_>>().len() == 3
+                    && p.holders.iter().all(|h| !dead.contains(h))
+            });
+            (healthy && status["under_replicated"] == 0 && status["missing"] == 0).then_some(d)
+        },
+    );
+    // Read each repaired partition from its new holders only: the copies are real and intact.
+    let mut copies = 0;
+    for (i, (bytes, _)) in partitions.iter().enumerate() {
+        let before = &record.partitions[i].holders;
+        let fresh: Vec<String> = repaired.partitions[i]
+            .holders
+            .iter()
+            .filter(|h| !before.contains(h))
+            .map(|h| addresses[h].clone())
+            .collect();
+        for addr in &fresh {
+            let back =
+                rt.block_on(client.get_block(&repaired.partitions[i].block, &[addr.clone()]));
+            assert!(
+                &back.expect("read the new copy") == bytes,
+                "partition {i} differs at {addr}"
+            );
+            copies += 1;
+        }
+    }
+    assert!(
+        copies >= 2,
+        "partition 0 alone lost two replicas, so at least two copies were made"
+    );
+    let status = cluster.status_json().unwrap();
+    for id in &dead {
+        let node = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == *id)
+            .unwrap()
+            .clone();
+        assert_eq!(node["state"], "down", "{node}");
+    }
+}

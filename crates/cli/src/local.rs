@@ -113,9 +113,18 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 key: tls.key,
                 capacity_bytes: 100 << 30,
                 max_voters: args.max_voters,
-                timings: NodeTimings {
-                    down_after_ms: args.down_after * 1000,
-                    ..NodeTimings::default()
+                timings: {
+                    let defaults = NodeTimings::default();
+                    let down_after_ms = args.down_after * 1000;
+                    // Suspect halfway to down (3 s at most), but after a missed heartbeat.
+                    let suspect_after_ms = (down_after_ms / 2)
+                        .min(defaults.suspect_after_ms)
+                        .max(defaults.heartbeat_ms + 1);
+                    NodeTimings {
+                        down_after_ms,
+                        suspect_after_ms,
+                        ..defaults
+                    }
                 },
             };
             config.validate().map_err(anyhow::Error::msg)?;

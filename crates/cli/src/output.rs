@@ -17,8 +17,8 @@ pub fn status_table(status: &ClusterStatus) -> String {
         .unwrap_or_else(|| "-".into());
     let _ = writeln!(
         out,
-        "leader: {leader}   term: {}   applied index: {applied}",
-        status.term
+        "leader: {leader}   term: {}   applied index: {applied}   under-replicated: {}   missing: {}",
+        status.term, status.under_replicated, status.missing
     );
     let _ = writeln!(
         out,

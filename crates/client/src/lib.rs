@@ -491,32 +491,7 @@ impl Client {
     }
 
     async fn read_block_from(&self, hash: &BlockHash, addr: &str) -> Result<Vec<u8>, String> {
-        let request = tern_proto::Request::GetBlock { hash: *hash };
-        let (writer, mut reader) = self
-            .transport
-            .open_bulk(addr, &request)
-            .await
-            .map_err(|e| e.to_string())?;
-        writer.finish().await.map_err(|e| e.to_string())?;
-        let size = match reader.response().await.map_err(|e| e.to_string())? {
-            Response::Block { size } if size <= tern_proto::MAX_BLOCK_BYTES => size,
-            Response::Block { size } => {
-                return Err(format!("announced {size} bytes, over the block limit"));
-            }
-            Response::Error(e) => return Err(e.message),
-            other => return Err(format!("unexpected answer {other:?}")),
-        };
-        let mut bytes = Vec::with_capacity(size as usize);
-        while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
-            if bytes.len() + chunk.len() > size as usize {
-                return Err("sent more bytes than announced".into());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if BlockHash::of(&bytes) != *hash {
-            return Err("bytes do not match the block's hash".into());
-        }
-        Ok(bytes)
+        tern_proto::fetch_block(self.transport.as_ref(), addr, hash).await
     }
 
     /// Replica chains for blocks of these sizes, chosen by the cluster; `pending` is what this

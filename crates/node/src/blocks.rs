@@ -154,6 +154,38 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         Response::BlockStored { holders }
     }
 
+    /// Repair: fetch a block from the first source that serves it intact and keep a copy.
+    pub(crate) async fn copy_block(&self, hash: BlockHash, sources: &[String]) -> Response {
+        if matches!(
+            on_store(&self.blocks, move |b| b.verify(&hash)).await,
+            Ok(true)
+        ) {
+            return Response::BlockStored {
+                holders: vec![self.id()],
+            };
+        }
+        let mut reasons = Vec::new();
+        for source in sources {
+            match tern_proto::fetch_block(self.transport.as_ref(), source, &hash).await {
+                Ok(bytes) => {
+                    return match on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes))
+                        .await
+                    {
+                        Ok(()) => Response::BlockStored {
+                            holders: vec![self.id()],
+                        },
+                        Err(e) => store_error(e),
+                    };
+                }
+                Err(reason) => reasons.push(format!("{source}: {reason}")),
+            }
+        }
+        Response::error(
+            ErrorKind::Unavailable,
+            format!("could not copy block {hash}: {}", reasons.join("; ")),
+        )
+    }
+
     async fn pass_on(
         &self,
         next: &str,

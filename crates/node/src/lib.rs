@@ -4,7 +4,7 @@
 //! metadata group (`tern-meta`) and the block store (`tern-store`), stores and serves blocks
 //! (passing each one along its replica chain), answers requests ([`NodeService`]), joins or bootstraps
 //! the cluster, sends heartbeats to the leader and, while it leads, marks silent nodes
-//! suspect and then down. Later components (block store, executor, scheduler) are wired in
+//! suspect and then down and repairs the replicas they held. Later components (block store, executor, scheduler) are wired in
 //! here too; they do not know about the node.
 //!
 //! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
@@ -12,6 +12,7 @@
 
 mod blocks;
 mod config;
+mod repair;
 mod run;
 mod service;
 

@@ -11,6 +11,9 @@ use tracing::{info, warn};
 
 use crate::{NodeConfig, NodeError, NodeService};
 
+/// How often the leader looks for replicas to repair.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a new node keeps asking to be admitted.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -129,6 +132,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         loop {
             tick.tick().await;
             s.detect_failures().await;
+        }
+    }));
+    let s = service.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REPAIR_INTERVAL);
+        loop {
+            tick.tick().await;
+            s.repair_once().await;
         }
     }));
     Ok(RunningNode {

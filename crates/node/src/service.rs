@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tern_meta::placement::{REPLICAS, pick_holders};
 use tern_meta::{Command, Meta, MetaError};
 use tern_proto::{
-    Clock, ClusterStatus, DATASETS_TABLE, DatasetRecord, ErrorKind, NodeId, NodeRecord, NodeState,
-    NodeStatus, Request, Response, Role, Transport,
+    Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request, Response,
+    Role, Transport,
 };
 use tern_store::BlockStore;
 use tracing::{debug, info, warn};
@@ -150,6 +150,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             },
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
+            Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
             Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
@@ -171,22 +172,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .meta
             .read(|s| {
                 let nodes: Vec<NodeRecord> = s.nodes.values().cloned().collect();
-                let mut used: HashMap<NodeId, u64> = HashMap::new();
-                for value in s
-                    .catalog
-                    .get(DATASETS_TABLE)
-                    .into_iter()
-                    .flat_map(|t| t.values())
-                {
-                    if let Ok(dataset) = postcard::from_bytes::<DatasetRecord>(value) {
-                        for p in &dataset.partitions {
-                            for holder in &p.holders {
-                                *used.entry(*holder).or_default() += p.bytes;
-                            }
-                        }
-                    }
-                }
-                (nodes, used)
+                let found = crate::repair::datasets(s);
+                (nodes, crate::repair::usage(found.iter().map(|(_, d)| d)))
             })
             .await?;
         for (id, bytes) in pending {
@@ -322,11 +309,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 }
             })
             .collect();
+        let (under_replicated, missing) = self.meta.read_local(crate::repair::replica_health);
         Ok(ClusterStatus {
             leader: Some(self.id()),
             term: own.term,
             applied_index: own.applied_index,
             nodes: rows,
+            under_replicated,
+            missing,
         })
     }
 
@@ -456,7 +446,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 fn node_only(request: &Request) -> bool {
     matches!(
         request,
-        Request::Raft { .. } | Request::Join(_) | Request::Heartbeat { .. } | Request::Forwarded(_)
+        Request::Raft { .. }
+            | Request::Join(_)
+            | Request::Heartbeat { .. }
+            | Request::Forwarded(_)
+            | Request::CopyBlock { .. }
     )
 }
 

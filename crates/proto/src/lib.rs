@@ -22,4 +22,4 @@ pub use frame::{
     encode_response,
 };
 pub use message::*;
-pub use transport::{BulkRead, BulkWrite, Transport, TransportError};
+pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block};

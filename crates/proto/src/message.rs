@@ -158,6 +158,11 @@ pub enum Request {
         sizes: Vec<u64>,
         pending: Vec<(NodeId, u64)>,
     },
+    /// Repair (node to node): fetch block `hash` from one of `sources` and keep a copy.
+    CopyBlock {
+        hash: BlockHash,
+        sources: Vec<String>,
+    },
 }
 
 impl Request {
@@ -192,6 +197,7 @@ impl Request {
             Request::PutBlock { .. } => "put-block",
             Request::GetBlock { .. } => "get-block",
             Request::Place { .. } => "place",
+            Request::CopyBlock { .. } => "copy-block",
         }
     }
 }
@@ -233,6 +239,10 @@ pub struct ClusterStatus {
     /// The leader's last applied log index: a caught-up node shows the same.
     pub applied_index: Option<u64>,
     pub nodes: Vec<NodeStatus>,
+    /// Partitions with fewer than three replicas on nodes that are not down.
+    pub under_replicated: u64,
+    /// Partitions with no replica on a node that is not down.
+    pub missing: u64,
 }
 
 /// What kind of failure an error answer reports.

@@ -67,3 +67,37 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<Response, TransportError>> + Send;
 }
+
+/// Read block `hash` from the node at `addr` over `transport` and check it against its name.
+/// Errors are one-line reasons; the caller moves on to another holder.
+pub async fn fetch_block<T: Transport>(
+    transport: &T,
+    addr: &str,
+    hash: &crate::BlockHash,
+) -> Result<Vec<u8>, String> {
+    let request = Request::GetBlock { hash: *hash };
+    let (writer, mut reader) = transport
+        .open_bulk(addr, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    writer.finish().await.map_err(|e| e.to_string())?;
+    let size = match reader.response().await.map_err(|e| e.to_string())? {
+        Response::Block { size } if size <= crate::MAX_BLOCK_BYTES => size,
+        Response::Block { size } => {
+            return Err(format!("announced {size} bytes, over the block limit"));
+        }
+        Response::Error(e) => return Err(e.message),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let mut bytes = Vec::with_capacity(size as usize);
+    while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+        if bytes.len() + chunk.len() > size as usize {
+            return Err("sent more bytes than announced".into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if crate::BlockHash::of(&bytes) != *hash {
+        return Err("bytes do not match the block's hash".into());
+    }
+    Ok(bytes)
+}
