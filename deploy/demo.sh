@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: a local 3-node tern cluster; the leader is killed with SIGKILL, a new one is
+# `make run`: a local 4-node tern cluster; the leader is killed with SIGKILL, a new one is
 # elected, the killed node comes back and catches up; then a dataset is stored in triplicate,
-# a node holding it is killed, and the data reads back identical. Then everything stops.
+# a node holding it is killed, the data reads back identical, and repair brings every
+# partition back to three replicas. Then everything stops.
 set -euo pipefail
 TERN="${TERN:-tern}"
 DIR="${TERN_DEMO_DIR:-$PWD/.tern-demo}"
@@ -13,8 +14,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf "$DIR"
 trap '"$TERN" down --cluster "$DIR" >/dev/null 2>&1 || true' EXIT
 
-step "start a local 3-node cluster"
-"$TERN" up --detach --dir "$DIR" --nodes 3 --base-port "$PORT"
+step "start a local 4-node cluster (3 metadata voters, 1 learner)"
+"$TERN" up --detach --dir "$DIR" --nodes 4 --base-port "$PORT" --down-after 5
 
 step "write to the Raft-replicated catalog"
 t catalog put demo greeting "hello from tern"
@@ -61,6 +62,11 @@ if cmp -s "$DIR/before.csv" "$DIR/after.csv"; then
 else
   echo "MISMATCH: the data read back differs"; exit 1
 fi
+
+step "node $holder is marked down after 5 s; its replicas are copied to the other nodes"
+t wait replicated
+t status
+t describe tickets | sed -n '/PART/,$p'
 
 step "stop the cluster"
 "$TERN" down --cluster "$DIR"

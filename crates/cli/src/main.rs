@@ -174,6 +174,12 @@ enum WaitCommand {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Until every node is either up or marked down, and every partition again has three
+    /// replicas on nodes that are not down.
+    Replicated {
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
     /// Until node ID has applied everything the leader has.
     CaughtUp {
         id: u64,
@@ -455,6 +461,29 @@ async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
                 }
                 if Instant::now() >= deadline {
                     bail!("the cluster was not healthy within {timeout_secs} s (see tern status)");
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+        WaitCommand::Replicated { timeout_secs } => {
+            let deadline = started + Duration::from_secs(timeout_secs);
+            loop {
+                if let Ok(status) = client.status().await {
+                    let settled = status.nodes.iter().all(|n| {
+                        n.state == tern_proto::NodeState::Down
+                            || (n.state == tern_proto::NodeState::Up
+                                && n.role != tern_proto::Role::Unreachable)
+                    });
+                    if settled && status.under_replicated == 0 && status.missing == 0 {
+                        println!(
+                            "every partition has 3 live replicas after {} ms",
+                            started.elapsed().as_millis()
+                        );
+                        return Ok(());
+                    }
+                }
+                if Instant::now() >= deadline {
+                    bail!("replication did not recover within {timeout_secs} s (see tern status)");
                 }
                 tokio::time::sleep(poll).await;
             }
