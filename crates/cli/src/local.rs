@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Seconds of silence before the leader marks a node down.
     #[arg(long, default_value_t = 10)]
     down_after: u64,
+    /// The background scrub re-hashes one block per this many milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    scrub_interval_ms: u64,
     /// Zones to spread the nodes over, round robin (for example a,b,c); none by default.
     #[arg(long, value_delimiter = ',')]
     zones: Vec<String>,
@@ -123,6 +126,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                     NodeTimings {
                         down_after_ms,
                         suspect_after_ms,
+                        scrub_interval_ms: args.scrub_interval_ms,
                         ..defaults
                     }
                 },

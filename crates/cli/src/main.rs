@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash every block on every node now; bad or missing copies are replaced.
+    Scrub {
+        /// Run a full pass now (the background scrub runs all the time).
+        #[arg(long)]
+        now: bool,
+    },
     /// Remove a dataset (its blocks become unreferenced).
     Rm { name: String },
     /// Certificates and membership.
@@ -271,6 +277,31 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", output::describe(&dataset));
             }
+            Ok(())
+        }
+        Command::Scrub { now } => {
+            if !now {
+                bail!(
+                    "the background scrub always runs; `tern scrub --now` runs a full pass at once"
+                );
+            }
+            let client = Client::open(&dir)?;
+            let reports = client.scrub_now().await?;
+            let mut total = tern_proto::ScrubReport::default();
+            for r in &reports {
+                println!(
+                    "node {}: {} blocks checked, {} corrupt, {} missing, {} repaired",
+                    r.node, r.checked, r.corrupt, r.missing, r.repaired
+                );
+                total.checked += r.checked;
+                total.corrupt += r.corrupt;
+                total.missing += r.missing;
+                total.repaired += r.repaired;
+            }
+            println!(
+                "scrub: {} blocks checked, {} corrupt, {} missing, {} repaired",
+                total.checked, total.corrupt, total.missing, total.repaired
+            );
             Ok(())
         }
         Command::Rm { name } => {

@@ -491,7 +491,20 @@ impl Client {
     }
 
     async fn read_block_from(&self, hash: &BlockHash, addr: &str) -> Result<Vec<u8>, String> {
-        tern_proto::fetch_block(self.transport.as_ref(), addr, hash).await
+        match tern_proto::fetch_block(self.transport.as_ref(), addr, hash).await {
+            Ok(bytes) => Ok(bytes),
+            // A node that restarted since our last call leaves a dead cached connection:
+            // dial once more before giving up on this holder.
+            Err(first)
+                if first.contains("connection")
+                    || first.contains("closed")
+                    || first.contains("lost") =>
+            {
+                self.transport.forget(addr);
+                tern_proto::fetch_block(self.transport.as_ref(), addr, hash).await
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Replica chains for blocks of these sizes, chosen by the cluster; `pending` is what this
@@ -598,6 +611,22 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A full scrub pass on every node that answers (nodes that do not are skipped).
+    pub async fn scrub_now(&self) -> Result<Vec<tern_proto::ScrubReport>, ClientError> {
+        let mut reports = Vec::new();
+        for node in self.status().await?.nodes {
+            let long = std::time::Duration::from_secs(600);
+            if let Ok(Response::Scrubbed(report)) = self
+                .transport
+                .call_with_timeout(&node.address, &Request::ScrubNow, long)
+                .await
+            {
+                reports.push(report);
+            }
+        }
+        Ok(reports)
     }
 
     /// Node id → address, from the cluster's node table.

@@ -166,7 +166,8 @@ impl QuicTransport {
         Ok(conn)
     }
 
-    fn forget(&self, addr: &str) {
+    /// Drop the cached connection to `addr`; the next call dials afresh.
+    pub fn forget(&self, addr: &str) {
         if let Ok(sa) = addr.parse::<SocketAddr>() {
             self.connections
                 .lock()

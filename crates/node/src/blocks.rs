@@ -24,7 +24,7 @@ fn store_error(e: StoreError) -> Response {
 }
 
 /// RocksDB calls block; keep them off the async workers.
-async fn on_store<R: Send + 'static>(
+pub(crate) async fn on_store<R: Send + 'static>(
     blocks: &Arc<BlockStore>,
     f: impl FnOnce(&BlockStore) -> Result<R, StoreError> + Send + 'static,
 ) -> Result<R, StoreError> {

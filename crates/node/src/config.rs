@@ -56,6 +56,8 @@ pub struct NodeTimings {
     pub raft_heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// The background scrub re-hashes one block per this many milliseconds.
+    pub scrub_interval_ms: u64,
 }
 
 impl Default for NodeTimings {
@@ -69,6 +71,8 @@ impl Default for NodeTimings {
             raft_heartbeat_ms: 150,
             election_min_ms: 600,
             election_max_ms: 1200,
+            // One block every 2 s: about 32 MB/s of hashing with 64 MiB partitions.
+            scrub_interval_ms: 2000,
         }
     }
 }
@@ -115,6 +119,9 @@ impl NodeConfig {
             ));
         }
         let t = &self.timings;
+        if t.scrub_interval_ms < 10 {
+            return Err("scrub_interval_ms must be at least 10".into());
+        }
         if t.heartbeat_ms == 0 || t.raft_heartbeat_ms == 0 {
             return Err("heartbeat_ms and raft_heartbeat_ms must be at least 1".into());
         }

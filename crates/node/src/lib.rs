@@ -14,6 +14,7 @@ mod blocks;
 mod config;
 mod repair;
 mod run;
+mod scrub;
 mod service;
 
 pub use config::{NodeConfig, NodeTimings};

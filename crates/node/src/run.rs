@@ -142,6 +142,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             s.repair_once().await;
         }
     }));
+    let s = service.clone();
+    let scrub_every = Duration::from_millis(config.timings.scrub_interval_ms);
+    tasks.push(tokio::spawn(async move {
+        // The first pass waits a full interval: a node that just started has other work first.
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + scrub_every, scrub_every);
+        let mut cursor = 0;
+        loop {
+            tick.tick().await;
+            s.scrub_step(&mut cursor).await;
+        }
+    }));
     Ok(RunningNode {
         service,
         transport,
@@ -217,6 +229,9 @@ impl RunningNode {
             task.abort();
         }
         self.service.meta.shutdown().await;
+        if let Err(e) = self.service.blocks.flush() {
+            tracing::warn!(error = %e, "block store not flushed at shutdown");
+        }
         self.transport.close();
         info!(id = self.service.id(), "node stopped");
     }

@@ -151,6 +151,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
+            Request::ScrubNow => Response::Scrubbed(self.scrub_now().await),
             Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),

@@ -163,6 +163,8 @@ pub enum Request {
         hash: BlockHash,
         sources: Vec<String>,
     },
+    /// Re-hash every block this node holds now; fetch healthy copies of bad or missing ones.
+    ScrubNow,
 }
 
 impl Request {
@@ -198,6 +200,7 @@ impl Request {
             Request::GetBlock { .. } => "get-block",
             Request::Place { .. } => "place",
             Request::CopyBlock { .. } => "copy-block",
+            Request::ScrubNow => "scrub",
         }
     }
 }
@@ -213,6 +216,20 @@ pub struct LocalMetrics {
     pub applied_index: Option<u64>,
     /// Blocks this node has served to readers since it started.
     pub blocks_served: u64,
+}
+
+/// One node's scrub pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub node: NodeId,
+    /// Blocks re-hashed.
+    pub checked: u64,
+    /// Blocks whose bytes no longer matched their name (dropped).
+    pub corrupt: u64,
+    /// Blocks the catalog says this node holds but it did not have.
+    pub missing: u64,
+    /// Bad or missing blocks replaced with a healthy copy from another holder.
+    pub repaired: u64,
 }
 
 /// One row of `tern status`.
@@ -308,6 +325,8 @@ pub enum Response {
     Placement {
         chains: Vec<Vec<(NodeId, String)>>,
     },
+    /// What one scrub pass found on one node.
+    Scrubbed(ScrubReport),
 }
 
 impl Response {

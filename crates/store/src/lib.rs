@@ -62,7 +62,8 @@ impl BlockStore {
     /// name, and storing them twice keeps one copy.
     pub fn put(&self, bytes: &[u8]) -> Result<BlockHash, StoreError> {
         let hash = BlockHash::of(bytes);
-        if !self.contains(&hash)? {
+        // Absent, or present but unreadable: (re)write it.
+        if !matches!(self.contains(&hash), Ok(true)) {
             self.write_synced(&hash, bytes)?;
         }
         Ok(hash)
@@ -78,7 +79,8 @@ impl BlockStore {
                 actual,
             });
         }
-        if !self.contains(expected)? {
+        // Absent, or present but unreadable: (re)write it.
+        if !matches!(self.contains(expected), Ok(true)) {
             self.write_synced(expected, bytes)?;
         }
         Ok(())
@@ -125,14 +127,20 @@ impl BlockStore {
         Ok(out)
     }
 
-    /// Re-hash one block: `Ok(true)` if intact, `Ok(false)` if its bytes no longer match (the
-    /// caller drops it and fetches a healthy copy).
+    /// Re-hash one block: `Ok(true)` if intact, `Ok(false)` if its bytes no longer match or
+    /// cannot be read back (RocksDB's own checksums caught the damage first); the caller drops
+    /// it and fetches a healthy copy.
     pub fn verify(&self, hash: &BlockHash) -> Result<bool, StoreError> {
         match self.get(hash) {
             Ok(_) => Ok(true),
-            Err(StoreError::CorruptBlock { .. }) => Ok(false),
+            Err(StoreError::CorruptBlock { .. } | StoreError::Io(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Write everything to table and blob files, so a restart need not replay the log.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)
     }
 
     /// Overwrite a block's stored bytes without renaming it: what a flipped bit on disk does.

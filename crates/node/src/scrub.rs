@@ -1,0 +1,123 @@
+//! Scrub: re-hash every block this node holds, at a bounded rate in the background and all at
+//! once on request (`tern scrub --now`). A block whose bytes no longer match its name is
+//! dropped and replaced from another holder; a block the catalog says this node holds but it
+//! lacks (lost with its disk, say) is fetched again. The node stays a holder throughout, so the
+//! catalog does not change.
+
+use std::collections::HashMap;
+
+use tern_proto::{BlockHash, Clock, NodeId, ScrubReport, Transport};
+use tracing::{info, warn};
+
+use crate::NodeService;
+use crate::blocks::on_store;
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// Which blocks the catalog says this node holds, with the other holders' addresses.
+    fn my_blocks(&self) -> HashMap<BlockHash, Vec<String>> {
+        let me = self.id();
+        self.meta.read_local(|s| {
+            let addr = |id: &NodeId| s.nodes.get(id).map(|n| n.addr.clone());
+            let mut mine = HashMap::new();
+            for (_, dataset) in crate::repair::datasets(s) {
+                for p in &dataset.partitions {
+                    if p.holders.contains(&me) {
+                        let others = p
+                            .holders
+                            .iter()
+                            .filter(|h| **h != me)
+                            .filter_map(addr)
+                            .collect();
+                        mine.insert(p.block, others);
+                    }
+                }
+            }
+            mine
+        })
+    }
+
+    /// Fetch a healthy copy of `hash` from `sources`.
+    async fn restore(&self, hash: BlockHash, sources: &[String]) -> bool {
+        for source in sources {
+            if let Ok(bytes) = tern_proto::fetch_block(self.transport.as_ref(), source, &hash).await
+            {
+                if on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes))
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Check (and fix) one block; updates `report`.
+    async fn scrub_block(&self, hash: BlockHash, sources: &[String], report: &mut ScrubReport) {
+        let held = on_store(&self.blocks, move |b| b.contains(&hash))
+            .await
+            .unwrap_or(false);
+        if held {
+            report.checked += 1;
+            if matches!(
+                on_store(&self.blocks, move |b| b.verify(&hash)).await,
+                Ok(true)
+            ) {
+                return;
+            }
+            warn!(%hash, "scrub: corrupt block dropped");
+            report.corrupt += 1;
+            let _ = on_store(&self.blocks, move |b| b.delete(&hash)).await;
+        } else {
+            warn!(%hash, "scrub: block missing");
+            report.missing += 1;
+        }
+        if self.restore(hash, sources).await {
+            info!(%hash, "scrub: block restored from another holder");
+            report.repaired += 1;
+        }
+    }
+
+    /// One full pass over this node's blocks.
+    pub async fn scrub_now(&self) -> ScrubReport {
+        let mut report = ScrubReport {
+            node: self.id(),
+            ..Default::default()
+        };
+        let mine = self.my_blocks();
+        let stored = on_store(&self.blocks, |b| b.list())
+            .await
+            .unwrap_or_default();
+        for (hash, _) in &stored {
+            if !mine.contains_key(hash) {
+                // Not referenced by any dataset (yet): still check it, nothing to restore from.
+                report.checked += 1;
+                let hash = *hash;
+                if !matches!(
+                    on_store(&self.blocks, move |b| b.verify(&hash)).await,
+                    Ok(true)
+                ) {
+                    report.corrupt += 1;
+                    let _ = on_store(&self.blocks, move |b| b.delete(&hash)).await;
+                }
+            }
+        }
+        for (hash, sources) in &mine {
+            self.scrub_block(*hash, sources, &mut report).await;
+        }
+        report
+    }
+
+    /// The background scrub: one referenced block per call, round robin.
+    pub async fn scrub_step(&self, cursor: &mut usize) {
+        let mut mine: Vec<(BlockHash, Vec<String>)> = self.my_blocks().into_iter().collect();
+        if mine.is_empty() {
+            return;
+        }
+        mine.sort_by_key(|(h, _)| *h);
+        let (hash, sources) = &mine[*cursor % mine.len()];
+        *cursor = cursor.wrapping_add(1);
+        let mut report = ScrubReport::default();
+        self.scrub_block(*hash, sources, &mut report).await;
+    }
+}
