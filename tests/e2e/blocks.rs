@@ -1,34 +1,15 @@
 //! Blocks: written along a chain of three holders, verified, and read back after two holders die.
 
-use tern_e2e::LocalCluster;
+use tern_e2e::{LocalCluster, payload};
+
+use crate::setup;
 use tern_proto::BlockHash;
-
-fn setup() {
-    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
-}
-
-/// Bytes that do not compress or repeat, so a misplaced chunk changes the hash.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 #[test]
 fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
     setup();
     let cluster = LocalCluster::up(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
     let chain: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
@@ -90,11 +71,7 @@ fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
 fn concurrent_reads_of_one_block_are_spread_over_its_three_holders() {
     setup();
     let cluster = LocalCluster::up(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = std::sync::Arc::new(cluster.client());
     let chain: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
@@ -159,11 +136,7 @@ fn a_corrupted_copy_is_never_served_and_scrub_restores_it() {
     setup();
     // No background scrub during the test: the explicit pass must find the damage.
     let cluster = LocalCluster::up_args(3, &["--scrub-interval-ms", "3600000"]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
     let data = payload(256 << 10, 23);

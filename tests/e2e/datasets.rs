@@ -3,33 +3,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tern_e2e::LocalCluster;
+use tern_e2e::{LocalCluster, payload};
 
-fn setup() {
-    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::setup;
 
 #[test]
 fn a_dataset_spreads_over_five_nodes_and_reads_back_after_two_holders_die() {
     setup();
     let cluster = LocalCluster::up(5);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
 
@@ -118,11 +100,7 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
     setup();
     // Five voters, so the metadata keeps a quorum with two nodes dead; down after 3 s.
     let cluster = LocalCluster::up_args(5, &["--max-voters", "5", "--down-after", "3"]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
     let partitions: Vec<(Vec<u8>, u64)> =

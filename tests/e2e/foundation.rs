@@ -2,21 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use tern_e2e::{Client, LocalCluster, agreed_leader, local_metrics, tern, wait_for};
+use crate::setup;
+use tern_e2e::{Client, LocalCluster, agreed_leader, local_metrics, runtime, tern, wait_for};
 use tern_proto::frame::frame;
 use tern_proto::{ErrorKind, MAX_FRAME_BYTES, RaftKind, Request, Response, Role, encode_request};
-
-fn setup() {
-    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn nodes_of(status: &serde_json::Value) -> Vec<serde_json::Value> {
     status["nodes"].as_array().cloned().unwrap_or_default()

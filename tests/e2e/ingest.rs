@@ -2,11 +2,8 @@
 
 use std::path::Path;
 
+use crate::setup;
 use tern_e2e::LocalCluster;
-
-fn setup() {
-    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
-}
 
 fn write_sales_csv(path: &Path, rows: usize) {
     let mut text = String::from("id,name,amount,flag\n");

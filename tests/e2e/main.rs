@@ -4,3 +4,8 @@ mod blocks;
 mod datasets;
 mod foundation;
 mod ingest;
+
+/// Every test drives the `tern` binary that Cargo built for this test run.
+fn setup() {
+    tern_e2e::use_tern_binary(env!("CARGO_BIN_EXE_tern"));
+}

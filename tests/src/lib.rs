@@ -257,3 +257,26 @@ pub async fn agreed_leader(client: &Client, addrs: &[String]) -> Option<(u64, u6
     }
     (answers > 0).then_some((id, term))
 }
+
+/// A multi-threaded tokio runtime for a test's client calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `len` bytes that neither compress nor repeat (xorshift from `seed`), so a misplaced or
+/// flipped byte always changes the hash.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

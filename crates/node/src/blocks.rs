@@ -48,6 +48,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::GetBlock { hash } => {
                 match on_store(&self.blocks, move |b| b.get(&hash)).await {
                     Ok(bytes) => {
+                        // Counted before the bytes leave: a reader holding them has been counted.
+                        self.blocks_served
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if reply
                             .respond(&Response::Block {
                                 size: bytes.len() as u64,
@@ -60,10 +63,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                                     return;
                                 }
                             }
-                            if reply.finish().await.is_ok() {
-                                self.blocks_served
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
+                            let _ = reply.finish().await;
                         }
                         return;
                     }

@@ -118,46 +118,54 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
 
     let heartbeat = config.timings.heartbeat();
-    let s = service.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat);
-        loop {
-            tick.tick().await;
-            s.send_heartbeat().await;
-        }
-    }));
-    let s = service.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat);
-        loop {
-            tick.tick().await;
-            s.detect_failures().await;
-        }
-    }));
-    let s = service.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REPAIR_INTERVAL);
-        loop {
-            tick.tick().await;
-            s.repair_once().await;
-        }
-    }));
-    let s = service.clone();
     let scrub_every = Duration::from_millis(config.timings.scrub_interval_ms);
-    tasks.push(tokio::spawn(async move {
-        // The first pass waits a full interval: a node that just started has other work first.
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + scrub_every, scrub_every);
-        let mut cursor = 0;
-        loop {
-            tick.tick().await;
-            s.scrub_step(&mut cursor).await;
-        }
+    tasks.push(every(
+        heartbeat,
+        Duration::ZERO,
+        service.clone(),
+        |s| async move { s.send_heartbeat().await },
+    ));
+    tasks.push(every(
+        heartbeat,
+        Duration::ZERO,
+        service.clone(),
+        |s| async move { s.detect_failures().await },
+    ));
+    tasks.push(every(
+        REPAIR_INTERVAL,
+        REPAIR_INTERVAL,
+        service.clone(),
+        |s| async move {
+            s.repair_once().await;
+        },
+    ));
+    // The first scrub waits a full interval: a node that just started has other work first.
+    let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tasks.push(every(scrub_every, scrub_every, service.clone(), move |s| {
+        let cursor = cursor.clone();
+        async move { s.scrub_step(&cursor).await }
     }));
     Ok(RunningNode {
         service,
         transport,
         tasks,
+    })
+}
+
+type Service = Arc<NodeService<QuicTransport, SystemClock>>;
+
+/// Run `work` every `period` (the first time after `first`) until the task is aborted.
+fn every<F, Fut>(period: Duration, first: Duration, service: Service, work: F) -> JoinHandle<()>
+where
+    F: Fn(Service) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+        loop {
+            tick.tick().await;
+            work(service.clone()).await;
+        }
     })
 }
 

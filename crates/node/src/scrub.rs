@@ -109,14 +109,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 
     /// The background scrub: one referenced block per call, round robin.
-    pub async fn scrub_step(&self, cursor: &mut usize) {
+    pub async fn scrub_step(&self, cursor: &std::sync::atomic::AtomicUsize) {
         let mut mine: Vec<(BlockHash, Vec<String>)> = self.my_blocks().into_iter().collect();
         if mine.is_empty() {
             return;
         }
         mine.sort_by_key(|(h, _)| *h);
-        let (hash, sources) = &mine[*cursor % mine.len()];
-        *cursor = cursor.wrapping_add(1);
+        let turn = cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (hash, sources) = &mine[turn % mine.len()];
         let mut report = ScrubReport::default();
         self.scrub_block(*hash, sources, &mut report).await;
     }
