@@ -276,6 +276,12 @@ impl Client {
         nodes: Vec<String>,
         files: &TlsFiles,
     ) -> Result<Self, ClientError> {
+        if nodes.is_empty() {
+            return Err(ClientError::Config {
+                path: dir.display().to_string(),
+                reason: "no node addresses to connect to".into(),
+            });
+        }
         let identity = TlsIdentity::load(files)?;
         let options = TransportOptions {
             connect_timeout: Duration::from_millis(1500),
@@ -347,7 +353,7 @@ impl Client {
         Err(ClientError::NoAnswer {
             dir: self.dir.display().to_string(),
             tried: self.nodes.join(", "),
-            last: last.expect("client config lists at least one node"),
+            last: last.expect("a client is never built without node addresses"),
         })
     }
 
