@@ -448,100 +448,84 @@ async fn catalog(dir: &std::path::Path, cmd: CatalogCommand) -> Result<()> {
     Ok(())
 }
 
-async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
-    let client = Client::open(dir)?;
+/// Poll `check` every 50 ms until it returns what to print, or fail with `failure` after
+/// `timeout_secs`.
+async fn poll_until<F, Fut>(timeout_secs: u64, failure: String, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let started = Instant::now();
-    let poll = Duration::from_millis(50);
+    let deadline = started + Duration::from_secs(timeout_secs);
+    loop {
+        if let Some(done) = check().await {
+            println!("{done} after {} ms", started.elapsed().as_millis());
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{failure}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
+    use tern_proto::{NodeState, Role};
+    let client = &Client::open(dir)?;
     match cmd {
         WaitCommand::Leader { not, timeout_secs } => {
-            let deadline = started + Duration::from_secs(timeout_secs);
-            loop {
-                if let Some((leader, term, _)) =
-                    client.serving_leader(Duration::from_millis(500)).await
-                {
-                    if Some(leader) != not {
-                        println!(
-                            "node {leader} is leader (term {term}) after {} ms",
-                            started.elapsed().as_millis()
-                        );
-                        return Ok(());
-                    }
-                }
-                if Instant::now() >= deadline {
-                    bail!("no leader within {timeout_secs} s");
-                }
-                tokio::time::sleep(poll).await;
-            }
+            poll_until(
+                timeout_secs,
+                format!("no leader within {timeout_secs} s"),
+                || async move {
+                    let (leader, term, _) =
+                        client.serving_leader(Duration::from_millis(500)).await?;
+                    (Some(leader) != not).then(|| format!("node {leader} is leader (term {term})"))
+                },
+            )
+            .await
         }
         WaitCommand::Healthy { timeout_secs } => {
-            let deadline = started + Duration::from_secs(timeout_secs);
-            loop {
-                if let Ok(status) = client.status().await {
-                    let healthy = status.nodes.iter().all(|n| {
-                        n.state == tern_proto::NodeState::Up
-                            && n.role != tern_proto::Role::Unreachable
-                    });
-                    if healthy && !status.nodes.is_empty() {
-                        println!(
-                            "all {} nodes up after {} ms",
-                            status.nodes.len(),
-                            started.elapsed().as_millis()
-                        );
-                        return Ok(());
-                    }
-                }
-                if Instant::now() >= deadline {
-                    bail!("the cluster was not healthy within {timeout_secs} s (see tern status)");
-                }
-                tokio::time::sleep(poll).await;
-            }
+            let failure =
+                format!("the cluster was not healthy within {timeout_secs} s (see tern status)");
+            poll_until(timeout_secs, failure, || async move {
+                let status = client.status().await.ok()?;
+                let healthy = status
+                    .nodes
+                    .iter()
+                    .all(|n| n.state == NodeState::Up && n.role != Role::Unreachable);
+                (healthy && !status.nodes.is_empty())
+                    .then(|| format!("all {} nodes up", status.nodes.len()))
+            })
+            .await
         }
         WaitCommand::Replicated { timeout_secs } => {
-            let deadline = started + Duration::from_secs(timeout_secs);
-            loop {
-                if let Ok(status) = client.status().await {
-                    let settled = status.nodes.iter().all(|n| {
-                        n.state == tern_proto::NodeState::Down
-                            || (n.state == tern_proto::NodeState::Up
-                                && n.role != tern_proto::Role::Unreachable)
-                    });
-                    if settled && status.under_replicated == 0 && status.missing == 0 {
-                        println!(
-                            "every partition has 3 live replicas after {} ms",
-                            started.elapsed().as_millis()
-                        );
-                        return Ok(());
-                    }
-                }
-                if Instant::now() >= deadline {
-                    bail!("replication did not recover within {timeout_secs} s (see tern status)");
-                }
-                tokio::time::sleep(poll).await;
-            }
+            let failure =
+                format!("replication did not recover within {timeout_secs} s (see tern status)");
+            poll_until(timeout_secs, failure, || async move {
+                let status = client.status().await.ok()?;
+                // Every node is settled: up and answering, or marked down (its replicas repaired).
+                let settled = status.nodes.iter().all(|n| {
+                    n.state == NodeState::Down
+                        || (n.state == NodeState::Up && n.role != Role::Unreachable)
+                });
+                (settled && status.under_replicated == 0 && status.missing == 0)
+                    .then(|| "every partition has 3 live replicas".to_string())
+            })
+            .await
         }
         WaitCommand::CaughtUp { id, timeout_secs } => {
-            let deadline = started + Duration::from_secs(timeout_secs);
-            loop {
-                if let Ok(status) = client.status().await {
-                    let node = status.nodes.iter().find(|n| n.id == id);
-                    if let Some(node) = node {
-                        if node.applied_index.is_some()
-                            && node.applied_index >= status.applied_index
-                        {
-                            println!(
-                                "node {id} caught up: applied index {} = leader's, after {} ms",
-                                node.applied_index.unwrap_or_default(),
-                                started.elapsed().as_millis()
-                            );
-                            return Ok(());
-                        }
-                    }
-                }
-                if Instant::now() >= deadline {
-                    bail!("node {id} did not catch up within {timeout_secs} s");
-                }
-                tokio::time::sleep(poll).await;
-            }
+            poll_until(
+                timeout_secs,
+                format!("node {id} did not catch up within {timeout_secs} s"),
+                || async move {
+                    let status = client.status().await.ok()?;
+                    let applied = status.nodes.iter().find(|n| n.id == id)?.applied_index?;
+                    (Some(applied) >= status.applied_index)
+                        .then(|| format!("node {id} caught up: applied index {applied} = leader's"))
+                },
+            )
+            .await
         }
     }
 }
