@@ -17,7 +17,7 @@ fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
     // 40 MiB: larger than a frame, so it crosses every hop as a stream of chunks.
     let data = payload(40 << 20, 7);
     let (hash, holders) = rt
-        .block_on(client.put_block(&data, &chain))
+        .block_on(client.put_block(&data, &chain, None))
         .expect("put block");
     assert_eq!(hash, BlockHash::of(&data));
     assert_eq!(
@@ -32,6 +32,7 @@ fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
             hash,
             size: 4,
             chain: chain[1..].to_vec(),
+            put: None,
         };
         let (mut w, mut r) = client
             .transport()
@@ -77,7 +78,7 @@ fn concurrent_reads_of_one_block_are_spread_over_its_three_holders() {
     let chain: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
     let data = payload(256 << 10, 11);
     let (hash, _) = rt
-        .block_on(client.put_block(&data, &chain))
+        .block_on(client.put_block(&data, &chain, None))
         .expect("put block");
 
     // 200 reads at once of the same hot block.

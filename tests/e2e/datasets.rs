@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tern_e2e::{LocalCluster, payload};
+use tern_e2e::{LocalCluster, payload, wait_for};
 
 use crate::setup;
 
@@ -99,7 +99,17 @@ fn a_dataset_spreads_over_five_nodes_and_reads_back_after_two_holders_die() {
 fn repair_restores_three_live_replicas_after_two_holders_die() {
     setup();
     // Five voters, so the metadata keeps a quorum with two nodes dead; down after 3 s.
-    let cluster = LocalCluster::up_args(5, &["--max-voters", "5", "--down-after", "3"]);
+    let cluster = LocalCluster::up_args(
+        5,
+        &[
+            "--max-voters",
+            "5",
+            "--down-after",
+            "3",
+            "--gc-grace-ms",
+            "1500",
+        ],
+    );
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
@@ -117,7 +127,7 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
 
     // Within a deadline: every partition has three holders, none of them dead, and the
     // status counts nothing under-replicated or missing.
-    let repaired = tern_e2e::wait_for(
+    let repaired = wait_for(
         "repair to three live replicas",
         std::time::Duration::from_secs(60),
         || {
@@ -166,4 +176,23 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
             .clone();
         assert_eq!(node["state"], "down", "{node}");
     }
+
+    // The dead nodes come back with replicas nobody lists any more: they are trimmed, so
+    // every node ends up holding exactly what the catalog lists for it.
+    for id in &dead {
+        cluster.start(*id);
+    }
+    let all: Vec<u64> = (1..=5).collect();
+    wait_for(
+        "extra replicas to be trimmed",
+        std::time::Duration::from_secs(60),
+        || {
+            let stored = crate::lifecycle::blocks_stored(&rt, &client, &cluster, &all)?;
+            let listed = crate::lifecycle::listed(&rt, &client);
+            let exact = all
+                .iter()
+                .all(|id| stored[id] == listed.get(id).copied().unwrap_or(0));
+            exact.then_some(())
+        },
+    );
 }

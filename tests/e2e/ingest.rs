@@ -3,20 +3,7 @@
 use std::path::Path;
 
 use crate::setup;
-use tern_e2e::LocalCluster;
-
-fn write_sales_csv(path: &Path, rows: usize) {
-    let mut text = String::from("id,name,amount,flag\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "{i},customer-{},{}.25,{}\n",
-            i % 97,
-            i % 1000,
-            i % 3 == 0
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
+use tern_e2e::{LocalCluster, write_sales_csv};
 
 /// (id, name, amount, flag) rows of a CSV that tern wrote or we wrote.
 fn read_rows(path: &Path) -> Vec<(i64, String, f64, bool)> {

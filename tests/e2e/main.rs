@@ -4,6 +4,7 @@ mod blocks;
 mod datasets;
 mod foundation;
 mod ingest;
+mod lifecycle;
 
 /// Every test drives the `tern` binary that Cargo built for this test run.
 fn setup() {

@@ -280,3 +280,17 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A CSV of `rows` sales rows (id, name, amount, flag) at `path`.
+pub fn write_sales_csv(path: &Path, rows: usize) {
+    let mut text = String::from("id,name,amount,flag\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "{i},customer-{},{}.25,{}\n",
+            i % 97,
+            i % 1000,
+            i % 3 == 0
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}

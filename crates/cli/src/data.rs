@@ -290,3 +290,65 @@ mod tests {
         assert!(parse_schema("id:NotAType").is_err());
     }
 }
+
+/// `tern node drain ID`: start the drain, then follow the node's replica count to zero.
+pub async fn drain(
+    dir: &Path,
+    id: u64,
+    no_wait: bool,
+    timeout_secs: u64,
+    quiet: bool,
+) -> Result<()> {
+    let client = Client::open(dir)?;
+    client.drain(id).await?;
+    if no_wait {
+        println!("node {id} is draining (follow it with tern status)");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(timeout_secs);
+    let node_of =
+        |status: &tern_proto::ClusterStatus| status.nodes.iter().find(|n| n.id == id).cloned();
+    let first = node_of(&client.status().await?).ok_or_else(|| anyhow!("there is no node {id}"))?;
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(first.stored_partitions);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} replicas moved {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    loop {
+        if let Some(node) = client.status().await.ok().as_ref().and_then(node_of) {
+            bar.set_position(
+                first
+                    .stored_partitions
+                    .saturating_sub(node.stored_partitions),
+            );
+            if node.state == tern_proto::NodeState::Drained {
+                bar.finish_and_clear();
+                println!(
+                    "node {id} drained in {:.1} s: its {} replicas live on other nodes; it can be removed",
+                    started.elapsed().as_secs_f64(),
+                    first.stored_partitions
+                );
+                return Ok(());
+            }
+            if node.state != tern_proto::NodeState::Draining {
+                bar.abandon();
+                bail!("node {id} stopped draining: it is {} now", node.state);
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "node {id} was not drained within {timeout_secs} s; the drain goes on (see tern status)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -45,6 +45,15 @@ pub struct UpArgs {
     /// The background scrub re-hashes one block per this many milliseconds.
     #[arg(long, default_value_t = 2000)]
     scrub_interval_ms: u64,
+    /// Unreferenced blocks are deleted after this many milliseconds (default 5 minutes).
+    #[arg(long, default_value_t = 300_000)]
+    gc_grace_ms: u64,
+    /// A put whose client stopped renewing its lease this long ago is abandoned.
+    #[arg(long, default_value_t = 30_000)]
+    put_lease_expiry_ms: u64,
+    /// Bytes each node offers for blocks, for example 500GiB or 64MiB.
+    #[arg(long, default_value = "100GiB", value_parser = crate::data::parse_size)]
+    capacity: u64,
     /// Zones to spread the nodes over, round robin (for example a,b,c); none by default.
     #[arg(long, value_delimiter = ',')]
     zones: Vec<String>,
@@ -114,7 +123,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 ca: tls.ca,
                 cert: tls.cert,
                 key: tls.key,
-                capacity_bytes: 100 << 30,
+                capacity_bytes: args.capacity,
                 max_voters: args.max_voters,
                 timings: {
                     let defaults = NodeTimings::default();
@@ -127,6 +136,8 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                         down_after_ms,
                         suspect_after_ms,
                         scrub_interval_ms: args.scrub_interval_ms,
+                        gc_grace_ms: args.gc_grace_ms,
+                        put_lease_expiry_ms: args.put_lease_expiry_ms,
                         ..defaults
                     }
                 },

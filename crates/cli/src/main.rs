@@ -116,6 +116,19 @@ enum NodeCommand {
         #[arg(long)]
         kill: bool,
     },
+    /// Move every replica off node ID (never leaving a block with fewer than 3 live copies),
+    /// then mark it drained, ready to be removed. Waits and shows progress unless --no-wait.
+    Drain {
+        id: u64,
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (the drain itself goes on).
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 #[derive(Args)]
@@ -336,6 +349,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Run(args)) => run_node(args).await,
         Command::Node(NodeCommand::Start { id }) => local::start_node(&dir, id, json_logs),
         Command::Node(NodeCommand::Stop { id, kill }) => local::stop_node(&dir, id, kill),
+        Command::Node(NodeCommand::Drain {
+            id,
+            no_wait,
+            timeout_secs,
+            quiet,
+        }) => data::drain(&dir, id, no_wait, timeout_secs, quiet).await,
         Command::Catalog(cmd) => catalog(&dir, cmd).await,
         Command::Wait(cmd) => wait(&dir, cmd).await,
     }
@@ -506,7 +525,7 @@ async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
                 let status = client.status().await.ok()?;
                 // Every node is settled: up and answering, or marked down (its replicas repaired).
                 let settled = status.nodes.iter().all(|n| {
-                    n.state == NodeState::Down
+                    matches!(n.state, NodeState::Down | NodeState::Drained)
                         || (n.state == NodeState::Up && n.role != Role::Unreachable)
                 });
                 (settled && status.under_replicated == 0 && status.missing == 0)

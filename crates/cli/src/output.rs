@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use serde_json::{Value, json};
-use tern_proto::{ClusterStatus, DatasetRecord};
+use tern_proto::{ClusterStatus, DatasetRecord, human_bytes};
 
 pub fn status_table(status: &ClusterStatus) -> String {
     let mut out = String::new();
@@ -51,21 +51,6 @@ pub fn status_table(status: &ClusterStatus) -> String {
         );
     }
     out
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 pub fn datasets_table(datasets: &[DatasetRecord]) -> String {

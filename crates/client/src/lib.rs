@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 pub use tern_net::TlsFiles;
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
 use tern_proto::{
-    BlockHash, CatalogOp, ClusterStatus, DATASETS_TABLE, DatasetRecord, ErrorKind, ErrorReply,
-    NodeId, PartitionRecord, Request, Response, TransportError, validate_dataset_name,
+    BlockHash, CatalogOp, ClusterStatus, DATASETS_TABLE, DatasetRecord, Entropy, ErrorKind,
+    ErrorReply, NodeId, OsEntropy, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord, PutId,
+    PutLease, Request, Response, TransportError, validate_dataset_name,
 };
 
 /// The environment variable naming the cluster directory when `--cluster` is not given.
@@ -54,6 +55,10 @@ pub enum ClientError {
     NoSuchDataset { name: String },
     #[error("dataset {name:?} changed while this write ran; nothing was committed, try again")]
     DatasetChanged { name: String },
+    #[error(
+        "the write of {name:?} was abandoned by the cluster (its lease expired: this client did not renew it in time); nothing was committed, try again"
+    )]
+    PutLeaseLost { name: String },
     #[error("block {hash} could not be stored: {reason}")]
     BlockNotStored { hash: BlockHash, reason: String },
     #[error("no holder served block {hash} intact ({reasons})")]
@@ -157,6 +162,51 @@ pub struct DatasetWriter<'a> {
     partitions: Vec<PartitionRecord>,
     /// Bytes placed on each node by this writer so far (not yet in the catalog).
     pending: std::collections::HashMap<NodeId, u64>,
+    lease: PutLeaseKeeper,
+}
+
+/// Keeps a write's lease (see [`tern_proto::PutLease`]) alive: renewed in the background
+/// until the commit deletes it; dropped without a commit, the lease is deleted (or, if this
+/// process dies, expires) and the cluster collects the write's blocks.
+struct PutLeaseKeeper {
+    id: PutId,
+    /// The lease's current catalog value; `None` once committed, or lost to expiry.
+    value: Arc<tokio::sync::Mutex<Option<Vec<u8>>>>,
+    renewer: tokio::task::JoinHandle<()>,
+    client: Arc<Client>,
+}
+
+/// The ops that end a lease, if it still has the value `value`.
+fn release_lease(id: PutId, value: Vec<u8>) -> Vec<CatalogOp> {
+    vec![
+        CatalogOp::Expect {
+            table: PUTS_TABLE.into(),
+            key: id.key(),
+            value: Some(value),
+        },
+        CatalogOp::Delete {
+            table: PUTS_TABLE.into(),
+            key: id.key(),
+        },
+    ]
+}
+
+impl Drop for PutLeaseKeeper {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (value, client) = (self.value.clone(), self.client.clone());
+        let id = self.id;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let Some(current) = value.lock().await.take() else {
+                    return;
+                };
+                if let Err(e) = client.catalog_write(release_lease(id, current)).await {
+                    tracing::debug!(put = %id, error = %e, "abandoned put's lease left to expire");
+                }
+            });
+        }
+    }
 }
 
 impl DatasetWriter<'_> {
@@ -173,7 +223,10 @@ impl DatasetWriter<'_> {
             .pop()
             .unwrap_or_default();
         let addrs: Vec<String> = chain.iter().map(|(_, addr)| addr.clone()).collect();
-        let (block, holders) = self.client.put_block(bytes, &addrs).await?;
+        let (block, holders) = self
+            .client
+            .put_block(bytes, &addrs, Some(self.lease.id))
+            .await?;
         if holders.len() < addrs.len() {
             return Err(ClientError::BlockNotStored {
                 hash: block,
@@ -211,11 +264,17 @@ impl DatasetWriter<'_> {
         };
         let encoded =
             postcard::to_allocvec(&record).map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        let ops = vec![
+        // Holding the lease's lock keeps a renewal from changing it under the commit.
+        let mut lease = self.lease.value.lock().await;
+        self.lease.renewer.abort();
+        let Some(lease_value) = lease.clone() else {
+            return Err(ClientError::PutLeaseLost { name: self.name });
+        };
+        let mut ops = vec![
             CatalogOp::Expect {
                 table: DATASETS_TABLE.into(),
                 key: self.name.clone(),
-                value: self.old,
+                value: self.old.clone(),
             },
             CatalogOp::Put {
                 table: DATASETS_TABLE.into(),
@@ -223,10 +282,22 @@ impl DatasetWriter<'_> {
                 value: encoded,
             },
         ];
+        ops.extend(release_lease(self.lease.id, lease_value));
         match self.client.catalog_write(ops).await {
-            Ok(_) => Ok(record),
+            Ok(_) => {
+                *lease = None;
+                Ok(record)
+            }
+            Err(ClientError::Remote(e)) if e.message.contains(&format!("{PUTS_TABLE}/")) => {
+                *lease = None;
+                Err(ClientError::PutLeaseLost {
+                    name: self.name.clone(),
+                })
+            }
             Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
-                Err(ClientError::DatasetChanged { name: self.name })
+                Err(ClientError::DatasetChanged {
+                    name: self.name.clone(),
+                })
             }
             Err(e) => Err(e),
         }
@@ -417,6 +488,7 @@ impl Client {
         &self,
         bytes: &[u8],
         chain: &[String],
+        put: Option<PutId>,
     ) -> Result<(BlockHash, Vec<NodeId>), ClientError> {
         let hash = BlockHash::of(bytes);
         let not_stored = |reason: String| ClientError::BlockNotStored { hash, reason };
@@ -427,6 +499,7 @@ impl Client {
             hash,
             size: bytes.len() as u64,
             chain: rest.to_vec(),
+            put,
         };
         let (mut writer, mut reader) = self
             .transport
@@ -566,6 +639,7 @@ impl Client {
             Some(bytes) => decode_dataset(bytes)?.version,
             None => 0,
         };
+        let lease = self.take_put_lease(name).await?;
         Ok(DatasetWriter {
             client: self,
             name: name.into(),
@@ -573,7 +647,105 @@ impl Client {
             old_version,
             partitions: Vec::new(),
             pending: Default::default(),
+            lease,
         })
+    }
+
+    /// Register a new write of `dataset` in the catalog and keep renewing it.
+    async fn take_put_lease(&self, dataset: &str) -> Result<PutLeaseKeeper, ClientError> {
+        let entropy = OsEntropy;
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&entropy.next_u64().to_le_bytes());
+        raw[8..].copy_from_slice(&entropy.next_u64().to_le_bytes());
+        let id = PutId(raw);
+        let encode = |renewals| {
+            postcard::to_allocvec(&PutLease {
+                dataset: dataset.into(),
+                renewals,
+            })
+            .map_err(|e| ClientError::Unexpected(e.to_string()))
+        };
+        let first = encode(0)?;
+        self.catalog_write(vec![
+            CatalogOp::Expect {
+                table: PUTS_TABLE.into(),
+                key: id.key(),
+                value: None,
+            },
+            CatalogOp::Put {
+                table: PUTS_TABLE.into(),
+                key: id.key(),
+                value: first.clone(),
+            },
+        ])
+        .await?;
+        let value = Arc::new(tokio::sync::Mutex::new(Some(first)));
+        let client = Arc::new(self.sibling());
+        let renewer = {
+            let (value, client) = (value.clone(), client.clone());
+            let dataset = dataset.to_string();
+            tokio::spawn(async move {
+                let mut renewals = 0u64;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(PUT_LEASE_RENEW_MS)).await;
+                    let mut current = value.lock().await;
+                    let Some(old) = current.clone() else { return };
+                    let Ok(next) = postcard::to_allocvec(&PutLease {
+                        dataset: dataset.clone(),
+                        renewals: renewals + 1,
+                    }) else {
+                        return;
+                    };
+                    let ops = vec![
+                        CatalogOp::Expect {
+                            table: PUTS_TABLE.into(),
+                            key: id.key(),
+                            value: Some(old),
+                        },
+                        CatalogOp::Put {
+                            table: PUTS_TABLE.into(),
+                            key: id.key(),
+                            value: next.clone(),
+                        },
+                    ];
+                    match client.catalog_write(ops).await {
+                        Ok(_) => {
+                            renewals += 1;
+                            *current = Some(next);
+                        }
+                        Err(ClientError::Remote(e))
+                            if e.message.contains("precondition failed") =>
+                        {
+                            tracing::warn!(put = %id, "put lease lost: the cluster expired it");
+                            *current = None;
+                            return;
+                        }
+                        // Retried at the next tick; the lease outlives many missed renewals.
+                        Err(e) => tracing::debug!(put = %id, error = %e, "lease renewal failed"),
+                    }
+                }
+            })
+        };
+        Ok(PutLeaseKeeper {
+            id,
+            value,
+            renewer,
+            client,
+        })
+    }
+
+    /// Another client for the same cluster sharing this one's connections, for background
+    /// work that outlives a borrow of this one.
+    fn sibling(&self) -> Client {
+        Client {
+            dir: self.dir.clone(),
+            nodes: self.nodes.clone(),
+            transport: self.transport.clone(),
+            preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            in_flight: Default::default(),
+            turn: AtomicUsize::new(0),
+            call_timeout: self.call_timeout,
+        }
     }
 
     /// The dataset's record (a linearizable read), if it exists.
@@ -616,6 +788,14 @@ impl Client {
                 Err(ClientError::DatasetChanged { name: name.into() })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Start draining node `id`: its replicas move to other nodes, then it is marked drained.
+    pub async fn drain(&self, id: NodeId) -> Result<(), ClientError> {
+        match self.call(Request::Drain { node: id }).await? {
+            Response::Ack => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 

@@ -14,6 +14,15 @@ pub const REPLICAS: usize = 3;
 pub enum PlacementError {
     #[error("{need} replicas need {need} live nodes, but only {have} are up")]
     NotEnoughNodes { need: usize, have: usize },
+    #[error(
+        "not enough free space: a block of {} needs {need} nodes with room for it, only {have} have",
+        tern_proto::human_bytes(*bytes)
+    )]
+    NoSpace {
+        bytes: u64,
+        need: usize,
+        have: usize,
+    },
 }
 
 /// Choose `count` holders for a block of `bytes` bytes, never one in `exclude` (nodes that
@@ -41,6 +50,14 @@ pub fn pick_holders(
         n.capacity_bytes
             .saturating_sub(used.get(&n.id).copied().unwrap_or(0))
     };
+    candidates.retain(|n| free(n) >= bytes);
+    if candidates.len() < count {
+        return Err(PlacementError::NoSpace {
+            bytes,
+            need: count,
+            have: candidates.len(),
+        });
+    }
     // Most free space first; the id breaks ties so the choice is deterministic.
     candidates.sort_by(|a, b| free(b).cmp(&free(a)).then(a.id.cmp(&b.id)));
 
@@ -112,6 +129,32 @@ mod tests {
             pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::from([1])).unwrap_err();
         assert_eq!(err, PlacementError::NotEnoughNodes { need: 3, have: 2 });
         assert!(err.to_string().contains("only 2 are up"));
+    }
+
+    #[test]
+    fn nodes_without_room_are_skipped_and_a_full_cluster_is_named() {
+        let nodes = vec![
+            node(1, "", 100, NodeState::Up),
+            node(2, "", 100, NodeState::Up),
+            node(3, "", 100, NodeState::Up),
+            node(4, "", 100, NodeState::Up),
+        ];
+        let mut used = HashMap::from([(2, 90)]);
+        let picked = pick_holders(&nodes, &mut used, 50, 3, &BTreeSet::new()).unwrap();
+        assert!(!picked.contains(&2), "{picked:?}");
+        let err = pick_holders(&nodes, &mut used, 60, 3, &BTreeSet::new()).unwrap_err();
+        assert_eq!(
+            err,
+            PlacementError::NoSpace {
+                bytes: 60,
+                need: 3,
+                have: 0
+            }
+        );
+        assert!(
+            err.to_string().starts_with("not enough free space"),
+            "{err}"
+        );
     }
 
     proptest! {

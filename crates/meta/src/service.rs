@@ -222,6 +222,8 @@ impl Meta {
             applied_index: m.last_applied.map(|l| l.index),
             // Filled in by the node, which owns the block store.
             blocks_served: 0,
+            blocks_stored: 0,
+            blocks_collected: 0,
         }
     }
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use tern_proto::{
-    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, Request, Response, Transport,
+    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, PutId, Request, Response,
+    Transport, human_bytes,
 };
 use tern_store::{BlockStore, StoreError};
 use tracing::{info, warn};
@@ -42,9 +43,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         mut reply: tern_net::BodyWriter,
     ) {
         let answer = match request {
-            Request::PutBlock { hash, size, chain } => {
-                self.put_block(hash, size, chain, &mut body).await
-            }
+            Request::PutBlock {
+                hash,
+                size,
+                chain,
+                put,
+            } => self.put_block(hash, size, chain, put, &mut body).await,
             Request::GetBlock { hash } => {
                 match on_store(&self.blocks, move |b| b.get(&hash)).await {
                     Ok(bytes) => {
@@ -90,6 +94,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         hash: BlockHash,
         size: u64,
         chain: Vec<String>,
+        put: Option<PutId>,
         body: &mut impl BulkRead,
     ) -> Response {
         if size > MAX_BLOCK_BYTES {
@@ -97,6 +102,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 ErrorKind::TooLarge,
                 format!("block of {size} bytes exceeds the {MAX_BLOCK_BYTES}-byte limit"),
             );
+        }
+        if let Some(refusal) = self.no_room_for(size).await {
+            return refusal;
         }
         let mut bytes = Vec::with_capacity(size as usize);
         loop {
@@ -130,12 +138,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
         let bytes = Arc::new(bytes);
         let stored = bytes.clone();
-        if let Err(e) = on_store(&self.blocks, move |b| b.put_verified(&hash, &stored)).await {
+        if let Err(e) = on_store(&self.blocks, move |b| b.put_verified(&hash, &stored, put)).await {
             return store_error(e);
         }
         let mut holders = vec![self.id()];
         if let Some((next, rest)) = chain.split_first() {
-            match self.pass_on(next, hash, &bytes, rest.to_vec()).await {
+            match self.pass_on(next, hash, &bytes, rest.to_vec(), put).await {
                 Ok(mut more) => holders.append(&mut more),
                 // Our copy stays (it is verified and harmless); the writer sees the chain failed
                 // and, without a full set of acknowledgements, never makes the block visible.
@@ -154,6 +162,24 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         Response::BlockStored { holders }
     }
 
+    /// A refusal if a block of `size` bytes would take this node past its capacity.
+    async fn no_room_for(&self, size: u64) -> Option<Response> {
+        let used = on_store(&self.blocks, |b| b.bytes_on_disk()).await.ok()?;
+        let capacity = self.record.capacity_bytes;
+        (used + size > capacity).then(|| {
+            Response::error(
+                ErrorKind::Unavailable,
+                format!(
+                    "node {} is full: {} of its {} used, a block of {} does not fit",
+                    self.id(),
+                    human_bytes(used),
+                    human_bytes(capacity),
+                    human_bytes(size)
+                ),
+            )
+        })
+    }
+
     /// Repair: fetch a block from the first source that serves it intact and keep a copy.
     pub(crate) async fn copy_block(&self, hash: BlockHash, sources: &[String]) -> Response {
         if matches!(
@@ -168,13 +194,16 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         for source in sources {
             match tern_proto::fetch_block(self.transport.as_ref(), source, &hash).await {
                 Ok(bytes) => {
-                    return match on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes))
-                        .await
+                    let size = bytes.len() as u64;
+                    if let Err(e) =
+                        on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes, None)).await
                     {
-                        Ok(()) => Response::BlockStored {
-                            holders: vec![self.id()],
-                        },
-                        Err(e) => store_error(e),
+                        return store_error(e);
+                    }
+                    let hold = self.copy_pace.book(self.clock.now(), size);
+                    tokio::time::sleep(hold).await;
+                    return Response::BlockStored {
+                        holders: vec![self.id()],
                     };
                 }
                 Err(reason) => reasons.push(format!("{source}: {reason}")),
@@ -192,11 +221,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         hash: BlockHash,
         bytes: &[u8],
         rest: Vec<String>,
+        put: Option<PutId>,
     ) -> Result<Vec<u64>, String> {
         let request = Request::PutBlock {
             hash,
             size: bytes.len() as u64,
             chain: rest,
+            put,
         };
         let (mut writer, mut reader) = self
             .transport

@@ -58,6 +58,14 @@ pub struct NodeTimings {
     pub election_max_ms: u64,
     /// The background scrub re-hashes one block per this many milliseconds.
     pub scrub_interval_ms: u64,
+    /// An unreferenced block is deleted after it has been unreferenced this long, so readers
+    /// of a removed or replaced dataset finish first.
+    pub gc_grace_ms: u64,
+    /// A put whose writer has not renewed its lease for this long is abandoned and its
+    /// blocks become garbage.
+    pub put_lease_expiry_ms: u64,
+    /// Repair and drain copies into this node are paced to this many bytes per second.
+    pub copy_bytes_per_s: u64,
 }
 
 impl Default for NodeTimings {
@@ -73,6 +81,10 @@ impl Default for NodeTimings {
             election_max_ms: 1200,
             // One block every 2 s: about 32 MB/s of hashing with 64 MiB partitions.
             scrub_interval_ms: 2000,
+            gc_grace_ms: 5 * 60 * 1000,
+            // Fifteen missed renewals (one every 2 s): a stalled writer is not cut off lightly.
+            put_lease_expiry_ms: 30_000,
+            copy_bytes_per_s: 200 << 20,
         }
     }
 }
@@ -121,6 +133,15 @@ impl NodeConfig {
         let t = &self.timings;
         if t.scrub_interval_ms < 10 {
             return Err("scrub_interval_ms must be at least 10".into());
+        }
+        if t.put_lease_expiry_ms < 2 * tern_proto::PUT_LEASE_RENEW_MS {
+            return Err(format!(
+                "put_lease_expiry_ms must be at least {} (two lease renewals)",
+                2 * tern_proto::PUT_LEASE_RENEW_MS
+            ));
+        }
+        if t.copy_bytes_per_s < 1 << 20 {
+            return Err("copy_bytes_per_s must be at least 1 MiB/s".into());
         }
         if t.heartbeat_ms == 0 || t.raft_heartbeat_ms == 0 {
             return Err("heartbeat_ms and raft_heartbeat_ms must be at least 1".into());

@@ -12,6 +12,7 @@
 
 mod blocks;
 mod config;
+mod gc;
 mod repair;
 mod run;
 mod scrub;

@@ -1,10 +1,15 @@
-//! Repair, on the leader: every partition with a replica on a down node is copied from a
-//! surviving holder to a new one (chosen by the same placement as writes), and the dataset's
-//! record is updated in one catalog entry, until each block has three replicas on nodes that
-//! are not down. A bounded number of copies run per round, so repair never floods the cluster.
+//! Repair and drain, on the leader: every partition with a replica on a down node, or on a
+//! node being drained, is copied from a live holder to a new one (chosen by the same placement
+//! as writes), and the dataset's record is updated in one catalog entry, until each block has
+//! three replicas on nodes that are neither down nor draining. A draining holder leaves the
+//! record only in the entry that adds its replacement, whose copy is already durable, so a
+//! drain never leaves a block with fewer than three live replicas. A node being drained that
+//! no record lists any more is marked drained. A bounded number of copies run per round, and
+//! each node paces the copies it receives ([`Pace`]), so repair never floods the cluster.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tern_meta::placement::{REPLICAS, pick_holders};
 use tern_meta::{Command, MetaState};
@@ -16,9 +21,34 @@ use tracing::{info, warn};
 
 use crate::NodeService;
 
-/// Copies started per repair round.
+/// Copies run at once in a repair round (each target paces what it receives).
 const MAX_COPIES_PER_ROUND: usize = 4;
 const COPY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Paces the copies a node receives to a byte rate: each copy books its bytes, and the answer
+/// to it waits until the booked time has passed, so the sender's next copy starts no sooner.
+pub(crate) struct Pace {
+    bytes_per_s: u64,
+    free_at: Mutex<Option<Instant>>,
+}
+
+impl Pace {
+    pub(crate) fn new(bytes_per_s: u64) -> Self {
+        Self {
+            bytes_per_s: bytes_per_s.max(1),
+            free_at: Mutex::new(None),
+        }
+    }
+
+    /// Book `bytes` moved at `now`; returns how long to hold the answer.
+    pub(crate) fn book(&self, now: Instant, bytes: u64) -> Duration {
+        let mut free_at = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+        let start = free_at.map_or(now, |t| t.max(now));
+        let done = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64);
+        *free_at = Some(done);
+        done.saturating_duration_since(now)
+    }
+}
 
 /// Every dataset in the catalog, with the exact bytes of its entry (for the precondition).
 pub(crate) fn datasets(state: &MetaState) -> Vec<(Vec<u8>, DatasetRecord)> {
@@ -36,19 +66,31 @@ pub(crate) fn datasets(state: &MetaState) -> Vec<(Vec<u8>, DatasetRecord)> {
         .collect()
 }
 
-/// Bytes each node holds for the datasets in the catalog.
-pub(crate) fn usage<'a>(
+/// Partition replicas and their bytes each node holds for these datasets.
+pub(crate) fn holdings<'a>(
     datasets: impl IntoIterator<Item = &'a DatasetRecord>,
-) -> HashMap<NodeId, u64> {
-    let mut used = HashMap::new();
+) -> HashMap<NodeId, (u64, u64)> {
+    let mut held: HashMap<NodeId, (u64, u64)> = HashMap::new();
     for dataset in datasets {
         for p in &dataset.partitions {
             for holder in &p.holders {
-                *used.entry(*holder).or_default() += p.bytes;
+                let entry = held.entry(*holder).or_default();
+                entry.0 += 1;
+                entry.1 += p.bytes;
             }
         }
     }
-    used
+    held
+}
+
+/// Bytes each node holds for these datasets.
+pub(crate) fn usage<'a>(
+    datasets: impl IntoIterator<Item = &'a DatasetRecord>,
+) -> HashMap<NodeId, u64> {
+    holdings(datasets)
+        .into_iter()
+        .map(|(id, (_, bytes))| (id, bytes))
+        .collect()
 }
 
 /// (under-replicated, missing) partition counts, counting replicas on nodes not marked down.
@@ -73,33 +115,43 @@ pub(crate) fn replica_health(state: &MetaState) -> (u64, u64) {
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
-    /// One repair round; returns how many blocks were copied.
+    /// One repair round; returns how many blocks were copied. Plans up to
+    /// [`MAX_COPIES_PER_ROUND`] copies, runs them concurrently, then records the new holders.
     pub async fn repair_once(&self) -> usize {
         if !self.meta.is_leader() {
             return 0;
         }
-        let (nodes, found) = self.meta.read_local(|s| (s.nodes.clone(), datasets(s)));
+        let (nodes, mut found) = self.meta.read_local(|s| (s.nodes.clone(), datasets(s)));
         let lost = |id: &NodeId| nodes.get(id).is_none_or(|n| n.state == NodeState::Down);
+        let leaving = |id: &NodeId| {
+            nodes
+                .get(id)
+                .is_some_and(|n| matches!(n.state, NodeState::Draining | NodeState::Drained))
+        };
         let node_list: Vec<NodeRecord> = nodes.values().cloned().collect();
         let mut used = usage(found.iter().map(|(_, d)| d));
-        let mut copies = 0;
-        for (raw, mut dataset) in found {
-            let mut changed = false;
+        self.mark_drained(&nodes, &used).await;
+
+        // Plan: drop holders that are no longer needed now, and pick a target for each copy.
+        let mut changed = vec![false; found.len()];
+        let mut copies = tokio::task::JoinSet::new();
+        for (d, (_, dataset)) in found.iter_mut().enumerate() {
             for (index, p) in dataset.partitions.iter_mut().enumerate() {
-                if copies >= MAX_COPIES_PER_ROUND {
-                    break;
-                }
                 let live: Vec<NodeId> = p.holders.iter().filter(|h| !lost(h)).copied().collect();
-                if live.len() == p.holders.len() && live.len() >= REPLICAS {
+                let staying = live.iter().filter(|h| !leaving(h)).count();
+                if staying == p.holders.len() && staying >= REPLICAS {
                     continue;
                 }
                 if live.is_empty() {
                     warn!(dataset = %dataset.name, partition = index, block = %p.block, "no live replica left");
                     continue;
                 }
-                if live.len() >= REPLICAS {
-                    p.holders = live;
-                    changed = true;
+                if staying >= REPLICAS {
+                    p.holders = live.into_iter().filter(|h| !leaving(h)).collect();
+                    changed[d] = true;
+                    continue;
+                }
+                if copies.len() >= MAX_COPIES_PER_ROUND {
                     continue;
                 }
                 let exclude: BTreeSet<NodeId> = p.holders.iter().copied().collect();
@@ -108,41 +160,115 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     continue;
                 };
                 let target = target[0];
-                let sources: Vec<String> = live
-                    .iter()
-                    .filter_map(|id| nodes.get(id).map(|n| n.addr.clone()))
-                    .collect();
                 let request = Request::CopyBlock {
                     hash: p.block,
-                    sources,
+                    sources: live
+                        .iter()
+                        .filter_map(|id| nodes.get(id).map(|n| n.addr.clone()))
+                        .collect(),
                 };
-                match self
-                    .transport
-                    .call_within(&nodes[&target].addr, request, COPY_DEADLINE)
-                    .await
-                {
-                    Ok(Response::BlockStored { .. }) => {
-                        info!(dataset = %dataset.name, partition = index, block = %p.block, to = target, "replica repaired");
-                        p.holders = live.into_iter().chain([target]).collect();
-                        changed = true;
-                        copies += 1;
-                    }
-                    Ok(Response::Error(e)) => {
-                        warn!(block = %p.block, to = target, error = %e, "repair copy refused")
-                    }
-                    Ok(other) => {
-                        warn!(block = %p.block, to = target, answer = ?other, "repair copy: unexpected answer")
-                    }
-                    Err(e) => {
-                        warn!(block = %p.block, to = target, error = %e, "repair copy failed")
-                    }
-                }
+                let (transport, addr) = (self.transport.clone(), nodes[&target].addr.clone());
+                copies.spawn(async move {
+                    let answer = transport.call_within(&addr, request, COPY_DEADLINE).await;
+                    (d, index, target, live, answer)
+                });
             }
+        }
+
+        // Apply each finished copy: the new holder joins; leaving holders go only once
+        // enough others hold the block.
+        let mut copied = 0;
+        while let Some(joined) = copies.join_next().await {
+            let Ok((d, index, target, live, answer)) = joined else {
+                continue;
+            };
+            let (_, dataset) = &mut found[d];
+            let p = &mut dataset.partitions[index];
+            match answer {
+                Ok(Response::BlockStored { .. }) => {
+                    info!(dataset = %dataset.name, partition = index, block = %p.block, to = target, "replica copied");
+                    let staying = live.iter().filter(|h| !leaving(h)).count();
+                    let mut holders: Vec<NodeId> = live.into_iter().chain([target]).collect();
+                    if staying + 1 >= REPLICAS {
+                        holders.retain(|h| !leaving(h));
+                    }
+                    p.holders = holders;
+                    changed[d] = true;
+                    copied += 1;
+                }
+                Ok(Response::Error(e)) => {
+                    warn!(block = %p.block, to = target, error = %e, "repair copy refused")
+                }
+                Ok(other) => {
+                    warn!(block = %p.block, to = target, answer = ?other, "repair copy: unexpected answer")
+                }
+                Err(e) => warn!(block = %p.block, to = target, error = %e, "repair copy failed"),
+            }
+        }
+        for ((raw, dataset), changed) in found.into_iter().zip(changed) {
             if changed {
                 self.commit_holders(raw, &dataset).await;
             }
         }
-        copies
+        copied
+    }
+
+    /// Nodes being drained that no dataset lists any more are done.
+    async fn mark_drained(
+        &self,
+        nodes: &BTreeMap<NodeId, NodeRecord>,
+        used: &HashMap<NodeId, u64>,
+    ) {
+        for node in nodes.values() {
+            if node.state == NodeState::Draining && !used.contains_key(&node.id) {
+                info!(
+                    node = node.id,
+                    "drain complete: no replica left on the node"
+                );
+                let command = Command::SetNodeState {
+                    id: node.id,
+                    state: NodeState::Drained,
+                };
+                if let Err(e) = self.meta.write(command).await {
+                    warn!(node = node.id, error = %e, "could not record the drain as complete");
+                }
+            }
+        }
+    }
+
+    /// Start draining `node` (on the leader): refused when the nodes left could not hold
+    /// three replicas of every block.
+    pub(crate) async fn start_drain(&self, node: NodeId) -> Result<Response, tern_meta::MetaError> {
+        let nodes = self.meta.read(|s| s.nodes.clone()).await?;
+        let Some(record) = nodes.get(&node) else {
+            return Ok(Response::error(
+                tern_proto::ErrorKind::Invalid,
+                format!("there is no node {node}"),
+            ));
+        };
+        if matches!(record.state, NodeState::Draining | NodeState::Drained) {
+            return Ok(Response::Ack);
+        }
+        let others = nodes
+            .values()
+            .filter(|n| n.id != node && n.state == NodeState::Up)
+            .count();
+        if others < REPLICAS {
+            return Ok(Response::error(
+                tern_proto::ErrorKind::Unavailable,
+                format!(
+                    "cannot drain node {node}: only {others} other nodes are up, and every block needs {REPLICAS}"
+                ),
+            ));
+        }
+        info!(node, "drain started");
+        self.meta
+            .write(Command::SetNodeState {
+                id: node,
+                state: NodeState::Draining,
+            })
+            .await?;
+        Ok(Response::Ack)
     }
 
     /// Record new holders, unless the dataset changed meanwhile (then the next round redoes it

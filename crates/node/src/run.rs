@@ -139,6 +139,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             s.repair_once().await;
         },
     ));
+    let gc_every = crate::gc::gc_interval(Duration::from_millis(config.timings.gc_grace_ms));
+    tasks.push(every(gc_every, gc_every, service.clone(), |s| async move {
+        s.collect_garbage().await;
+    }));
     // The first scrub waits a full interval: a node that just started has other work first.
     let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tasks.push(every(scrub_every, scrub_every, service.clone(), move |s| {

@@ -14,7 +14,7 @@ use crate::blocks::on_store;
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// Which blocks the catalog says this node holds, with the other holders' addresses.
-    fn my_blocks(&self) -> HashMap<BlockHash, Vec<String>> {
+    pub(crate) fn my_blocks(&self) -> HashMap<BlockHash, Vec<String>> {
         let me = self.id();
         self.meta.read_local(|s| {
             let addr = |id: &NodeId| s.nodes.get(id).map(|n| n.addr.clone());
@@ -41,7 +41,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         for source in sources {
             if let Ok(bytes) = tern_proto::fetch_block(self.transport.as_ref(), source, &hash).await
             {
-                if on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes))
+                if on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes, None))
                     .await
                     .is_ok()
                 {
@@ -85,10 +85,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             ..Default::default()
         };
         let mine = self.my_blocks();
-        let stored = on_store(&self.blocks, |b| b.list())
+        let stored = on_store(&self.blocks, |b| b.hashes())
             .await
             .unwrap_or_default();
-        for (hash, _) in &stored {
+        for hash in &stored {
             if !mine.contains_key(hash) {
                 // Not referenced by any dataset (yet): still check it, nothing to restore from.
                 report.checked += 1;

@@ -24,9 +24,13 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) meta: Meta,
     pub(crate) blocks: Arc<BlockStore>,
     pub(crate) blocks_served: std::sync::atomic::AtomicU64,
+    pub(crate) blocks_collected: std::sync::atomic::AtomicU64,
+    pub(crate) gc: Mutex<crate::gc::GcMemory>,
+    /// Paces repair and drain copies into this node.
+    pub(crate) copy_pace: crate::repair::Pace,
     pub(crate) transport: Arc<T>,
-    clock: Arc<C>,
-    timings: NodeTimings,
+    pub(crate) clock: Arc<C>,
+    pub(crate) timings: NodeTimings,
     max_voters: usize,
     /// Leader-only soft state: when each node was last heard from.
     last_seen: Mutex<HashMap<NodeId, Instant>>,
@@ -60,6 +64,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             meta,
             blocks,
             blocks_served: Default::default(),
+            blocks_collected: Default::default(),
+            gc: Mutex::default(),
+            copy_pace: crate::repair::Pace::new(timings.copy_bytes_per_s),
             transport,
             clock,
             timings,
@@ -152,6 +159,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
             Request::ScrubNow => Response::Scrubbed(self.scrub_now().await),
+            Request::Drain { node } => {
+                if !self.meta.is_leader() {
+                    return Err(self.not_leader());
+                }
+                self.start_drain(*node).await?
+            }
             Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
@@ -201,6 +214,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         metrics.blocks_served = self
             .blocks_served
             .load(std::sync::atomic::Ordering::Relaxed);
+        metrics.blocks_collected = self
+            .blocks_collected
+            .load(std::sync::atomic::Ordering::Relaxed);
+        metrics.blocks_stored = self.blocks.hashes().map(|h| h.len() as u64).unwrap_or(0);
         metrics
     }
 
@@ -285,6 +302,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let own = self.local_metrics();
+        let stored = self.meta.read_local(|s| {
+            crate::repair::holdings(crate::repair::datasets(s).iter().map(|(_, d)| d))
+        });
         let rows = nodes
             .values()
             .map(|node| {
@@ -307,6 +327,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     term: m.map(|m| m.term),
                     applied_index: m.and_then(|m| m.applied_index),
                     capacity_bytes: node.capacity_bytes,
+                    stored_partitions: stored.get(&node.id).map_or(0, |s| s.0),
+                    stored_bytes: stored.get(&node.id).map_or(0, |s| s.1),
                 }
             })
             .collect();
@@ -421,6 +443,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 (NodeState::Suspect | NodeState::Down, NodeState::Up) if !heard_in_office => false,
                 (NodeState::Draining, NodeState::Down) => true,
                 (NodeState::Draining, _) => false,
+                // Drained is final: the node holds nothing and waits to be removed.
+                (NodeState::Drained, _) => false,
                 (NodeState::Down, NodeState::Suspect) => false,
                 _ => true,
             };

@@ -9,6 +9,11 @@ use crate::message::NodeId;
 
 /// The catalog table that holds dataset records.
 pub const DATASETS_TABLE: &str = "datasets";
+/// The catalog table of writes in progress: key = the put's id (hex), value = a [`PutLease`].
+pub const PUTS_TABLE: &str = "puts";
+/// How often a writer renews its lease. Nodes expire a lease whose value has not changed for
+/// their `put_lease_expiry_ms` (measured on their own clock, so clocks need not agree).
+pub const PUT_LEASE_RENEW_MS: u64 = 2000;
 /// Longest dataset name.
 pub const MAX_DATASET_NAME: usize = 128;
 
@@ -34,6 +39,37 @@ pub struct DatasetRecord {
     pub partitions: Vec<PartitionRecord>,
     /// Wall-clock milliseconds since the Unix epoch when it was committed.
     pub created_ms: u64,
+}
+
+/// Names one dataset write, from its first block to its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PutId(pub [u8; 16]);
+
+impl PutId {
+    /// The catalog key of this put's lease.
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for PutId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A write in progress, renewed by its writer every [`PUT_LEASE_RENEW_MS`]. While it lives,
+/// the blocks stored for it are kept although no dataset references them; the commit deletes
+/// it in the same Raft entry that makes the dataset visible. A writer that dies stops renewing,
+/// the lease expires, and its blocks are collected as garbage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutLease {
+    pub dataset: String,
+    /// Bumped by every renewal, so nodes see the lease is alive without comparing clocks.
+    pub renewals: u64,
 }
 
 impl DatasetRecord {

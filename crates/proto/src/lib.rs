@@ -14,8 +14,11 @@ pub mod frame;
 pub mod message;
 pub mod transport;
 
-pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES};
-pub use dataset::{DATASETS_TABLE, DatasetRecord, PartitionRecord, validate_dataset_name};
+pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES, human_bytes};
+pub use dataset::{
+    DATASETS_TABLE, DatasetRecord, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord, PutId,
+    PutLease, validate_dataset_name,
+};
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
     FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockHash;
+use crate::dataset::PutId;
 
 pub type NodeId = u64;
 
@@ -23,6 +24,8 @@ pub enum NodeState {
     Down,
     /// Being emptied by an operator before removal.
     Draining,
+    /// Emptied: holds no replica the catalog counts, and can be removed.
+    Drained,
 }
 
 impl fmt::Display for NodeState {
@@ -32,6 +35,7 @@ impl fmt::Display for NodeState {
             NodeState::Suspect => "suspect",
             NodeState::Down => "down",
             NodeState::Draining => "draining",
+            NodeState::Drained => "drained",
         })
     }
 }
@@ -146,6 +150,9 @@ pub enum Request {
         hash: BlockHash,
         size: u64,
         chain: Vec<String>,
+        /// The write this block belongs to: while its lease lives, holders keep the block
+        /// although no dataset references it yet (see [`crate::PutLease`]).
+        put: Option<PutId>,
     },
     /// Read a block (bulk: answered with `Response::Block` and its bytes as chunks).
     GetBlock {
@@ -165,6 +172,10 @@ pub enum Request {
     },
     /// Re-hash every block this node holds now; fetch healthy copies of bad or missing ones.
     ScrubNow,
+    /// Move every replica off `node` (to other nodes, copy first), then mark it drained.
+    Drain {
+        node: NodeId,
+    },
 }
 
 impl Request {
@@ -201,6 +212,7 @@ impl Request {
             Request::Place { .. } => "place",
             Request::CopyBlock { .. } => "copy-block",
             Request::ScrubNow => "scrub",
+            Request::Drain { .. } => "drain",
         }
     }
 }
@@ -216,6 +228,10 @@ pub struct LocalMetrics {
     pub applied_index: Option<u64>,
     /// Blocks this node has served to readers since it started.
     pub blocks_served: u64,
+    /// Blocks stored on this node now (referenced or not).
+    pub blocks_stored: u64,
+    /// Unreferenced blocks this node has deleted since it started.
+    pub blocks_collected: u64,
 }
 
 /// One node's scrub pass.
@@ -247,6 +263,9 @@ pub struct NodeStatus {
     pub term: Option<u64>,
     pub applied_index: Option<u64>,
     pub capacity_bytes: u64,
+    /// Partition replicas the catalog places on this node, and their bytes.
+    pub stored_partitions: u64,
+    pub stored_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,9 +9,16 @@
 
 use std::path::Path;
 
-use rocksdb::{DB, IteratorMode, Options, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 
 pub use tern_proto::BlockHash;
+use tern_proto::PutId;
+
+/// Column family of claims: key = block hash ++ put id, empty value. A claim says "this block
+/// arrived for that put", so garbage collection keeps it while the put's lease lives.
+const CLAIMS: &str = "claims";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,12 +28,19 @@ pub enum StoreError {
     CorruptBlock { hash: BlockHash, actual: BlockHash },
     #[error("block store at {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error("disk full: {0}")]
+    DiskFull(String),
     #[error("block store I/O: {0}")]
     Io(String),
 }
 
 fn io(e: rocksdb::Error) -> StoreError {
-    StoreError::Io(e.into_string())
+    let reason = e.into_string();
+    if reason.contains("No space left") || reason.contains("NoSpace") {
+        StoreError::DiskFull(reason)
+    } else {
+        StoreError::Io(reason)
+    }
 }
 
 /// Blocks at least this large are kept in RocksDB blob files.
@@ -45,17 +59,42 @@ impl BlockStore {
         opts.set_min_blob_size(MIN_BLOB_BYTES);
         opts.set_blob_file_size(256 << 20);
         opts.set_enable_blob_gc(true);
-        let db = DB::open(&opts, path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.into_string(),
+        opts.create_missing_column_families(true);
+        let claims = ColumnFamilyDescriptor::new(CLAIMS, Options::default());
+        let default =
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
+        let db = DB::open_cf_descriptors(&opts, path, [default, claims]).map_err(|e| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.into_string(),
+            }
         })?;
         Ok(Self { db })
     }
 
     fn write_synced(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(hash.0, bytes);
+        self.commit(batch)
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        self.db.put_opt(hash.0, bytes, &sync).map_err(io)
+        self.db.write_opt(batch, &sync).map_err(io)
+    }
+
+    fn claims_cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(CLAIMS)
+            .expect("the claims column family is created on open")
+    }
+
+    fn claim_key(hash: &BlockHash, put: &PutId) -> [u8; 48] {
+        let mut key = [0u8; 48];
+        key[..32].copy_from_slice(&hash.0);
+        key[32..].copy_from_slice(&put.0);
+        key
     }
 
     /// Store `bytes` and return their name. Idempotent: the same bytes always get the same
@@ -70,8 +109,14 @@ impl BlockStore {
     }
 
     /// Store bytes that arrived under the name `expected` (from a client or another holder),
-    /// refusing them if they do not hash to it. On `Ok` the block is durable here.
-    pub fn put_verified(&self, expected: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
+    /// refusing them if they do not hash to it, and record `claim` (the put they belong to)
+    /// with them. On `Ok` the block and its claim are durable here.
+    pub fn put_verified(
+        &self,
+        expected: &BlockHash,
+        bytes: &[u8],
+        claim: Option<PutId>,
+    ) -> Result<(), StoreError> {
         let actual = BlockHash::of(bytes);
         if actual != *expected {
             return Err(StoreError::CorruptBlock {
@@ -79,11 +124,41 @@ impl BlockStore {
                 actual,
             });
         }
+        let mut batch = WriteBatch::default();
         // Absent, or present but unreadable: (re)write it.
         if !matches!(self.contains(expected), Ok(true)) {
-            self.write_synced(expected, bytes)?;
+            batch.put(expected.0, bytes);
         }
-        Ok(())
+        if let Some(put) = claim {
+            batch.put_cf(self.claims_cf(), Self::claim_key(expected, &put), []);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit(batch)
+    }
+
+    /// The puts that claimed this block (see [`BlockStore::put_verified`]).
+    pub fn claims(&self, hash: &BlockHash) -> Result<Vec<PutId>, StoreError> {
+        let mut out = Vec::new();
+        let from = IteratorMode::From(&hash.0, Direction::Forward);
+        for item in self.db.iterator_cf(self.claims_cf(), from) {
+            let (key, _) = item.map_err(io)?;
+            if key.len() != 48 || key[..32] != hash.0 {
+                break;
+            }
+            let mut put = [0u8; 16];
+            put.copy_from_slice(&key[32..]);
+            out.push(PutId(put));
+        }
+        Ok(out)
+    }
+
+    /// Forget one claim (its put ended; the block stays if something else needs it).
+    pub fn drop_claim(&self, hash: &BlockHash, put: &PutId) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.claims_cf(), Self::claim_key(hash, put));
+        self.commit(batch)
     }
 
     /// The block's bytes, checked against its name.
@@ -107,11 +182,29 @@ impl BlockStore {
         Ok(self.db.get_pinned(hash.0).map_err(io)?.is_some())
     }
 
-    /// Drop a block (it is unreferenced, or corrupt and about to be re-copied).
+    /// Drop a block and its claims (it is unreferenced, or corrupt and about to be re-copied).
     pub fn delete(&self, hash: &BlockHash) -> Result<(), StoreError> {
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        self.db.delete_opt(hash.0, &sync).map_err(io)
+        let mut batch = WriteBatch::default();
+        batch.delete(hash.0);
+        for put in self.claims(hash)? {
+            batch.delete_cf(self.claims_cf(), Self::claim_key(hash, &put));
+        }
+        self.commit(batch)
+    }
+
+    /// The names of every block held here, in hash order, without reading their bytes.
+    pub fn hashes(&self) -> Result<Vec<BlockHash>, StoreError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        while let Some(key) = it.key() {
+            if let Ok(key) = <[u8; 32]>::try_from(key) {
+                out.push(BlockHash(key));
+            }
+            it.next();
+        }
+        it.status().map_err(io)?;
+        Ok(out)
     }
 
     /// Every block held here with its size, in hash order.
@@ -138,9 +231,29 @@ impl BlockStore {
         }
     }
 
+    /// Bytes the store occupies in table and blob files. Blocks still in the write-ahead log
+    /// and memtable are not counted until flushed, and deleted blocks until compacted: a
+    /// backstop for the catalog's own accounting, which placement uses first.
+    pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for property in [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.total-blob-file-size",
+        ] {
+            total += self
+                .db
+                .property_int_value(property)
+                .map_err(io)?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// Write everything to table and blob files, so a restart need not replay the log.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(io)
+        // Both column families: the log is dropped only once nothing in it is unflushed.
+        self.db.flush().map_err(io)?;
+        self.db.flush_cf(self.claims_cf()).map_err(io)
     }
 
     /// Overwrite a block's stored bytes without renaming it: what a flipped bit on disk does.
@@ -170,8 +283,33 @@ mod tests {
             "large blocks round-trip through blob files"
         );
         assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(store.hashes().unwrap().len(), 2);
         store.delete(&a).unwrap();
         assert!(matches!(store.get(&a), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn claims_name_the_puts_a_block_arrived_for_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let (p1, p2) = (PutId([1; 16]), PutId([2; 16]));
+        let bytes = b"shared partition";
+        let hash = BlockHash::of(bytes);
+        let other = BlockHash::of(b"other");
+        store.put_verified(&hash, bytes, Some(p1)).unwrap();
+        store.put_verified(&hash, bytes, Some(p2)).unwrap();
+        store.put_verified(&other, b"other", Some(p1)).unwrap();
+        assert_eq!(store.claims(&hash).unwrap(), vec![p1, p2]);
+        store.drop_claim(&hash, &p1).unwrap();
+        assert_eq!(store.claims(&hash).unwrap(), vec![p2]);
+        store.delete(&hash).unwrap();
+        assert!(store.claims(&hash).unwrap().is_empty());
+        assert_eq!(
+            store.claims(&other).unwrap(),
+            vec![p1],
+            "other blocks keep theirs"
+        );
+        assert_eq!(store.hashes().unwrap(), vec![other]);
     }
 
     #[test]
@@ -179,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlockStore::open(dir.path()).unwrap();
         let hash = BlockHash::of(b"good bytes");
-        let refused = store.put_verified(&hash, b"bad bytes").unwrap_err();
+        let refused = store.put_verified(&hash, b"bad bytes", None).unwrap_err();
         assert!(
             matches!(refused, StoreError::CorruptBlock { .. }),
             "{refused}"
@@ -189,7 +327,7 @@ mod tests {
             "a refused block is not kept"
         );
 
-        store.put_verified(&hash, b"good bytes").unwrap();
+        store.put_verified(&hash, b"good bytes", None).unwrap();
         assert!(store.verify(&hash).unwrap());
         store.corrupt_for_test(&hash, b"good bytez").unwrap();
         assert!(!store.verify(&hash).unwrap());

@@ -1,10 +1,16 @@
-//! `make bench`: measurements on a real local cluster (release build).
+//! `make bench`: measurements on a real local cluster (release build). `tern-bench
+//! [foundation|storage]` runs one part; without an argument, both.
 //!
+//! Foundation:
 //! - Leader failover: SIGKILL the leader, time until a new leader serves a linearizable read;
 //!   median of 10 rounds (the killed node is restarted and caught up between rounds).
 //! - Metadata commit rate: catalog writes per second through Raft on 3 voters, with many
 //!   writers in flight (openraft batches concurrent proposals into one append and one fsync),
 //!   and with 100 ops per entry.
+//!
+//! Storage: see `storage.rs`.
+
+mod storage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +27,31 @@ fn main() {
         .build()
         .expect("runtime");
     let _in_runtime = rt.enter();
-    println!("# tern bench (foundation)\n");
+    let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     println!(
-        "machine: {} cores, {}",
+        "# tern bench ({part})\n\nmachine: {} cores, {}, {:.0} GiB RAM",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        cpu_model()
+        cpu_model(),
+        mem_total_gib()
     );
+    match part.as_str() {
+        "foundation" => foundation(&rt),
+        "storage" => storage::run(&rt),
+        "all" => {
+            foundation(&rt);
+            storage::run(&rt);
+        }
+        other => {
+            eprintln!("unknown part {other:?}: foundation, storage or nothing for both");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn foundation(rt: &tokio::runtime::Runtime) {
+    println!("\n## foundation\n");
     let cluster = LocalCluster::up(3);
     let client = cluster.client();
 
@@ -135,6 +158,16 @@ fn main() {
     let _ = wait_for("cluster still serving", Duration::from_secs(10), || {
         cluster.status_json()
     });
+}
+
+fn mem_total_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0))
 }
 
 fn cpu_model() -> String {

@@ -1,0 +1,146 @@
+//! Garbage collection: deleting blocks nothing needs any more.
+//!
+//! A block on this node is kept while a dataset in the catalog lists this node among its
+//! holders, or while the put it arrived for (its claim) still has a live lease. Anything else
+//! (blocks of a put that died half way, of a removed or replaced dataset, an extra replica left
+//! by repair or drain after its node came back) is deleted once it has been unneeded for the
+//! whole grace period, as this node observed it: readers of a replaced version finish first,
+//! and a catalog entry that is still on its way (a repair recording its new holder) arrives
+//! first. Each node decides for its own blocks from its own copy of the catalog; the leader
+//! alone expires the leases of writers that stopped renewing.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tern_meta::Command;
+use tern_proto::{BlockHash, CatalogOp, Clock, PUTS_TABLE, Transport};
+use tracing::{info, warn};
+
+use crate::NodeService;
+use crate::blocks::on_store;
+
+/// What this node remembers between collection rounds (soft state: a restart only delays).
+#[derive(Default)]
+pub(crate) struct GcMemory {
+    /// When each unneeded block was first seen unneeded.
+    unneeded_since: HashMap<BlockHash, Instant>,
+    /// On the leader: each lease's last value and when it was first seen with it.
+    leases: HashMap<String, (Vec<u8>, Instant)>,
+}
+
+/// How often collection runs for a given grace period.
+pub(crate) fn gc_interval(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// One collection round; returns how many blocks were deleted.
+    pub async fn collect_garbage(&self) -> usize {
+        if self.meta.is_leader() {
+            self.expire_leases().await;
+        }
+        let grace = Duration::from_millis(self.timings.gc_grace_ms);
+        let mine = self.my_blocks();
+        let live_puts: HashSet<String> = self
+            .meta
+            .read_local(|s| s.catalog_list(PUTS_TABLE, "", usize::MAX))
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        // Every block held here that no dataset lists this node for, with its claims.
+        let unlisted: HashSet<BlockHash> = mine.keys().copied().collect();
+        let found = on_store(&self.blocks, move |b| {
+            let mut out = Vec::new();
+            for hash in b.hashes()? {
+                if !unlisted.contains(&hash) {
+                    out.push((hash, b.claims(&hash)?));
+                }
+            }
+            Ok(out)
+        })
+        .await;
+        let Ok(unlisted) = found else {
+            return 0;
+        };
+        let now = self.clock.now();
+        let mut due = Vec::new();
+        {
+            let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
+            let candidates: HashSet<BlockHash> = unlisted.iter().map(|(h, _)| *h).collect();
+            memory.unneeded_since.retain(|h, _| candidates.contains(h));
+            for (hash, claims) in unlisted {
+                if claims.iter().any(|p| live_puts.contains(&p.key())) {
+                    memory.unneeded_since.remove(&hash);
+                    continue;
+                }
+                let since = *memory.unneeded_since.entry(hash).or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    due.push(hash);
+                }
+            }
+        }
+        let mut deleted = 0;
+        for hash in due {
+            match on_store(&self.blocks, move |b| b.delete(&hash)).await {
+                Ok(()) => {
+                    info!(%hash, "unreferenced block collected");
+                    deleted += 1;
+                    self.gc
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .unneeded_since
+                        .remove(&hash);
+                }
+                Err(e) => warn!(%hash, error = %e, "could not delete an unreferenced block"),
+            }
+        }
+        self.blocks_collected
+            .fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
+        deleted
+    }
+
+    /// On the leader: delete leases whose value has not changed for `put_lease_expiry_ms`
+    /// (their writer stopped renewing), each under a precondition so a renewal racing with
+    /// the expiry wins.
+    async fn expire_leases(&self) {
+        let expiry = Duration::from_millis(self.timings.put_lease_expiry_ms);
+        let leases = self
+            .meta
+            .read_local(|s| s.catalog_list(PUTS_TABLE, "", usize::MAX));
+        let now = self.clock.now();
+        let mut expired = Vec::new();
+        {
+            let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: HashSet<&String> = leases.iter().map(|(k, _)| k).collect();
+            memory.leases.retain(|k, _| keys.contains(k));
+            for (key, value) in &leases {
+                let seen = memory
+                    .leases
+                    .entry(key.clone())
+                    .or_insert_with(|| (value.clone(), now));
+                if seen.0 != *value {
+                    *seen = (value.clone(), now);
+                } else if now.saturating_duration_since(seen.1) >= expiry {
+                    expired.push((key.clone(), value.clone()));
+                }
+            }
+        }
+        for (key, value) in expired {
+            let ops = vec![
+                CatalogOp::Expect {
+                    table: PUTS_TABLE.into(),
+                    key: key.clone(),
+                    value: Some(value),
+                },
+                CatalogOp::Delete {
+                    table: PUTS_TABLE.into(),
+                    key: key.clone(),
+                },
+            ];
+            match self.meta.write(Command::Catalog(ops)).await {
+                Ok(_) => info!(put = %key, "put lease expired: its writer stopped renewing"),
+                Err(e) => warn!(put = %key, error = %e, "could not expire a put lease"),
+            }
+        }
+    }
+}
