@@ -135,65 +135,34 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
         .map(|n| total_input.div_ceil(n.max(1)).max(1));
 
     let started = Instant::now();
-    let consumed = Arc::new(AtomicU64::new(0));
     let bar = progress(total_input, args.quiet);
     let mut writer = client.dataset_writer(&args.name, args.replace).await?;
-    let mut first: Option<InputFile> = None;
-    let mut builder: Option<PartitionBuilder> = None;
-    let mut rows = 0u64;
-    let mut read_before = 0u64;
-    for path in &args.paths {
-        let counter = Arc::new(AtomicU64::new(0));
-        let mut input = InputFile::open(path, format, schema.clone(), counter.clone())?;
-        match &first {
-            Some(f) => check_same_schema(f, &input)?,
-            None => {}
-        }
-        let file_schema = input.schema.clone();
-        while let Some(batch) = input.next_batch() {
-            let batch = batch?;
-            let part = match builder.as_mut() {
-                Some(b) => b,
-                None => builder.insert(PartitionBuilder::new(&file_schema)?),
-            };
-            part.push(&batch)?;
-            rows += batch.num_rows() as u64;
-            let read = read_before + counter.load(Ordering::Relaxed);
-            consumed.store(read, Ordering::Relaxed);
-            bar.set_position(read);
-            bar.set_message(format!(
-                "{rows} rows, {} partitions",
-                writer.partitions().len()
-            ));
-            let full = match per_partition_input {
-                Some(each) => read >= each * (writer.partitions().len() as u64 + 1),
-                None => part.arrow_bytes >= cut_bytes,
-            };
-            if full {
-                let done = builder.take().expect("a partition is open");
-                let part_rows = done.rows;
-                writer.add_partition(&done.finish()?, part_rows).await?;
-            }
-        }
-        read_before += counter.load(Ordering::Relaxed);
-        if first.is_none() {
-            first = Some(input);
-        }
-    }
-    let Some(first) = first else {
-        bail!("no input files")
+    // Parsing and compressing (CPU) on a blocking thread, storing (network and disks) here:
+    // the next partition is cut while the last one travels down its chain. The channel holds
+    // one finished partition, so at most three are in memory at once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let stored = Arc::new(AtomicU64::new(0));
+    let cutter = {
+        let (paths, bar, stored) = (args.paths.clone(), bar.clone(), stored.clone());
+        let cut = Cut {
+            format,
+            schema,
+            bytes: cut_bytes,
+            input_per_partition: per_partition_input,
+        };
+        tokio::task::spawn_blocking(move || cut_partitions(&paths, &cut, &bar, &stored, &tx))
     };
-    if let Some(done) = builder.take() {
-        let part_rows = done.rows;
-        writer.add_partition(&done.finish()?, part_rows).await?;
+    while let Some((bytes, rows)) = rx.recv().await {
+        if let Err(e) = writer.add_partition(&bytes, rows).await {
+            drop(rx);
+            let _ = cutter.await;
+            return Err(e.into());
+        }
+        stored.fetch_add(1, Ordering::Relaxed);
     }
-    if writer.partitions().is_empty() {
-        // An empty input still makes a dataset with its schema and one empty partition.
-        let empty = PartitionBuilder::new(&first.schema)?;
-        writer.add_partition(&empty.finish()?, 0).await?;
-    }
+    let first_schema = cutter.await.context("the partition cutter failed")??;
     let record = writer
-        .commit("arrow-ipc", &schema_json(&first.schema))
+        .commit("arrow-ipc", &schema_json(&first_schema))
         .await?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-6);
@@ -209,6 +178,121 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
         total_input as f64 / 1e6 / secs
     );
     Ok(())
+}
+
+/// How `tern put` cuts its input.
+struct Cut {
+    format: Option<InputFormat>,
+    schema: Option<SchemaRef>,
+    /// Cut when a partition holds this many bytes of Arrow data…
+    bytes: u64,
+    /// … or, with `--partitions N`, after each Nth of the input.
+    input_per_partition: Option<u64>,
+}
+
+/// Read every input file, cut it into partitions and send each (bytes, rows) to `out`.
+/// Returns the schema. An empty input still makes one empty partition with the schema.
+fn cut_partitions(
+    paths: &[PathBuf],
+    cut: &Cut,
+    bar: &ProgressBar,
+    stored: &AtomicU64,
+    out: &tokio::sync::mpsc::Sender<(Vec<u8>, u64)>,
+) -> Result<SchemaRef> {
+    let mut first: Option<InputFile> = None;
+    let mut builder: Option<PartitionBuilder> = None;
+    let (mut rows, mut read_before, mut cut_count) = (0u64, 0u64, 0u64);
+    let send = |done: PartitionBuilder, count: &mut u64| -> Result<()> {
+        let part_rows = done.rows;
+        *count += 1;
+        // A closed channel means the storing side failed; it reports why.
+        out.blocking_send((done.finish()?, part_rows))
+            .map_err(|_| anyhow!("storing stopped"))
+    };
+    for path in paths {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut input = InputFile::open(path, cut.format, cut.schema.clone(), counter.clone())?;
+        if let Some(f) = &first {
+            check_same_schema(f, &input)?;
+        }
+        let file_schema = input.schema.clone();
+        while let Some(batch) = input.next_batch() {
+            let batch = batch?;
+            let part = match builder.as_mut() {
+                Some(b) => b,
+                None => builder.insert(PartitionBuilder::new(&file_schema)?),
+            };
+            part.push(&batch)?;
+            rows += batch.num_rows() as u64;
+            let read = read_before + counter.load(Ordering::Relaxed);
+            bar.set_position(read);
+            bar.set_message(format!(
+                "{rows} rows, {} partitions stored",
+                stored.load(Ordering::Relaxed)
+            ));
+            let full = match cut.input_per_partition {
+                Some(each) => read >= each * (cut_count + 1),
+                None => part.arrow_bytes >= cut.bytes,
+            };
+            if full {
+                send(builder.take().expect("a partition is open"), &mut cut_count)?;
+            }
+        }
+        read_before += counter.load(Ordering::Relaxed);
+        if first.is_none() {
+            first = Some(input);
+        }
+    }
+    let Some(first) = first else {
+        bail!("no input files")
+    };
+    match builder.take() {
+        Some(done) => send(done, &mut cut_count)?,
+        None if cut_count == 0 => send(PartitionBuilder::new(&first.schema)?, &mut cut_count)?,
+        None => {}
+    }
+    Ok(first.schema)
+}
+
+/// Decode each partition from `parts` (in order) and write its rows to `out`; the file is
+/// finished only when every partition arrived. Returns the rows written.
+fn write_partitions(
+    out: &Path,
+    format: OutputFormat,
+    dataset: &tern_proto::DatasetRecord,
+    bar: &ProgressBar,
+    mut parts: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64> {
+    let mut sink: Option<FileSink> = None;
+    let mut rows = 0u64;
+    for (i, partition) in dataset.partitions.iter().enumerate() {
+        let Some(bytes) = parts.blocking_recv() else {
+            bail!("reading {} stopped at partition {i}", dataset.name);
+        };
+        let (schema, batches) = decode_partition(bytes).with_context(|| {
+            format!(
+                "partition {i} of {} ({})",
+                dataset.name,
+                partition.block.prefix(12)
+            )
+        })?;
+        let file = match sink.as_mut() {
+            Some(s) => s,
+            None => {
+                sink.insert(FileSink::create(out, format, &schema).map_err(anyhow::Error::msg)?)
+            }
+        };
+        for batch in &batches {
+            file.write(batch).map_err(anyhow::Error::msg)?;
+            rows += batch.num_rows() as u64;
+        }
+        bar.inc(partition.bytes);
+        bar.set_message(format!("{rows} rows"));
+    }
+    if let Some(sink) = sink {
+        sink.finish().map_err(anyhow::Error::msg)?;
+    }
+    Ok(rows)
 }
 
 pub async fn get(dir: &Path, args: GetArgs) -> Result<()> {
@@ -232,32 +316,36 @@ pub async fn get(dir: &Path, args: GetArgs) -> Result<()> {
     }
     let addresses = client.node_addresses().await?;
     let bar = progress(dataset.bytes(), args.quiet);
-    let mut sink: Option<FileSink> = None;
-    let mut rows = 0u64;
-    for (i, partition) in dataset.partitions.iter().enumerate() {
-        let bytes = client.read_partition(&dataset, i, &addresses).await?;
-        let (schema, batches) = decode_partition(bytes).with_context(|| {
-            format!(
-                "partition {i} of {} ({})",
-                dataset.name,
-                partition.block.prefix(12)
-            )
-        })?;
-        let out = match sink.as_mut() {
-            Some(s) => s,
-            None => sink
-                .insert(FileSink::create(&args.out, format, &schema).map_err(anyhow::Error::msg)?),
-        };
-        for batch in &batches {
-            out.write(batch).map_err(anyhow::Error::msg)?;
-            rows += batch.num_rows() as u64;
+    // Reading here, decoding and writing on a blocking thread: the next partition is fetched
+    // while the last one is written out.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let writer = {
+        let (out, dataset, bar) = (args.out.clone(), dataset.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || write_partitions(&out, format, &dataset, &bar, rx))
+    };
+    let mut failed = None;
+    for i in 0..dataset.partitions.len() {
+        match client.read_partition(&dataset, i, &addresses).await {
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(anyhow::Error::from(e));
+                break;
+            }
         }
-        bar.inc(partition.bytes);
-        bar.set_message(format!("{rows} rows"));
     }
-    if let Some(sink) = sink {
-        sink.finish().map_err(anyhow::Error::msg)?;
-    }
+    drop(tx);
+    let written = writer.await.context("the file writer failed")?;
+    let rows = match (failed, written) {
+        (None, Ok(rows)) => rows,
+        (Some(e), _) | (None, Err(e)) => {
+            let _ = std::fs::remove_file(&args.out);
+            return Err(e);
+        }
+    };
     bar.finish_and_clear();
     println!(
         "wrote {rows} rows of {} (version {}) to {}",

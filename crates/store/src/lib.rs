@@ -19,6 +19,10 @@ use tern_proto::PutId;
 /// Column family of claims: key = block hash ++ put id, empty value. A claim says "this block
 /// arrived for that put", so garbage collection keeps it while the put's lease lives.
 const CLAIMS: &str = "claims";
+/// Column family indexing the blocks: key = block hash, value = its size (u64, little endian).
+/// Listing or checking blocks reads this, never the blob files: RocksDB iterators and point
+/// lookups on the default family load the (large) values too.
+const INDEX: &str = "index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,22 +64,61 @@ impl BlockStore {
         opts.set_blob_file_size(256 << 20);
         opts.set_enable_blob_gc(true);
         opts.create_missing_column_families(true);
-        let claims = ColumnFamilyDescriptor::new(CLAIMS, Options::default());
         let default =
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
-        let db = DB::open_cf_descriptors(&opts, path, [default, claims]).map_err(|e| {
-            StoreError::Open {
+        let small = |name| ColumnFamilyDescriptor::new(name, Options::default());
+        let db = DB::open_cf_descriptors(&opts, path, [default, small(CLAIMS), small(INDEX)])
+            .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: e.into_string(),
+            })?;
+        let store = Self { db };
+        store.build_index_if_missing()?;
+        Ok(store)
+    }
+
+    /// A store written before the index existed gets one, in a single pass over its blocks.
+    fn build_index_if_missing(&self) -> Result<(), StoreError> {
+        let mut index = self.db.raw_iterator_cf(self.cf(INDEX));
+        index.seek_to_first();
+        if index.valid() {
+            return Ok(());
+        }
+        drop(index);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (key, value) = item.map_err(io)?;
+            if key.len() == 32 {
+                batch.put_cf(self.cf(INDEX), &key, (value.len() as u64).to_le_bytes());
             }
-        })?;
-        Ok(Self { db })
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit(batch)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created on open")
     }
 
     fn write_synced(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put(hash.0, bytes);
+        self.add_block(&mut batch, hash, bytes);
         self.commit(batch)
+    }
+
+    fn add_block(&self, batch: &mut WriteBatch, hash: &BlockHash, bytes: &[u8]) {
+        batch.put(hash.0, bytes);
+        batch.put_cf(self.cf(INDEX), hash.0, (bytes.len() as u64).to_le_bytes());
+    }
+
+    /// Whether `hash` must be (re)written: absent, or present but no longer intact. Checking
+    /// reads the block, but only when the same bytes are stored twice.
+    fn needs_write(&self, hash: &BlockHash) -> bool {
+        !matches!(self.contains(hash), Ok(true)) || !matches!(self.verify(hash), Ok(true))
     }
 
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -85,9 +128,7 @@ impl BlockStore {
     }
 
     fn claims_cf(&self) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(CLAIMS)
-            .expect("the claims column family is created on open")
+        self.cf(CLAIMS)
     }
 
     fn claim_key(hash: &BlockHash, put: &PutId) -> [u8; 48] {
@@ -101,8 +142,7 @@ impl BlockStore {
     /// name, and storing them twice keeps one copy.
     pub fn put(&self, bytes: &[u8]) -> Result<BlockHash, StoreError> {
         let hash = BlockHash::of(bytes);
-        // Absent, or present but unreadable: (re)write it.
-        if !matches!(self.contains(&hash), Ok(true)) {
+        if self.needs_write(&hash) {
             self.write_synced(&hash, bytes)?;
         }
         Ok(hash)
@@ -125,9 +165,8 @@ impl BlockStore {
             });
         }
         let mut batch = WriteBatch::default();
-        // Absent, or present but unreadable: (re)write it.
-        if !matches!(self.contains(expected), Ok(true)) {
-            batch.put(expected.0, bytes);
+        if self.needs_write(expected) {
+            self.add_block(&mut batch, expected, bytes);
         }
         if let Some(put) = claim {
             batch.put_cf(self.claims_cf(), Self::claim_key(expected, &put), []);
@@ -178,14 +217,20 @@ impl BlockStore {
         Ok(bytes)
     }
 
+    /// Whether a block of that name is stored here (its bytes are not checked).
     pub fn contains(&self, hash: &BlockHash) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned(hash.0).map_err(io)?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(INDEX), hash.0)
+            .map_err(io)?
+            .is_some())
     }
 
     /// Drop a block and its claims (it is unreferenced, or corrupt and about to be re-copied).
     pub fn delete(&self, hash: &BlockHash) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete(hash.0);
+        batch.delete_cf(self.cf(INDEX), hash.0);
         for put in self.claims(hash)? {
             batch.delete_cf(self.claims_cf(), Self::claim_key(hash, &put));
         }
@@ -194,28 +239,21 @@ impl BlockStore {
 
     /// The names of every block held here, in hash order, without reading their bytes.
     pub fn hashes(&self) -> Result<Vec<BlockHash>, StoreError> {
-        let mut out = Vec::new();
-        let mut it = self.db.raw_iterator();
-        it.seek_to_first();
-        while let Some(key) = it.key() {
-            if let Ok(key) = <[u8; 32]>::try_from(key) {
-                out.push(BlockHash(key));
-            }
-            it.next();
-        }
-        it.status().map_err(io)?;
-        Ok(out)
+        Ok(self.list()?.into_iter().map(|(hash, _)| hash).collect())
     }
 
-    /// Every block held here with its size, in hash order.
+    /// Every block held here with its size, in hash order, without reading their bytes.
     pub fn list(&self) -> Result<Vec<(BlockHash, u64)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::Start) {
+        for item in self.db.iterator_cf(self.cf(INDEX), IteratorMode::Start) {
             let (key, value) = item.map_err(io)?;
-            let Ok(key) = <[u8; 32]>::try_from(key.as_ref()) else {
+            let (Ok(key), Ok(size)) = (
+                <[u8; 32]>::try_from(key.as_ref()),
+                <[u8; 8]>::try_from(value.as_ref()),
+            ) else {
                 continue;
             };
-            out.push((BlockHash(key), value.len() as u64));
+            out.push((BlockHash(key), u64::from_le_bytes(size)));
         }
         Ok(out)
     }
@@ -251,16 +289,19 @@ impl BlockStore {
 
     /// Write everything to table and blob files, so a restart need not replay the log.
     pub fn flush(&self) -> Result<(), StoreError> {
-        // Both column families: the log is dropped only once nothing in it is unflushed.
+        // Every column family: the log is dropped only once nothing in it is unflushed.
         self.db.flush().map_err(io)?;
-        self.db.flush_cf(self.claims_cf()).map_err(io)
+        self.db.flush_cf(self.cf(CLAIMS)).map_err(io)?;
+        self.db.flush_cf(self.cf(INDEX)).map_err(io)
     }
 
     /// Overwrite a block's stored bytes without renaming it: what a flipped bit on disk does.
     /// For tests of corruption handling only.
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
-        self.write_synced(hash, bytes)
+        let mut batch = WriteBatch::default();
+        batch.put(hash.0, bytes);
+        self.commit(batch)
     }
 }
 
@@ -331,6 +372,10 @@ mod tests {
         assert!(store.verify(&hash).unwrap());
         store.corrupt_for_test(&hash, b"good bytez").unwrap();
         assert!(!store.verify(&hash).unwrap());
+        // Storing the same block again replaces the damaged copy.
+        store.put_verified(&hash, b"good bytes", None).unwrap();
+        assert!(store.verify(&hash).unwrap());
+        store.corrupt_for_test(&hash, b"good bytez").unwrap();
         let err = store.get(&hash).unwrap_err().to_string();
         assert!(
             err.contains("corrupt") && err.contains(&hash.to_string()),

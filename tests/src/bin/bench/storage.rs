@@ -203,7 +203,10 @@ fn restore(rt: &tokio::runtime::Runtime) {
         }
         writer.commit("bytes", "").await.expect("commit");
     });
-    let status = rt.block_on(client.status()).expect("status");
+    // Right after 1.5 GB of synced writes the disk is busy: ask until the cluster answers.
+    let status = wait_for("status", Duration::from_secs(120), || {
+        rt.block_on(client.status()).ok()
+    });
     let victim = status
         .nodes
         .iter()
