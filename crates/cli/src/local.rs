@@ -43,7 +43,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 10)]
     down_after: u64,
     /// The background scrub re-hashes one block per this many milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10_000)]
     scrub_interval_ms: u64,
     /// Unreferenced blocks are deleted after this many milliseconds (default 5 minutes).
     #[arg(long, default_value_t = 300_000)]

@@ -39,12 +39,20 @@ fn main() {
     match part.as_str() {
         "foundation" => foundation(&rt),
         "storage" => storage::run(&rt),
+        // For experiments by hand: write lineitem SF1 as CSV to the path given.
+        "gen-lineitem" => {
+            let path = std::env::args().nth(2).expect("gen-lineitem PATH");
+            let rows = storage::write_lineitem_csv(std::path::Path::new(&path));
+            println!("{rows} rows written to {path}");
+        }
         "all" => {
             foundation(&rt);
             storage::run(&rt);
         }
         other => {
-            eprintln!("unknown part {other:?}: foundation, storage or nothing for both");
+            eprintln!(
+                "unknown part {other:?}: foundation, storage, gen-lineitem PATH, or nothing for both"
+            );
             std::process::exit(2);
         }
     }

@@ -16,6 +16,11 @@ use tern_e2e::{LocalCluster, payload, tern_bin, wait_for};
 
 const MB: f64 = 1e6;
 
+thread_local! {
+    /// CPU seconds of the last `timed_tern` child, sampled just before it exited.
+    static LAST_CLIENT_CPU: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
 pub fn run(rt: &tokio::runtime::Runtime) {
     println!("\n## storage\n");
     let work = tempfile::Builder::new()
@@ -60,7 +65,7 @@ fn raw_write_rate(dir: &Path) -> f64 {
 }
 
 /// lineitem at scale factor 1 as CSV with a header; returns the row count.
-fn write_lineitem_csv(path: &Path) -> usize {
+pub fn write_lineitem_csv(path: &Path) -> usize {
     let generator = tpchgen::generators::LineItemGenerator::new(1.0, 1, 1);
     let batches = tpchgen_arrow::LineItemArrow::new(generator).with_batch_size(64 * 1024);
     let file = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path).unwrap());
@@ -76,6 +81,33 @@ fn write_lineitem_csv(path: &Path) -> usize {
     rows
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn nodes_cpu(cluster: &LocalCluster) -> f64 {
+    (1..=cluster.nodes)
+        .map(|id| cpu_seconds(cluster.pid(id) as u32))
+        .sum()
+}
+
 /// Run `tern ARGS` against `cluster`, returning (seconds, peak RSS in bytes, output).
 fn timed_tern(cluster: &LocalCluster, args: &[&str]) -> (f64, u64, std::process::Output) {
     let started = Instant::now();
@@ -89,7 +121,9 @@ fn timed_tern(cluster: &LocalCluster, args: &[&str]) -> (f64, u64, std::process:
     // VmHWM is the process's high-water mark: the last reading before it exits is its peak.
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0;
+    let mut cpu = 0.0;
     while child.try_wait().expect("wait").is_none() {
+        cpu = cpu_seconds(child.id());
         if let Ok(text) = std::fs::read_to_string(&status_path) {
             if let Some(kib) = text
                 .lines()
@@ -104,6 +138,7 @@ fn timed_tern(cluster: &LocalCluster, args: &[&str]) -> (f64, u64, std::process:
     }
     let output = child.wait_with_output().expect("output");
     let secs = started.elapsed().as_secs_f64();
+    LAST_CLIENT_CPU.with(|c| c.set(cpu));
     assert!(
         output.status.success(),
         "tern {args:?} failed: {}",
@@ -122,7 +157,10 @@ fn ingest_and_read(
     let cluster = LocalCluster::up(3);
     let client = cluster.client();
     let csv_arg = csv.to_str().expect("utf-8 path");
+    let nodes_before = nodes_cpu(&cluster);
     let (secs, peak, _) = timed_tern(&cluster, &["put", csv_arg, "--name", "lineitem", "--quiet"]);
+    let nodes_used = nodes_cpu(&cluster) - nodes_before;
+    let client_used = LAST_CLIENT_CPU.with(|c| c.get());
     let record = rt
         .block_on(client.dataset("lineitem"))
         .expect("dataset")
@@ -140,7 +178,12 @@ fn ingest_and_read(
         3.0 * stored_rate / MB
     );
     println!(
-        "ingest vs raw disk / 3: {ratio:.2} (goal: at least 0.5)\npeak RSS of tern put: {:.0} MiB on a {:.0} MB file ({:.1}x that RSS)",
+        "CPU during the put: tern put {client_used:.1} s, the 3 nodes {nodes_used:.1} s, in {secs:.1} s on {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "ingest vs raw disk / 3: {ratio:.2} counting stored bytes, {:.2} counting CSV bytes (goal: at least 0.5)\npeak RSS of tern put: {:.0} MiB on a {:.0} MB file ({:.1}x that RSS)",
+        3.0 * csv_bytes as f64 / secs / raw,
         peak as f64 / (1 << 20) as f64,
         csv_bytes as f64 / MB,
         csv_bytes as f64 / peak.max(1) as f64
