@@ -119,11 +119,42 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
         .block_on(client.put_dataset("kept", "bytes", "", &partitions, false))
         .expect("put");
     let addresses = rt.block_on(client.node_addresses()).unwrap();
+    // A table too, through the command line: what `tern get` returns must not change.
+    let csv = cluster.path().join("sales.csv");
+    tern_e2e::write_sales_csv(&csv, 80_000);
+    let csv = csv.to_str().unwrap();
+    let put = cluster.tern(&["put", csv, "--name", "sales", "--partition-size", "64KiB"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let before = cluster.path().join("before.csv");
+    let get = cluster.tern(&["get", "sales", "--out", before.to_str().unwrap(), "--quiet"]);
+    assert!(get.status.success());
+    let sales = rt.block_on(client.dataset("sales")).unwrap().unwrap();
+    assert!(
+        sales.partitions.len() > 3,
+        "{} partitions",
+        sales.partitions.len()
+    );
 
-    let dead: Vec<u64> = record.partitions[0].holders[..2].to_vec();
+    // SIGKILL two holders of some blocks.
+    let dead: Vec<u64> = sales.partitions[0].holders[..2].to_vec();
     for id in &dead {
         cluster.kill(*id);
     }
+    let after = cluster.path().join("after.csv");
+    let get = cluster.tern(&["get", "sales", "--out", after.to_str().unwrap(), "--quiet"]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(
+        std::fs::read(&before).unwrap() == std::fs::read(&after).unwrap(),
+        "tern get returns byte-identical data with two holders dead"
+    );
 
     // Within a deadline: every partition has three holders, none of them dead, and the
     // status counts nothing under-replicated or missing.
@@ -133,7 +164,8 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
         || {
             let status = cluster.status_json()?;
             let d = rt.block_on(client.dataset("kept")).ok()??;
-            let healthy = d.partitions.iter().all(|p| {
+            let sales = rt.block_on(client.dataset("sales")).ok()??;
+            let healthy = d.partitions.iter().chain(&sales.partitions).all(|p| {
                 p.holders.len() == 3
                     && p.holders.iter().collect::<BTreeSet<_>>().len() == 3
                     && p.holders.iter().all(|h| !dead.contains(h))
@@ -163,7 +195,7 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
     }
     assert!(
         copies >= 2,
-        "partition 0 alone lost two replicas, so at least two copies were made"
+        "two of five nodes held at least 6 of the 18 replicas, so copies were made"
     );
     let status = cluster.status_json().unwrap();
     for id in &dead {

@@ -22,8 +22,18 @@ pub fn status_table(status: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8}",
-        "ID", "ADDRESS", "ZONE", "ROLE", "STATE", "VOTER", "HEARTBEAT", "TERM", "APPLIED"
+        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10}",
+        "ID",
+        "ADDRESS",
+        "ZONE",
+        "ROLE",
+        "STATE",
+        "VOTER",
+        "HEARTBEAT",
+        "TERM",
+        "APPLIED",
+        "REPLICAS",
+        "STORED"
     );
     for n in &status.nodes {
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
@@ -38,7 +48,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8}",
+            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10}",
             n.id,
             n.address,
             zone,
@@ -47,7 +57,9 @@ pub fn status_table(status: &ClusterStatus) -> String {
             if n.voter { "yes" } else { "no" },
             age,
             term,
-            applied
+            applied,
+            n.stored_partitions,
+            human_bytes(n.stored_bytes)
         );
     }
     out

@@ -36,6 +36,13 @@ pub(crate) fn gc_interval(grace: Duration) -> Duration {
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// One collection round; returns how many blocks were deleted.
     pub async fn collect_garbage(&self) -> usize {
+        // Judge only from a catalog that is current: a node that lost its leader, or has not
+        // applied what it has received, may not know the datasets and leases that need its
+        // blocks. (The grace period covers the lag of a node that is merely a little behind.)
+        let raft = self.meta.local_metrics();
+        if raft.leader.is_none() || raft.applied_index < raft.last_log_index {
+            return 0;
+        }
         if self.meta.is_leader() {
             self.expire_leases().await;
         }
