@@ -45,6 +45,21 @@ pub struct PutArgs {
 }
 
 #[derive(Args)]
+pub struct SqlArgs {
+    /// The query, for example "SELECT plate_state, count(*) FROM tickets GROUP BY 1".
+    query: String,
+    /// Write the answer to this file (.parquet, .csv, .arrow, .json) instead of printing it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the stages and tasks the query would run, without running it.
+    #[arg(long, conflicts_with_all = ["analyze", "out"])]
+    explain: bool,
+    /// Run it, then print per stage its tasks, rows and time, and where the tasks ran.
+    #[arg(long)]
+    analyze: bool,
+}
+
+#[derive(Args)]
 pub struct GetArgs {
     name: String,
     /// Output file; its extension picks the format (.parquet, .csv, .arrow, .json).
@@ -439,4 +454,48 @@ pub async fn drain(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `tern sql`.
+pub async fn sql(dir: &Path, args: SqlArgs) -> Result<()> {
+    let client = Client::open(dir)?;
+    if args.explain {
+        print!("{}", client.explain(&args.query).await?);
+        println!();
+        return Ok(());
+    }
+    let started = Instant::now();
+    let answer = client.sql(&args.query).await?;
+    let secs = started.elapsed().as_secs_f64();
+    match &args.out {
+        Some(out) => {
+            let format = OutputFormat::from_path(out).ok_or_else(|| {
+                anyhow!(
+                    "{}: use a .parquet, .csv, .arrow or .json file name",
+                    out.display()
+                )
+            })?;
+            let mut sink =
+                FileSink::create(out, format, &answer.schema).map_err(anyhow::Error::msg)?;
+            for batch in &answer.batches {
+                sink.write(batch).map_err(anyhow::Error::msg)?;
+            }
+            sink.finish().map_err(anyhow::Error::msg)?;
+            println!(
+                "wrote {} rows to {} in {secs:.2} s",
+                answer.rows(),
+                out.display()
+            );
+        }
+        None => {
+            let table = arrow::util::pretty::pretty_format_batches(&answer.batches)
+                .context("formatting the answer")?;
+            println!("{table}");
+            println!("{} rows in {secs:.2} s", answer.rows());
+        }
+    }
+    if args.analyze {
+        print!("{}", crate::output::stages_table(&answer.stages));
+    }
+    Ok(())
 }

@@ -125,6 +125,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 key: tls.key,
                 capacity_bytes: args.capacity,
                 max_voters: args.max_voters,
+                task_slots: 0,
                 timings: {
                     let defaults = NodeTimings::default();
                     let down_after_ms = args.down_after * 1000;

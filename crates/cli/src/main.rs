@@ -74,6 +74,8 @@ enum Command {
     },
     /// Remove a dataset (its blocks become unreferenced).
     Rm { name: String },
+    /// Run a SQL query over the datasets (each is a table; quote names with dots or capitals).
+    Sql(data::SqlArgs),
     /// Certificates and membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -292,6 +294,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Sql(args) => data::sql(&dir, args).await,
         Command::Scrub { now } => {
             if !now {
                 bail!(
@@ -383,6 +386,7 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 key: need(&args.key, "--key")?,
                 capacity_bytes: 100 << 30,
                 max_voters: 3,
+                task_slots: 0,
                 timings: Default::default(),
             }
         }

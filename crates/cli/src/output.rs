@@ -160,3 +160,46 @@ pub fn describe(d: &DatasetRecord) -> String {
     }
     out
 }
+
+/// `tern sql --analyze`: per stage its tasks, rows and time, and per node how many tasks
+/// read their partition locally or fetched it.
+pub fn stages_table(stages: &[tern_proto::StageReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<32} {:>6} {:>10} {:>9} {:>8}  TASKS PER NODE (local/fetched)",
+        "STAGE", "WHAT", "TASKS", "ROWS", "TIME", "RETRIES"
+    );
+    for s in stages {
+        let mut nodes: Vec<u64> = s.local.keys().chain(s.remote.keys()).copied().collect();
+        nodes.sort();
+        nodes.dedup();
+        let per_node = nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "node {n}: {}/{}",
+                    s.local.get(n).copied().unwrap_or(0),
+                    s.remote.get(n).copied().unwrap_or(0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "{:<6} {:<32} {:>6} {:>10} {:>7} ms {:>8}  {}",
+            s.stage,
+            s.what,
+            s.tasks,
+            s.rows,
+            s.millis,
+            s.retries,
+            if per_node.is_empty() {
+                "-".into()
+            } else {
+                per_node
+            }
+        );
+    }
+    out
+}

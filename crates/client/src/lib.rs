@@ -309,6 +309,20 @@ fn decode_dataset(bytes: &[u8]) -> Result<DatasetRecord, ClientError> {
         .map_err(|e| ClientError::Unexpected(format!("unreadable dataset record: {e}")))
 }
 
+/// A query's answer and how it ran.
+#[derive(Debug)]
+pub struct QueryAnswer {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub batches: Vec<arrow::record_batch::RecordBatch>,
+    pub stages: Vec<tern_proto::StageReport>,
+}
+
+impl QueryAnswer {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
 /// Blocks go to the first holder in chunks of this size.
 const BLOCK_CHUNK_BYTES: usize = 4 << 20;
 
@@ -797,6 +811,93 @@ impl Client {
             Response::Ack => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Run a SQL query over the stored datasets; the node that takes it coordinates it.
+    pub async fn sql(&self, sql: &str) -> Result<QueryAnswer, ClientError> {
+        let request = Request::Query {
+            sql: sql.into(),
+            explain: false,
+        };
+        let (answer, bytes) = self.bulk_call(&request).await?;
+        match answer {
+            Response::QueryOutput { stages, .. } => {
+                let (schema, batches) = export::decode_partition(bytes).map_err(|e| {
+                    ClientError::Unexpected(format!("unreadable query answer: {e}"))
+                })?;
+                Ok(QueryAnswer {
+                    schema,
+                    batches,
+                    stages,
+                })
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The stages and tasks a SQL query would run.
+    pub async fn explain(&self, sql: &str) -> Result<String, ClientError> {
+        let request = Request::Query {
+            sql: sql.into(),
+            explain: true,
+        };
+        match self.bulk_call(&request).await?.0 {
+            Response::Explained(text) => Ok(text),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A bulk call without a body to whichever node answers (retrying while there is no
+    /// leader): the answer and the bytes that follow it.
+    async fn bulk_call(&self, request: &Request) -> Result<(Response, Vec<u8>), ClientError> {
+        let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
+        loop {
+            let mut last = None;
+            let start = self.preferred.load(Ordering::Relaxed);
+            for i in 0..self.nodes.len() {
+                let index = (start + i) % self.nodes.len();
+                let addr = &self.nodes[index];
+                match self.bulk_call_node(addr, request).await {
+                    Ok((Response::Error(e), _)) if e.kind == ErrorKind::NoLeader => {
+                        last = Some(ClientError::Remote(e));
+                    }
+                    Ok((Response::Error(e), _)) => return Err(ClientError::Remote(e)),
+                    Ok(answer) => {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        return Ok(answer);
+                    }
+                    Err(e) => {
+                        last = Some(ClientError::Unexpected(format!(
+                            "node {addr} failed while answering: {e} (the query can be retried)"
+                        )))
+                    }
+                }
+            }
+            match last {
+                Some(ClientError::Remote(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(e) => return Err(e),
+                None => return Err(ClientError::Unexpected("no nodes".into())),
+            }
+        }
+    }
+
+    async fn bulk_call_node(
+        &self,
+        addr: &str,
+        request: &Request,
+    ) -> Result<(Response, Vec<u8>), TransportError> {
+        let (writer, mut reader) = self.transport.open_bulk(addr, request).await?;
+        writer.finish().await?;
+        let answer = reader.response().await?;
+        let mut bytes = Vec::new();
+        if !matches!(answer, Response::Error(_)) {
+            while let Some(chunk) = reader.next_chunk().await? {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        Ok((answer, bytes))
     }
 
     /// A full scrub pass on every node that answers (nodes that do not are skipped).

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Voters in the metadata group (3 or 5); later nodes join as learners.
     #[serde(default = "default_max_voters")]
     pub max_voters: usize,
+    /// Query tasks this node runs at once; 0 (the default) means one per core.
+    #[serde(default)]
+    pub task_slots: usize,
     #[serde(default)]
     pub timings: NodeTimings,
 }
@@ -98,6 +101,17 @@ impl NodeTimings {
 
 fn default_capacity() -> u64 {
     100 << 30
+}
+
+impl NodeConfig {
+    /// Task slots, with 0 meaning the machine's cores.
+    pub fn slots(&self) -> usize {
+        if self.task_slots > 0 {
+            self.task_slots
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
 }
 
 fn default_max_voters() -> usize {

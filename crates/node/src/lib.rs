@@ -11,6 +11,7 @@
 //! run it without sockets or real time.
 
 mod blocks;
+mod compute;
 mod config;
 mod gc;
 mod repair;

@@ -100,6 +100,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.timings.clone(),
         config.max_voters,
         blocks,
+        config.slots(),
     ));
     let mut tasks = vec![tokio::spawn(tern_net::serve(
         transport.clone(),

@@ -28,6 +28,11 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) gc: Mutex<crate::gc::GcMemory>,
     /// Paces repair and drain copies into this node.
     pub(crate) copy_pace: crate::repair::Pace,
+    /// Tasks this node runs at once (its cores by default), and the queue for them.
+    pub(crate) slot_count: usize,
+    pub(crate) task_slots: tokio::sync::Semaphore,
+    /// Tasks this node, as a coordinator, has placed on each node.
+    pub(crate) board: tern_sched::LoadBoard,
     pub(crate) transport: Arc<T>,
     pub(crate) clock: Arc<C>,
     pub(crate) timings: NodeTimings,
@@ -58,6 +63,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         timings: NodeTimings,
         max_voters: usize,
         blocks: Arc<BlockStore>,
+        task_slots: usize,
     ) -> Self {
         Self {
             record,
@@ -67,6 +73,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             blocks_collected: Default::default(),
             gc: Mutex::default(),
             copy_pace: crate::repair::Pace::new(timings.copy_bytes_per_s),
+            slot_count: task_slots,
+            task_slots: tokio::sync::Semaphore::new(task_slots),
+            board: tern_sched::LoadBoard::new(task_slots),
             transport,
             clock,
             timings,
@@ -165,7 +174,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 }
                 self.start_drain(*node).await?
             }
-            Request::PutBlock { .. } | Request::GetBlock { .. } => Response::error(
+            Request::PutBlock { .. }
+            | Request::GetBlock { .. }
+            | Request::RunTask { .. }
+            | Request::Query { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
             ),
@@ -476,6 +488,7 @@ fn node_only(request: &Request) -> bool {
             | Request::Heartbeat { .. }
             | Request::Forwarded(_)
             | Request::CopyBlock { .. }
+            | Request::RunTask { .. }
     )
 }
 
@@ -495,16 +508,38 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
     }
 
     fn is_bulk(&self, request: &Request) -> bool {
-        matches!(request, Request::PutBlock { .. } | Request::GetBlock { .. })
+        matches!(
+            request,
+            Request::PutBlock { .. }
+                | Request::GetBlock { .. }
+                | Request::RunTask { .. }
+                | Request::Query { .. }
+        )
     }
 
     async fn handle_bulk(
         &self,
         request: Request,
-        _peer: tern_net::Peer,
+        peer: tern_net::Peer,
         body: tern_net::BodyReader,
         reply: tern_net::BodyWriter,
     ) {
-        self.serve_bulk(request, body, reply).await
+        if peer.role != tern_net::PeerRole::Node && node_only(&request) {
+            warn!(peer = %peer.addr, request = request.name(), "node-only request from a client certificate");
+            let mut reply = reply;
+            let refusal = Response::error(
+                ErrorKind::Forbidden,
+                format!("{} requests are for cluster nodes", request.name()),
+            );
+            if reply.respond(&refusal).await.is_ok() {
+                let _ = reply.finish().await;
+            }
+            return;
+        }
+        match request {
+            Request::RunTask { plan } => self.run_task(plan, reply).await,
+            Request::Query { sql, explain } => self.run_query(sql, explain, reply).await,
+            request => self.serve_bulk(request, body, reply).await,
+        }
     }
 }

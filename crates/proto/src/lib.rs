@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod env;
 pub mod frame;
 pub mod message;
+pub mod query;
 pub mod transport;
 
 pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES, human_bytes};
@@ -25,4 +26,5 @@ pub use frame::{
     encode_response,
 };
 pub use message::*;
+pub use query::StageReport;
 pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block};

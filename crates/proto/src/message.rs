@@ -176,6 +176,19 @@ pub enum Request {
     Drain {
         node: NodeId,
     },
+    /// Run one task (bulk: answered with `Response::TaskOutput` and its rows as an Arrow IPC
+    /// stream in chunks): `plan` is a physical plan fragment in DataFusion's encoding, whose
+    /// partition 0 is the task.
+    RunTask {
+        plan: Vec<u8>,
+    },
+    /// Run a SQL query with this node as coordinator (bulk: answered with
+    /// `Response::QueryOutput` and the answer as an Arrow IPC stream in chunks), or with
+    /// `explain`, answered with `Response::Explained`, the stages and tasks it would run.
+    Query {
+        sql: String,
+        explain: bool,
+    },
 }
 
 impl Request {
@@ -213,6 +226,8 @@ impl Request {
             Request::CopyBlock { .. } => "copy-block",
             Request::ScrubNow => "scrub",
             Request::Drain { .. } => "drain",
+            Request::RunTask { .. } => "run-task",
+            Request::Query { .. } => "query",
         }
     }
 }
@@ -346,6 +361,18 @@ pub enum Response {
     },
     /// What one scrub pass found on one node.
     Scrubbed(ScrubReport),
+    /// A task ran: its output rows follow as an Arrow IPC stream.
+    TaskOutput {
+        rows: u64,
+        /// Partitions the task fetched from another node (0: it read its own store).
+        remote_reads: u32,
+    },
+    /// A query ran: the answer follows as an Arrow IPC stream.
+    QueryOutput {
+        rows: u64,
+        stages: Vec<crate::query::StageReport>,
+    },
+    Explained(String),
 }
 
 impl Response {

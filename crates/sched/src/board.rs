@@ -1,0 +1,148 @@
+//! Where a task goes: the least busy of its block's holders that has a free slot, as this
+//! coordinator sees the load (the tasks it has in flight on each node). A task waits a short
+//! while for a holder to free a slot (locality wait), then runs on the least busy node, which
+//! fetches the block from a holder. The counts are soft state, never needed for correctness.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tern_proto::NodeId;
+use tokio::sync::Notify;
+
+pub struct LoadBoard {
+    slots: usize,
+    in_flight: Mutex<HashMap<NodeId, usize>>,
+    freed: Notify,
+    /// Breaks ties between equally busy nodes, so they take turns.
+    turn: AtomicUsize,
+}
+
+/// A task slot taken on a node; given back when dropped.
+pub struct Slot<'a> {
+    board: &'a LoadBoard,
+    pub node: NodeId,
+    /// Whether the node holds the task's block.
+    pub local: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .board
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.node) {
+            *n = n.saturating_sub(1);
+        }
+        drop(map);
+        self.board.freed.notify_waiters();
+    }
+}
+
+impl LoadBoard {
+    /// `slots`: tasks each node runs at once.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            slots: slots.max(1),
+            in_flight: Mutex::default(),
+            freed: Notify::new(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Tasks this coordinator has running on `node`.
+    pub fn load(&self, node: NodeId) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The least busy of `candidates` with a free slot, taken.
+    fn try_take(&self, candidates: &[NodeId], local: bool) -> Option<Slot<'_>> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = candidates.len().max(1);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let best = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    map.get(id).copied().unwrap_or(0),
+                    (i + n - turn % n) % n,
+                    *id,
+                )
+            })
+            .filter(|(load, _, _)| *load < self.slots)
+            .min()?;
+        *map.entry(best.2).or_default() += 1;
+        Some(Slot {
+            board: self,
+            node: best.2,
+            local,
+        })
+    }
+
+    /// A slot on one of `holders` if one frees within `locality_wait`, else on the least
+    /// busy of `anywhere` (waiting as long as it takes for one to free).
+    pub async fn take(
+        &self,
+        holders: &[NodeId],
+        anywhere: &[NodeId],
+        locality_wait: Duration,
+    ) -> Slot<'_> {
+        let waited = tokio::time::Instant::now();
+        loop {
+            let freed = self.freed.notified();
+            if let Some(slot) = self.try_take(holders, true) {
+                return slot;
+            }
+            if waited.elapsed() >= locality_wait {
+                let others: Vec<NodeId> = anywhere
+                    .iter()
+                    .filter(|n| !holders.contains(n))
+                    .copied()
+                    .collect();
+                if let Some(slot) = self.try_take(&others, false) {
+                    return slot;
+                }
+            }
+            let _ = tokio::time::timeout(locality_wait.max(Duration::from_millis(5)), freed).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tasks_go_to_the_least_busy_holder_and_spill_over_when_all_are_full() {
+        let board = LoadBoard::new(2);
+        let holders = [1, 2, 3];
+        let all = [1, 2, 3, 4];
+        let wait = Duration::from_millis(10);
+        let mut taken = Vec::new();
+        for _ in 0..6 {
+            taken.push(board.take(&holders, &all, wait).await);
+        }
+        for id in holders {
+            assert_eq!(
+                board.load(id),
+                2,
+                "six tasks over three holders with two slots each"
+            );
+        }
+        assert!(taken.iter().all(|s| s.local));
+        let spilled = board.take(&holders, &all, wait).await;
+        assert_eq!((spilled.node, spilled.local), (4, false));
+        drop(taken.pop());
+        let back = board.take(&holders, &all, wait).await;
+        assert!(back.local, "a freed holder slot is preferred again");
+    }
+}
