@@ -150,3 +150,109 @@ fn bad_queries_get_one_clear_line_and_the_cluster_keeps_serving() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("1000"));
 }
+
+#[test]
+fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
+    setup();
+    let cluster = LocalCluster::up(4);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    let csv = cluster.path().join("sales.csv");
+    write_sales_csv(&csv, 5000);
+    let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "hot", "--quiet"]);
+    assert!(put.status.success());
+    let dataset = rt.block_on(client.dataset("hot")).unwrap().unwrap();
+    assert_eq!(dataset.partitions.len(), 1);
+    let holders = dataset.partitions[0].holders.clone();
+
+    let answers = rt.block_on(async {
+        let mut queries = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            queries.spawn(async move {
+                client
+                    .sql("SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name")
+                    .await
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = queries.join_next().await {
+            all.push(done.unwrap().expect("query"));
+        }
+        all
+    });
+    let mut per_node: std::collections::HashMap<u64, u64> = Default::default();
+    for answer in &answers {
+        assert_eq!(answer.rows(), 97);
+        for (node, n) in &answer.stages[0].local {
+            *per_node.entry(*node).or_default() += n;
+        }
+        assert!(answer.stages[0].remote.is_empty(), "{:?}", answer.stages[0]);
+    }
+    for holder in &holders {
+        let share = per_node.get(holder).copied().unwrap_or(0);
+        assert!(
+            share * 5 >= 16,
+            "holder {holder} ran {share} of 16 tasks: {per_node:?}"
+        );
+    }
+    assert!(per_node.keys().all(|n| holders.contains(n)), "{per_node:?}");
+}
+
+#[test]
+fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
+    setup();
+    // Six nodes; nodes 1-3 are the metadata voters. Draining them puts every replica on
+    // nodes 4-6, whose loss then takes all of a partition's holders and leaves a quorum.
+    let cluster = LocalCluster::up_args(6, &["--gc-grace-ms", "1000"]);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    let csv = cluster.path().join("sales.csv");
+    write_sales_csv(&csv, 20_000);
+    let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "doomed", "--quiet"]);
+    assert!(put.status.success());
+    for id in ["1", "2", "3"] {
+        let out = cluster.tern(&["node", "drain", id, "--quiet", "--timeout-secs", "120"]);
+        assert!(
+            out.status.success(),
+            "drain {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dataset = rt.block_on(client.dataset("doomed")).unwrap().unwrap();
+    assert!(
+        dataset
+            .partitions
+            .iter()
+            .all(|p| p.holders.iter().all(|h| *h > 3)),
+        "{:?}",
+        dataset.partitions
+    );
+    // The drained nodes' copies are collected first: then no node has the bytes.
+    tern_e2e::wait_for(
+        "drained copies collected",
+        std::time::Duration::from_secs(60),
+        || {
+            let stored = crate::lifecycle::blocks_stored(&rt, &client, &cluster, &[1, 2, 3])?;
+            stored.values().all(|n| *n == 0).then_some(())
+        },
+    );
+    for id in 4..=6 {
+        cluster.kill(id);
+    }
+    let started = std::time::Instant::now();
+    let out = cluster.tern(&["sql", "SELECT count(*) FROM doomed"]);
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("partition 0 of doomed") && err.contains("unavailable"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "failed within its deadline"
+    );
+}

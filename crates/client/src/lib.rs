@@ -852,33 +852,35 @@ impl Client {
     async fn bulk_call(&self, request: &Request) -> Result<(Response, Vec<u8>), ClientError> {
         let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
         loop {
-            let mut last = None;
+            let mut no_leader = None;
+            let mut failures = Vec::new();
             let start = self.preferred.load(Ordering::Relaxed);
             for i in 0..self.nodes.len() {
                 let index = (start + i) % self.nodes.len();
                 let addr = &self.nodes[index];
                 match self.bulk_call_node(addr, request).await {
                     Ok((Response::Error(e), _)) if e.kind == ErrorKind::NoLeader => {
-                        last = Some(ClientError::Remote(e));
+                        no_leader = Some(e);
                     }
                     Ok((Response::Error(e), _)) => return Err(ClientError::Remote(e)),
                     Ok(answer) => {
                         self.preferred.store(index, Ordering::Relaxed);
                         return Ok(answer);
                     }
-                    Err(e) => {
-                        last = Some(ClientError::Unexpected(format!(
-                            "node {addr} failed while answering: {e} (the query can be retried)"
-                        )))
-                    }
+                    Err(e) => failures.push(e.to_string()),
                 }
             }
-            match last {
-                Some(ClientError::Remote(_)) if tokio::time::Instant::now() < deadline => {
+            match no_leader {
+                Some(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Some(e) => return Err(e),
-                None => return Err(ClientError::Unexpected("no nodes".into())),
+                Some(e) => return Err(ClientError::Remote(e)),
+                None => {
+                    return Err(ClientError::Unexpected(format!(
+                        "no node answered ({}); the query can be retried",
+                        failures.join("; ")
+                    )));
+                }
             }
         }
     }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tern_proto::NodeId;
@@ -15,8 +14,9 @@ pub struct LoadBoard {
     slots: usize,
     in_flight: Mutex<HashMap<NodeId, usize>>,
     freed: Notify,
-    /// Breaks ties between equally busy nodes, so they take turns.
-    turn: AtomicUsize,
+    /// Tasks ever placed on each node: between equally busy nodes, the one given fewer tasks
+    /// goes first, so short tasks that never overlap still take turns.
+    placed: Mutex<HashMap<NodeId, u64>>,
 }
 
 /// A task slot taken on a node; given back when dropped.
@@ -49,7 +49,7 @@ impl LoadBoard {
             slots: slots.max(1),
             in_flight: Mutex::default(),
             freed: Notify::new(),
-            turn: AtomicUsize::new(0),
+            placed: Mutex::default(),
         }
     }
 
@@ -66,24 +66,20 @@ impl LoadBoard {
     /// The least busy of `candidates` with a free slot, taken.
     fn try_take(&self, candidates: &[NodeId], local: bool) -> Option<Slot<'_>> {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = candidates.len().max(1);
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let best = candidates
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, _, node) = candidates
             .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                (
-                    map.get(id).copied().unwrap_or(0),
-                    (i + n - turn % n) % n,
-                    *id,
-                )
+            .map(|id| {
+                let load = map.get(id).copied().unwrap_or(0);
+                (load, placed.get(id).copied().unwrap_or(0), *id)
             })
             .filter(|(load, _, _)| *load < self.slots)
             .min()?;
-        *map.entry(best.2).or_default() += 1;
+        *map.entry(node).or_default() += 1;
+        *placed.entry(node).or_default() += 1;
         Some(Slot {
             board: self,
-            node: best.2,
+            node,
             local,
         })
     }
