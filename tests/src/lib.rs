@@ -294,3 +294,54 @@ pub fn write_sales_csv(path: &Path, rows: usize) {
     }
     std::fs::write(path, text).unwrap();
 }
+
+/// The eight TPC-H tables at scale factor `sf`, generated in process (`tpchgen-arrow`), as
+/// (table name, batches of about `batch_rows` rows).
+pub fn tpch_tables(
+    sf: f64,
+    batch_rows: usize,
+) -> Vec<(&'static str, Vec<arrow::record_batch::RecordBatch>)> {
+    use tpchgen::generators::*;
+    use tpchgen_arrow::*;
+    fn all(
+        batches: impl Iterator<
+            Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
+        >,
+    ) -> Vec<arrow::record_batch::RecordBatch> {
+        batches.map(|b| b.expect("generate TPC-H")).collect()
+    }
+    vec![
+        (
+            "nation",
+            all(NationArrow::new(NationGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "region",
+            all(RegionArrow::new(RegionGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "part",
+            all(PartArrow::new(PartGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "supplier",
+            all(SupplierArrow::new(SupplierGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "partsupp",
+            all(PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "customer",
+            all(CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "orders",
+            all(OrderArrow::new(OrderGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+        (
+            "lineitem",
+            all(LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).with_batch_size(batch_rows)),
+        ),
+    ]
+}

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use tern_exec::PartitionScanExec;
 use tern_exec::arrow::record_batch::RecordBatch;
-use tern_exec::datafusion::common::tree_node::TreeNodeRecursion;
+use tern_exec::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use tern_exec::datafusion::error::{DataFusionError, Result};
 use tern_exec::datafusion::execution::TaskContext;
 use tern_exec::datafusion::physical_expr::PhysicalExpr;
+use tern_exec::datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use tern_exec::datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use tern_exec::datafusion::physical_plan::memory::MemoryStream;
 use tern_exec::datafusion::physical_plan::repartition::RepartitionExec;
@@ -56,6 +57,28 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
     plan.children().into_iter().find_map(find_scan)
 }
 
+/// Whether an operator's expressions read a scalar subquery's value, which lives in a
+/// surrounding operator on the coordinator and cannot travel with the fragment.
+fn uses_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply_expressions(&mut |expr| {
+        let _ = expr.apply(|e| {
+            found |= e.downcast_ref::<ScalarSubqueryExpr>().is_some();
+            Ok(if found {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        });
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 /// A chain of single-child, partition-local operators ending in a stored scan.
 fn is_fragment(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if plan.downcast_ref::<PartitionScanExec>().is_some() {
@@ -64,6 +87,7 @@ fn is_fragment(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let children = plan.children();
     children.len() == 1
         && !is_exchange(plan)
+        && !uses_scalar_subquery(plan)
         && plan.output_partitioning().partition_count()
             == children[0].output_partitioning().partition_count()
         && is_fragment(children[0])
