@@ -1,5 +1,5 @@
 //! `make bench`: measurements on a real local cluster (release build). `tern-bench
-//! [foundation|storage]` runs one part; without an argument, both.
+//! [foundation|storage|compute]` runs one part; without an argument, all of them.
 //!
 //! Foundation:
 //! - Leader failover: SIGKILL the leader, time until a new leader serves a linearizable read;
@@ -8,8 +8,9 @@
 //!   writers in flight (openraft batches concurrent proposals into one append and one fsync),
 //!   and with 100 ops per entry.
 //!
-//! Storage: see `storage.rs`.
+//! Storage: see `storage.rs`. Compute: see `compute.rs`.
 
+mod compute;
 mod storage;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ fn main() {
     match part.as_str() {
         "foundation" => foundation(&rt),
         "storage" => storage::run(&rt),
+        "compute" => compute::run(&rt),
         // For experiments by hand: write lineitem SF1 as CSV to the path given.
         "gen-lineitem" => {
             let path = std::env::args().nth(2).expect("gen-lineitem PATH");
@@ -48,10 +50,11 @@ fn main() {
         "all" => {
             foundation(&rt);
             storage::run(&rt);
+            compute::run(&rt);
         }
         other => {
             eprintln!(
-                "unknown part {other:?}: foundation, storage, gen-lineitem PATH, or nothing for both"
+                "unknown part {other:?}: foundation, storage, compute, gen-lineitem PATH, or nothing for all"
             );
             std::process::exit(2);
         }
