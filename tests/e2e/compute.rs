@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use tern_e2e::{LocalCluster, write_sales_csv};
+use tern_e2e::{LocalCluster, pretty, write_sales_csv};
 
 use crate::setup;
 
@@ -17,12 +17,6 @@ const QUERIES: &[&str] = &[
     "SELECT a.name, count(*) AS n FROM sales a JOIN (SELECT DISTINCT name FROM sales WHERE id < 300) b ON a.name = b.name GROUP BY a.name ORDER BY n DESC, a.name LIMIT 10",
     "SELECT flag, count(DISTINCT name) AS names, round(stddev(amount), 6) AS sd FROM sales GROUP BY flag ORDER BY flag",
 ];
-
-fn pretty(batches: &[arrow::record_batch::RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .expect("format")
-        .to_string()
-}
 
 /// Single-process DataFusion over a Parquet copy of the dataset.
 fn reference(rt: &tokio::runtime::Runtime, parquet: &Path, sql: &str) -> String {

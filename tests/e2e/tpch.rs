@@ -6,15 +6,9 @@ use std::sync::Arc;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use tern_client::ingest::PartitionBuilder;
-use tern_e2e::LocalCluster;
+use tern_e2e::{LocalCluster, pretty};
 
 use crate::setup;
-
-fn pretty(batches: &[arrow::record_batch::RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .expect("format")
-        .to_string()
-}
 
 #[test]
 fn the_22_tpch_queries_answer_as_single_process_datafusion_does() {

@@ -530,3 +530,10 @@ pub const TPCH_QUERIES: [&str; 22] = [
          and not exists (select * from orders where o_custkey = c_custkey)) as custsale
      group by cntrycode order by cntrycode",
 ];
+
+/// Batches as an aligned text table, for comparing answers.
+pub fn pretty(batches: &[arrow::record_batch::RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .expect("format")
+        .to_string()
+}
