@@ -34,22 +34,24 @@ fn reference(rt: &tokio::runtime::Runtime, parquet: &Path, sql: &str) -> String 
     })
 }
 
-#[test]
-fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry() {
-    setup();
-    let cluster = LocalCluster::up(3);
-    let rt = tern_e2e::runtime();
-    let _in_runtime = rt.enter();
-    let client = cluster.client();
-    let csv = cluster.path().join("sales.csv");
-    write_sales_csv(&csv, 60_000);
+/// Store `rows` sales rows as dataset `name` in partitions of `partition_size` (of Arrow
+/// data), and return the path of a Parquet copy read back from the cluster, for the
+/// single-process reference.
+pub(crate) fn store_sales(
+    cluster: &LocalCluster,
+    name: &str,
+    rows: usize,
+    partition_size: &str,
+) -> std::path::PathBuf {
+    let csv = cluster.path().join(format!("{name}.csv"));
+    write_sales_csv(&csv, rows);
     let put = cluster.tern(&[
         "put",
         csv.to_str().unwrap(),
         "--name",
-        "sales",
+        name,
         "--partition-size",
-        "64KiB",
+        partition_size,
         "--quiet",
     ]);
     assert!(
@@ -57,21 +59,26 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
         "{}",
         String::from_utf8_lossy(&put.stderr)
     );
+    let parquet = cluster.path().join(format!("{name}.parquet"));
+    let get = cluster.tern(&["get", name, "--out", parquet.to_str().unwrap(), "--quiet"]);
+    assert!(get.status.success());
+    parquet
+}
+
+#[test]
+fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    let parquet = store_sales(&cluster, "sales", 60_000, "64KiB");
     let dataset = rt.block_on(client.dataset("sales")).unwrap().unwrap();
     assert!(
         dataset.partitions.len() >= 6,
         "{} partitions",
         dataset.partitions.len()
     );
-    let parquet = cluster.path().join("sales.parquet");
-    let get = cluster.tern(&[
-        "get",
-        "sales",
-        "--out",
-        parquet.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(get.status.success());
 
     let expected: Vec<String> = QUERIES
         .iter()
@@ -159,6 +166,9 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
     let dataset = rt.block_on(client.dataset("hot")).unwrap().unwrap();
     assert_eq!(dataset.partitions.len(), 1);
     let holders = dataset.partitions[0].holders.clone();
+    // The node that does not hold it coordinates, so its own work does not tilt the spread.
+    let coordinator = (1..=4).find(|id| !holders.contains(id)).unwrap();
+    let client = std::sync::Arc::new(cluster.client_of(coordinator));
 
     let answers = rt.block_on(async {
         let mut queries = tokio::task::JoinSet::new();
@@ -197,8 +207,8 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
 #[test]
 fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
     setup();
-    // Six nodes; nodes 1-3 are the metadata voters. Draining them puts every replica on
-    // nodes 4-6, whose loss then takes all of a partition's holders and leaves a quorum.
+    // Six nodes, three of them metadata voters. Draining the voters puts every replica on
+    // the other three, whose loss then takes all of a partition's holders and leaves a quorum.
     let cluster = LocalCluster::up_args(6, &["--gc-grace-ms", "1000"]);
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
@@ -207,8 +217,25 @@ fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
     write_sales_csv(&csv, 20_000);
     let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "doomed", "--quiet"]);
     assert!(put.status.success());
-    for id in ["1", "2", "3"] {
-        let out = cluster.tern(&["node", "drain", id, "--quiet", "--timeout-secs", "120"]);
+    // Which three nodes vote depends on the order they joined in.
+    let status = cluster.status_json().expect("status");
+    let (voters, others): (Vec<u64>, Vec<u64>) = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_u64().unwrap(), n["voter"].as_bool().unwrap()))
+        .fold((vec![], vec![]), |(mut v, mut o), (id, voter)| {
+            if voter {
+                v.push(id)
+            } else {
+                o.push(id)
+            }
+            (v, o)
+        });
+    assert_eq!((voters.len(), others.len()), (3, 3), "{status}");
+    for id in &voters {
+        let id = id.to_string();
+        let out = cluster.tern(&["node", "drain", &id, "--quiet", "--timeout-secs", "120"]);
         assert!(
             out.status.success(),
             "drain {id}: {}",
@@ -220,7 +247,7 @@ fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
         dataset
             .partitions
             .iter()
-            .all(|p| p.holders.iter().all(|h| *h > 3)),
+            .all(|p| p.holders.iter().all(|h| others.contains(h))),
         "{:?}",
         dataset.partitions
     );
@@ -229,15 +256,16 @@ fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
         "drained copies collected",
         std::time::Duration::from_secs(60),
         || {
-            let stored = crate::lifecycle::blocks_stored(&rt, &client, &cluster, &[1, 2, 3])?;
+            let stored = crate::lifecycle::blocks_stored(&rt, &client, &cluster, &voters)?;
             stored.values().all(|n| *n == 0).then_some(())
         },
     );
-    for id in 4..=6 {
-        cluster.kill(id);
+    for id in &others {
+        cluster.kill(*id);
     }
     let started = std::time::Instant::now();
-    let out = cluster.tern(&["sql", "SELECT count(*) FROM doomed"]);
+    // (A bare count(*) is answered from the catalog's row counts without reading anything.)
+    let out = cluster.tern(&["sql", "SELECT sum(amount) FROM doomed"]);
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert!(!out.status.success());
     assert!(
@@ -248,5 +276,137 @@ fn a_query_whose_partition_lost_every_holder_fails_naming_it() {
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "failed within its deadline"
+    );
+}
+
+/// A query whose joins and aggregations are hash-shuffled between the nodes.
+const SHUFFLE_HEAVY: &str = "SELECT a.name, count(*) AS n, sum(b.amount) AS total FROM sales a JOIN sales b ON a.id = b.id GROUP BY a.name ORDER BY a.name";
+const SCAN_HEAVY: &str = "SELECT count(*) AS n, sum(amount) AS total, min(id) AS lo, max(id) AS hi FROM sales WHERE amount > 10";
+
+#[test]
+fn joins_and_aggregations_shuffle_between_nodes_and_survive_a_holder_killed_mid_query() {
+    setup();
+    // Node 2 is slow, so the queries are still running when it is killed, with tasks on it
+    // and outputs kept there for later stages.
+    let cluster = LocalCluster::up_args(4, &["--slow-node", "2:1500", "--task-slots", "2"]);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    let parquet = store_sales(&cluster, "sales", 40_000, "64KiB");
+    let want_shuffle = reference(&rt, &parquet, SHUFFLE_HEAVY);
+    let want_scan = reference(&rt, &parquet, SCAN_HEAVY);
+
+    // The plan: the join's inputs shuffled (or the small side broadcast) between the nodes,
+    // joined and partially aggregated there, the aggregate finished after another shuffle.
+    let explain = rt.block_on(client.explain(SHUFFLE_HEAVY)).unwrap();
+    assert!(
+        explain.contains("hashed into") && explain.contains("ShuffleReaderExec: stage"),
+        "{explain}"
+    );
+
+    let queries: Vec<_> = [SHUFFLE_HEAVY, SCAN_HEAVY]
+        .into_iter()
+        .map(|q| {
+            let client = client.clone();
+            rt.spawn(async move { client.sql(q).await })
+        })
+        .collect();
+    let victim = cluster.addr(2);
+    tern_e2e::wait_for(
+        "node 2 running a task and keeping an output for a later stage",
+        std::time::Duration::from_secs(60),
+        || {
+            let m = rt.block_on(tern_e2e::local_metrics(&client, &victim))?;
+            (m.tasks_running > 0 && m.shuffle_outputs > 0).then_some(())
+        },
+    );
+    cluster.kill(2);
+    let answers: Vec<_> = queries
+        .into_iter()
+        .map(|q| rt.block_on(q).unwrap().expect("the query answers"))
+        .collect();
+    assert_eq!(pretty(&answers[0].batches), want_shuffle);
+    assert_eq!(pretty(&answers[1].batches), want_scan);
+    let redone: u64 = answers
+        .iter()
+        .flat_map(|a| &a.stages)
+        .map(|s| s.retries + s.recomputed)
+        .sum();
+    assert!(redone > 0, "{:?}", answers[0].stages);
+    // The same query again with node 2 gone, and the kept outputs released afterwards.
+    let again = rt.block_on(client.sql(SHUFFLE_HEAVY)).unwrap();
+    assert_eq!(pretty(&again.batches), want_shuffle);
+    tern_e2e::wait_for(
+        "kept outputs released",
+        std::time::Duration::from_secs(30),
+        || {
+            let kept: u64 = [1, 3, 4]
+                .iter()
+                .map(|id| {
+                    rt.block_on(tern_e2e::local_metrics(&client, &cluster.addr(*id)))
+                        .map_or(1, |m| m.shuffle_outputs)
+                })
+                .sum();
+            (kept == 0).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_sort_larger_than_its_memory_limit_spills_and_answers_correctly() {
+    setup();
+    let cluster = LocalCluster::up_args(3, &["--task-memory", "2MiB"]);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    // One partition of about 6 MB: its task sorts it all under a 2 MiB limit.
+    let parquet = store_sales(&cluster, "sales", 200_000, "64MiB");
+    let query = "SELECT name, amount, id FROM sales ORDER BY amount DESC, name, id";
+    let answer = rt.block_on(client.sql(query)).expect("the sort answers");
+    assert_eq!(answer.rows(), 200_000);
+    assert_eq!(pretty(&answer.batches), reference(&rt, &parquet, query));
+    let spilled: u64 = answer.stages.iter().map(|s| s.spilled).sum();
+    assert!(spilled > 0, "{:?}", answer.stages);
+}
+
+#[test]
+fn with_one_holder_slow_most_tasks_go_to_the_other_two() {
+    setup();
+    let cluster = LocalCluster::up_args(3, &["--slow-node", "3:400", "--task-slots", "2"]);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    let csv = cluster.path().join("sales.csv");
+    write_sales_csv(&csv, 5000);
+    let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "hot", "--quiet"]);
+    assert!(put.status.success());
+    let answers = rt.block_on(async {
+        let mut queries = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            queries.spawn(async move { client.sql("SELECT sum(amount) AS total FROM hot").await });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = queries.join_next().await {
+            all.push(done.unwrap().expect("query"));
+        }
+        all
+    });
+    let mut per_node: std::collections::BTreeMap<u64, u64> = Default::default();
+    for answer in &answers {
+        assert_eq!(answer.rows(), 1);
+        for (node, n) in answer.stages[0]
+            .local
+            .iter()
+            .chain(&answer.stages[0].remote)
+        {
+            *per_node.entry(*node).or_default() += n;
+        }
+    }
+    let slow = per_node.get(&3).copied().unwrap_or(0);
+    assert_eq!(per_node.values().sum::<u64>(), 16, "{per_node:?}");
+    assert!(
+        slow * 4 <= 16,
+        "the slow holder ran {slow} of 16: {per_node:?}"
     );
 }

@@ -2,6 +2,7 @@
 
 mod blocks;
 mod compute;
+mod dataframe;
 mod datasets;
 mod foundation;
 mod ingest;

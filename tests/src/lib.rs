@@ -161,6 +161,17 @@ impl LocalCluster {
         Client::open(self.path()).expect("client config")
     }
 
+    /// A client that sends everything to node `id` (which then coordinates its queries).
+    pub fn client_of(&self, id: u64) -> Client {
+        let config = tern_client::ClientConfig::load(self.path()).expect("client config");
+        let files = tern_client::TlsFiles {
+            ca: config.ca,
+            cert: config.cert,
+            key: config.key,
+        };
+        Client::with_identity(self.path(), vec![self.addr(id)], &files).expect("client")
+    }
+
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.base_port as u64 + id - 1)
     }

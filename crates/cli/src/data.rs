@@ -465,7 +465,14 @@ pub async fn sql(dir: &Path, args: SqlArgs) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let answer = client.sql(&args.query).await?;
+    let answer = match client.sql(&args.query).await {
+        // A query only reads: run it once more through another node.
+        Err(lost @ tern_client::ClientError::CoordinatorLost { .. }) => {
+            eprintln!("{lost}; retrying once");
+            client.sql(&args.query).await?
+        }
+        answer => answer?,
+    };
     let secs = started.elapsed().as_secs_f64();
     match &args.out {
         Some(out) => {

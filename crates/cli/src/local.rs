@@ -57,6 +57,29 @@ pub struct UpArgs {
     /// Zones to spread the nodes over, round robin (for example a,b,c); none by default.
     #[arg(long, value_delimiter = ',')]
     zones: Vec<String>,
+    /// Query tasks each node runs at once (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    task_slots: usize,
+    /// Memory one task may hold before it spills to disk, for example 1GiB or 8MiB.
+    #[arg(long, default_value = "1GiB", value_parser = crate::data::parse_size)]
+    task_memory: u64,
+    /// Shuffle outputs each node keeps in memory before writing them to files.
+    #[arg(long, default_value = "1GiB", value_parser = crate::data::parse_size)]
+    shuffle_memory: u64,
+    /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
+    #[arg(long, value_parser = parse_slow_node)]
+    slow_node: Option<(u64, u64)>,
+}
+
+fn parse_slow_node(text: &str) -> Result<(u64, u64), String> {
+    let (id, ms) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected ID:MS, for example 2:300"))?;
+    let id = id.parse().map_err(|_| format!("{id:?} is not a node id"))?;
+    let ms = ms
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
+    Ok((id, ms))
 }
 
 /// How long `tern up` waits for every node to be up and a leader elected.
@@ -125,7 +148,13 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 key: tls.key,
                 capacity_bytes: args.capacity,
                 max_voters: args.max_voters,
-                task_slots: 0,
+                task_slots: args.task_slots,
+                task_memory_bytes: args.task_memory,
+                shuffle_memory_bytes: args.shuffle_memory,
+                task_delay_ms: args
+                    .slow_node
+                    .filter(|(slow, _)| *slow == id)
+                    .map_or(0, |(_, ms)| ms),
                 timings: {
                     let defaults = NodeTimings::default();
                     let down_after_ms = args.down_after * 1000;

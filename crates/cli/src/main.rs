@@ -387,6 +387,9 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 capacity_bytes: 100 << 30,
                 max_voters: 3,
                 task_slots: 0,
+                task_memory_bytes: 1 << 30,
+                shuffle_memory_bytes: 1 << 30,
+                task_delay_ms: 0,
                 timings: Default::default(),
             }
         }

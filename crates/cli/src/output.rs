@@ -167,8 +167,8 @@ pub fn stages_table(stages: &[tern_proto::StageReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<32} {:>6} {:>10} {:>9} {:>8}  TASKS PER NODE (local/fetched)",
-        "STAGE", "WHAT", "TASKS", "ROWS", "TIME", "RETRIES"
+        "{:<6} {:<44} {:>6} {:>10} {:>9} {:>8} {:>6} {:>9}  TASKS PER NODE (local/fetched)",
+        "STAGE", "WHAT", "TASKS", "ROWS", "TIME", "RETRIES", "REDONE", "SPILLED"
     );
     for s in stages {
         let mut nodes: Vec<u64> = s.local.keys().chain(s.remote.keys()).copied().collect();
@@ -187,13 +187,15 @@ pub fn stages_table(stages: &[tern_proto::StageReport]) -> String {
             .join(", ");
         let _ = writeln!(
             out,
-            "{:<6} {:<32} {:>6} {:>10} {:>7} ms {:>8}  {}",
+            "{:<6} {:<44} {:>6} {:>10} {:>7} ms {:>8} {:>6} {:>9}  {}",
             s.stage,
             s.what,
             s.tasks,
             s.rows,
             s.millis,
             s.retries,
+            s.recomputed,
+            human_bytes(s.spilled),
             if per_node.is_empty() {
                 "-".into()
             } else {

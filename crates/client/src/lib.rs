@@ -1,12 +1,30 @@
 //! The Rust client of a tern cluster: finds the cluster directory, loads `client.toml` and the
-//! client certificate, and makes calls to whichever node answers.
+//! client certificate, and makes calls to whichever node answers: datasets (written in
+//! partitions, [`DatasetWriter`]; read back), SQL ([`Client::sql`]) and lazy DataFrames over
+//! stored datasets ([`Client::table`], [`DataFrame`]).
 //!
 //! It owns connection choice and retries while a leader is being elected; it does not own the
-//! wire format (`tern-proto`) or the sockets (`tern-net`). The `tern` command line is built on
-//! it, and later issues add datasets and jobs here.
+//! wire format (`tern-proto`) or the sockets (`tern-net`), and it plans nothing: a query or a
+//! DataFrame goes to a node, which coordinates it. The `tern` command line is built on it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tern_client::ClientError> {
+//! let client = tern_client::Client::open(&tern_client::cluster_dir(None))?;
+//! let big_spenders = client
+//!     .table("sales")
+//!     .filter("amount > 100")
+//!     .aggregate(&["name"], &["sum(amount) AS total"])
+//!     .sort(&["total DESC"]);
+//! let top = big_spenders.head(10).await?;
+//! big_spenders.persist("big_spenders").await?;
+//! # Ok(()) }
+//! ```
 
+mod dataframe;
 pub mod export;
 pub mod ingest;
+
+pub use dataframe::{DataFrame, JoinKind};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +63,10 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Remote(ErrorReply),
+    #[error(
+        "the query's coordinator, the node at {addr}, went away while running it ({reason}); the query can be retried"
+    )]
+    CoordinatorLost { addr: String, reason: String },
     #[error("unexpected answer: {0}")]
     Unexpected(String),
     #[error("{0}")]
@@ -859,6 +881,15 @@ impl Client {
                 let index = (start + i) % self.nodes.len();
                 let addr = &self.nodes[index];
                 match self.bulk_call_node(addr, request).await {
+                    // A node that took the query and then vanished ran part of it: say so
+                    // rather than silently starting it again elsewhere.
+                    Err(BulkFailure::AfterSending(reason)) => {
+                        return Err(ClientError::CoordinatorLost {
+                            addr: addr.clone(),
+                            reason,
+                        });
+                    }
+                    Err(BulkFailure::Connecting(e)) => failures.push(e.to_string()),
                     Ok((Response::Error(e), _)) if e.kind == ErrorKind::NoLeader => {
                         no_leader = Some(e);
                     }
@@ -867,7 +898,6 @@ impl Client {
                         self.preferred.store(index, Ordering::Relaxed);
                         return Ok(answer);
                     }
-                    Err(e) => failures.push(e.to_string()),
                 }
             }
             match no_leader {
@@ -889,13 +919,27 @@ impl Client {
         &self,
         addr: &str,
         request: &Request,
-    ) -> Result<(Response, Vec<u8>), TransportError> {
-        let (writer, mut reader) = self.transport.open_bulk(addr, request).await?;
-        writer.finish().await?;
-        let answer = reader.response().await?;
+    ) -> Result<(Response, Vec<u8>), BulkFailure> {
+        if matches!(request, Request::Query { .. }) {
+            // A connection kept from earlier may lead to a node that has since died: check
+            // the node answers before handing it a query, so a failure after that means the
+            // coordinator itself went away.
+            self.transport
+                .call_with_timeout(addr, &Request::Ping, Duration::from_secs(5))
+                .await
+                .map_err(BulkFailure::Connecting)?;
+        }
+        let (writer, mut reader) = self
+            .transport
+            .open_bulk(addr, request)
+            .await
+            .map_err(BulkFailure::Connecting)?;
+        writer.finish().await.map_err(BulkFailure::Connecting)?;
+        let after = |e: TransportError| BulkFailure::AfterSending(e.to_string());
+        let answer = reader.response().await.map_err(after)?;
         let mut bytes = Vec::new();
         if !matches!(answer, Response::Error(_)) {
-            while let Some(chunk) = reader.next_chunk().await? {
+            while let Some(chunk) = reader.next_chunk().await.map_err(after)? {
                 bytes.extend_from_slice(&chunk);
             }
         }
@@ -1012,6 +1056,13 @@ impl Client {
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+/// How a bulk call to one node failed: before the node had the request (try another), or
+/// after (it may have run part of it).
+enum BulkFailure {
+    Connecting(TransportError),
+    AfterSending(String),
 }
 
 #[cfg(test)]

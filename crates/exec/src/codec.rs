@@ -1,5 +1,5 @@
-//! Plans on the wire: DataFusion's protobuf encoding of physical plans, with tern's scan
-//! encoded by [`TernCodec`] (postcard; the schema as an empty Arrow IPC stream).
+//! Plans on the wire: DataFusion's protobuf encoding of physical plans, with tern's scan and
+//! shuffle reader encoded by [`TernCodec`] (postcard; schemas as empty Arrow IPC streams).
 
 use std::sync::Arc;
 
@@ -9,7 +9,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
+use datafusion::physical_plan::Partitioning;
+
 use crate::scan::ScanPartition;
+use crate::shuffle::{ReadMode, ShuffleReaderExec, TaskLocation};
 use crate::{ExecError, PartitionScanExec, batches_to_ipc, ipc_to_batches};
 
 /// Encodes and decodes tern's own operators inside DataFusion plans.
@@ -26,6 +29,23 @@ struct ScanWire {
     limit: Option<usize>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct ReaderWire {
+    job: u64,
+    stage: u32,
+    mode: ReadMode,
+    tasks: usize,
+    partitions: usize,
+    schema: Vec<u8>,
+    locations: Vec<TaskLocation>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    Scan(ScanWire),
+    Reader(ReaderWire),
+}
+
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -40,18 +60,35 @@ impl PhysicalExtensionCodec for TernCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if !inputs.is_empty() {
             return Err(DataFusionError::Internal(
-                "a tern scan has no inputs".into(),
+                "tern's scans and shuffle readers have no inputs".into(),
             ));
         }
-        let wire: ScanWire = postcard::from_bytes(buf).map_err(external)?;
-        let (schema, _) = ipc_to_batches(wire.schema).map_err(external)?;
-        Ok(Arc::new(PartitionScanExec::new(
-            wire.dataset,
-            schema,
-            wire.projection,
-            wire.partitions,
-            wire.limit,
-        )?))
+        match postcard::from_bytes(buf).map_err(external)? {
+            Wire::Scan(wire) => {
+                let (schema, _) = ipc_to_batches(wire.schema).map_err(external)?;
+                Ok(Arc::new(PartitionScanExec::new(
+                    wire.dataset,
+                    schema,
+                    wire.projection,
+                    wire.partitions,
+                    wire.limit,
+                )?))
+            }
+            Wire::Reader(wire) => {
+                let (schema, _) = ipc_to_batches(wire.schema).map_err(external)?;
+                // The exact hash expressions only mattered for planning, done on the
+                // coordinator; here the count of partitions is what runs.
+                let reader = ShuffleReaderExec::new(
+                    wire.job,
+                    wire.stage,
+                    wire.mode,
+                    wire.tasks,
+                    schema,
+                    Partitioning::UnknownPartitioning(wire.partitions),
+                );
+                Ok(Arc::new(reader.located(wire.locations)))
+            }
+        }
     }
 
     fn try_encode(
@@ -60,18 +97,29 @@ impl PhysicalExtensionCodec for TernCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(scan) = node.downcast_ref::<PartitionScanExec>() else {
+        let wire = if let Some(scan) = node.downcast_ref::<PartitionScanExec>() {
+            Wire::Scan(ScanWire {
+                dataset: scan.dataset.clone(),
+                schema: batches_to_ipc(&scan.table_schema, &[]).map_err(external)?,
+                projection: scan.projection.clone(),
+                partitions: scan.partitions.clone(),
+                limit: scan.limit,
+            })
+        } else if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            Wire::Reader(ReaderWire {
+                job: reader.job,
+                stage: reader.stage,
+                mode: reader.mode,
+                tasks: reader.tasks,
+                partitions: reader.properties().partitioning.partition_count(),
+                schema: batches_to_ipc(&reader.schema(), &[]).map_err(external)?,
+                locations: reader.locations.clone(),
+            })
+        } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "{} cannot be sent to another node",
                 node.name()
             )));
-        };
-        let wire = ScanWire {
-            dataset: scan.dataset.clone(),
-            schema: batches_to_ipc(&scan.table_schema, &[]).map_err(external)?,
-            projection: scan.projection.clone(),
-            partitions: scan.partitions.clone(),
-            limit: scan.limit,
         };
         buf.extend(postcard::to_allocvec(&wire).map_err(external)?);
         Ok(())

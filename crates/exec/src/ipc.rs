@@ -21,7 +21,16 @@ pub fn batches_to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec
 
 /// The schema and batches of one Arrow IPC stream (compressed or not).
 pub fn ipc_to_batches(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    ipc_to_batches_projected(bytes, None)
+}
+
+/// The same, keeping only the columns `projection` names: the others are never decoded or
+/// decompressed.
+pub fn ipc_to_batches_projected(
+    bytes: Vec<u8>,
+    projection: Option<Vec<usize>>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), projection)?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     Ok((schema, batches))

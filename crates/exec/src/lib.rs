@@ -4,18 +4,27 @@
 //! [`PartitionScanExec`] has one output partition per stored partition), how a piece of a
 //! physical plan travels between nodes ([`encode_plan`] / [`decode_plan`]: DataFusion's protobuf
 //! encoding plus [`TernCodec`] for tern's own operators), how Arrow batches travel (Arrow IPC,
-//! [`batches_to_ipc`] / [`ipc_to_batches`]), and running one task ([`run_task`]). Where a
-//! partition's bytes come from is the caller's business ([`BlockReader`]): the node reads its
-//! own store first and other holders after. It does not cut plans into stages or choose nodes
-//! (that is `tern-sched`).
+//! [`batches_to_ipc`] / [`ipc_to_batches`]), running one task ([`run_task`], or
+//! [`run_shuffle_task`] when its output is split into buckets for a later stage, which reads
+//! them with [`ShuffleReaderExec`]), and the memory limit a task runs under (past it, sorts,
+//! aggregations and joins spill to disk). Where a partition's or a shuffle's bytes come from
+//! is the caller's business ([`BlockReader`], [`ShuffleFetcher`]): the node reads its own store
+//! first and other holders after. It does not cut plans into stages or choose nodes (that is
+//! `tern-sched`).
 
 mod codec;
 mod ipc;
 mod scan;
+mod shuffle;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -24,6 +33,10 @@ pub use codec::{TernCodec, decode_plan, encode_plan};
 pub use datafusion;
 pub use ipc::{batches_to_ipc, ipc_to_batches};
 pub use scan::{BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json};
+pub use shuffle::{
+    ReadMode, ShuffleFetcher, ShuffleFuture, ShuffleKey, ShuffleReaderExec, TaskLocation,
+    run_shuffle_task,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -48,13 +61,80 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     // Plans are cut where partitions are exchanged; keep joins and aggregates on hash
     // exchanges the cutter recognizes rather than sort-merge variants.
     config.options_mut().optimizer.prefer_hash_join = true;
+    // Dynamic filters connect the partitions of one operator inside one process (a join's
+    // build side feeding its probe side's scan); tern runs those partitions as separate
+    // tasks, so they stay off.
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     config
 }
 
-/// A session whose tasks read partitions through `reader`.
-pub fn session(target_partitions: usize, reader: Arc<dyn BlockReader>) -> SessionContext {
-    let config = session_config(target_partitions).with_extension(Arc::new(ReaderHandle(reader)));
-    SessionContext::new_with_config(config)
+/// How much memory one task (or a coordinator's final stage) may hold, and where it spills
+/// what does not fit.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLimit {
+    /// Bytes; 0 means no limit.
+    pub bytes: usize,
+    /// Where spill files go (the system's temporary directory when `None`).
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// A session whose tasks read partitions through `reader` and shuffle outputs through
+/// `fetcher`, under `memory`.
+pub fn session(
+    target_partitions: usize,
+    reader: Arc<dyn BlockReader>,
+    fetcher: Arc<dyn ShuffleFetcher>,
+    memory: &MemoryLimit,
+) -> Result<SessionContext, ExecError> {
+    let mut config = session_config(target_partitions);
+    if memory.bytes > 0 {
+        // A sort keeps this much aside for merging what it spilled; by default 10 MiB,
+        // more than a small limit holds.
+        let execution = &mut config.options_mut().execution;
+        execution.sort_spill_reservation_bytes =
+            execution.sort_spill_reservation_bytes.min(memory.bytes / 4);
+        execution.sort_in_place_threshold_bytes = execution
+            .sort_in_place_threshold_bytes
+            .min(memory.bytes / 4);
+    }
+    let config = config
+        .with_extension(Arc::new(ReaderHandle(reader)))
+        .with_extension(Arc::new(shuffle::FetcherHandle(fetcher)));
+    let mut runtime = RuntimeEnvBuilder::new();
+    if memory.bytes > 0 {
+        // Fair between the spilling operators of one task, so one sort cannot starve a join.
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(memory.bytes)));
+    }
+    if let Some(dir) = &memory.spill_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ExecError::Plan(format!(
+                "cannot create spill directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        runtime = runtime.with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+        );
+    }
+    Ok(SessionContext::new_with_config_rt(
+        config,
+        runtime.build_arc()?,
+    ))
+}
+
+/// Bytes the operators of `plan` spilled to disk while it ran.
+pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut total = 0u64;
+    let _ = plan.apply(|node| {
+        total += node.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    total
 }
 
 /// The extension a session carries so scans find their blocks.
@@ -94,6 +174,11 @@ mod tests {
             Box::pin(async move { Err(format!("no block {block} here")) })
         }
     }
+    impl ShuffleFetcher for NoBlocks {
+        fn fetch(&self, key: ShuffleKey, _node: u64, _addr: String) -> ShuffleFuture {
+            Box::pin(async move { Err(format!("no shuffle output {key:?} here")) })
+        }
+    }
 
     fn record() -> DatasetRecord {
         let schema = r#"[{"name":"id","type":"Int64","nullable":false},{"name":"city","type":"Utf8","nullable":true}]"#;
@@ -116,7 +201,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_planned_scan_travels_as_bytes_and_comes_back_the_same() {
-        let ctx = session(2, Arc::new(NoBlocks));
+        let ctx = session(
+            2,
+            Arc::new(NoBlocks),
+            Arc::new(NoBlocks),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
         ctx.register_table("trips", Arc::new(StoredTable::new(&record()).unwrap()))
             .unwrap();
         let plan = ctx

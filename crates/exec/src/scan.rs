@@ -10,6 +10,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
@@ -17,6 +19,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -26,7 +29,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tern_proto::{BlockHash, DatasetRecord, NodeId};
 
-use crate::{ExecError, ReaderHandle, ipc_to_batches};
+use crate::{ExecError, ReaderHandle};
 
 /// The bytes of one block, or why they could not be had.
 pub type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
@@ -67,6 +70,9 @@ pub struct ScanPartition {
     pub index: usize,
     pub block: BlockHash,
     pub holders: Vec<NodeId>,
+    /// Stored bytes (how the coordinator sizes batches of tasks).
+    pub bytes: u64,
+    pub rows: u64,
 }
 
 /// A stored dataset as a DataFusion table.
@@ -78,6 +84,11 @@ pub struct StoredTable {
 }
 
 impl StoredTable {
+    /// Stored partitions: the table's output partitions.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
     pub fn new(record: &DatasetRecord) -> Result<Self, ExecError> {
         if record.format != "arrow-ipc" {
             return Err(ExecError::Plan(format!(
@@ -96,6 +107,8 @@ impl StoredTable {
                     index,
                     block: p.block,
                     holders: p.holders.clone(),
+                    bytes: p.bytes,
+                    rows: p.rows,
                 })
                 .collect(),
         })
@@ -179,14 +192,24 @@ impl PartitionScanExec {
     /// The same scan narrowed to its partition `i` (then its only partition), so a task
     /// carries one block's description, not the whole dataset's.
     pub fn only(&self, i: usize) -> Result<Self> {
-        let part = self.partitions.get(i).cloned().ok_or_else(|| {
-            DataFusionError::Internal(format!("{} has no partition {i}", self.dataset))
-        })?;
+        self.only_these(&[i])
+    }
+
+    /// The same scan narrowed to partitions `these` (then its partitions 0, 1, …, in order).
+    pub fn only_these(&self, these: &[usize]) -> Result<Self> {
+        let parts = these
+            .iter()
+            .map(|&i| {
+                self.partitions.get(i).cloned().ok_or_else(|| {
+                    DataFusionError::Internal(format!("{} has no partition {i}", self.dataset))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Self::new(
             self.dataset.clone(),
             self.table_schema.clone(),
             self.projection.clone(),
-            vec![part],
+            parts,
             self.limit,
         )
     }
@@ -207,9 +230,45 @@ impl DisplayAs for PartitionScanExec {
     }
 }
 
+/// Stored partitions are compressed Arrow; in memory they take about this many times more.
+const MEMORY_PER_STORED_BYTE: u64 = 3;
+
+impl PartitionScanExec {
+    /// Rows and in-memory size from the catalog, so DataFusion can order joins and broadcast
+    /// small sides.
+    fn statistics_of(&self, partition: Option<usize>) -> Statistics {
+        let parts: &[ScanPartition] = match partition {
+            Some(i) => self.partitions.get(i..=i).unwrap_or(&[]),
+            None => &self.partitions,
+        };
+        let mut rows: u64 = parts.iter().map(|p| p.rows).sum();
+        let bytes: u64 = parts.iter().map(|p| p.bytes).sum::<u64>() * MEMORY_PER_STORED_BYTE;
+        let columns = self.table_schema.fields().len().max(1) as u64;
+        let kept = self.projection.as_ref().map_or(columns, |p| p.len() as u64);
+        let mut stats = Statistics::new_unknown(&self.schema());
+        stats.total_byte_size = Precision::Inexact((bytes * kept / columns) as usize);
+        stats.num_rows = match self.limit {
+            Some(limit) if (limit as u64) < rows => {
+                rows = limit as u64;
+                Precision::Inexact(rows as usize)
+            }
+            _ => Precision::Exact(rows as usize),
+        };
+        stats
+    }
+}
+
 impl ExecutionPlan for PartitionScanExec {
     fn name(&self) -> &str {
         "PartitionScanExec"
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(self.statistics_of(args.partition())))
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -263,18 +322,14 @@ impl ExecutionPlan for PartitionScanExec {
                         part.block.prefix(12)
                     ))
                 })?;
-            let (_, batches) =
-                ipc_to_batches(bytes).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let (_, batches) = crate::ipc::ipc_to_batches_projected(bytes, projection)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let mut left = limit.unwrap_or(usize::MAX);
             let mut out = Vec::with_capacity(batches.len());
             for batch in batches {
                 if left == 0 {
                     break;
                 }
-                let batch = match &projection {
-                    Some(p) => batch.project(p)?,
-                    None => batch,
-                };
                 let take = batch.num_rows().min(left);
                 left -= take;
                 out.push(Ok(batch.slice(0, take)));

@@ -224,6 +224,9 @@ impl Meta {
             blocks_served: 0,
             blocks_stored: 0,
             blocks_collected: 0,
+            tasks_running: 0,
+            tasks_run: 0,
+            shuffle_outputs: 0,
         }
     }
 

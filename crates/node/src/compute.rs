@@ -1,31 +1,81 @@
 //! Queries on a node: running tasks other coordinators send (`RunTask`, at most `task_slots`
-//! at once, in arrival order), and coordinating a client's query (`Query`) with
+//! at once, in arrival order, each under the task memory limit), keeping and serving their
+//! shuffle outputs (`FetchShuffle`), and coordinating a client's query (`Query`) with
 //! `tern-sched`. Partitions are read from this node's store when it holds them, otherwise
 //! from another holder, and the task reports how many it fetched.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tern_exec::{BlockReader, ReadFuture, StoredTable};
-use tern_proto::{BlockHash, Clock, ErrorKind, NodeId, NodeState, Response, Transport};
+use tern_exec::{
+    BlockReader, MemoryLimit, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey, StoredTable,
+};
+use tern_proto::{
+    BlockHash, Clock, ErrorKind, NodeId, NodeState, Request, Response, TaskSpec, TaskStats,
+    Transport,
+};
 use tern_sched::{Coordinator, NodeView, SchedError};
 use tern_store::BlockStore;
 use tracing::warn;
 
 use crate::NodeService;
 use crate::blocks::on_store;
+use crate::shuffle::ShuffleStore;
 
 /// Arrow IPC answers go out in chunks of this size.
 const CHUNK_BYTES: usize = 4 << 20;
 
 /// Reads partitions for one task or query: own store first, then the holders.
 struct NodeReader<T: Transport> {
+    me: NodeId,
     blocks: Arc<BlockStore>,
+    shuffles: Arc<ShuffleStore>,
     transport: Arc<T>,
     addrs: HashMap<NodeId, String>,
     remote: Arc<AtomicU32>,
     unavailable: Arc<AtomicBool>,
+    /// The first shuffle input that could not be fetched: (stage, node, why).
+    lost: Arc<Mutex<Option<(u32, NodeId, String)>>>,
+}
+
+impl<T: Transport> ShuffleFetcher for NodeReader<T> {
+    fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture {
+        let (me, shuffles, transport) = (self.me, self.shuffles.clone(), self.transport.clone());
+        let lost = self.lost.clone();
+        Box::pin(async move {
+            let fetched = if node == me {
+                tokio::task::spawn_blocking(move || shuffles.get(key))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map(|b| b.as_ref().clone()).map_err(|e| e.to_string()))
+            } else {
+                fetch_shuffle(transport.as_ref(), &addr, key).await
+            };
+            if let Err(reason) = &fetched {
+                lost.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert((key.stage, node, reason.clone()));
+            }
+            fetched
+        })
+    }
+}
+
+/// One bucket of a task's output kept on the node at `addr`.
+async fn fetch_shuffle<T: Transport>(
+    transport: &T,
+    addr: &str,
+    key: ShuffleKey,
+) -> Result<Vec<u8>, String> {
+    let request = Request::FetchShuffle {
+        job: key.job,
+        stage: key.stage,
+        task: key.task,
+        bucket: key.bucket,
+    };
+    tern_proto::fetch_bytes(transport, addr, &request).await
 }
 
 impl<T: Transport> BlockReader for NodeReader<T> {
@@ -58,6 +108,23 @@ impl<T: Transport> BlockReader for NodeReader<T> {
     }
 }
 
+/// Counts a task as running while it lives.
+struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    fn start(running: &'a AtomicU64, run: &AtomicU64) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        run.fetch_add(1, Ordering::Relaxed);
+        Self(running)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Send `answer`, then `bytes` in chunks.
 async fn respond_with_bytes(mut reply: tern_net::BodyWriter, answer: &Response, bytes: &[u8]) {
     if reply.respond(answer).await.is_err() {
@@ -78,14 +145,17 @@ async fn respond(mut reply: tern_net::BodyWriter, answer: &Response) {
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
-    fn reader(&self, addrs: HashMap<NodeId, String>) -> NodeReader<T> {
-        NodeReader {
+    fn reader(&self, addrs: HashMap<NodeId, String>) -> Arc<NodeReader<T>> {
+        Arc::new(NodeReader {
+            me: self.id(),
             blocks: self.blocks.clone(),
+            shuffles: self.shuffles.clone(),
             transport: self.transport.clone(),
             addrs,
             remote: Default::default(),
             unavailable: Default::default(),
-        }
+            lost: Default::default(),
+        })
     }
 
     fn addresses(&self) -> HashMap<NodeId, String> {
@@ -93,8 +163,29 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .read_local(|s| s.nodes.values().map(|n| (n.id, n.addr.clone())).collect())
     }
 
-    /// Run one task a coordinator sent.
-    pub(crate) async fn run_task(&self, plan: Vec<u8>, reply: tern_net::BodyWriter) {
+    /// A session reading through `reader`, under the task memory limit.
+    fn session(
+        &self,
+        target_partitions: usize,
+        reader: &Arc<NodeReader<T>>,
+    ) -> Result<tern_exec::datafusion::prelude::SessionContext, Response> {
+        let memory = MemoryLimit {
+            bytes: self.compute.task_memory_bytes as usize,
+            spill_dir: Some(self.compute.data_dir.join("spill")),
+        };
+        tern_exec::session(target_partitions, reader.clone(), reader.clone(), &memory)
+            .map_err(|e| Response::error(ErrorKind::Unavailable, e.to_string()))
+    }
+
+    /// Run the tasks a coordinator sent, one after the other in one slot: rows of tasks
+    /// without an output go back with the answer; the others' stay here, split into buckets,
+    /// under the job, stage and task their output names.
+    pub(crate) async fn run_task(
+        &self,
+        plan: Vec<u8>,
+        tasks: Vec<TaskSpec>,
+        reply: tern_net::BodyWriter,
+    ) {
         let Ok(_slot) = self.task_slots.acquire().await else {
             return respond(
                 reply,
@@ -103,53 +194,133 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .await;
         };
         let reader = self.reader(self.addresses());
-        let (remote, unavailable) = (reader.remote.clone(), reader.unavailable.clone());
-        let ctx = tern_exec::session(self.slot_count, Arc::new(reader));
+        let ctx = match self.session(self.slot_count, &reader) {
+            Ok(ctx) => ctx,
+            Err(answer) => return respond(reply, &answer).await,
+        };
         let result = async {
             let plan = tern_exec::decode_plan(&plan, &ctx.task_ctx())?;
             let schema = plan.schema();
-            let batches = tern_exec::run_task(plan, 0, ctx.task_ctx()).await?;
-            let bytes = tern_exec::batches_to_ipc(&schema, &batches)?;
-            let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            Ok::<_, tern_exec::ExecError>((rows, bytes))
+            let mut stats = Vec::with_capacity(tasks.len());
+            let mut bytes = Vec::new();
+            for task in tasks {
+                let _running = Running::start(&self.tasks_running, &self.tasks_run);
+                if self.compute.task_delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(self.compute.task_delay_ms)).await;
+                }
+                let (remote_before, spilled_before) = (
+                    reader.remote.load(Ordering::Relaxed),
+                    tern_exec::spilled_bytes(&plan),
+                );
+                let partition = task.partition as usize;
+                let (rows, sent) = match task.output {
+                    None => {
+                        let batches =
+                            tern_exec::run_task(plan.clone(), partition, ctx.task_ctx()).await?;
+                        let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        let ipc = tern_exec::batches_to_ipc(&schema, &batches)?;
+                        bytes.extend_from_slice(&ipc);
+                        (rows, ipc.len() as u64)
+                    }
+                    Some(out) => {
+                        let buckets =
+                            tern_exec::run_shuffle_task(plan.clone(), partition, ctx.task_ctx())
+                                .await?;
+                        let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
+                        let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
+                        let shuffles = self.shuffles.clone();
+                        tokio::task::spawn_blocking(move || {
+                            shuffles.put(out.job, out.stage, out.task, kept)
+                        })
+                        .await
+                        .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?
+                        .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?;
+                        (rows, 0)
+                    }
+                };
+                stats.push(TaskStats {
+                    rows,
+                    remote_reads: reader.remote.load(Ordering::Relaxed) - remote_before,
+                    spilled: tern_exec::spilled_bytes(&plan).saturating_sub(spilled_before),
+                    bytes: sent,
+                });
+            }
+            Ok::<_, tern_exec::ExecError>((stats, bytes))
         }
         .await;
         match result {
-            Ok((rows, bytes)) => {
-                let answer = Response::TaskOutput {
-                    rows,
-                    remote_reads: remote.load(Ordering::Relaxed),
-                };
-                respond_with_bytes(reply, &answer, &bytes).await;
+            Ok((tasks, bytes)) => {
+                respond_with_bytes(reply, &Response::TaskOutput { tasks }, &bytes).await;
             }
             Err(e) => {
-                // A partition no holder could serve is worth another node; anything else is
-                // the query's own error and would fail anywhere.
-                let kind = if unavailable.load(Ordering::Relaxed) {
-                    ErrorKind::Unavailable
+                let lost = reader.lost.lock().unwrap_or_else(|p| p.into_inner()).take();
+                // A lost shuffle input is recomputed; a partition no holder could serve is
+                // worth another node; anything else is the query's own error and would fail
+                // anywhere.
+                let answer = if let Some((stage, node, reason)) = lost {
+                    Response::ShuffleLost {
+                        stage,
+                        node,
+                        reason,
+                    }
+                } else if reader.unavailable.load(Ordering::Relaxed) {
+                    Response::error(ErrorKind::Unavailable, e.to_string())
                 } else {
-                    ErrorKind::Invalid
+                    Response::error(ErrorKind::Invalid, e.to_string())
                 };
-                respond(reply, &Response::error(kind, e.to_string())).await;
+                respond(reply, &answer).await;
+            }
+        }
+    }
+
+    /// Send one bucket of a kept task output.
+    pub(crate) async fn serve_shuffle(&self, key: ShuffleKey, reply: tern_net::BodyWriter) {
+        let shuffles = self.shuffles.clone();
+        let got = tokio::task::spawn_blocking(move || shuffles.get(key)).await;
+        match got {
+            Ok(Ok(bytes)) => {
+                let answer = Response::Block {
+                    size: bytes.len() as u64,
+                };
+                respond_with_bytes(reply, &answer, &bytes).await
+            }
+            Ok(Err(e)) => {
+                respond(
+                    reply,
+                    &Response::error(ErrorKind::Unavailable, e.to_string()),
+                )
+                .await
+            }
+            Err(e) => {
+                respond(
+                    reply,
+                    &Response::error(ErrorKind::Unavailable, e.to_string()),
+                )
+                .await
             }
         }
     }
 
     /// Coordinate a client's query.
     pub(crate) async fn run_query(&self, sql: String, explain: bool, reply: tern_net::BodyWriter) {
-        let state = self
-            .meta
-            .read(|s| (crate::repair::datasets(s), s.nodes.clone()))
-            .await;
-        let (datasets, nodes) = match state {
+        let (datasets, nodes) = match self.query_catalog().await {
             Ok(state) => state,
-            Err(e) => {
-                return respond(reply, &Response::error(ErrorKind::NoLeader, e.to_string())).await;
-            }
+            Err(answer) => return respond(reply, &answer).await,
         };
         let addrs = nodes.values().map(|n| (n.id, n.addr.clone())).collect();
-        let ctx = tern_exec::session(self.slot_count, Arc::new(self.reader(addrs)));
-        for (_, dataset) in &datasets {
+        let reader = self.reader(addrs);
+        let live = nodes
+            .values()
+            .filter(|n| n.state == NodeState::Up)
+            .count()
+            .max(1);
+        // As many partitions after an exchange as the cluster has slots (counting every node
+        // as this one), so every slot has a task.
+        let ctx = match self.session(live * self.slot_count, &reader) {
+            Ok(ctx) => ctx,
+            Err(answer) => return respond(reply, &answer).await,
+        };
+        for dataset in &datasets {
             if dataset.format != "arrow-ipc" {
                 continue;
             }
@@ -179,7 +350,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 live: n.state != NodeState::Down,
             })
             .collect();
-        let coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views);
+        let job = self.new_job_id();
+        let coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job);
         let answer = coordinator
             .run(&ctx, &sql)
             .await
@@ -193,13 +365,71 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Ok((answer, bytes)) => respond_with_bytes(reply, &answer, &bytes).await,
             Err(e) => respond(reply, &sched_error(e)).await,
         }
+        coordinator.release().await;
+    }
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// The datasets a query sees, as the leader has them (a follower asks the leader, so a
+    /// dataset just committed is never missing), and the nodes as this node knows them.
+    async fn query_catalog(
+        &self,
+    ) -> Result<
+        (
+            Vec<tern_proto::DatasetRecord>,
+            std::collections::BTreeMap<NodeId, tern_proto::NodeRecord>,
+        ),
+        Response,
+    > {
+        match self
+            .meta
+            .read(|s| (crate::repair::datasets(s), s.nodes.clone()))
+            .await
+        {
+            Ok((datasets, nodes)) => {
+                return Ok((datasets.into_iter().map(|(_, d)| d).collect(), nodes));
+            }
+            Err(tern_meta::MetaError::NotLeader { .. }) => {}
+            Err(e) => return Err(Response::error(ErrorKind::NoLeader, e.to_string())),
+        }
+        let listed = self
+            .handle(Request::CatalogList {
+                table: tern_proto::DATASETS_TABLE.into(),
+                prefix: String::new(),
+                limit: u32::MAX,
+            })
+            .await;
+        let entries = match listed {
+            Response::CatalogEntries(entries) => entries,
+            Response::Error(e) => return Err(Response::Error(e)),
+            other => {
+                return Err(Response::error(
+                    ErrorKind::Unavailable,
+                    format!("unexpected catalog answer {other:?}"),
+                ));
+            }
+        };
+        let datasets = entries
+            .iter()
+            .filter_map(|(_, raw)| postcard::from_bytes(raw).ok())
+            .collect();
+        Ok((datasets, self.meta.read_local(|s| s.nodes.clone())))
+    }
+
+    /// An id for a job this node coordinates, unique across the cluster and across restarts
+    /// of this node (it mixes in the node id and the time it started the job).
+    fn new_job_id(&self) -> u64 {
+        let n = self.jobs_started.fetch_add(1, Ordering::Relaxed);
+        (self.id() << 48) ^ ((self.clock.wall().as_millis() as u64) << 16) ^ n
     }
 }
 
 fn sched_error(e: SchedError) -> Response {
     let kind = match e {
         SchedError::Query(_) => ErrorKind::Invalid,
-        SchedError::PartitionUnavailable { .. } => ErrorKind::Unavailable,
+        SchedError::PartitionUnavailable { .. } | SchedError::TaskFailed { .. } => {
+            ErrorKind::Unavailable
+        }
     };
     Response::error(kind, e.to_string())
 }

@@ -45,8 +45,41 @@ pub struct NodeConfig {
     /// Query tasks this node runs at once; 0 (the default) means one per core.
     #[serde(default)]
     pub task_slots: usize,
+    /// Memory one task may hold; past it, its sorts, aggregations and joins spill to
+    /// `<data_dir>/spill` (default 1 GiB).
+    #[serde(default = "default_task_memory")]
+    pub task_memory_bytes: u64,
+    /// Shuffle outputs this node keeps in memory; past it they go to `<data_dir>/shuffle`
+    /// (default 1 GiB).
+    #[serde(default = "default_shuffle_memory")]
+    pub shuffle_memory_bytes: u64,
+    /// For tests and demos: every task this node runs first waits this long (a slow node).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub task_delay_ms: u64,
     #[serde(default)]
     pub timings: NodeTimings,
+}
+
+fn default_task_memory() -> u64 {
+    1 << 30
+}
+
+fn default_shuffle_memory() -> u64 {
+    1 << 30
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What a node needs to run tasks, taken from its config.
+#[derive(Debug, Clone)]
+pub struct ComputeSettings {
+    pub slots: usize,
+    pub task_memory_bytes: u64,
+    pub shuffle_memory_bytes: u64,
+    pub task_delay_ms: u64,
+    pub data_dir: PathBuf,
 }
 
 /// Heartbeat and failure-detection timings, in milliseconds.
@@ -104,6 +137,16 @@ fn default_capacity() -> u64 {
 }
 
 impl NodeConfig {
+    pub fn compute(&self) -> ComputeSettings {
+        ComputeSettings {
+            slots: self.slots(),
+            task_memory_bytes: self.task_memory_bytes,
+            shuffle_memory_bytes: self.shuffle_memory_bytes,
+            task_delay_ms: self.task_delay_ms,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
     /// Task slots, with 0 meaning the machine's cores.
     pub fn slots(&self) -> usize {
         if self.task_slots > 0 {

@@ -4,8 +4,9 @@
 //! metadata group (`tern-meta`) and the block store (`tern-store`), stores and serves blocks
 //! (passing each one along its replica chain), answers requests ([`NodeService`]), joins or bootstraps
 //! the cluster, sends heartbeats to the leader and, while it leads, marks silent nodes
-//! suspect and then down and repairs the replicas they held. Later components (block store, executor, scheduler) are wired in
-//! here too; they do not know about the node.
+//! suspect and then down and repairs the replicas they held. It runs query tasks (`tern-exec`)
+//! in its task slots, keeps their shuffle outputs for later stages, and coordinates the queries
+//! clients send it (`tern-sched`); those components do not know about the node.
 //!
 //! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
 //! run it without sockets or real time.
@@ -18,8 +19,9 @@ mod repair;
 mod run;
 mod scrub;
 mod service;
+mod shuffle;
 
-pub use config::{NodeConfig, NodeTimings};
+pub use config::{ComputeSettings, NodeConfig, NodeTimings};
 pub use run::{RunningNode, start};
 pub use service::NodeService;
 

@@ -100,7 +100,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.timings.clone(),
         config.max_voters,
         blocks,
-        config.slots(),
+        config.compute(),
     ));
     let mut tasks = vec![tokio::spawn(tern_net::serve(
         transport.clone(),
@@ -144,6 +144,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tasks.push(every(gc_every, gc_every, service.clone(), |s| async move {
         s.collect_garbage().await;
     }));
+    tasks.push(every(
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        service.clone(),
+        |s| async move { s.shuffles.expire(crate::shuffle::ABANDONED_AFTER) },
+    ));
     // The first scrub waits a full interval: a node that just started has other work first.
     let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tasks.push(every(scrub_every, scrub_every, service.clone(), move |s| {

@@ -31,6 +31,13 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// Tasks this node runs at once (its cores by default), and the queue for them.
     pub(crate) slot_count: usize,
     pub(crate) task_slots: tokio::sync::Semaphore,
+    pub(crate) compute: crate::ComputeSettings,
+    /// Shuffle outputs of tasks this node ran, until their job ends.
+    pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
+    /// Jobs this node coordinates, for their ids.
+    pub(crate) jobs_started: std::sync::atomic::AtomicU64,
+    pub(crate) tasks_running: std::sync::atomic::AtomicU64,
+    pub(crate) tasks_run: std::sync::atomic::AtomicU64,
     /// Tasks this node, as a coordinator, has placed on each node.
     pub(crate) board: tern_sched::LoadBoard,
     pub(crate) transport: Arc<T>,
@@ -63,8 +70,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         timings: NodeTimings,
         max_voters: usize,
         blocks: Arc<BlockStore>,
-        task_slots: usize,
+        compute: crate::ComputeSettings,
     ) -> Self {
+        let task_slots = compute.slots;
         Self {
             record,
             meta,
@@ -76,6 +84,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             slot_count: task_slots,
             task_slots: tokio::sync::Semaphore::new(task_slots),
             board: tern_sched::LoadBoard::new(task_slots),
+            shuffles: Arc::new(crate::shuffle::ShuffleStore::new(
+                &compute.data_dir.join("shuffle"),
+                compute.shuffle_memory_bytes,
+            )),
+            compute,
+            jobs_started: Default::default(),
+            tasks_running: Default::default(),
+            tasks_run: Default::default(),
             transport,
             clock,
             timings,
@@ -168,6 +184,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
             Request::ScrubNow => Response::Scrubbed(self.scrub_now().await),
+            Request::ReleaseJob { job } => {
+                let (shuffles, job) = (self.shuffles.clone(), *job);
+                // Removing spilled files is blocking work.
+                let _ = tokio::task::spawn_blocking(move || shuffles.release(job)).await;
+                Response::Ack
+            }
             Request::Drain { node } => {
                 if !self.meta.is_leader() {
                     return Err(self.not_leader());
@@ -177,6 +199,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::PutBlock { .. }
             | Request::GetBlock { .. }
             | Request::RunTask { .. }
+            | Request::FetchShuffle { .. }
             | Request::Query { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
@@ -230,6 +253,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .blocks_collected
             .load(std::sync::atomic::Ordering::Relaxed);
         metrics.blocks_stored = self.blocks.hashes().map(|h| h.len() as u64).unwrap_or(0);
+        metrics.tasks_running = self
+            .tasks_running
+            .load(std::sync::atomic::Ordering::Relaxed);
+        metrics.tasks_run = self.tasks_run.load(std::sync::atomic::Ordering::Relaxed);
+        metrics.shuffle_outputs = self.shuffles.outputs() as u64;
         metrics
     }
 
@@ -489,6 +517,8 @@ fn node_only(request: &Request) -> bool {
             | Request::Forwarded(_)
             | Request::CopyBlock { .. }
             | Request::RunTask { .. }
+            | Request::FetchShuffle { .. }
+            | Request::ReleaseJob { .. }
     )
 }
 
@@ -513,6 +543,7 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
             Request::PutBlock { .. }
                 | Request::GetBlock { .. }
                 | Request::RunTask { .. }
+                | Request::FetchShuffle { .. }
                 | Request::Query { .. }
         )
     }
@@ -537,7 +568,21 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
             return;
         }
         match request {
-            Request::RunTask { plan } => self.run_task(plan, reply).await,
+            Request::RunTask { plan, tasks } => self.run_task(plan, tasks, reply).await,
+            Request::FetchShuffle {
+                job,
+                stage,
+                task,
+                bucket,
+            } => {
+                let key = tern_exec::ShuffleKey {
+                    job,
+                    stage,
+                    task,
+                    bucket,
+                };
+                self.serve_shuffle(key, reply).await
+            }
             Request::Query { sql, explain } => self.run_query(sql, explain, reply).await,
             request => self.serve_bulk(request, body, reply).await,
         }

@@ -27,4 +27,4 @@ pub use frame::{
 };
 pub use message::*;
 pub use query::StageReport;
-pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block};
+pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block, fetch_bytes};

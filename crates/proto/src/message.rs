@@ -176,11 +176,27 @@ pub enum Request {
     Drain {
         node: NodeId,
     },
-    /// Run one task (bulk: answered with `Response::TaskOutput` and its rows as an Arrow IPC
-    /// stream in chunks): `plan` is a physical plan fragment in DataFusion's encoding, whose
-    /// partition 0 is the task.
+    /// Run tasks (bulk: answered with `Response::TaskOutput`): each is one partition of
+    /// `plan`, a physical plan in DataFusion's encoding, run on its own, in order (a
+    /// coordinator batches many small tasks for one node into one request). A task with
+    /// `output` `None` sends its rows after the answer as an Arrow IPC stream (the streams of
+    /// the batch one after the other); otherwise the node keeps them, split into buckets, for
+    /// a later stage to fetch (`FetchShuffle`).
     RunTask {
         plan: Vec<u8>,
+        tasks: Vec<TaskSpec>,
+    },
+    /// Read one bucket of a task's kept output (bulk: answered with `Response::Block` and
+    /// its bytes, an Arrow IPC stream, as chunks).
+    FetchShuffle {
+        job: u64,
+        stage: u32,
+        task: u32,
+        bucket: u32,
+    },
+    /// The job is over: drop every output kept for it.
+    ReleaseJob {
+        job: u64,
     },
     /// Run a SQL query with this node as coordinator (bulk: answered with
     /// `Response::QueryOutput` and the answer as an Arrow IPC stream in chunks), or with
@@ -227,9 +243,40 @@ impl Request {
             Request::ScrubNow => "scrub",
             Request::Drain { .. } => "drain",
             Request::RunTask { .. } => "run-task",
+            Request::FetchShuffle { .. } => "fetch-shuffle",
+            Request::ReleaseJob { .. } => "release-job",
             Request::Query { .. } => "query",
         }
     }
+}
+
+/// One task of a `RunTask` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The partition of the plan the task runs.
+    pub partition: u32,
+    pub output: Option<ShuffleOutput>,
+}
+
+/// How one task ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    pub rows: u64,
+    /// Partitions the task fetched from another node (0: it read its own store).
+    pub remote_reads: u32,
+    /// Bytes its sorts, aggregations and joins spilled to disk.
+    pub spilled: u64,
+    /// Bytes of its Arrow IPC stream in the answer (0 when its output is kept).
+    pub bytes: u64,
+}
+
+/// Where a task's output goes when a later stage reads it: kept on the node that ran it, as
+/// (job, stage, task), split into buckets if the plan's root is a hash exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShuffleOutput {
+    pub job: u64,
+    pub stage: u32,
+    pub task: u32,
 }
 
 /// A node's Raft view of itself.
@@ -247,6 +294,11 @@ pub struct LocalMetrics {
     pub blocks_stored: u64,
     /// Unreferenced blocks this node has deleted since it started.
     pub blocks_collected: u64,
+    /// Query tasks running on this node now, and run since it started.
+    pub tasks_running: u64,
+    pub tasks_run: u64,
+    /// Task outputs this node keeps for later stages now.
+    pub shuffle_outputs: u64,
 }
 
 /// One node's scrub pass.
@@ -362,10 +414,17 @@ pub enum Response {
     /// What one scrub pass found on one node.
     Scrubbed(ScrubReport),
     /// A task ran: its output rows follow as an Arrow IPC stream.
+    /// Tasks ran: one entry per task of the request, in order; the rows of those sent back
+    /// follow as Arrow IPC streams of the lengths given.
     TaskOutput {
-        rows: u64,
-        /// Partitions the task fetched from another node (0: it read its own store).
-        remote_reads: u32,
+        tasks: Vec<TaskStats>,
+    },
+    /// A task could not read the output an earlier stage's task left on `node` (the node died
+    /// or dropped it): the coordinator recomputes that stage's tasks from `node`, then retries.
+    ShuffleLost {
+        stage: u32,
+        node: NodeId,
+        reason: String,
     },
     /// A query ran: the answer follows as an Arrow IPC stream.
     QueryOutput {

@@ -22,4 +22,8 @@ pub struct StageReport {
     pub remote: BTreeMap<NodeId, u64>,
     /// Task attempts that failed and were sent elsewhere.
     pub retries: u64,
+    /// Tasks run again because the node keeping their output was lost.
+    pub recomputed: u64,
+    /// Bytes spilled to disk by the stage's tasks.
+    pub spilled: u64,
 }

@@ -68,16 +68,15 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response, TransportError>> + Send;
 }
 
-/// Read block `hash` from the node at `addr` over `transport` and check it against its name.
-/// Errors are one-line reasons; the caller moves on to another holder.
-pub async fn fetch_block<T: Transport>(
+/// The bytes `request` asks for (a bulk request answered with `Response::Block` and its
+/// bytes as chunks), checked against the announced size.
+pub async fn fetch_bytes<T: Transport>(
     transport: &T,
     addr: &str,
-    hash: &crate::BlockHash,
+    request: &Request,
 ) -> Result<Vec<u8>, String> {
-    let request = Request::GetBlock { hash: *hash };
     let (writer, mut reader) = transport
-        .open_bulk(addr, &request)
+        .open_bulk(addr, request)
         .await
         .map_err(|e| e.to_string())?;
     writer.finish().await.map_err(|e| e.to_string())?;
@@ -96,6 +95,19 @@ pub async fn fetch_block<T: Transport>(
         }
         bytes.extend_from_slice(&chunk);
     }
+    if bytes.len() as u64 != size {
+        return Err(format!("announced {size} bytes, sent {}", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Block `hash` from the node at `addr`, verified against its name.
+pub async fn fetch_block<T: Transport>(
+    transport: &T,
+    addr: &str,
+    hash: &crate::BlockHash,
+) -> Result<Vec<u8>, String> {
+    let bytes = fetch_bytes(transport, addr, &Request::GetBlock { hash: *hash }).await?;
     if crate::BlockHash::of(&bytes) != *hash {
         return Err("bytes do not match the block's hash".into());
     }

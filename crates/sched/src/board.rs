@@ -53,6 +53,11 @@ impl LoadBoard {
         }
     }
 
+    /// Tasks each node runs at once.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
     /// Tasks this coordinator has running on `node`.
     pub fn load(&self, node: NodeId) -> usize {
         self.in_flight

@@ -1,9 +1,11 @@
 //! The per-query coordinator: plans a SQL query with DataFusion, cuts the physical plan into
-//! stages ([`stages`]), sends each task to the least busy holder of its block that has a free
-//! slot ([`LoadBoard`]), retries a task whose node fails on another node, and runs the final
-//! stage itself.
+//! stages ([`stages`]: scans and partial aggregates, hash shuffles, joins, final aggregates),
+//! runs each stage once the stages it reads are done, sends each task to the least busy
+//! holder of its block that has a free slot ([`LoadBoard`]) or, for tasks over shuffled data,
+//! to the least busy node; retries a task whose node fails on another node, recomputes the
+//! kept outputs of a node that is lost before they are read, and runs the final stage itself.
 //!
-//! It owns stages, placement and retries. It does not run tasks (a node does, with
+//! It owns stages, placement, retries and recomputation. It does not run tasks (a node does, with
 //! `tern-exec`), know how blocks are read, or know the node: the node hands it a
 //! [`Transport`], the live nodes, and a DataFusion session with the datasets registered.
 //! Every wait has a deadline: a task that does not answer in time is retried elsewhere, and a
@@ -12,22 +14,27 @@
 pub mod board;
 pub mod stages;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tern_exec::arrow::datatypes::SchemaRef;
 use tern_exec::arrow::record_batch::RecordBatch;
-use tern_exec::datafusion::prelude::SessionContext;
-use tern_exec::{encode_plan, ipc_to_batches};
+use tern_exec::datafusion::common::tree_node::TreeNodeRecursion;
+use tern_exec::datafusion::logical_expr::LogicalPlan;
+use tern_exec::datafusion::prelude::{DataFrame, SessionContext};
+use tern_exec::{TaskLocation, encode_plan, ipc_to_batches};
 use tern_proto::{
-    BulkRead, BulkWrite, ErrorKind, NodeId, Request, Response, StageReport, Transport,
+    BulkRead, BulkWrite, ErrorKind, NodeId, Request, Response, ShuffleOutput, StageReport,
+    TaskSpec, Transport,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use board::LoadBoard;
-pub use stages::{Fragment, StageInputExec, cut, describe};
+pub use stages::{Stage, StageInputExec, StageOutput, StagePlan, cut, describe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
@@ -40,6 +47,12 @@ pub enum SchedError {
         dataset: String,
         partition: usize,
         block: String,
+        reason: String,
+    },
+    #[error("task {task} of stage {stage} failed on every node tried: {reason}")]
+    TaskFailed {
+        stage: usize,
+        task: usize,
         reason: String,
     },
 }
@@ -83,12 +96,77 @@ impl Default for Patience {
     }
 }
 
-/// Coordinates queries over the nodes it is given.
+/// A lost shuffle input is recomputed at most this many times for one task.
+const MAX_RECOVERIES: usize = 3;
+
+/// A stage with more tasks than this many per slot sends them in batches, one request per
+/// batch (Dask batches its task messages too): with thousands of tiny partitions a request
+/// per task would cost more than the tasks.
+const TASKS_PER_SLOT_UNBATCHED: usize = 4;
+/// At most this many tasks, and this many stored bytes, in one batch.
+const MAX_BATCH_TASKS: usize = 256;
+const MAX_BATCH_BYTES: u64 = 64 << 20;
+
+/// Coordinates one job over the nodes it is given.
 pub struct Coordinator<'a, T: Transport> {
     transport: &'a T,
     board: &'a LoadBoard,
     nodes: HashMap<NodeId, NodeView>,
     patience: Patience,
+    job: u64,
+}
+
+/// A job's running state: where each kept task output is, and which nodes it gave up on.
+struct Job {
+    stages: Vec<Stage>,
+    locations: Vec<Mutex<Vec<Option<TaskLocation>>>>,
+    /// One recovery of a stage at a time; the others find it done.
+    recovering: Vec<tokio::sync::Mutex<()>>,
+    recomputed: Vec<AtomicU64>,
+    /// Nodes whose kept outputs could not be read: no more tasks of this job go there.
+    lost: Mutex<HashSet<NodeId>>,
+}
+
+impl Job {
+    fn new(stages: Vec<Stage>) -> Self {
+        Self {
+            locations: stages
+                .iter()
+                .map(|s| Mutex::new(vec![None; s.tasks]))
+                .collect(),
+            recovering: stages.iter().map(|_| Default::default()).collect(),
+            recomputed: stages.iter().map(|_| AtomicU64::new(0)).collect(),
+            lost: Mutex::default(),
+            stages,
+        }
+    }
+
+    /// Where the tasks of stage `s`'s input stages ran, for the readers in its tasks' plans
+    /// (indexed by stage; empty for stages it does not read).
+    fn located(&self, s: usize) -> Vec<Vec<TaskLocation>> {
+        let inputs = &self.stages[s].inputs;
+        self.locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if !inputs.contains(&i) {
+                    return Vec::new();
+                }
+                lock(l)
+                    .iter()
+                    .map_while(|at| at.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn is_lost(&self, node: NodeId) -> bool {
+        lock(&self.lost).contains(&node)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One task's outcome.
@@ -99,21 +177,39 @@ struct TaskDone {
     node: NodeId,
     local: bool,
     retries: u64,
+    spilled: u64,
 }
 
-/// Why one attempt failed: worth another node, or final.
+/// What one task attempt sent back.
+struct Sent {
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    remote_reads: u32,
+    spilled: u64,
+}
+
+/// Why one attempt failed: worth another node, an input to recompute, or final.
 enum Attempt {
+    /// The node could not be reached or the connection broke: no more of this job goes there.
+    Unreachable(String),
     Retry(String),
+    Lost {
+        stage: usize,
+        node: NodeId,
+    },
     Fatal(String),
 }
 
 impl<'a, T: Transport> Coordinator<'a, T> {
-    pub fn new(transport: &'a T, board: &'a LoadBoard, nodes: Vec<NodeView>) -> Self {
+    /// A coordinator for job `job` (an id unique in the cluster: shuffle outputs are kept
+    /// under it).
+    pub fn new(transport: &'a T, board: &'a LoadBoard, nodes: Vec<NodeView>, job: u64) -> Self {
         Self {
             transport,
             board,
             nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
             patience: Patience::default(),
+            job,
         }
     }
 
@@ -123,16 +219,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     }
 
     /// Plan `sql` and cut it into stages.
-    pub async fn plan(
-        ctx: &SessionContext,
-        sql: &str,
-    ) -> Result<
-        (
-            Arc<dyn tern_exec::datafusion::physical_plan::ExecutionPlan>,
-            Vec<Fragment>,
-        ),
-        SchedError,
-    > {
+    pub async fn plan(ctx: &SessionContext, sql: &str, job: u64) -> Result<StagePlan, SchedError> {
         // Queries only: DDL and DML would create tables or write files on the coordinator.
         let options = tern_exec::datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
@@ -142,27 +229,50 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             .sql_with_options(sql, options)
             .await
             .map_err(query_error)?;
+        // No more shuffle buckets than the partitions read: a small query stays small.
+        let width = shuffle_width(ctx, frame.logical_plan()).await;
+        let mut state = ctx.state();
+        state.config_mut().options_mut().execution.target_partitions = width;
+        let frame = DataFrame::new(state, frame.into_unoptimized_plan());
         let plan = frame.create_physical_plan().await.map_err(query_error)?;
-        cut(plan).map_err(query_error)
+        cut(plan, job).map_err(query_error)
     }
 
     /// The stages and tasks `sql` would run.
     pub async fn explain(ctx: &SessionContext, sql: &str) -> Result<String, SchedError> {
-        let (root, fragments) = Self::plan(ctx, sql).await?;
-        Ok(describe(&root, &fragments))
+        Ok(describe(&Self::plan(ctx, sql, 0).await?))
     }
 
-    /// Run `sql`: its task stages on the nodes, then the final stage here.
+    /// Run `sql`: its stages on the nodes, each once the stages it reads are done, then the
+    /// final stage here.
     pub async fn run(
         &self,
         ctx: &SessionContext,
         sql: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<StageReport>), SchedError> {
-        let (root, fragments) = Self::plan(ctx, sql).await?;
-        let stages = futures::future::join_all(fragments.iter().map(|f| self.run_fragment(f)));
-        let mut reports = Vec::new();
-        for report in stages.await {
-            reports.push(report?);
+        let StagePlan { root, stages } = Self::plan(ctx, sql, self.job).await?;
+        let job = Job::new(stages);
+        let count = job.stages.len();
+        let mut reports: Vec<Option<StageReport>> = vec![None; count];
+        loop {
+            let ready: Vec<usize> = (0..count)
+                .filter(|&s| {
+                    reports[s].is_none()
+                        && job.stages[s].inputs.iter().all(|i| reports[*i].is_some())
+                })
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            let ran =
+                futures::future::join_all(ready.iter().map(|&s| self.run_stage(&job, s))).await;
+            for (s, report) in ready.into_iter().zip(ran) {
+                reports[s] = Some(report?);
+            }
+        }
+        let mut reports: Vec<StageReport> = reports.into_iter().flatten().collect();
+        for report in &mut reports {
+            report.recomputed = job.recomputed[report.stage as usize - 1].load(Ordering::Relaxed);
         }
         let started = Instant::now();
         let schema = root.schema();
@@ -180,132 +290,419 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         Ok((schema, batches, reports))
     }
 
-    async fn run_fragment(&self, fragment: &Fragment) -> Result<StageReport, SchedError> {
+    /// Tell every node the job is over, so they drop what they kept for it (best effort; a
+    /// node that misses it drops the outputs when they are old).
+    pub async fn release(&self) {
+        let request = Request::ReleaseJob { job: self.job };
+        let calls = self.nodes.values().filter(|n| n.live).map(|n| {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                self.transport.call(&n.addr, request.clone()),
+            )
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    async fn run_stage(&self, job: &Job, s: usize) -> Result<StageReport, SchedError> {
         let started = Instant::now();
-        let tasks = fragment.scan().partitions().len();
+        let stage = &job.stages[s];
         // Enough in flight to fill every slot; the board decides where each one runs.
-        let in_flight = (self.nodes.len() * 4).max(1);
-        let mut done = futures::stream::iter(0..tasks)
-            .map(|i| self.run_task(fragment, i))
+        let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
+        let mut done = futures::stream::iter(self.batches(job, s))
+            .map(|batch| self.run_batch(job, s, batch))
             .buffer_unordered(in_flight);
         let mut report = StageReport {
-            stage: fragment.id as u32 + 1,
-            what: format!("scan of {}", fragment.scan().dataset()),
-            tasks: tasks as u64,
+            stage: s as u32 + 1,
+            what: stage.what(),
+            tasks: stage.tasks as u64,
             ..Default::default()
         };
-        while let Some(task) = done.next().await {
-            let task = task?;
-            report.rows += task.rows;
-            report.retries += task.retries;
-            let counts = if task.local {
-                &mut report.local
-            } else {
-                &mut report.remote
-            };
-            *counts.entry(task.node).or_default() += 1;
-            fragment.input.set_output(task.index, task.batches);
+        while let Some(tasks) = done.next().await {
+            for task in tasks? {
+                report.rows += task.rows;
+                report.retries += task.retries;
+                report.spilled += task.spilled;
+                let counts = if task.local {
+                    &mut report.local
+                } else {
+                    &mut report.remote
+                };
+                *counts.entry(task.node).or_default() += 1;
+                if let StageOutput::Coordinator(input) = &stage.output {
+                    input.set_output(task.index, task.batches);
+                }
+            }
         }
         report.millis = started.elapsed().as_millis() as u64;
         Ok(report)
     }
 
-    async fn run_task(&self, fragment: &Fragment, index: usize) -> Result<TaskDone, SchedError> {
-        let scan = fragment.scan();
+    fn is_live(&self, job: &Job, id: &NodeId) -> bool {
+        self.nodes.get(id).is_some_and(|n| n.live) && !job.is_lost(*id)
+    }
+
+    /// Stage `s`'s tasks in the batches they are sent in: one task each unless the stage has
+    /// many more tasks than the cluster has slots. Then each scan task is given to the least
+    /// loaded of its live holders and each holder's tasks are cut into batches (so a batch
+    /// reads locally), interleaved between holders so every node starts at once.
+    fn batches(&self, job: &Job, s: usize) -> Vec<Vec<usize>> {
+        let stage = &job.stages[s];
+        let live = self.nodes.keys().filter(|id| self.is_live(job, id)).count();
+        let slots = (live * self.board.slots()).max(1);
+        if stage.tasks <= slots * TASKS_PER_SLOT_UNBATCHED {
+            return (0..stage.tasks).map(|i| vec![i]).collect();
+        }
+        let size = stage
+            .tasks
+            .div_ceil(slots * TASKS_PER_SLOT_UNBATCHED)
+            .min(MAX_BATCH_TASKS);
+        let Some(scan) = stage.scan() else {
+            return (0..stage.tasks)
+                .collect::<Vec<_>>()
+                .chunks(size)
+                .map(<[usize]>::to_vec)
+                .collect();
+        };
+        let mut per_holder: std::collections::BTreeMap<NodeId, Vec<usize>> = Default::default();
+        let mut alone = Vec::new();
+        for (i, part) in scan.partitions().iter().enumerate() {
+            let holder = part
+                .holders
+                .iter()
+                .filter(|h| self.is_live(job, h))
+                .min_by_key(|h| (per_holder.get(h).map_or(0, Vec::len), **h));
+            match holder {
+                Some(h) => per_holder.entry(*h).or_default().push(i),
+                // No live holder: alone, so it fails naming its partition.
+                None => alone.push(vec![i]),
+            }
+        }
+        let mut runs: Vec<std::collections::VecDeque<Vec<usize>>> = per_holder
+            .into_values()
+            .map(|tasks| {
+                let mut batches = std::collections::VecDeque::new();
+                let (mut batch, mut bytes) = (Vec::new(), 0u64);
+                for i in tasks {
+                    let size_of = scan.partitions()[i].bytes;
+                    if !batch.is_empty()
+                        && (batch.len() >= size || bytes + size_of > MAX_BATCH_BYTES)
+                    {
+                        batches.push_back(std::mem::take(&mut batch));
+                        bytes = 0;
+                    }
+                    batch.push(i);
+                    bytes += size_of;
+                }
+                if !batch.is_empty() {
+                    batches.push_back(batch);
+                }
+                batches
+            })
+            .collect();
+        let mut out = alone;
+        while runs.iter().any(|r| !r.is_empty()) {
+            for run in &mut runs {
+                if let Some(batch) = run.pop_front() {
+                    out.push(batch);
+                }
+            }
+        }
+        out
+    }
+
+    /// Run a batch of tasks of stage `s` as one request to one node; if that fails, each
+    /// task on its own (with its retries and recomputation).
+    async fn run_batch(
+        &self,
+        job: &Job,
+        s: usize,
+        batch: Vec<usize>,
+    ) -> Result<Vec<TaskDone>, SchedError> {
+        if batch.len() == 1 {
+            return Ok(vec![self.run_task(job, s, batch[0]).await?]);
+        }
+        let stage = &job.stages[s];
+        let anywhere: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .filter(|id| self.is_live(job, id))
+            .copied()
+            .collect();
+        let preferred: Vec<NodeId> = match stage.scan() {
+            Some(scan) => anywhere
+                .iter()
+                .filter(|n| {
+                    batch
+                        .iter()
+                        .all(|&i| scan.partitions()[i].holders.contains(n))
+                })
+                .copied()
+                .collect(),
+            None => anywhere.clone(),
+        };
+        if !anywhere.is_empty() {
+            let (plan, partitions) = stage
+                .task_plan(&batch, &job.located(s))
+                .map_err(query_error)?;
+            let plan = encode_plan(plan).map_err(query_error)?;
+            let specs: Vec<TaskSpec> = batch
+                .iter()
+                .zip(partitions)
+                .map(|(&index, partition)| TaskSpec {
+                    partition: partition as u32,
+                    output: self.output_of(stage, s, index),
+                })
+                .collect();
+            let slot = self
+                .board
+                .take(&preferred, &anywhere, self.patience.locality_wait)
+                .await;
+            let (node, local) = (slot.node, slot.local);
+            let addr = self.nodes[&node].addr.clone();
+            debug!(
+                job = self.job,
+                stage = s + 1,
+                tasks = batch.len(),
+                node,
+                "batch sent"
+            );
+            let attempt = tokio::time::timeout(
+                self.patience.task_deadline,
+                self.send_tasks(&addr, plan, &specs),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Attempt::Retry("no answer in time".into())));
+            drop(slot);
+            match attempt {
+                Ok(sent) => {
+                    let mut done = Vec::with_capacity(batch.len());
+                    for (index, sent) in batch.iter().zip(sent) {
+                        if stage_keeps(stage) {
+                            lock(&job.locations[s])[*index] = Some(TaskLocation {
+                                node,
+                                addr: addr.clone(),
+                            });
+                        }
+                        done.push(TaskDone {
+                            index: *index,
+                            batches: sent.batches,
+                            rows: sent.rows,
+                            node,
+                            local: local && sent.remote_reads == 0,
+                            retries: 0,
+                            spilled: sent.spilled,
+                        });
+                    }
+                    return Ok(done);
+                }
+                Err(Attempt::Fatal(reason)) => return Err(SchedError::Query(reason)),
+                Err(Attempt::Unreachable(reason)) => {
+                    warn!(job = self.job, stage = s + 1, node, %reason, "node unreachable; no more tasks of this job go there");
+                    lock(&job.lost).insert(node);
+                }
+                Err(_) => {}
+            }
+        }
+        let runs = futures::future::join_all(batch.iter().map(|&i| self.run_task(job, s, i))).await;
+        runs.into_iter().collect()
+    }
+
+    fn output_of(&self, stage: &Stage, s: usize, index: usize) -> Option<ShuffleOutput> {
+        stage_keeps(stage).then_some(ShuffleOutput {
+            job: self.job,
+            stage: s as u32,
+            task: index as u32,
+        })
+    }
+
+    /// Run task `index` of stage `s` until one node does it: a scan's task on a live holder
+    /// of its block first, then on other nodes; a lost input is recomputed first.
+    fn run_task<'s>(
+        &'s self,
+        job: &'s Job,
+        s: usize,
+        index: usize,
+    ) -> BoxFuture<'s, Result<TaskDone, SchedError>> {
+        async move {
+            let stage = &job.stages[s];
+            let live = |id: &NodeId| self.is_live(job, id);
+            let holders: Option<Vec<NodeId>> = match stage.scan() {
+                Some(scan) => {
+                    let part = &scan.partitions()[index];
+                    let holders: Vec<NodeId> = part.holders.iter().copied().filter(live).collect();
+                    if holders.is_empty() {
+                        return Err(self.unavailable(stage, index, format!(
+                            "all of its holders ({}) are down",
+                            join(&part.holders)
+                        )));
+                    }
+                    Some(holders)
+                }
+                None => None,
+            };
+            let output = self.output_of(stage, s, index);
+            let mut tried: Vec<NodeId> = Vec::new();
+            let mut reasons = Vec::new();
+            let mut recoveries = 0;
+            // Every live holder once, then two other nodes (which fetch the block remotely);
+            // a task without a block: three nodes.
+            let budget = holders.as_ref().map_or(3, |h| h.len() + 2);
+            while tried.len() < budget {
+                let anywhere: Vec<NodeId> = self
+                    .nodes
+                    .values()
+                    .filter(|n| live(&n.id) && !tried.contains(&n.id))
+                    .map(|n| n.id)
+                    .collect();
+                if anywhere.is_empty() {
+                    break;
+                }
+                let preferred: Vec<NodeId> = match &holders {
+                    Some(h) => h.iter().filter(|n| anywhere.contains(n)).copied().collect(),
+                    None => anywhere.clone(),
+                };
+                let (plan, partitions) = stage
+                    .task_plan(&[index], &job.located(s))
+                    .map_err(query_error)?;
+                let spec = TaskSpec {
+                    partition: partitions[0] as u32,
+                    output,
+                };
+                let plan = encode_plan(plan).map_err(query_error)?;
+                let slot = self
+                    .board
+                    .take(&preferred, &anywhere, self.patience.locality_wait)
+                    .await;
+                let node = slot.node;
+                let addr = self.nodes[&node].addr.clone();
+                debug!(job = self.job, stage = s + 1, task = index, node, "task sent");
+                let attempt = tokio::time::timeout(
+                    self.patience.task_deadline,
+                    self.send_tasks(&addr, plan, std::slice::from_ref(&spec)),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Attempt::Retry(format!(
+                        "no answer within {} s",
+                        self.patience.task_deadline.as_secs()
+                    )))
+                });
+                let local = slot.local;
+                drop(slot);
+                debug!(job = self.job, stage = s + 1, task = index, node, ok = attempt.is_ok(), "task answered");
+                match attempt.map(|mut sent| sent.remove(0)) {
+                    Ok(sent) => {
+                        if output.is_some() {
+                            lock(&job.locations[s])[index] = Some(TaskLocation { node, addr });
+                        }
+                        return Ok(TaskDone {
+                            index,
+                            batches: sent.batches,
+                            rows: sent.rows,
+                            node,
+                            local: local && sent.remote_reads == 0,
+                            retries: tried.len() as u64,
+                            spilled: sent.spilled,
+                        });
+                    }
+                    Err(Attempt::Fatal(reason)) => return Err(SchedError::Query(reason)),
+                    Err(Attempt::Lost { stage: from, node: gone }) if recoveries < MAX_RECOVERIES && from < s => {
+                        recoveries += 1;
+                        warn!(job = self.job, stage = s + 1, task = index, from = from + 1, node = gone, "an input was lost; recomputing it");
+                        self.recover(job, from, gone).await?;
+                    }
+                    Err(Attempt::Lost { stage: from, node: gone }) => {
+                        reasons.push(format!("node {node}: the output of stage {} on node {gone} was lost again", from + 1));
+                        tried.push(node);
+                    }
+                    Err(Attempt::Unreachable(reason)) => {
+                        warn!(job = self.job, stage = s + 1, task = index, node, %reason, "node unreachable; no more tasks of this job go there");
+                        lock(&job.lost).insert(node);
+                        reasons.push(format!("node {node}: {reason}"));
+                        tried.push(node);
+                    }
+                    Err(Attempt::Retry(reason)) => {
+                        warn!(job = self.job, stage = s + 1, task = index, node, %reason, "task failed; trying another node");
+                        reasons.push(format!("node {node}: {reason}"));
+                        tried.push(node);
+                    }
+                }
+            }
+            info!(job = self.job, stage = s + 1, task = index, "task failed everywhere");
+            let reason = if reasons.is_empty() {
+                "no live node to run it".to_string()
+            } else {
+                reasons.join("; ")
+            };
+            Err(match stage.scan() {
+                Some(_) => self.unavailable(stage, index, reason),
+                None => SchedError::TaskFailed {
+                    stage: s + 1,
+                    task: index,
+                    reason,
+                },
+            })
+        }
+        .boxed()
+    }
+
+    /// The outputs stage `from` kept on `gone` cannot be read: run those tasks again
+    /// elsewhere (once, however many readers found out).
+    async fn recover(&self, job: &Job, from: usize, gone: NodeId) -> Result<(), SchedError> {
+        let _one_at_a_time = job.recovering[from].lock().await;
+        lock(&job.lost).insert(gone);
+        let redo: Vec<usize> = lock(&job.locations[from])
+            .iter()
+            .enumerate()
+            .filter(|(_, at)| at.as_ref().is_some_and(|at| at.node == gone))
+            .map(|(i, _)| i)
+            .collect();
+        let runs =
+            futures::future::join_all(redo.iter().map(|&t| self.run_task(job, from, t))).await;
+        for run in runs {
+            run?;
+        }
+        job.recomputed[from].fetch_add(redo.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn unavailable(&self, stage: &Stage, index: usize, reason: String) -> SchedError {
+        let scan = stage.scan().expect("a scan stage");
         let part = &scan.partitions()[index];
-        let unavailable = |reason: String| SchedError::PartitionUnavailable {
+        SchedError::PartitionUnavailable {
             dataset: scan.dataset().to_string(),
             partition: part.index,
             block: part.block.prefix(12).to_string(),
             reason,
-        };
-        let live = |id: &NodeId| self.nodes.get(id).is_some_and(|n| n.live);
-        let holders: Vec<NodeId> = part.holders.iter().copied().filter(live).collect();
-        if holders.is_empty() {
-            return Err(unavailable(format!(
-                "all of its holders ({}) are down",
-                join(&part.holders)
-            )));
         }
-        let plan = fragment.task_plan(index).map_err(query_error)?;
-        let plan = encode_plan(plan).map_err(query_error)?;
-        let mut tried: Vec<NodeId> = Vec::new();
-        let mut reasons = Vec::new();
-        // Every live holder once, then two other nodes (which fetch the block remotely).
-        for _ in 0..holders.len() + 2 {
-            let left: Vec<NodeId> = holders
-                .iter()
-                .filter(|h| !tried.contains(h))
-                .copied()
-                .collect();
-            let anywhere: Vec<NodeId> = self
-                .nodes
-                .values()
-                .filter(|n| n.live && !tried.contains(&n.id))
-                .map(|n| n.id)
-                .collect();
-            if anywhere.is_empty() {
-                break;
-            }
-            let slot = self
-                .board
-                .take(&left, &anywhere, self.patience.locality_wait)
-                .await;
-            let node = slot.node;
-            let addr = &self.nodes[&node].addr;
-            let attempt =
-                tokio::time::timeout(self.patience.task_deadline, self.send_task(addr, &plan))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Attempt::Retry(format!(
-                            "no answer within {} s",
-                            self.patience.task_deadline.as_secs()
-                        )))
-                    });
-            match attempt {
-                Ok((batches, rows, remote_reads)) => {
-                    return Ok(TaskDone {
-                        index,
-                        batches,
-                        rows,
-                        node,
-                        local: slot.local && remote_reads == 0,
-                        retries: tried.len() as u64,
-                    });
-                }
-                Err(Attempt::Fatal(reason)) => return Err(SchedError::Query(reason)),
-                Err(Attempt::Retry(reason)) => {
-                    warn!(dataset = scan.dataset(), partition = part.index, node, %reason, "task failed; trying another node");
-                    reasons.push(format!("node {node}: {reason}"));
-                    tried.push(node);
-                }
-            }
-        }
-        info!(
-            dataset = scan.dataset(),
-            partition = part.index,
-            "task failed everywhere"
-        );
-        Err(unavailable(reasons.join("; ")))
     }
 
-    async fn send_task(
+    /// Send tasks to the node at `addr`: how each ran, with the rows of those not kept.
+    async fn send_tasks(
         &self,
         addr: &str,
-        plan: &[u8],
-    ) -> Result<(Vec<RecordBatch>, u64, u32), Attempt> {
-        let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
+        plan: Vec<u8>,
+        tasks: &[TaskSpec],
+    ) -> Result<Vec<Sent>, Attempt> {
+        let unreachable = |e: &dyn std::fmt::Display| Attempt::Unreachable(e.to_string());
         let request = Request::RunTask {
-            plan: plan.to_vec(),
+            plan,
+            tasks: tasks.to_vec(),
         };
         let (writer, mut reader) = self
             .transport
             .open_bulk(addr, &request)
             .await
-            .map_err(|e| retry(&e))?;
-        writer.finish().await.map_err(|e| retry(&e))?;
-        let (rows, remote_reads) = match reader.response().await.map_err(|e| retry(&e))? {
-            Response::TaskOutput { rows, remote_reads } => (rows, remote_reads),
+            .map_err(|e| unreachable(&e))?;
+        writer.finish().await.map_err(|e| unreachable(&e))?;
+        let stats = match reader.response().await.map_err(|e| unreachable(&e))? {
+            Response::TaskOutput { tasks: stats } if stats.len() == tasks.len() => stats,
+            Response::ShuffleLost { stage, node, .. } => {
+                return Err(Attempt::Lost {
+                    stage: stage as usize,
+                    node,
+                });
+            }
             Response::Error(e) if e.kind == ErrorKind::Invalid => {
                 return Err(Attempt::Fatal(e.message));
             }
@@ -313,12 +710,61 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             other => return Err(Attempt::Retry(format!("unexpected answer {other:?}"))),
         };
         let mut bytes = Vec::new();
-        while let Some(chunk) = reader.next_chunk().await.map_err(|e| retry(&e))? {
+        while let Some(chunk) = reader.next_chunk().await.map_err(|e| unreachable(&e))? {
             bytes.extend_from_slice(&chunk);
         }
-        let (_, batches) = ipc_to_batches(bytes).map_err(|e| retry(&e))?;
-        Ok((batches, rows, remote_reads))
+        let mut sent = Vec::with_capacity(stats.len());
+        let mut at = 0usize;
+        for (task, stat) in tasks.iter().zip(stats) {
+            let end = at + stat.bytes as usize;
+            let batches = if task.output.is_some() {
+                Vec::new()
+            } else {
+                let ipc = bytes
+                    .get(at..end)
+                    .ok_or_else(|| Attempt::Retry("answer shorter than announced".into()))?;
+                ipc_to_batches(ipc.to_vec())
+                    .map_err(|e| Attempt::Retry(e.to_string()))?
+                    .1
+            };
+            at = end;
+            sent.push(Sent {
+                batches,
+                rows: stat.rows,
+                remote_reads: stat.remote_reads,
+                spilled: stat.spilled,
+            });
+        }
+        Ok(sent)
     }
+}
+
+fn stage_keeps(stage: &Stage) -> bool {
+    matches!(stage.output, StageOutput::Kept)
+}
+
+/// Buckets of a hash shuffle: the session's target (the cluster's slots), but no more than
+/// the stored partitions the query reads.
+async fn shuffle_width(ctx: &SessionContext, plan: &LogicalPlan) -> usize {
+    let mut tables = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.push(scan.table_name.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let mut partitions = 0;
+    for table in tables {
+        if let Ok(provider) = ctx.table_provider(table).await {
+            partitions += provider
+                .downcast_ref::<tern_exec::StoredTable>()
+                .map_or(1, |t| t.partition_count());
+        }
+    }
+    ctx.copied_config()
+        .target_partitions()
+        .min(partitions)
+        .max(1)
 }
 
 fn join(ids: &[NodeId]) -> String {

@@ -1,52 +1,152 @@
 //! Cutting a physical plan into stages.
 //!
-//! A *fragment* is a maximal subtree that reads one stored dataset through a
-//! [`PartitionScanExec`] and contains no exchange (repartition, coalesce, merge) and no other
-//! leaf: its output partition `i` depends only on stored partition `i`, so it runs as one task
-//! per stored partition, each on a node that holds the block. The coordinator runs what is
-//! left, with each fragment replaced by a [`StageInputExec`] that yields the tasks' outputs.
+//! A *stage* is a subtree that runs as independent tasks, one per output partition: its
+//! leaves are one stored scan ([`PartitionScanExec`], a task per stored partition, each on a
+//! node holding the block) or the outputs of earlier stages ([`ShuffleReaderExec`], tasks on
+//! the least busy nodes), and none of its operators mixes partitions. The plan is cut at the
+//! exchanges DataFusion planned:
+//!
+//! - a hash repartition: the stage below splits its output by hash into buckets kept on the
+//!   nodes that computed them; task `j` of the stage above reads bucket `j` of every task
+//!   (partial aggregates below, final ones above; both sides of a partitioned join);
+//! - a gather (coalesce, or a sort-preserving merge): the stage below keeps its output whole;
+//!   whoever gathers reads every task's output. A gather that feeds the build side of a join
+//!   runs inside the join's stage, so every join task reads the whole small side (a
+//!   broadcast).
+//!
+//! What cannot run as tasks (the final merge, a limit, single-partition work, operators that
+//! read a scalar subquery's value) runs on the coordinator, with each stage it reads replaced
+//! by a [`StageInputExec`] that yields the stage's task outputs sent back with their answers.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use tern_exec::PartitionScanExec;
 use tern_exec::arrow::record_batch::RecordBatch;
-use tern_exec::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use tern_exec::datafusion::common::JoinType;
+use tern_exec::datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use tern_exec::datafusion::error::{DataFusionError, Result};
 use tern_exec::datafusion::execution::TaskContext;
 use tern_exec::datafusion::physical_expr::PhysicalExpr;
 use tern_exec::datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use tern_exec::datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use tern_exec::datafusion::physical_plan::joins::{
+    HashJoinExec, NestedLoopJoinExec, PartitionMode, PiecewiseMergeJoinExec,
+};
 use tern_exec::datafusion::physical_plan::memory::MemoryStream;
 use tern_exec::datafusion::physical_plan::repartition::RepartitionExec;
 use tern_exec::datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use tern_exec::datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    SendableRecordBatchStream, displayable, replace_children_if_necessary,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream, displayable, replace_children_if_necessary,
 };
+use tern_exec::{PartitionScanExec, ReadMode, ShuffleReaderExec, TaskLocation};
 
-/// One fragment: run as a task per partition of its scan.
+/// Where a stage's task outputs go.
 #[derive(Debug, Clone)]
-pub struct Fragment {
+pub enum StageOutput {
+    /// Back to the coordinator with each task's answer.
+    Coordinator(Arc<StageInputExec>),
+    /// Kept on the node that ran the task, for a later stage to fetch.
+    Kept,
+}
+
+/// One stage: a task per output partition of `plan`.
+#[derive(Debug, Clone)]
+pub struct Stage {
     pub id: usize,
+    /// With a kept output and a hash repartition at its root, the task runs the
+    /// repartition's input and splits it into the repartition's buckets.
     pub plan: Arc<dyn ExecutionPlan>,
-    pub input: Arc<StageInputExec>,
+    pub tasks: usize,
+    pub output: StageOutput,
+    /// Stages whose outputs this one reads.
+    pub inputs: Vec<usize>,
 }
 
-impl Fragment {
-    pub fn scan(&self) -> &PartitionScanExec {
-        find_scan(&self.plan).expect("a fragment has a scan")
+/// A cut plan: the stages, in an order where a stage comes after the stages it reads, and
+/// what the coordinator runs over their outputs.
+#[derive(Debug)]
+pub struct StagePlan {
+    pub root: Arc<dyn ExecutionPlan>,
+    pub stages: Vec<Stage>,
+}
+
+impl Stage {
+    /// The stored scan the stage reads, if it reads one (its tasks then go to holders).
+    pub fn scan(&self) -> Option<&PartitionScanExec> {
+        find_scan(&self.plan)
     }
 
-    /// The fragment for stored partition `i` alone (its scan narrowed to that block).
-    pub fn task_plan(&self, i: usize) -> Result<Arc<dyn ExecutionPlan>> {
-        narrow(self.plan.clone(), i)
+    /// The buckets each task splits its output into (1 unless hashed).
+    pub fn buckets(&self) -> usize {
+        match hash_exchange(&self.plan) {
+            Some(r) if matches!(self.output, StageOutput::Kept) => {
+                r.partitioning().partition_count()
+            }
+            _ => 1,
+        }
+    }
+
+    /// The plan tasks `tasks` run and the partition of it that is each task: a scan
+    /// stage's scan is narrowed to the tasks' blocks (then partitions 0, 1, …), and every
+    /// shuffle reader is told where the tasks of its stage ran.
+    pub fn task_plan(
+        &self,
+        tasks: &[usize],
+        locations: &[Vec<TaskLocation>],
+    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<usize>)> {
+        let located = self
+            .plan
+            .clone()
+            .transform_up(|node| {
+                let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let at = locations
+                    .get(reader.stage() as usize)
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(Transformed::yes(
+                    Arc::new(reader.located(at)) as Arc<dyn ExecutionPlan>
+                ))
+            })?
+            .data;
+        if self.scan().is_some() {
+            Ok((narrow(located, tasks)?, (0..tasks.len()).collect()))
+        } else {
+            Ok((located, tasks.to_vec()))
+        }
+    }
+
+    /// One line for `--analyze`.
+    pub fn what(&self) -> String {
+        let reads = match self.scan() {
+            Some(scan) => format!("scan of {}", scan.dataset()),
+            None => format!("over stage {}", join_stages(&self.inputs)),
+        };
+        let to = match (&self.output, self.buckets()) {
+            (StageOutput::Coordinator(_), _) => "to coordinator".to_string(),
+            (StageOutput::Kept, 1) => "kept".to_string(),
+            (StageOutput::Kept, n) => format!("hashed into {n}"),
+        };
+        format!("{reads}, {to}")
     }
 }
 
-fn is_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<RepartitionExec>().is_some()
-        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+fn join_stages(ids: &[usize]) -> String {
+    ids.iter()
+        .map(|i| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn hash_exchange(plan: &Arc<dyn ExecutionPlan>) -> Option<&RepartitionExec> {
+    plan.downcast_ref::<RepartitionExec>()
+        .filter(|r| matches!(r.partitioning(), Partitioning::Hash(..)) && !r.preserve_order())
+}
+
+fn is_gather(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<CoalescePartitionsExec>().is_some()
         || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
 }
 
@@ -57,8 +157,21 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
     plan.children().into_iter().find_map(find_scan)
 }
 
+fn readers_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+    let mut ids = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            ids.push(reader.stage() as usize);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// Whether an operator's expressions read a scalar subquery's value, which lives in a
-/// surrounding operator on the coordinator and cannot travel with the fragment.
+/// surrounding operator on the coordinator and cannot travel with the stage.
 fn uses_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut found = false;
     let _ = plan.apply_expressions(&mut |expr| {
@@ -79,76 +192,228 @@ fn uses_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
     found
 }
 
-/// A chain of single-child, partition-local operators ending in a stored scan.
-fn is_fragment(plan: &Arc<dyn ExecutionPlan>) -> bool {
+/// Whether a join's output partitions share state: with one build side for every partition
+/// (DataFusion's `CollectLeft`, nested-loop and piecewise joins), left, full, semi, anti and
+/// mark joins emit the build rows that matched, or did not, once the last partition is done,
+/// which a task on its own never knows.
+fn shares_build_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let emits_build_rows_at_end = |t: &JoinType| {
+        matches!(
+            t,
+            JoinType::Left
+                | JoinType::LeftAnti
+                | JoinType::LeftSemi
+                | JoinType::LeftMark
+                | JoinType::Full
+        )
+    };
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return *join.partition_mode() == PartitionMode::CollectLeft
+            && emits_build_rows_at_end(join.join_type());
+    }
+    if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        return emits_build_rows_at_end(join.join_type());
+    }
+    plan.downcast_ref::<PiecewiseMergeJoinExec>().is_some()
+}
+
+/// Whether `plan` can run as independent tasks, one per output partition, and if so how
+/// many stored scans it reads (at most one).
+fn runs_as_tasks(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     if plan.downcast_ref::<PartitionScanExec>().is_some() {
-        return true;
+        return Some(1);
+    }
+    if plan.downcast_ref::<ShuffleReaderExec>().is_some() {
+        return Some(0);
     }
     let children = plan.children();
-    children.len() == 1
-        && !is_exchange(plan)
-        && !uses_scalar_subquery(plan)
-        && plan.output_partitioning().partition_count()
-            == children[0].output_partitioning().partition_count()
-        && is_fragment(children[0])
+    if children.is_empty()
+        || plan.downcast_ref::<RepartitionExec>().is_some()
+        || uses_scalar_subquery(plan)
+        || shares_build_side(plan)
+    {
+        return None;
+    }
+    if is_gather(plan) {
+        // Gathering the outputs of an earlier stage: one task reads them all.
+        return children[0].downcast_ref::<ShuffleReaderExec>().map(|_| 0);
+    }
+    let partitions = plan.output_partitioning().partition_count();
+    let mut scans = 0;
+    let mut broadcast_only = true;
+    for child in children {
+        let child_scans = runs_as_tasks(child)?;
+        let child_partitions = child.output_partitioning().partition_count();
+        if child_partitions == partitions {
+            scans += child_scans;
+            broadcast_only &= child_scans > 0 || partitions == 1;
+        } else if child_partitions != 1 || child_scans > 0 {
+            return None;
+        }
+    }
+    // A scan's task reads one block: besides it, only whole (single-partition) inputs.
+    match scans {
+        0 => Some(0),
+        1 if broadcast_only => Some(1),
+        _ => None,
+    }
 }
 
-fn narrow(plan: Arc<dyn ExecutionPlan>, i: usize) -> Result<Arc<dyn ExecutionPlan>> {
+/// The same plan with its scan narrowed to stored partitions `these`.
+fn narrow(plan: Arc<dyn ExecutionPlan>, these: &[usize]) -> Result<Arc<dyn ExecutionPlan>> {
     if let Some(scan) = plan.downcast_ref::<PartitionScanExec>() {
-        return Ok(Arc::new(scan.only(i)?));
+        return Ok(Arc::new(scan.only_these(these)?));
     }
     let children = plan
         .children()
         .into_iter()
-        .map(|c| narrow(c.clone(), i))
+        .map(|c| narrow(c.clone(), these))
         .collect::<Result<Vec<_>>>()?;
     replace_children_if_necessary(plan, children)
 }
 
-/// Cut `plan`: returns what the coordinator runs and the fragments that run as tasks.
-pub fn cut(plan: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, Vec<Fragment>)> {
-    let mut fragments = Vec::new();
-    let root = cut_into(plan, &mut fragments)?;
-    Ok((root, fragments))
+/// Cut `plan` into stages for job `job` (shuffle readers name it when they fetch).
+pub fn cut(plan: Arc<dyn ExecutionPlan>, job: u64) -> Result<StagePlan> {
+    let mut stages = Vec::new();
+    let lifted = lift(plan, job, &mut stages)?;
+    let root = settle(lifted, &mut stages)?;
+    Ok(StagePlan { root, stages })
 }
 
-fn cut_into(
+/// Bottom up: every exchange over something that runs as tasks becomes a stage boundary.
+fn lift(
     plan: Arc<dyn ExecutionPlan>,
-    fragments: &mut Vec<Fragment>,
+    job: u64,
+    stages: &mut Vec<Stage>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    if is_fragment(&plan) {
-        let input = Arc::new(StageInputExec::new(fragments.len(), &plan));
-        fragments.push(Fragment {
-            id: fragments.len(),
-            plan,
-            input: input.clone(),
-        });
-        return Ok(input);
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| lift(c.clone(), job, stages))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = replace_children_if_necessary(plan, children)?;
+    if let Some(exchange) = hash_exchange(&plan) {
+        let input = exchange.input();
+        if runs_as_tasks(input).is_some() {
+            let id = stages.len();
+            let tasks = input.output_partitioning().partition_count();
+            stages.push(Stage {
+                id,
+                plan: plan.clone(),
+                tasks,
+                output: StageOutput::Kept,
+                inputs: readers_in(input),
+            });
+            let reader = ShuffleReaderExec::with_properties(
+                job,
+                id as u32,
+                ReadMode::Bucket,
+                tasks,
+                plan.properties().clone(),
+            );
+            return Ok(Arc::new(reader));
+        }
+    }
+    if is_gather(&plan) {
+        let input = plan.children()[0].clone();
+        if input.downcast_ref::<ShuffleReaderExec>().is_none() && runs_as_tasks(&input).is_some() {
+            let id = stages.len();
+            let tasks = input.output_partitioning().partition_count();
+            stages.push(Stage {
+                id,
+                plan: input.clone(),
+                tasks,
+                output: StageOutput::Kept,
+                inputs: readers_in(&input),
+            });
+            let reader = ShuffleReaderExec::with_properties(
+                job,
+                id as u32,
+                ReadMode::PerTask,
+                tasks,
+                input.properties().clone(),
+            );
+            return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
+        }
+    }
+    Ok(plan)
+}
+
+/// Top down from the root: what the coordinator runs. The largest subtrees that run as tasks
+/// become stages sending their outputs here; a shuffle read here becomes the same.
+fn settle(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        let stage = &mut stages[reader.stage() as usize];
+        if reader.mode() == ReadMode::PerTask {
+            let input = Arc::new(StageInputExec::new(stage.id, &stage.plan));
+            stage.output = StageOutput::Coordinator(input.clone());
+            return Ok(input);
+        }
+        // A hash exchange here: the tasks send their rows, the coordinator repartitions.
+        let exchange = stage.plan.clone();
+        let below = exchange.children()[0].clone();
+        let input = Arc::new(StageInputExec::new(stage.id, &below));
+        stage.plan = below;
+        stage.output = StageOutput::Coordinator(input.clone());
+        return replace_children_if_necessary(exchange, vec![input]);
+    }
+    let partitions = plan.output_partitioning().partition_count();
+    match runs_as_tasks(&plan) {
+        // One partition of shuffled rows is the coordinator's to finish.
+        Some(0) if partitions == 1 => {}
+        Some(_) => {
+            let id = stages.len();
+            let input = Arc::new(StageInputExec::new(id, &plan));
+            stages.push(Stage {
+                id,
+                plan: plan.clone(),
+                tasks: partitions,
+                output: StageOutput::Coordinator(input.clone()),
+                inputs: readers_in(&plan),
+            });
+            return Ok(input);
+        }
+        None => {}
     }
     let children = plan
         .children()
         .into_iter()
-        .map(|c| cut_into(c.clone(), fragments))
+        .map(|c| settle(c.clone(), stages))
         .collect::<Result<Vec<_>>>()?;
     replace_children_if_necessary(plan, children)
 }
 
-/// Human-readable stages: each fragment, then what the coordinator runs.
-pub fn describe(root: &Arc<dyn ExecutionPlan>, fragments: &[Fragment]) -> String {
+/// Human-readable stages: each stage, then what the coordinator runs.
+pub fn describe(staged: &StagePlan) -> String {
     let mut out = String::new();
-    for f in fragments {
-        let scan = f.scan();
+    for stage in &staged.stages {
+        let placed = match stage.scan() {
+            Some(scan) => format!(
+                "one per partition of {}, each on a holder of its block",
+                scan.dataset()
+            ),
+            None => format!(
+                "on the least busy nodes, reading the outputs of stage {}",
+                join_stages(&stage.inputs)
+            ),
+        };
+        let output = match (&stage.output, stage.buckets()) {
+            (StageOutput::Coordinator(_), _) => "outputs sent to the coordinator".to_string(),
+            (StageOutput::Kept, 1) => "outputs kept on their nodes".to_string(),
+            (StageOutput::Kept, n) => {
+                format!("outputs hashed into {n} buckets kept on their nodes")
+            }
+        };
         out.push_str(&format!(
-            "stage {}: {} tasks, one per partition of {}, each on a holder of its block\n{}\n",
-            f.id + 1,
-            scan.partitions().len(),
-            scan.dataset(),
-            indent(&displayable(f.plan.as_ref()).indent(true).to_string())
+            "stage {}: {} tasks, {placed}; {output}\n{}\n",
+            stage.id + 1,
+            stage.tasks,
+            indent(&displayable(stage.plan.as_ref()).indent(true).to_string())
         ));
     }
     out.push_str(&format!(
         "final stage: on the coordinator\n{}",
-        indent(&displayable(root.as_ref()).indent(true).to_string())
+        indent(&displayable(staged.root.as_ref()).indent(true).to_string())
     ));
     out
 }

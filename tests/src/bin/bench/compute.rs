@@ -1,16 +1,32 @@
-//! Query benchmark: TPC-H at scale factor 1, the 22 queries on a 3-node cluster (`tern sql`'s
-//! client call) against single-process DataFusion over the same Parquet files, in the same
-//! run. Each engine runs each query twice; the faster run counts (the first warms the page
-//! cache for both).
+//! Query benchmarks.
+//!
+//! - TPC-H at scale factor 1, the 22 queries on a 3-node cluster (`tern sql`'s client call)
+//!   against single-process DataFusion over the same Parquet files, in the same run. Each
+//!   engine runs each query twice; the faster run counts (the first warms the page cache for
+//!   both).
+//! - Scheduling throughput: `SELECT count(*)` over a dataset of 10,000 one-row partitions,
+//!   tasks per second end to end (planning, placement, one task per partition, the answer).
+//! - Hot partition: 100 concurrent queries of one partition, the share of tasks each holder
+//!   ran and the 99th-percentile latency, with all holders equal and with one made slow.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::Int64Array;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use tern_client::ingest::{PartitionBuilder, schema_json};
 use tern_e2e::{LocalCluster, TPCH_QUERIES, tpch_tables};
 
 pub fn run(rt: &tokio::runtime::Runtime) {
-    println!("\n## compute\n");
+    tpch(rt);
+    scheduling(rt);
+    hot_partition(rt);
+}
+
+pub fn tpch(rt: &tokio::runtime::Runtime) {
+    println!("\n## compute: TPC-H SF1\n");
     let work = tempfile::Builder::new()
         .prefix("tern-bench-tpch-")
         .tempdir()
@@ -103,4 +119,112 @@ pub fn run(rt: &tokio::runtime::Runtime) {
     println!(
         "\ngeometric mean of tern / DataFusion: {geomean:.2} (goal: at most 1.5); worst: {worst:.2} (goal: at most 3)"
     );
+}
+
+/// Partitions of the scheduling benchmark's dataset.
+const TINY_PARTITIONS: usize = 10_000;
+
+pub fn scheduling(rt: &tokio::runtime::Runtime) {
+    println!("\n## compute: scheduling throughput\n");
+    let cluster = LocalCluster::up(3);
+    let client = cluster.client();
+    let started = Instant::now();
+    rt.block_on(async {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let mut writer = client.dataset_writer("tiny", false).await.expect("writer");
+        for i in 0..TINY_PARTITIONS {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(vec![i as i64]))],
+            )
+            .expect("batch");
+            let mut partition = PartitionBuilder::new(&schema).expect("builder");
+            partition.push(&batch).expect("push");
+            let bytes = partition.finish().expect("finish");
+            writer.add_partition(&bytes, 1).await.expect("partition");
+        }
+        writer
+            .commit("arrow-ipc", &schema_json(&schema))
+            .await
+            .expect("commit");
+    });
+    println!(
+        "{TINY_PARTITIONS} one-row partitions stored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let query = "SELECT count(*) AS n, sum(x) AS s FROM tiny";
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = rt.block_on(client.sql(query)).expect("query");
+        best = best.min(started.elapsed());
+        assert_eq!(answer.rows(), 1);
+        assert_eq!(answer.stages[0].tasks, TINY_PARTITIONS as u64);
+    }
+    println!(
+        "`{query}`: {TINY_PARTITIONS} tasks in {} ms (best of 3): {:.0} tasks/s (goal: at least 20,000)",
+        best.as_millis(),
+        TINY_PARTITIONS as f64 / best.as_secs_f64()
+    );
+}
+
+pub fn hot_partition(rt: &tokio::runtime::Runtime) {
+    println!("\n## compute: hot partition\n");
+    println!("| holders | tasks per holder | p50 | p99 |\n|---|---|---|---|");
+    for (label, extra) in [
+        ("3 equal", &[][..]),
+        (
+            "node 3 slow (+200 ms a task)",
+            &["--slow-node", "3:200"][..],
+        ),
+    ] {
+        let cluster = LocalCluster::up_args(3, extra);
+        let csv = cluster.path().join("hot.csv");
+        tern_e2e::write_sales_csv(&csv, 20_000);
+        let out = cluster.tern(&[
+            "put",
+            csv.to_str().expect("utf-8"),
+            "--name",
+            "hot",
+            "--quiet",
+        ]);
+        assert!(out.status.success());
+        let client = Arc::new(cluster.client());
+        let (mut latencies, per_node) = rt.block_on(async {
+            let mut queries = tokio::task::JoinSet::new();
+            for _ in 0..100 {
+                let client = client.clone();
+                queries.spawn(async move {
+                    let started = Instant::now();
+                    let answer = client
+                        .sql("SELECT count(*) AS n, sum(amount) AS total FROM hot")
+                        .await
+                        .expect("query");
+                    (started.elapsed(), answer.stages[0].local.clone())
+                });
+            }
+            let mut latencies = Vec::new();
+            let mut per_node = std::collections::BTreeMap::<u64, u64>::new();
+            while let Some(done) = queries.join_next().await {
+                let (latency, nodes) = done.expect("task");
+                latencies.push(latency);
+                for (node, n) in nodes {
+                    *per_node.entry(node).or_default() += n;
+                }
+            }
+            (latencies, per_node)
+        });
+        latencies.sort();
+        let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+        let shares = per_node
+            .iter()
+            .map(|(node, n)| format!("node {node}: {n}%"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {label} | {shares} | {} ms | {} ms |",
+            pct(50).as_millis(),
+            pct(99).as_millis()
+        );
+    }
 }

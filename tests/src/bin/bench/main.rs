@@ -1,5 +1,6 @@
 //! `make bench`: measurements on a real local cluster (release build). `tern-bench
-//! [foundation|storage|compute]` runs one part; without an argument, all of them.
+//! [foundation|storage|compute|tpch|scheduling|hot]` runs one part (compute is the last three);
+//! without an argument, all of them.
 //!
 //! Foundation:
 //! - Leader failover: SIGKILL the leader, time until a new leader serves a linearizable read;
@@ -41,6 +42,9 @@ fn main() {
         "foundation" => foundation(&rt),
         "storage" => storage::run(&rt),
         "compute" => compute::run(&rt),
+        "tpch" => compute::tpch(&rt),
+        "scheduling" => compute::scheduling(&rt),
+        "hot" => compute::hot_partition(&rt),
         // For experiments by hand: write lineitem SF1 as CSV to the path given.
         "gen-lineitem" => {
             let path = std::env::args().nth(2).expect("gen-lineitem PATH");
@@ -54,7 +58,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown part {other:?}: foundation, storage, compute, gen-lineitem PATH, or nothing for all"
+                "unknown part {other:?}: foundation, storage, compute (tpch, scheduling, hot), gen-lineitem PATH, or nothing for all"
             );
             std::process::exit(2);
         }

@@ -1,0 +1,295 @@
+//! Shuffles: a task's output split into buckets that stay on the node that computed them
+//! ([`run_shuffle_task`]), and the leaf that reads them back in a later stage
+//! ([`ShuffleReaderExec`], fetching through the session's [`ShuffleFetcher`]).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics;
+use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tern_proto::NodeId;
+
+use crate::{ExecError, batches_to_ipc, ipc_to_batches};
+
+/// Which stored shuffle output to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShuffleKey {
+    pub job: u64,
+    pub stage: u32,
+    pub task: u32,
+    pub bucket: u32,
+}
+
+/// Where the shuffle outputs of one earlier stage are: one producing node per task.
+pub trait ShuffleFetcher: Send + Sync + 'static {
+    /// The bucket's rows as an Arrow IPC stream, fetched from `node` at `addr`.
+    fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture;
+}
+
+pub type ShuffleFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// The extension a session carries so shuffle readers find their inputs.
+pub(crate) struct FetcherHandle(pub(crate) Arc<dyn ShuffleFetcher>);
+
+/// How a reader's output partitions map onto the producing stage's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Partition `j` is bucket `j` of every producing task (after a hash exchange).
+    Bucket,
+    /// Partition `i` is everything producing task `i` made (a gather or merge reads them all).
+    PerTask,
+}
+
+/// The producing node of one task of an earlier stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLocation {
+    pub node: NodeId,
+    pub addr: String,
+}
+
+/// Reads what an earlier stage's tasks left on their nodes.
+#[derive(Debug, Clone)]
+pub struct ShuffleReaderExec {
+    pub(crate) job: u64,
+    pub(crate) stage: u32,
+    pub(crate) mode: ReadMode,
+    /// Producing tasks of the stage, in task order; empty until the stage has run.
+    pub(crate) locations: Vec<TaskLocation>,
+    pub(crate) tasks: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    /// A reader of stage `stage`'s `tasks` outputs with the given output `partitioning`
+    /// (for [`ReadMode::PerTask`] its partition count is `tasks`).
+    pub fn new(
+        job: u64,
+        stage: u32,
+        mode: ReadMode,
+        tasks: usize,
+        schema: SchemaRef,
+        partitioning: Partitioning,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self::with_properties(job, stage, mode, tasks, properties)
+    }
+
+    /// A reader whose output looks exactly like `properties` (partitioning and orderings of
+    /// the operator it replaces, for the planner's view on the coordinator).
+    pub fn with_properties(
+        job: u64,
+        stage: u32,
+        mode: ReadMode,
+        tasks: usize,
+        properties: Arc<PlanProperties>,
+    ) -> Self {
+        Self {
+            job,
+            stage,
+            mode,
+            locations: Vec::new(),
+            tasks,
+            properties,
+        }
+    }
+
+    pub fn stage(&self) -> u32 {
+        self.stage
+    }
+
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
+    /// The same reader, told where the producing tasks ran.
+    pub fn located(&self, locations: Vec<TaskLocation>) -> Self {
+        Self {
+            locations,
+            ..self.clone()
+        }
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let what = match self.mode {
+            ReadMode::Bucket => "its bucket of every task",
+            ReadMode::PerTask => "one task's output per partition",
+        };
+        write!(
+            f,
+            "ShuffleReaderExec: stage {}, {what}, partitions={}",
+            self.stage + 1,
+            self.properties.partitioning.partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if self.locations.len() != self.tasks {
+            return Err(DataFusionError::Internal(format!(
+                "stage {} has not run: {} of {} task outputs located",
+                self.stage + 1,
+                self.locations.len(),
+                self.tasks
+            )));
+        }
+        let fetcher = context
+            .session_config()
+            .get_extension::<FetcherHandle>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("this session cannot read shuffle outputs".into())
+            })?
+            .0
+            .clone();
+        let keys: Vec<(ShuffleKey, TaskLocation)> = match self.mode {
+            ReadMode::Bucket => self
+                .locations
+                .iter()
+                .enumerate()
+                .map(|(task, at)| (self.key(task, partition), at.clone()))
+                .collect(),
+            ReadMode::PerTask => vec![(self.key(partition, 0), self.locations[partition].clone())],
+        };
+        let stage = self.stage;
+        let fetches =
+            futures::stream::iter(keys)
+                .map(move |(key, at)| {
+                    let fetcher = fetcher.clone();
+                    async move {
+                        let bytes = fetcher.fetch(key, at.node, at.addr.clone()).await.map_err(
+                            |reason| {
+                                DataFusionError::Execution(format!(
+                                    "output of stage {} task {} on node {}: {reason}",
+                                    stage + 1,
+                                    key.task,
+                                    at.node
+                                ))
+                            },
+                        )?;
+                        let (_, batches) = ipc_to_batches(bytes)
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                        Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+                    }
+                })
+                // A few fetches at once: enough to hide a round trip, few enough to bound memory.
+                .buffered(4)
+                .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            fetches,
+        )))
+    }
+}
+
+impl ShuffleReaderExec {
+    fn key(&self, task: usize, bucket: usize) -> ShuffleKey {
+        ShuffleKey {
+            job: self.job,
+            stage: self.stage,
+            task: task as u32,
+            bucket: bucket as u32,
+        }
+    }
+}
+
+/// Run `partition` of `plan` and split its rows into buckets: when the plan's root is a hash
+/// [`RepartitionExec`], by its hash (one bucket per output partition) after running its
+/// input; otherwise everything is bucket 0. Returns the buckets as Arrow IPC streams and the
+/// rows in each.
+pub async fn run_shuffle_task(
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
+) -> Result<Vec<(Vec<u8>, u64)>, ExecError> {
+    let hashed = plan
+        .downcast_ref::<RepartitionExec>()
+        .filter(|r| matches!(r.partitioning(), Partitioning::Hash(..)))
+        .map(|r| (r.input().clone(), r.partitioning().clone()));
+    let (input, partitioning) = match hashed {
+        Some((input, partitioning)) => (input, Some(partitioning)),
+        None => (plan, None),
+    };
+    let schema = input.schema();
+    let buckets = partitioning
+        .as_ref()
+        .map_or(1, |p| p.partition_count().max(1));
+    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
+    let mut partitioner = match partitioning {
+        Some(p) => Some(BatchPartitioner::try_new(
+            p,
+            metrics::Time::new(),
+            partition,
+            1,
+        )?),
+        None => None,
+    };
+    let mut stream = input.execute(partition, context)?;
+    while let Some(batch) = stream.try_next().await? {
+        match partitioner.as_mut() {
+            Some(p) => p.partition(batch, |bucket, part| {
+                out[bucket].push(part);
+                Ok(())
+            })?,
+            None => out[0].push(batch),
+        }
+    }
+    out.into_iter()
+        .map(|batches| {
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+            Ok((batches_to_ipc(&schema, &batches)?, rows))
+        })
+        .collect()
+}
