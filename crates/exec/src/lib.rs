@@ -140,6 +140,25 @@ pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 /// The extension a session carries so scans find their blocks.
 pub(crate) struct ReaderHandle(pub(crate) Arc<dyn BlockReader>);
 
+/// Run `work` on `runtime` (a pool kept for query work, so it cannot starve the caller's
+/// runtime), or here when there is none.
+pub async fn on_runtime<T, F>(
+    runtime: Option<&tokio::runtime::Handle>,
+    work: F,
+) -> Result<T, ExecError>
+where
+    F: std::future::Future<Output = Result<T, ExecError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match runtime {
+        Some(runtime) => runtime
+            .spawn(work)
+            .await
+            .map_err(|e| ExecError::Plan(format!("query work stopped: {e}")))?,
+        None => work.await,
+    }
+}
+
 /// Run partition `partition` of `plan` to completion.
 pub async fn run_task(
     plan: Arc<dyn ExecutionPlan>,

@@ -233,10 +233,20 @@ impl DisplayAs for PartitionScanExec {
 /// Stored partitions are compressed Arrow; in memory they take about this many times more.
 const MEMORY_PER_STORED_BYTE: u64 = 3;
 
+/// Tables of at most this many rows tell DataFusion their size; larger ones do not.
+/// DataFusion broadcasts a join side it estimates small, and its estimates of joined or
+/// filtered inputs come from these numbers without column statistics: told the size of a
+/// large table, it can misjudge a join of it as small and broadcast millions of rows to
+/// every task. Told only the sizes of small tables, it broadcasts those (dimension tables,
+/// filtered or not) and shuffles everything else.
+const SIZED_TABLE_ROWS: u64 = 1_000_000;
+
 impl PartitionScanExec {
-    /// Rows and in-memory size from the catalog, so DataFusion can order joins and broadcast
-    /// small sides.
+    /// Rows and in-memory size from the catalog, for small tables (see `SIZED_TABLE_ROWS`).
     fn statistics_of(&self, partition: Option<usize>) -> Statistics {
+        if self.partitions.iter().map(|p| p.rows).sum::<u64>() > SIZED_TABLE_ROWS {
+            return Statistics::new_unknown(&self.schema());
+        }
         let parts: &[ScanPartition] = match partition {
             Some(i) => self.partitions.get(i..=i).unwrap_or(&[]),
             None => &self.partitions,

@@ -213,19 +213,26 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     tern_exec::spilled_bytes(&plan),
                 );
                 let partition = task.partition as usize;
+                let runtime = self.compute_runtime.as_ref();
                 let (rows, sent) = match task.output {
                     None => {
-                        let batches =
-                            tern_exec::run_task(plan.clone(), partition, ctx.task_ctx()).await?;
-                        let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                        let ipc = tern_exec::batches_to_ipc(&schema, &batches)?;
+                        let (plan, task_ctx, schema) =
+                            (plan.clone(), ctx.task_ctx(), schema.clone());
+                        let (rows, ipc) = tern_exec::on_runtime(runtime, async move {
+                            let batches = tern_exec::run_task(plan, partition, task_ctx).await?;
+                            let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                            Ok((rows, tern_exec::batches_to_ipc(&schema, &batches)?))
+                        })
+                        .await?;
                         bytes.extend_from_slice(&ipc);
                         (rows, ipc.len() as u64)
                     }
                     Some(out) => {
-                        let buckets =
-                            tern_exec::run_shuffle_task(plan.clone(), partition, ctx.task_ctx())
-                                .await?;
+                        let buckets = tern_exec::on_runtime(
+                            runtime,
+                            tern_exec::run_shuffle_task(plan.clone(), partition, ctx.task_ctx()),
+                        )
+                        .await?;
                         let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
                         let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
                         let shuffles = self.shuffles.clone();
@@ -351,7 +358,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             })
             .collect();
         let job = self.new_job_id();
-        let coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job);
+        let mut coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job);
+        if let Some(runtime) = &self.compute_runtime {
+            coordinator = coordinator.with_runtime(runtime.clone());
+        }
         let answer = coordinator
             .run(&ctx, &sql)
             .await

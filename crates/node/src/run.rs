@@ -22,6 +22,9 @@ pub struct RunningNode {
     service: Arc<NodeService<QuicTransport, SystemClock>>,
     transport: Arc<QuicTransport>,
     tasks: Vec<JoinHandle<()>>,
+    /// Query work runs here, on threads of its own: a long join must not starve the runtime
+    /// that answers heartbeats, Raft and QUIC (peers would see the node go silent).
+    compute: Option<tokio::runtime::Runtime>,
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -92,16 +95,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         capacity_bytes: config.capacity_bytes,
         state: NodeState::Up,
     };
-    let service = Arc::new(NodeService::new(
-        record.clone(),
-        meta,
-        transport.clone(),
-        Arc::new(SystemClock),
-        config.timings.clone(),
-        config.max_voters,
-        blocks,
-        config.compute(),
-    ));
+    let compute = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.slots())
+        .thread_name("tern-compute")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+        .map_err(io(&config.data_dir))?;
+    let service = Arc::new(
+        NodeService::new(
+            record.clone(),
+            meta,
+            transport.clone(),
+            Arc::new(SystemClock),
+            config.timings.clone(),
+            config.max_voters,
+            blocks,
+            config.compute(),
+        )
+        .with_compute_runtime(compute.handle().clone()),
+    );
     let mut tasks = vec![tokio::spawn(tern_net::serve(
         transport.clone(),
         service.clone(),
@@ -160,7 +173,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         service,
         transport,
         tasks,
+        compute: Some(compute),
     })
+}
+
+/// Query threads yield the CPU to the threads that answer heartbeats and Raft: a node busy
+/// with a join still answers within the failure detector's deadlines.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread; a failure leaves its priority as is.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+    }
 }
 
 type Service = Arc<NodeService<QuicTransport, SystemClock>>;
@@ -233,6 +258,15 @@ async fn join(
     }
 }
 
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where blocking is not allowed (inside async code).
+        if let Some(compute) = self.compute.take() {
+            compute.shutdown_background();
+        }
+    }
+}
+
 impl RunningNode {
     pub fn id(&self) -> u64 {
         self.service.id()
@@ -243,9 +277,12 @@ impl RunningNode {
     }
 
     /// Stop the loops, let Raft finish its in-flight work, close connections.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(compute) = self.compute.take() {
+            compute.shutdown_background();
         }
         self.service.meta.shutdown().await;
         if let Err(e) = self.service.blocks.flush() {

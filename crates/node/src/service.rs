@@ -37,6 +37,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// Jobs this node coordinates, for their ids.
     pub(crate) jobs_started: std::sync::atomic::AtomicU64,
     pub(crate) tasks_running: std::sync::atomic::AtomicU64,
+    /// Where query work runs (see `RunningNode`); `None`: on the caller's runtime.
+    pub(crate) compute_runtime: Option<tokio::runtime::Handle>,
     pub(crate) tasks_run: std::sync::atomic::AtomicU64,
     /// Tasks this node, as a coordinator, has placed on each node.
     pub(crate) board: tern_sched::LoadBoard,
@@ -91,6 +93,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             compute,
             jobs_started: Default::default(),
             tasks_running: Default::default(),
+            compute_runtime: None,
             tasks_run: Default::default(),
             transport,
             clock,
@@ -99,6 +102,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             last_seen: Mutex::default(),
             leading_since: Mutex::default(),
         }
+    }
+
+    /// Run query work on `runtime` rather than on the one that answers requests.
+    pub fn with_compute_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.compute_runtime = Some(runtime);
+        self
     }
 
     pub fn id(&self) -> NodeId {

@@ -114,6 +114,8 @@ pub struct Coordinator<'a, T: Transport> {
     nodes: HashMap<NodeId, NodeView>,
     patience: Patience,
     job: u64,
+    /// Where the final stage runs (see `tern_exec::on_runtime`).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A job's running state: where each kept task output is, and which nodes it gave up on.
@@ -210,7 +212,14 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
             patience: Patience::default(),
             job,
+            runtime: None,
         }
+    }
+
+    /// Run the final stage's work on `runtime`.
+    pub fn with_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     pub fn with_patience(mut self, patience: Patience) -> Self {
@@ -276,9 +285,12 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         }
         let started = Instant::now();
         let schema = root.schema();
-        let batches = tern_exec::run_all(root, ctx.task_ctx())
-            .await
-            .map_err(query_error)?;
+        let batches = tern_exec::on_runtime(
+            self.runtime.as_ref(),
+            tern_exec::run_all(root, ctx.task_ctx()),
+        )
+        .await
+        .map_err(query_error)?;
         reports.push(StageReport {
             stage: reports.len() as u32 + 1,
             what: "final, on the coordinator".into(),

@@ -291,7 +291,44 @@ fn lift(
         .into_iter()
         .map(|c| lift(c.clone(), job, stages))
         .collect::<Result<Vec<_>>>()?;
-    let plan = replace_children_if_necessary(plan, children)?;
+    let mut plan = replace_children_if_necessary(plan, children)?;
+    // A single-partition input read whole by every partition of a join (a small table's
+    // scan as a broadcast build side, with no gather in between): its own stage, so the
+    // join's tasks each read its one output.
+    let partitions = plan.output_partitioning().partition_count();
+    let children = plan.children();
+    if children.len() > 1 && partitions > 1 {
+        let mut changed = false;
+        let mut inputs = Vec::with_capacity(children.len());
+        for child in children {
+            let whole = child.output_partitioning().partition_count() == 1
+                && find_scan(child).is_some()
+                && runs_as_tasks(child).is_some();
+            if !whole {
+                inputs.push(child.clone());
+                continue;
+            }
+            let id = stages.len();
+            stages.push(Stage {
+                id,
+                plan: child.clone(),
+                tasks: 1,
+                output: StageOutput::Kept,
+                inputs: readers_in(child),
+            });
+            inputs.push(Arc::new(ShuffleReaderExec::with_properties(
+                job,
+                id as u32,
+                ReadMode::PerTask,
+                1,
+                child.properties().clone(),
+            )));
+            changed = true;
+        }
+        if changed {
+            plan = replace_children_if_necessary(plan, inputs)?;
+        }
+    }
     if let Some(exchange) = hash_exchange(&plan) {
         let input = exchange.input();
         if runs_as_tasks(input).is_some() {

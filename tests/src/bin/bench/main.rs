@@ -45,6 +45,14 @@ fn main() {
         "tpch" => compute::tpch(&rt),
         "scheduling" => compute::scheduling(&rt),
         "hot" => compute::hot_partition(&rt),
+        // For experiments by hand: the TPC-H SF1 tables as Parquet in the directory given.
+        "gen-tpch" => {
+            let dir = std::path::PathBuf::from(std::env::args().nth(2).expect("gen-tpch DIR"));
+            std::fs::create_dir_all(&dir).expect("create the directory");
+            for (name, path) in compute::write_tpch_parquet(&dir) {
+                println!("{name}: {}", path.display());
+            }
+        }
         // For experiments by hand: write lineitem SF1 as CSV to the path given.
         "gen-lineitem" => {
             let path = std::env::args().nth(2).expect("gen-lineitem PATH");
