@@ -3,7 +3,7 @@
 //!
 //! CSV (header row, schema inferred from a sample like `dask.dataframe.read_csv`), Parquet,
 //! Arrow IPC (file or stream) and JSON lines. A partition is one Arrow IPC stream,
-//! LZ4-compressed, stored as one block.
+//! zstd-compressed, stored as one block.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -262,9 +262,9 @@ pub fn schema_json(schema: &Schema) -> String {
     serde_json::Value::Array(columns).to_string()
 }
 
-/// Accumulates batches into one partition (an Arrow IPC stream, LZ4-compressed: every query
-/// decompresses the columns it reads, and LZ4 does that several times faster than zstd, at
-/// some cost in stored bytes).
+/// Accumulates batches into one partition (an Arrow IPC stream, zstd-compressed: LZ4 was
+/// measured too, and stored 1.7x the bytes, made ingest slower and queries no faster; see
+/// docs/benchmarks.md).
 pub struct PartitionBuilder {
     writer: StreamWriter<Vec<u8>>,
     pub rows: u64,
@@ -275,7 +275,7 @@ pub struct PartitionBuilder {
 impl PartitionBuilder {
     pub fn new(schema: &Schema) -> Result<Self, ArrowError> {
         let options =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
         Ok(Self {
             writer: StreamWriter::try_new_with_options(Vec::new(), schema, options)?,
             rows: 0,

@@ -227,24 +227,9 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         self
     }
 
-    /// Plan `sql` and cut it into stages.
+    /// Plan `sql` and cut it into stages (see [`plan_query`]).
     pub async fn plan(ctx: &SessionContext, sql: &str, job: u64) -> Result<StagePlan, SchedError> {
-        // Queries only: DDL and DML would create tables or write files on the coordinator.
-        let options = tern_exec::datafusion::execution::context::SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(query_error)?;
-        // No more shuffle buckets than the partitions read: a small query stays small.
-        let width = shuffle_width(ctx, frame.logical_plan()).await;
-        let mut state = ctx.state();
-        state.config_mut().options_mut().execution.target_partitions = width;
-        let frame = DataFrame::new(state, frame.into_unoptimized_plan());
-        let plan = frame.create_physical_plan().await.map_err(query_error)?;
-        cut(plan, job).map_err(query_error)
+        plan_query(ctx, sql, job).await
     }
 
     /// The stages and tasks `sql` would run.
@@ -753,6 +738,30 @@ impl<'a, T: Transport> Coordinator<'a, T> {
 
 fn stage_keeps(stage: &Stage) -> bool {
     matches!(stage.output, StageOutput::Kept)
+}
+
+/// Plan `sql` in `ctx` and cut it into stages for job `job`.
+pub async fn plan_query(
+    ctx: &SessionContext,
+    sql: &str,
+    job: u64,
+) -> Result<StagePlan, SchedError> {
+    // Queries only: DDL and DML would create tables or write files on the coordinator.
+    let options = tern_exec::datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(query_error)?;
+    // No more shuffle buckets than the partitions read: a small query stays small.
+    let width = shuffle_width(ctx, frame.logical_plan()).await;
+    let mut state = ctx.state();
+    state.config_mut().options_mut().execution.target_partitions = width;
+    let frame = DataFrame::new(state, frame.into_unoptimized_plan());
+    let plan = frame.create_physical_plan().await.map_err(query_error)?;
+    cut(plan, job).map_err(query_error)
 }
 
 /// Buckets of a hash shuffle: the session's target (the cluster's slots), but no more than

@@ -552,3 +552,131 @@ impl ExecutionPlan for StageInputExec {
         )?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tern_exec::{
+        BlockReader, MemoryLimit, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey,
+        StoredTable,
+    };
+    use tern_proto::{BlockHash, DatasetRecord, NodeId, PartitionRecord};
+
+    use super::*;
+
+    struct Nowhere;
+    impl BlockReader for Nowhere {
+        fn read(&self, _block: BlockHash, _holders: Vec<NodeId>) -> ReadFuture {
+            Box::pin(async { Err("planning only".to_string()) })
+        }
+    }
+    impl ShuffleFetcher for Nowhere {
+        fn fetch(&self, _key: ShuffleKey, _node: NodeId, _addr: String) -> ShuffleFuture {
+            Box::pin(async { Err("planning only".to_string()) })
+        }
+    }
+
+    fn table(name: &str, partitions: u8, rows: u64) -> StoredTable {
+        let schema = r#"[{"name":"k","type":"Int64","nullable":false},{"name":"v","type":"Int64","nullable":true}]"#;
+        StoredTable::new(&DatasetRecord {
+            name: name.into(),
+            version: 1,
+            format: "arrow-ipc".into(),
+            schema: schema.into(),
+            partitions: (0..partitions)
+                .map(|i| PartitionRecord {
+                    block: BlockHash::of(&[i, partitions]),
+                    bytes: rows * 16,
+                    rows,
+                    holders: vec![1, 2, 3],
+                })
+                .collect(),
+            created_ms: 0,
+        })
+        .unwrap()
+    }
+
+    async fn staged(sql: &str) -> StagePlan {
+        let ctx = tern_exec::session(
+            6,
+            Arc::new(Nowhere),
+            Arc::new(Nowhere),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
+        ctx.register_table("big", Arc::new(table("big", 8, 1_000_000)))
+            .unwrap();
+        ctx.register_table("other", Arc::new(table("other", 8, 1_000_000)))
+            .unwrap();
+        ctx.register_table("dim", Arc::new(table("dim", 1, 100)))
+            .unwrap();
+        crate::plan_query(&ctx, sql, 7).await.unwrap()
+    }
+
+    fn kinds(plan: &StagePlan) -> Vec<(bool, usize, bool)> {
+        plan.stages
+            .iter()
+            .map(|s| {
+                (
+                    s.scan().is_some(),
+                    s.buckets(),
+                    matches!(s.output, StageOutput::Kept),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_aggregate_is_partial_on_the_holders_and_final_after_a_hash_shuffle() {
+        let plan = staged("SELECT k, sum(v) FROM big GROUP BY k").await;
+        // Scan + partial aggregate hashed into 6 buckets, then 6 final tasks to the coordinator.
+        assert_eq!(
+            kinds(&plan),
+            vec![(true, 6, true), (false, 1, false)],
+            "{}",
+            describe(&plan)
+        );
+        assert_eq!(plan.stages[0].tasks, 8);
+        assert_eq!(plan.stages[1].inputs, vec![0]);
+    }
+
+    #[tokio::test]
+    async fn a_join_of_two_large_tables_shuffles_both_and_a_small_one_is_broadcast() {
+        let plan = staged("SELECT count(*) FROM big JOIN other ON big.k = other.k").await;
+        let text = describe(&plan);
+        assert_eq!(
+            plan.stages.iter().filter(|s| s.buckets() == 6).count(),
+            2,
+            "{text}"
+        );
+        let plan = staged("SELECT sum(big.v) FROM big JOIN dim ON big.k = dim.k").await;
+        let text = describe(&plan);
+        // The small side is one stage kept whole; the join runs in the big side's scan tasks.
+        assert!(text.contains("CollectLeft"), "{text}");
+        let join_stage = plan
+            .stages
+            .iter()
+            .find(|s| {
+                displayable(s.plan.as_ref())
+                    .indent(true)
+                    .to_string()
+                    .contains("HashJoinExec")
+            })
+            .expect("the join runs as tasks");
+        assert_eq!(join_stage.tasks, 8, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_semi_join_sharing_one_build_side_stays_on_the_coordinator() {
+        let plan = staged("SELECT k FROM dim WHERE k IN (SELECT k FROM big)").await;
+        let text = describe(&plan);
+        for stage in &plan.stages {
+            let shown = displayable(stage.plan.as_ref()).indent(true).to_string();
+            assert!(
+                !(shown.contains("CollectLeft") && shown.contains("LeftSemi")),
+                "{text}"
+            );
+        }
+    }
+}
