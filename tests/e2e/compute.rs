@@ -34,6 +34,27 @@ fn reference(rt: &tokio::runtime::Runtime, parquet: &Path, sql: &str) -> String 
     })
 }
 
+/// `sql` run `n` times at once through `client`: every answer.
+fn concurrently(
+    rt: &tokio::runtime::Runtime,
+    client: &std::sync::Arc<tern_client::Client>,
+    n: usize,
+    sql: &'static str,
+) -> Vec<tern_client::QueryAnswer> {
+    rt.block_on(async {
+        let mut queries = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let client = client.clone();
+            queries.spawn(async move { client.sql(sql).await });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = queries.join_next().await {
+            all.push(done.unwrap().expect("query"));
+        }
+        all
+    })
+}
+
 /// Store `rows` sales rows as dataset `name` in partitions of `partition_size` (of Arrow
 /// data), and return the path of a Parquet copy read back from the cluster, for the
 /// single-process reference.
@@ -170,22 +191,12 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
     let coordinator = (1..=4).find(|id| !holders.contains(id)).unwrap();
     let client = std::sync::Arc::new(cluster.client_of(coordinator));
 
-    let answers = rt.block_on(async {
-        let mut queries = tokio::task::JoinSet::new();
-        for _ in 0..16 {
-            let client = client.clone();
-            queries.spawn(async move {
-                client
-                    .sql("SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name")
-                    .await
-            });
-        }
-        let mut all = Vec::new();
-        while let Some(done) = queries.join_next().await {
-            all.push(done.unwrap().expect("query"));
-        }
-        all
-    });
+    let answers = concurrently(
+        &rt,
+        &client,
+        16,
+        "SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name",
+    );
     let mut per_node: std::collections::HashMap<u64, u64> = Default::default();
     for answer in &answers {
         assert_eq!(answer.rows(), 97);
@@ -385,18 +396,7 @@ fn with_one_holder_slow_most_tasks_go_to_the_other_two() {
     write_sales_csv(&csv, 5000);
     let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "hot", "--quiet"]);
     assert!(put.status.success());
-    let answers = rt.block_on(async {
-        let mut queries = tokio::task::JoinSet::new();
-        for _ in 0..16 {
-            let client = client.clone();
-            queries.spawn(async move { client.sql("SELECT sum(amount) AS total FROM hot").await });
-        }
-        let mut all = Vec::new();
-        while let Some(done) = queries.join_next().await {
-            all.push(done.unwrap().expect("query"));
-        }
-        all
-    });
+    let answers = concurrently(&rt, &client, 16, "SELECT sum(amount) AS total FROM hot");
     let mut per_node: std::collections::BTreeMap<u64, u64> = Default::default();
     for answer in &answers {
         assert_eq!(answer.rows(), 1);

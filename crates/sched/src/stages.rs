@@ -280,6 +280,34 @@ pub fn cut(plan: Arc<dyn ExecutionPlan>, job: u64) -> Result<StagePlan> {
     Ok(StagePlan { root, stages })
 }
 
+/// Add a stage running `plan` whose outputs are kept on their nodes, and return the reader
+/// that stands for it in the plan above (`mode`, looking like `looks_like`).
+fn kept_stage(
+    stages: &mut Vec<Stage>,
+    job: u64,
+    plan: Arc<dyn ExecutionPlan>,
+    tasks: usize,
+    inputs_of: &Arc<dyn ExecutionPlan>,
+    mode: ReadMode,
+    looks_like: &Arc<dyn ExecutionPlan>,
+) -> Arc<dyn ExecutionPlan> {
+    let id = stages.len();
+    stages.push(Stage {
+        id,
+        plan,
+        tasks,
+        output: StageOutput::Kept,
+        inputs: readers_in(inputs_of),
+    });
+    Arc::new(ShuffleReaderExec::with_properties(
+        job,
+        id as u32,
+        mode,
+        tasks,
+        looks_like.properties().clone(),
+    ))
+}
+
 /// Bottom up: every exchange over something that runs as tasks becomes a stage boundary.
 fn lift(
     plan: Arc<dyn ExecutionPlan>,
@@ -308,21 +336,15 @@ fn lift(
                 inputs.push(child.clone());
                 continue;
             }
-            let id = stages.len();
-            stages.push(Stage {
-                id,
-                plan: child.clone(),
-                tasks: 1,
-                output: StageOutput::Kept,
-                inputs: readers_in(child),
-            });
-            inputs.push(Arc::new(ShuffleReaderExec::with_properties(
+            inputs.push(kept_stage(
+                stages,
                 job,
-                id as u32,
-                ReadMode::PerTask,
+                child.clone(),
                 1,
-                child.properties().clone(),
-            )));
+                child,
+                ReadMode::PerTask,
+                child,
+            ));
             changed = true;
         }
         if changed {
@@ -332,45 +354,32 @@ fn lift(
     if let Some(exchange) = hash_exchange(&plan) {
         let input = exchange.input();
         if runs_as_tasks(input).is_some() {
-            let id = stages.len();
             let tasks = input.output_partitioning().partition_count();
-            stages.push(Stage {
-                id,
-                plan: plan.clone(),
-                tasks,
-                output: StageOutput::Kept,
-                inputs: readers_in(input),
-            });
-            let reader = ShuffleReaderExec::with_properties(
+            return Ok(kept_stage(
+                stages,
                 job,
-                id as u32,
-                ReadMode::Bucket,
+                plan.clone(),
                 tasks,
-                plan.properties().clone(),
-            );
-            return Ok(Arc::new(reader));
+                input,
+                ReadMode::Bucket,
+                &plan,
+            ));
         }
     }
     if is_gather(&plan) {
         let input = plan.children()[0].clone();
         if input.downcast_ref::<ShuffleReaderExec>().is_none() && runs_as_tasks(&input).is_some() {
-            let id = stages.len();
             let tasks = input.output_partitioning().partition_count();
-            stages.push(Stage {
-                id,
-                plan: input.clone(),
-                tasks,
-                output: StageOutput::Kept,
-                inputs: readers_in(&input),
-            });
-            let reader = ShuffleReaderExec::with_properties(
+            let reader = kept_stage(
+                stages,
                 job,
-                id as u32,
-                ReadMode::PerTask,
+                input.clone(),
                 tasks,
-                input.properties().clone(),
+                &input,
+                ReadMode::PerTask,
+                &input,
             );
-            return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
+            return replace_children_if_necessary(plan, vec![reader]);
         }
     }
     Ok(plan)
