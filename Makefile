@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TERN_DEBUG := $(TARGET_DIR)/debug/tern
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench deps build fmt clippy clean
+.PHONY: run test bench sim sim-long deps build fmt clippy clean
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
@@ -23,6 +23,21 @@ test: deps
 bench: deps
 	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
+
+## The simulator: SEEDS seeds (from FROM), or one SEED with its trace; PLANT=<bug> plants a
+## known bug; sim-long runs seed after seed for MINUTES (default 240).
+SEEDS   ?= 50
+FROM    ?= 1
+CHAOS   ?= 20
+MINUTES ?= 240
+SIM_ARGS = --chaos $(CHAOS) $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --from $(FROM)) $(if $(PLANT),--plant $(PLANT))
+sim: deps
+	$(CARGO) build --release --workspace
+	$(TARGET_DIR)/release/tern-sim $(SIM_ARGS)
+
+sim-long: deps
+	$(CARGO) build --release --workspace
+	$(TARGET_DIR)/release/tern-sim --chaos $(CHAOS) --minutes $(MINUTES) --from $(FROM)
 
 ## Install what building needs: a Rust toolchain must be present; the C++ compiler and
 ## libclang (for the RocksDB bindings) are installed with apt-get when missing.

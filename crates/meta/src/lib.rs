@@ -12,6 +12,7 @@
 
 mod network;
 pub mod placement;
+mod runtime;
 mod service;
 mod state;
 mod store;
@@ -19,9 +20,10 @@ mod store;
 use std::io::Cursor;
 
 pub use network::{MetaNetwork, answer_raft_rpc};
+pub use runtime::{TernRuntime, seed_election_randomness};
 pub use service::{Meta, MetaOptions};
 pub use state::{Command, CommandResult, MetaState};
-pub use store::{LogStore, StateMachineStore, open_stores};
+pub use store::{LogStore, StateMachineStore, open_stores, stores_on};
 
 openraft::declare_raft_types!(
     /// openraft's type parameters for tern's metadata group.
@@ -32,6 +34,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = TernRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

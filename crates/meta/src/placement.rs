@@ -3,7 +3,7 @@
 //! evenly. A pure function of the node table and the space already promised, so every
 //! coordinator (and the simulator) picks the same way from the same catalog.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use tern_proto::{NodeId, NodeRecord, NodeState};
 
@@ -31,7 +31,7 @@ pub enum PlacementError {
 /// spreads a dataset over the cluster.
 pub fn pick_holders(
     nodes: &[NodeRecord],
-    used: &mut HashMap<NodeId, u64>,
+    used: &mut BTreeMap<NodeId, u64>,
     bytes: u64,
     count: usize,
     exclude: &BTreeSet<NodeId>,
@@ -105,7 +105,7 @@ mod tests {
             node(3, "b", 100, NodeState::Up),
             node(4, "c", 100, NodeState::Up),
         ];
-        let picked = pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::new()).unwrap();
+        let picked = pick_holders(&nodes, &mut BTreeMap::new(), 1, 3, &BTreeSet::new()).unwrap();
         let zones: BTreeSet<&str> = picked
             .iter()
             .map(|id| nodes[*id as usize - 1].zone.as_str())
@@ -123,10 +123,10 @@ mod tests {
             node(5, "", 100, NodeState::Up),
             node(6, "", 100, NodeState::Up),
         ];
-        let picked = pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::new()).unwrap();
+        let picked = pick_holders(&nodes, &mut BTreeMap::new(), 1, 3, &BTreeSet::new()).unwrap();
         assert_eq!(picked, vec![1, 5, 6]);
         let err =
-            pick_holders(&nodes, &mut HashMap::new(), 1, 3, &BTreeSet::from([1])).unwrap_err();
+            pick_holders(&nodes, &mut BTreeMap::new(), 1, 3, &BTreeSet::from([1])).unwrap_err();
         assert_eq!(err, PlacementError::NotEnoughNodes { need: 3, have: 2 });
         assert!(err.to_string().contains("only 2 are up"));
     }
@@ -139,7 +139,7 @@ mod tests {
             node(3, "", 100, NodeState::Up),
             node(4, "", 100, NodeState::Up),
         ];
-        let mut used = HashMap::from([(2, 90)]);
+        let mut used = BTreeMap::from([(2, 90)]);
         let picked = pick_holders(&nodes, &mut used, 50, 3, &BTreeSet::new()).unwrap();
         assert!(!picked.contains(&2), "{picked:?}");
         let err = pick_holders(&nodes, &mut used, 60, 3, &BTreeSet::new()).unwrap_err();
@@ -163,8 +163,8 @@ mod tests {
         fn placement_is_distinct_live_and_even(nodes_up in 3usize..9, down in 0usize..3, partitions in 1usize..60) {
             let mut nodes: Vec<NodeRecord> = (1..=nodes_up as u64).map(|id| node(id, "", 1 << 40, NodeState::Up)).collect();
             nodes.extend((0..down as u64).map(|i| node(100 + i, "", 1 << 40, NodeState::Down)));
-            let mut used = HashMap::new();
-            let mut count: HashMap<NodeId, usize> = HashMap::new();
+            let mut used = BTreeMap::new();
+            let mut count: BTreeMap<NodeId, usize> = BTreeMap::new();
             for _ in 0..partitions {
                 let picked = pick_holders(&nodes, &mut used, 1 << 20, REPLICAS, &BTreeSet::new()).unwrap();
                 let distinct: BTreeSet<_> = picked.iter().collect();

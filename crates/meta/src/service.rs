@@ -9,7 +9,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tern_proto::{LocalMetrics, NodeId, Role, Transport};
 
-use crate::store::{Applied, open_stores};
+use crate::store::{Applied, LogStore, StateMachineStore, open_stores, stores_on};
 use crate::{Command, CommandResult, MetaError, MetaNetwork, MetaState, Raft};
 
 /// No metadata write waits longer than this (without a quorum it would wait forever).
@@ -91,6 +91,27 @@ impl Meta {
         options: &MetaOptions,
     ) -> Result<Self, MetaError> {
         let (log, sm) = open_stores(dir)?;
+        Self::start(id, log, sm, transport, options).await
+    }
+
+    /// Start this node's Raft with its storage on `disk` (the simulator's, for one).
+    pub async fn open_on<T: Transport>(
+        id: NodeId,
+        disk: Arc<dyn tern_store::Disk>,
+        transport: Arc<T>,
+        options: &MetaOptions,
+    ) -> Result<Self, MetaError> {
+        let (log, sm) = stores_on(disk)?;
+        Self::start(id, log, sm, transport, options).await
+    }
+
+    async fn start<T: Transport>(
+        id: NodeId,
+        log: LogStore,
+        sm: StateMachineStore,
+        transport: Arc<T>,
+        options: &MetaOptions,
+    ) -> Result<Self, MetaError> {
         let applied = sm.shared();
         let config = openraft::Config {
             cluster_name: "tern".into(),
@@ -193,6 +214,13 @@ impl Meta {
     /// Read this node's applied state without asking the group (may be stale).
     pub fn read_local<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
         f(&self.applied.read().unwrap_or_else(|p| p.into_inner()).data)
+    }
+
+    /// This node's applied state with the index of the last entry applied to it, read together
+    /// (the simulator checks that nodes at the same index agree).
+    pub fn read_applied<R>(&self, f: impl FnOnce(Option<u64>, &MetaState) -> R) -> R {
+        let applied = self.applied.read().unwrap_or_else(|p| p.into_inner());
+        f(applied.last_applied.map(|id| id.index), &applied.data)
     }
 
     /// Voters and learners of the current membership.

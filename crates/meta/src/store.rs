@@ -1,4 +1,5 @@
-//! Durable Raft storage in one RocksDB database with four column families:
+//! Durable Raft storage on one [`Disk`] (RocksDB in production, the simulator's disk under
+//! test) with four families:
 //!
 //! | family     | keys                                   | values                      |
 //! |------------|----------------------------------------|-----------------------------|
@@ -7,8 +8,7 @@
 //! | `state`    | `n/<id>`, `c/<table>\0<key>`, `m/...`  | the applied state, per key  |
 //! | `snapshot` | `meta`, `data`                         | the last built snapshot     |
 //!
-//! Appends, votes, truncations and purges sync the write-ahead log before they are
-//! acknowledged. The state machine is persisted per changed key on every apply, so a restart
+//! Appends, votes, truncations and purges are synced before they are acknowledged. The state machine is persisted per changed key on every apply, so a restart
 //! resumes from the last applied entry instead of replaying the whole log.
 
 use std::fmt::Debug;
@@ -22,9 +22,9 @@ use openraft::{
     Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tern_store::disk::{Batch, Disk, FamilyOptions, Order, RocksDisk};
 
 use crate::state::{MetaState, Touched};
 use crate::{CommandResult, MetaError, TypeConfig};
@@ -36,23 +36,44 @@ const CF_RAFT: &str = "raft";
 const CF_STATE: &str = "state";
 const CF_SNAPSHOT: &str = "snapshot";
 
+const FAMILIES: [FamilyOptions; 4] = [
+    FamilyOptions {
+        name: CF_LOG,
+        blob_min_bytes: None,
+    },
+    FamilyOptions {
+        name: CF_RAFT,
+        blob_min_bytes: None,
+    },
+    FamilyOptions {
+        name: CF_STATE,
+        blob_min_bytes: None,
+    },
+    FamilyOptions {
+        name: CF_SNAPSHOT,
+        blob_min_bytes: None,
+    },
+];
+
+type Db = Arc<dyn Disk>;
+
 /// Open (or create) the metadata database at `path` and return its two Raft halves.
 pub fn open_stores(path: &Path) -> Result<(LogStore, StateMachineStore), MetaError> {
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    let families = [CF_LOG, CF_RAFT, CF_STATE, CF_SNAPSHOT]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| MetaError::Open {
+    let disk = RocksDisk::open(path, &FAMILIES).map_err(|e| MetaError::Open {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let db = Arc::new(db);
-    let sm = StateMachineStore::load(db.clone()).map_err(|e| MetaError::Open {
+    stores_on(Arc::new(disk)).map_err(|e| MetaError::Open {
         path: path.display().to_string(),
         reason: e.to_string(),
-    })?;
-    Ok((LogStore { db }, sm))
+    })
+}
+
+/// The two Raft halves on any disk (the simulator's, for one).
+pub fn stores_on(disk: Arc<dyn Disk>) -> Result<(LogStore, StateMachineStore), MetaError> {
+    let sm =
+        StateMachineStore::load(disk.clone()).map_err(|e| MetaError::Storage(e.to_string()))?;
+    Ok((LogStore { db: disk }, sm))
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -71,32 +92,36 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
     postcard::from_bytes(bytes).map_err(read_err)
 }
 
-fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name).expect("column family created at open")
-}
-
-fn get<T: DeserializeOwned>(db: &DB, family: &str, key: &[u8]) -> StorageResult<Option<T>> {
-    match db.get_cf(cf(db, family), key).map_err(read_err)? {
+fn get<T: DeserializeOwned>(db: &Db, family: &str, key: &[u8]) -> StorageResult<Option<T>> {
+    match db.get(family, key).map_err(read_err)? {
         Some(bytes) => Ok(Some(decode(&bytes)?)),
         None => Ok(None),
     }
 }
 
-fn put_synced<T: Serialize>(db: &DB, family: &str, key: &[u8], value: &T) -> StorageResult<()> {
-    db.put_cf(cf(db, family), key, encode(value)?)
-        .map_err(io_err)?;
-    db.flush_wal(true).map_err(io_err)
+fn put_synced<T: Serialize>(
+    db: &Db,
+    family: &'static str,
+    key: &[u8],
+    value: &T,
+) -> StorageResult<()> {
+    let mut batch = Batch::default();
+    batch.put(family, key, encode(value)?);
+    db.write(batch, true).map_err(io_err)
 }
 
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<DB>,
+    db: Db,
 }
 
 impl LogStore {
     fn last_entry_id(&self) -> StorageResult<Option<LogId<u64>>> {
-        let mut iter = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
+        let mut iter = self
+            .db
+            .scan(CF_LOG, &[], Order::DescendingFromEnd)
+            .map_err(read_err)?;
         match iter.next() {
             Some(item) => {
                 let (_, value) = item.map_err(read_err)?;
@@ -118,14 +143,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let from = start.to_be_bytes();
-        let iter = self.db.iterator_cf(
-            cf(&self.db, CF_LOG),
-            IteratorMode::From(&from, Direction::Forward),
-        );
+        let iter = self
+            .db
+            .scan(CF_LOG, &from, Order::Ascending)
+            .map_err(read_err)?;
         let mut entries = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(read_err)?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(read_err)?);
+            let index = u64::from_be_bytes(key.as_slice().try_into().map_err(read_err)?);
             if !range.contains(&index) {
                 break;
             }
@@ -172,40 +197,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::default();
-        let family = cf(&self.db, CF_LOG);
+        let mut batch = Batch::default();
         for entry in entries {
-            batch.put_cf(family, entry.log_id.index.to_be_bytes(), encode(&entry)?);
+            batch.put(CF_LOG, entry.log_id.index.to_be_bytes(), encode(&entry)?);
         }
-        self.db.write(batch).map_err(io_err)?;
         // Acknowledge only what is on disk.
         let synced = self
             .db
-            .flush_wal(true)
+            .write(batch, true)
             .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(synced);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
-        let family = cf(&self.db, CF_LOG);
-        self.db
-            .delete_range_cf(family, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes())
-            .map_err(io_err)?;
+        let mut batch = Batch::default();
+        batch.delete_range(CF_LOG, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
         // delete_range's end is exclusive.
-        self.db
-            .delete_cf(family, u64::MAX.to_be_bytes())
-            .map_err(io_err)?;
-        self.db.flush_wal(true).map_err(io_err)
+        batch.delete(CF_LOG, u64::MAX.to_be_bytes());
+        self.db.write(batch, true).map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         put_synced(&self.db, CF_RAFT, b"last_purged", &log_id)?;
-        let family = cf(&self.db, CF_LOG);
-        self.db
-            .delete_range_cf(family, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes())
-            .map_err(io_err)?;
-        self.db.flush_wal(true).map_err(io_err)
+        let mut batch = Batch::default();
+        batch.delete_range(CF_LOG, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
+        self.db.write(batch, true).map_err(io_err)
     }
 }
 
@@ -219,7 +236,7 @@ pub struct Applied {
 
 /// The state machine: an in-memory [`MetaState`] mirrored to RocksDB key by key.
 pub struct StateMachineStore {
-    db: Arc<DB>,
+    db: Db,
     applied: Arc<RwLock<Applied>>,
     snapshots_built: u64,
 }
@@ -242,9 +259,9 @@ const APPLIED_KEY: &[u8] = b"m/applied";
 const MEMBERSHIP_KEY: &[u8] = b"m/membership";
 
 impl StateMachineStore {
-    fn load(db: Arc<DB>) -> StorageResult<Self> {
+    fn load(db: Db) -> StorageResult<Self> {
         let mut applied = Applied::default();
-        for item in db.iterator_cf(cf(&db, CF_STATE), IteratorMode::Start) {
+        for item in db.scan(CF_STATE, &[], Order::Ascending).map_err(read_err)? {
             let (key, value) = item.map_err(read_err)?;
             if let Some(id) = key.strip_prefix(b"n/") {
                 let id = u64::from_be_bytes(id.try_into().map_err(read_err)?);
@@ -261,10 +278,10 @@ impl StateMachineStore {
                     .catalog
                     .entry(table)
                     .or_default()
-                    .insert(k, value.to_vec());
-            } else if key.as_ref() == APPLIED_KEY {
+                    .insert(k, value);
+            } else if key.as_slice() == APPLIED_KEY {
                 applied.last_applied = decode(&value)?;
-            } else if key.as_ref() == MEMBERSHIP_KEY {
+            } else if key.as_slice() == MEMBERSHIP_KEY {
                 applied.membership = decode(&value)?;
             }
         }
@@ -281,19 +298,19 @@ impl StateMachineStore {
     }
 
     /// Replace the whole persisted state with `applied`, in `batch`.
-    fn write_all(&self, applied: &Applied, batch: &mut WriteBatch) -> StorageResult<()> {
-        let family = cf(&self.db, CF_STATE);
-        batch.delete_range_cf(family, b"".as_slice(), [0xffu8; 8].as_slice());
+    fn write_all(&self, applied: &Applied, batch: &mut Batch) -> StorageResult<()> {
+        let family = CF_STATE;
+        batch.delete_range(family, b"", [0xffu8; 8]);
         for (id, node) in &applied.data.nodes {
-            batch.put_cf(family, node_key(*id), encode(node)?);
+            batch.put(family, node_key(*id), encode(node)?);
         }
         for (table, entries) in &applied.data.catalog {
             for (key, value) in entries {
-                batch.put_cf(family, catalog_key(table, key), value);
+                batch.put(family, catalog_key(table, key), value);
             }
         }
-        batch.put_cf(family, APPLIED_KEY, encode(&applied.last_applied)?);
-        batch.put_cf(family, MEMBERSHIP_KEY, encode(&applied.membership)?);
+        batch.put(family, APPLIED_KEY, encode(&applied.last_applied)?);
+        batch.put(family, MEMBERSHIP_KEY, encode(&applied.membership)?);
         Ok(())
     }
 }
@@ -308,7 +325,7 @@ fn write_lock(lock: &RwLock<Applied>) -> std::sync::RwLockWriteGuard<'_, Applied
 
 /// Builds a snapshot from a copy of the state taken when it was asked for.
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
+    db: Db,
     copy: Applied,
     sequence: u64,
 }
@@ -329,10 +346,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let stored: Option<SnapshotMeta<u64, openraft::BasicNode>> =
             get(&self.db, CF_SNAPSHOT, b"meta")?;
         if stored.is_none_or(|s| s.last_log_id < meta.last_log_id) {
-            let mut batch = WriteBatch::default();
-            add_snapshot(&self.db, &mut batch, &meta, &data)?;
-            self.db.write(batch).map_err(io_err)?;
-            self.db.flush_wal(true).map_err(io_err)?;
+            let mut batch = Batch::default();
+            add_snapshot(&mut batch, &meta, &data)?;
+            self.db.write(batch, true).map_err(io_err)?;
         }
         Ok(Snapshot {
             meta,
@@ -342,14 +358,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 fn add_snapshot(
-    db: &DB,
-    batch: &mut WriteBatch,
+    batch: &mut Batch,
     meta: &SnapshotMeta<u64, openraft::BasicNode>,
     data: &[u8],
 ) -> StorageResult<()> {
-    let family = cf(db, CF_SNAPSHOT);
-    batch.put_cf(family, b"meta", encode(meta)?);
-    batch.put_cf(family, b"data", data);
+    batch.put(CF_SNAPSHOT, b"meta", encode(meta)?);
+    batch.put(CF_SNAPSHOT, b"data", data);
     Ok(())
 }
 
@@ -373,8 +387,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut results = Vec::new();
         let mut touched = Vec::new();
-        let family = cf(&self.db, CF_STATE);
-        let mut batch = WriteBatch::default();
+        let family = CF_STATE;
+        let mut batch = Batch::default();
         {
             let mut applied = write_lock(&self.applied);
             for entry in entries {
@@ -393,21 +407,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for t in touched.drain(..) {
                 match t {
                     Touched::Node(id) => match applied.data.nodes.get(&id) {
-                        Some(node) => batch.put_cf(family, node_key(id), encode(node)?),
-                        None => batch.delete_cf(family, node_key(id)),
+                        Some(node) => batch.put(family, node_key(id), encode(node)?),
+                        None => batch.delete(family, node_key(id)),
                     },
                     Touched::Catalog(table, key) => match applied.data.catalog_get(&table, &key) {
-                        Some(value) => batch.put_cf(family, catalog_key(&table, &key), value),
-                        None => batch.delete_cf(family, catalog_key(&table, &key)),
+                        Some(value) => batch.put(family, catalog_key(&table, &key), value),
+                        None => batch.delete(family, catalog_key(&table, &key)),
                     },
                 }
             }
-            batch.put_cf(family, APPLIED_KEY, encode(&applied.last_applied)?);
-            batch.put_cf(family, MEMBERSHIP_KEY, encode(&applied.membership)?);
+            batch.put(family, APPLIED_KEY, encode(&applied.last_applied)?);
+            batch.put(family, MEMBERSHIP_KEY, encode(&applied.membership)?);
         }
         // Not synced here: the log entries are durable, and the next synced log write (or
         // purge) carries these writes with it, since all families share one WAL.
-        self.db.write(batch).map_err(io_err)?;
+        self.db.write(batch, false).map_err(io_err)?;
         Ok(results)
     }
 
@@ -437,11 +451,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         };
         // The state and the snapshot it came from change together, or not at all.
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.write_all(&new, &mut batch)?;
-        add_snapshot(&self.db, &mut batch, meta, &bytes)?;
-        self.db.write(batch).map_err(io_err)?;
-        self.db.flush_wal(true).map_err(io_err)?;
+        add_snapshot(&mut batch, meta, &bytes)?;
+        self.db.write(batch, true).map_err(io_err)?;
         *write_lock(&self.applied) = new;
         Ok(())
     }
@@ -452,7 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(meta) = meta else { return Ok(None) };
         let data = self
             .db
-            .get_cf(cf(&self.db, CF_SNAPSHOT), b"data")
+            .get(CF_SNAPSHOT, b"data")
             .map_err(read_err)?
             .ok_or_else(|| read_err("snapshot data missing"))?;
         Ok(Some(Snapshot {

@@ -197,11 +197,11 @@ impl QuicTransport {
             .map_err(|e| broken(e.to_string()))?;
         Ok((
             crate::BodyWriter {
-                send,
+                send: crate::bulk::Sending::Quic(send),
                 peer: addr.to_string(),
             },
             crate::BodyReader {
-                recv,
+                recv: crate::bulk::Receiving::Quic(recv),
                 peer: addr.to_string(),
             },
         ))

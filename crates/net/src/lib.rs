@@ -12,7 +12,7 @@ mod endpoint;
 mod server;
 mod tls;
 
-pub use bulk::{BodyReader, BodyWriter};
+pub use bulk::{BodyReader, BodyWriter, pipe};
 pub use certs::{ClusterFiles, TlsFiles};
 pub use endpoint::{QuicTransport, TransportOptions};
 pub use server::{Handler, Peer, PeerRole, serve};

@@ -129,10 +129,13 @@ async fn serve_stream<H: Handler>(
             Ok(request) if handler.is_bulk(&request) => {
                 let addr = peer.addr.to_string();
                 let body = BodyReader {
-                    recv,
+                    recv: crate::bulk::Receiving::Quic(recv),
                     peer: addr.clone(),
                 };
-                let reply = BodyWriter { send, peer: addr };
+                let reply = BodyWriter {
+                    send: crate::bulk::Sending::Quic(send),
+                    peer: addr,
+                };
                 handler.handle_bulk(request, peer, body, reply).await;
                 return;
             }

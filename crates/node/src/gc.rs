@@ -9,7 +9,7 @@
 //! first. Each node decides for its own blocks from its own copy of the catalog; the leader
 //! alone expires the leases of writers that stopped renewing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tern_meta::Command;
@@ -23,9 +23,9 @@ use crate::blocks::on_store;
 #[derive(Default)]
 pub(crate) struct GcMemory {
     /// When each unneeded block was first seen unneeded.
-    unneeded_since: HashMap<BlockHash, Instant>,
+    unneeded_since: BTreeMap<BlockHash, Instant>,
     /// On the leader: each lease's last value and when it was first seen with it.
-    leases: HashMap<String, (Vec<u8>, Instant)>,
+    leases: BTreeMap<String, (Vec<u8>, Instant)>,
 }
 
 /// How often collection runs for a given grace period.
@@ -48,14 +48,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
         let grace = Duration::from_millis(self.timings.gc_grace_ms);
         let mine = self.my_blocks();
-        let live_puts: HashSet<String> = self
+        let live_puts: BTreeSet<String> = self
             .meta
             .read_local(|s| s.catalog_list(PUTS_TABLE, "", usize::MAX))
             .into_iter()
             .map(|(key, _)| key)
             .collect();
         // Every block held here that no dataset lists this node for, with its claims.
-        let unlisted: HashSet<BlockHash> = mine.keys().copied().collect();
+        let unlisted: BTreeSet<BlockHash> = mine.keys().copied().collect();
         let found = on_store(&self.blocks, move |b| {
             let mut out = Vec::new();
             for hash in b.hashes()? {
@@ -73,7 +73,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let mut due = Vec::new();
         {
             let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
-            let candidates: HashSet<BlockHash> = unlisted.iter().map(|(h, _)| *h).collect();
+            let candidates: BTreeSet<BlockHash> = unlisted.iter().map(|(h, _)| *h).collect();
             memory.unneeded_since.retain(|h, _| candidates.contains(h));
             for (hash, claims) in unlisted {
                 if claims.iter().any(|p| live_puts.contains(&p.key())) {
@@ -118,7 +118,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let mut expired = Vec::new();
         {
             let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
-            let keys: HashSet<&String> = leases.iter().map(|(k, _)| k).collect();
+            let keys: BTreeSet<&String> = leases.iter().map(|(k, _)| k).collect();
             memory.leases.retain(|k, _| keys.contains(k));
             for (key, value) in &leases {
                 let seen = memory

@@ -22,7 +22,7 @@ mod service;
 mod shuffle;
 
 pub use config::{ComputeSettings, NodeConfig, NodeTimings};
-pub use run::{RunningNode, start};
+pub use run::{RunningNode, join_or_bootstrap, spawn_loops, start};
 pub use service::NodeService;
 
 #[derive(Debug, thiserror::Error)]

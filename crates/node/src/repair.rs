@@ -7,7 +7,7 @@
 //! no record lists any more is marked drained. A bounded number of copies run per round, and
 //! each node paces the copies it receives ([`Pace`]), so repair never floods the cluster.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,14 @@ use crate::NodeService;
 
 /// Copies run at once in a repair round (each target paces what it receives).
 const MAX_COPIES_PER_ROUND: usize = 4;
-const COPY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long one repair copy may take: a round waits for all its copies, so a target that died
+/// after it was picked must not hold up every other repair for long (the simulator found a
+/// fixed 60 s deadline stalling repair for a minute per dead target). Ten seconds plus the
+/// block at a slow 8 MiB/s: 18 s for a 64 MiB partition.
+fn copy_deadline(bytes: u64) -> Duration {
+    Duration::from_secs(10) + Duration::from_secs_f64(bytes as f64 / (8 << 20) as f64)
+}
 
 /// Paces the copies a node receives to a byte rate: each copy books its bytes, and the answer
 /// to it waits until the booked time has passed, so the sender's next copy starts no sooner.
@@ -69,8 +76,8 @@ pub(crate) fn datasets(state: &MetaState) -> Vec<(Vec<u8>, DatasetRecord)> {
 /// Partition replicas and their bytes each node holds for these datasets.
 pub(crate) fn holdings<'a>(
     datasets: impl IntoIterator<Item = &'a DatasetRecord>,
-) -> HashMap<NodeId, (u64, u64)> {
-    let mut held: HashMap<NodeId, (u64, u64)> = HashMap::new();
+) -> BTreeMap<NodeId, (u64, u64)> {
+    let mut held: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     for dataset in datasets {
         for p in &dataset.partitions {
             for holder in &p.holders {
@@ -86,7 +93,7 @@ pub(crate) fn holdings<'a>(
 /// Bytes each node holds for these datasets.
 pub(crate) fn usage<'a>(
     datasets: impl IntoIterator<Item = &'a DatasetRecord>,
-) -> HashMap<NodeId, u64> {
+) -> BTreeMap<NodeId, u64> {
     holdings(datasets)
         .into_iter()
         .map(|(id, (_, bytes))| (id, bytes))
@@ -122,7 +129,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             return 0;
         }
         let (nodes, mut found) = self.meta.read_local(|s| (s.nodes.clone(), datasets(s)));
-        let lost = |id: &NodeId| nodes.get(id).is_none_or(|n| n.state == NodeState::Down);
+        let planted = self.planted_count_down_as_holder;
+        let lost = |id: &NodeId| {
+            nodes
+                .get(id)
+                .is_none_or(|n| n.state == NodeState::Down && !planted)
+        };
         let leaving = |id: &NodeId| {
             nodes
                 .get(id)
@@ -168,8 +180,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                         .collect(),
                 };
                 let (transport, addr) = (self.transport.clone(), nodes[&target].addr.clone());
+                let deadline = copy_deadline(p.bytes);
                 copies.spawn(async move {
-                    let answer = transport.call_within(&addr, request, COPY_DEADLINE).await;
+                    let answer = transport.call_within(&addr, request, deadline).await;
                     (d, index, target, live, answer)
                 });
             }
@@ -217,7 +230,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     async fn mark_drained(
         &self,
         nodes: &BTreeMap<NodeId, NodeRecord>,
-        used: &HashMap<NodeId, u64>,
+        used: &BTreeMap<NodeId, u64>,
     ) {
         for node in nodes.values() {
             if node.state == NodeState::Draining && !used.contains_key(&node.id) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tern_meta::{Command, Meta, MetaError, MetaOptions};
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
-use tern_proto::{NodeRecord, NodeState, Request, Response, SystemClock, Transport};
+use tern_proto::{Clock, NodeRecord, NodeState, Request, Response, SystemClock, Transport};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -120,19 +120,44 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         service.clone(),
     ))];
     info!(id = config.id, listen = %config.listen, "node listening");
+    join_or_bootstrap(&service, &config.join).await?;
+    tasks.extend(spawn_loops(&service));
+    Ok(RunningNode {
+        service,
+        transport,
+        tasks,
+        compute: Some(compute),
+    })
+}
 
-    if !service.meta.is_initialized().await? {
-        if config.join.is_empty() {
-            info!(id = config.id, "bootstrapping a new cluster");
-            service.meta.bootstrap(&record.addr).await?;
-            register_self(&service.meta, &record).await?;
-        } else {
-            join(&transport, &config.join, &record).await?;
-        }
+/// A node with no cluster yet either starts one (no peers to join) or asks `peers` to admit it.
+/// A node that already belongs to a cluster does neither.
+pub async fn join_or_bootstrap<T: Transport, C: Clock>(
+    service: &Arc<NodeService<T, C>>,
+    peers: &[String],
+) -> Result<(), NodeError> {
+    if service.meta.is_initialized().await? {
+        return Ok(());
     }
+    let record = &service.record;
+    if peers.is_empty() {
+        info!(id = record.id, "bootstrapping a new cluster");
+        service.meta.bootstrap(&record.addr).await?;
+        register_self(&service.meta, record).await
+    } else {
+        join(service.transport.as_ref(), peers, record).await
+    }
+}
 
-    let heartbeat = config.timings.heartbeat();
-    let scrub_every = Duration::from_millis(config.timings.scrub_interval_ms);
+/// Start the loops that keep a node and its cluster healthy: heartbeats, failure detection,
+/// repair, garbage collection, shuffle expiry and scrubbing. Abort the handles to stop them.
+pub fn spawn_loops<T: Transport, C: Clock>(
+    service: &Arc<NodeService<T, C>>,
+) -> Vec<JoinHandle<()>> {
+    let timings = &service.timings;
+    let heartbeat = timings.heartbeat();
+    let scrub_every = Duration::from_millis(timings.scrub_interval_ms);
+    let mut tasks = Vec::new();
     tasks.push(every(
         heartbeat,
         Duration::ZERO,
@@ -153,7 +178,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             s.repair_once().await;
         },
     ));
-    let gc_every = crate::gc::gc_interval(Duration::from_millis(config.timings.gc_grace_ms));
+    let gc_every = crate::gc::gc_interval(Duration::from_millis(timings.gc_grace_ms));
     tasks.push(every(gc_every, gc_every, service.clone(), |s| async move {
         s.collect_garbage().await;
     }));
@@ -169,12 +194,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         let cursor = cursor.clone();
         async move { s.scrub_step(&cursor).await }
     }));
-    Ok(RunningNode {
-        service,
-        transport,
-        tasks,
-        compute: Some(compute),
-    })
+    tasks
 }
 
 /// Query threads yield the CPU to the threads that answer heartbeats and Raft: a node busy
@@ -188,12 +208,11 @@ fn lower_priority() {
     }
 }
 
-type Service = Arc<NodeService<QuicTransport, SystemClock>>;
-
 /// Run `work` every `period` (the first time after `first`) until the task is aborted.
-fn every<F, Fut>(period: Duration, first: Duration, service: Service, work: F) -> JoinHandle<()>
+fn every<S, F, Fut>(period: Duration, first: Duration, service: Arc<S>, work: F) -> JoinHandle<()>
 where
-    F: Fn(Service) -> Fut + Send + 'static,
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
@@ -221,8 +240,8 @@ async fn register_self(meta: &Meta, record: &NodeRecord) -> Result<(), NodeError
     }
 }
 
-async fn join(
-    transport: &QuicTransport,
+async fn join<T: Transport>(
+    transport: &T,
     peers: &[String],
     record: &NodeRecord,
 ) -> Result<(), NodeError> {

@@ -4,7 +4,7 @@
 //! lacks (lost with its disk, say) is fetched again. The node stays a holder throughout, so the
 //! catalog does not change.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tern_proto::{BlockHash, Clock, NodeId, ScrubReport, Transport};
 use tracing::{info, warn};
@@ -14,11 +14,11 @@ use crate::blocks::on_store;
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// Which blocks the catalog says this node holds, with the other holders' addresses.
-    pub(crate) fn my_blocks(&self) -> HashMap<BlockHash, Vec<String>> {
+    pub(crate) fn my_blocks(&self) -> BTreeMap<BlockHash, Vec<String>> {
         let me = self.id();
         self.meta.read_local(|s| {
             let addr = |id: &NodeId| s.nodes.get(id).map(|n| n.addr.clone());
-            let mut mine = HashMap::new();
+            let mut mine = BTreeMap::new();
             for (_, dataset) in crate::repair::datasets(s) {
                 for p in &dataset.partitions {
                     if p.holders.contains(&me) {

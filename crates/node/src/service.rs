@@ -46,8 +46,11 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) clock: Arc<C>,
     pub(crate) timings: NodeTimings,
     max_voters: usize,
+    /// A bug planted for the simulator to find (repair counts down nodes as holders); never
+    /// set outside its tests.
+    pub(crate) planted_count_down_as_holder: bool,
     /// Leader-only soft state: when each node was last heard from.
-    last_seen: Mutex<HashMap<NodeId, Instant>>,
+    last_seen: Mutex<std::collections::BTreeMap<NodeId, Instant>>,
     /// The term in which this node last became leader, and when it noticed.
     leading_since: Mutex<Option<(u64, Instant)>>,
 }
@@ -101,7 +104,15 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             max_voters,
             last_seen: Mutex::default(),
             leading_since: Mutex::default(),
+            planted_count_down_as_holder: false,
         }
+    }
+
+    /// Plant a known bug: repair counts down nodes as replica holders. Only the simulator's
+    /// tests call this, to show the simulator catches it.
+    #[doc(hidden)]
+    pub fn plant_bug_count_down_nodes_as_holders(&mut self) {
+        self.planted_count_down_as_holder = true;
     }
 
     /// Run query work on `runtime` rather than on the one that answers requests.

@@ -1,5 +1,7 @@
 //! The block store: the bytes of partitions, each stored once per node under its blake3 hash,
-//! in RocksDB (values above 64 KiB go to blob files, so large blocks do not bloat compaction).
+//! on a [`Disk`]: RocksDB in production (values above 64 KiB go to blob files, so large blocks
+//! do not bloat compaction), the simulator's disk under test. The [`disk`] module is the seam
+//! the Raft storage in `tern-meta` sits on too.
 //!
 //! It owns naming ([`BlockHash`]), durability (a block is synced before `put` returns, so a
 //! holder acknowledges only what survives a crash) and integrity: every block is re-hashed when
@@ -8,21 +10,39 @@
 //! placement lives in the catalog) nor move them between nodes (the node does).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
+pub mod disk;
 
+pub use disk::{Batch, Disk, DiskError, FamilyOptions, Order, RocksDisk};
 pub use tern_proto::BlockHash;
 use tern_proto::PutId;
 
-/// Column family of claims: key = block hash ++ put id, empty value. A claim says "this block
+/// Family of blocks: key = block hash, value = its bytes.
+const BLOCKS: &str = disk::DEFAULT_FAMILY;
+/// Family of claims: key = block hash ++ put id, empty value. A claim says "this block
 /// arrived for that put", so garbage collection keeps it while the put's lease lives.
 const CLAIMS: &str = "claims";
-/// Column family indexing the blocks: key = block hash, value = its size (u64, little endian).
+/// Family indexing the blocks: key = block hash, value = its size (u64, little endian).
 /// Listing or checking blocks reads this, never the blob files: RocksDB iterators and point
-/// lookups on the default family load the (large) values too.
+/// lookups on the blocks family load the (large) values too.
 const INDEX: &str = "index";
+
+/// The families a block store needs, for opening its [`Disk`].
+pub const FAMILIES: [FamilyOptions; 3] = [
+    FamilyOptions {
+        name: BLOCKS,
+        blob_min_bytes: Some(MIN_BLOB_BYTES),
+    },
+    FamilyOptions {
+        name: CLAIMS,
+        blob_min_bytes: None,
+    },
+    FamilyOptions {
+        name: INDEX,
+        blob_min_bytes: None,
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,12 +58,13 @@ pub enum StoreError {
     Io(String),
 }
 
-fn io(e: rocksdb::Error) -> StoreError {
-    let reason = e.into_string();
-    if reason.contains("No space left") || reason.contains("NoSpace") {
-        StoreError::DiskFull(reason)
-    } else {
-        StoreError::Io(reason)
+impl From<DiskError> for StoreError {
+    fn from(e: DiskError) -> Self {
+        match e {
+            DiskError::Open { path, reason } => StoreError::Open { path, reason },
+            DiskError::Full(reason) => StoreError::DiskFull(reason),
+            DiskError::Io(reason) => StoreError::Io(reason),
+        }
     }
 }
 
@@ -52,44 +73,66 @@ const MIN_BLOB_BYTES: u64 = 64 << 10;
 
 /// One node's blocks.
 pub struct BlockStore {
-    db: DB,
+    disk: Arc<dyn Disk>,
+    planted: PlantedBugs,
+}
+
+/// Bugs planted on purpose so the simulator's tests can show it catches them. Off unless one
+/// of the `plant_bug_*` methods is called, which nothing but those tests does.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlantedBugs {
+    ack_before_sync: bool,
+    skip_read_hash_check: bool,
 }
 
 impl BlockStore {
+    /// Open (or create) the RocksDB block store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_enable_blob_files(true);
-        opts.set_min_blob_size(MIN_BLOB_BYTES);
-        opts.set_blob_file_size(256 << 20);
-        opts.set_enable_blob_gc(true);
-        opts.create_missing_column_families(true);
-        let default =
-            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
-        let small = |name| ColumnFamilyDescriptor::new(name, Options::default());
-        let db = DB::open_cf_descriptors(&opts, path, [default, small(CLAIMS), small(INDEX)])
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                reason: e.into_string(),
-            })?;
-        let store = Self { db };
+        Self::on(Arc::new(RocksDisk::open(path, &FAMILIES)?))
+    }
+
+    /// The block store on any disk (the simulator's, for one).
+    pub fn on(disk: Arc<dyn Disk>) -> Result<Self, StoreError> {
+        let store = Self {
+            disk,
+            planted: PlantedBugs::default(),
+        };
         store.build_index_if_missing()?;
         Ok(store)
     }
 
+    /// Plant a known bug: blocks are acknowledged before they are synced.
+    #[doc(hidden)]
+    pub fn plant_bug_ack_before_sync(&mut self) {
+        self.planted.ack_before_sync = true;
+    }
+
+    /// Plant a known bug: blocks are served without checking them against their name.
+    #[doc(hidden)]
+    pub fn plant_bug_skip_read_hash_check(&mut self) {
+        self.planted.skip_read_hash_check = true;
+    }
+
+    /// Whether calls block on I/O (then async callers run them off the runtime).
+    pub fn blocks_thread(&self) -> bool {
+        self.disk.blocks_thread()
+    }
+
     /// A store written before the index existed gets one, in a single pass over its blocks.
     fn build_index_if_missing(&self) -> Result<(), StoreError> {
-        let mut index = self.db.raw_iterator_cf(self.cf(INDEX));
-        index.seek_to_first();
-        if index.valid() {
+        if self
+            .disk
+            .scan(INDEX, &[], Order::Ascending)?
+            .next()
+            .is_some()
+        {
             return Ok(());
         }
-        drop(index);
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (key, value) = item.map_err(io)?;
+        let mut batch = Batch::default();
+        for item in self.disk.scan(BLOCKS, &[], Order::Ascending)? {
+            let (key, value) = item?;
             if key.len() == 32 {
-                batch.put_cf(self.cf(INDEX), &key, (value.len() as u64).to_le_bytes());
+                batch.put(INDEX, &key, (value.len() as u64).to_le_bytes());
             }
         }
         if batch.is_empty() {
@@ -98,21 +141,15 @@ impl BlockStore {
         self.commit(batch)
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column families are created on open")
-    }
-
     fn write_synced(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        self.add_block(&mut batch, hash, bytes);
+        let mut batch = Batch::default();
+        Self::add_block(&mut batch, hash, bytes);
         self.commit(batch)
     }
 
-    fn add_block(&self, batch: &mut WriteBatch, hash: &BlockHash, bytes: &[u8]) {
-        batch.put(hash.0, bytes);
-        batch.put_cf(self.cf(INDEX), hash.0, (bytes.len() as u64).to_le_bytes());
+    fn add_block(batch: &mut Batch, hash: &BlockHash, bytes: &[u8]) {
+        batch.put(BLOCKS, hash.0, bytes);
+        batch.put(INDEX, hash.0, (bytes.len() as u64).to_le_bytes());
     }
 
     /// Whether `hash` must be (re)written: absent, or present but no longer intact. Checking
@@ -121,14 +158,9 @@ impl BlockStore {
         !matches!(self.contains(hash), Ok(true)) || !matches!(self.verify(hash), Ok(true))
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        self.db.write_opt(batch, &sync).map_err(io)
-    }
-
-    fn claims_cf(&self) -> &rocksdb::ColumnFamily {
-        self.cf(CLAIMS)
+    /// Every write is synced: a holder acknowledges only what survives a crash.
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        Ok(self.disk.write(batch, !self.planted.ack_before_sync)?)
     }
 
     fn claim_key(hash: &BlockHash, put: &PutId) -> [u8; 48] {
@@ -164,12 +196,12 @@ impl BlockStore {
                 actual,
             });
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         if self.needs_write(expected) {
-            self.add_block(&mut batch, expected, bytes);
+            Self::add_block(&mut batch, expected, bytes);
         }
         if let Some(put) = claim {
-            batch.put_cf(self.claims_cf(), Self::claim_key(expected, &put), []);
+            batch.put(CLAIMS, Self::claim_key(expected, &put), b"");
         }
         if batch.is_empty() {
             return Ok(());
@@ -180,9 +212,8 @@ impl BlockStore {
     /// The puts that claimed this block (see [`BlockStore::put_verified`]).
     pub fn claims(&self, hash: &BlockHash) -> Result<Vec<PutId>, StoreError> {
         let mut out = Vec::new();
-        let from = IteratorMode::From(&hash.0, Direction::Forward);
-        for item in self.db.iterator_cf(self.claims_cf(), from) {
-            let (key, _) = item.map_err(io)?;
+        for item in self.disk.scan(CLAIMS, &hash.0, Order::Ascending)? {
+            let (key, _) = item?;
             if key.len() != 48 || key[..32] != hash.0 {
                 break;
             }
@@ -195,20 +226,19 @@ impl BlockStore {
 
     /// Forget one claim (its put ended; the block stays if something else needs it).
     pub fn drop_claim(&self, hash: &BlockHash, put: &PutId) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.claims_cf(), Self::claim_key(hash, put));
+        let mut batch = Batch::default();
+        batch.delete(CLAIMS, Self::claim_key(hash, put));
         self.commit(batch)
     }
 
     /// The block's bytes, checked against its name.
     pub fn get(&self, hash: &BlockHash) -> Result<Vec<u8>, StoreError> {
         let bytes = self
-            .db
-            .get(hash.0)
-            .map_err(io)?
+            .disk
+            .get(BLOCKS, &hash.0)?
             .ok_or(StoreError::NotFound { hash: *hash })?;
         let actual = BlockHash::of(&bytes);
-        if actual != *hash {
+        if actual != *hash && !self.planted.skip_read_hash_check {
             return Err(StoreError::CorruptBlock {
                 hash: *hash,
                 actual,
@@ -219,20 +249,16 @@ impl BlockStore {
 
     /// Whether a block of that name is stored here (its bytes are not checked).
     pub fn contains(&self, hash: &BlockHash) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(INDEX), hash.0)
-            .map_err(io)?
-            .is_some())
+        Ok(self.disk.get(INDEX, &hash.0)?.is_some())
     }
 
     /// Drop a block and its claims (it is unreferenced, or corrupt and about to be re-copied).
     pub fn delete(&self, hash: &BlockHash) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        batch.delete(hash.0);
-        batch.delete_cf(self.cf(INDEX), hash.0);
+        let mut batch = Batch::default();
+        batch.delete(BLOCKS, hash.0);
+        batch.delete(INDEX, hash.0);
         for put in self.claims(hash)? {
-            batch.delete_cf(self.claims_cf(), Self::claim_key(hash, &put));
+            batch.delete(CLAIMS, Self::claim_key(hash, &put));
         }
         self.commit(batch)
     }
@@ -245,11 +271,11 @@ impl BlockStore {
     /// Every block held here with its size, in hash order, without reading their bytes.
     pub fn list(&self) -> Result<Vec<(BlockHash, u64)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(INDEX), IteratorMode::Start) {
-            let (key, value) = item.map_err(io)?;
+        for item in self.disk.scan(INDEX, &[], Order::Ascending)? {
+            let (key, value) = item?;
             let (Ok(key), Ok(size)) = (
-                <[u8; 32]>::try_from(key.as_ref()),
-                <[u8; 8]>::try_from(value.as_ref()),
+                <[u8; 32]>::try_from(key.as_slice()),
+                <[u8; 8]>::try_from(value.as_slice()),
             ) else {
                 continue;
             };
@@ -273,34 +299,20 @@ impl BlockStore {
     /// and memtable are not counted until flushed, and deleted blocks until compacted: a
     /// backstop for the catalog's own accounting, which placement uses first.
     pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
-        let mut total = 0;
-        for property in [
-            "rocksdb.total-sst-files-size",
-            "rocksdb.total-blob-file-size",
-        ] {
-            total += self
-                .db
-                .property_int_value(property)
-                .map_err(io)?
-                .unwrap_or(0);
-        }
-        Ok(total)
+        Ok(self.disk.used_bytes()?)
     }
 
     /// Write everything to table and blob files, so a restart need not replay the log.
     pub fn flush(&self) -> Result<(), StoreError> {
-        // Every column family: the log is dropped only once nothing in it is unflushed.
-        self.db.flush().map_err(io)?;
-        self.db.flush_cf(self.cf(CLAIMS)).map_err(io)?;
-        self.db.flush_cf(self.cf(INDEX)).map_err(io)
+        Ok(self.disk.flush()?)
     }
 
     /// Overwrite a block's stored bytes without renaming it: what a flipped bit on disk does.
     /// For tests of corruption handling only.
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        batch.put(hash.0, bytes);
+        let mut batch = Batch::default();
+        batch.put(BLOCKS, hash.0, bytes);
         self.commit(batch)
     }
 }

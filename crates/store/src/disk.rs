@@ -1,0 +1,256 @@
+//! The disk seam: an ordered key-value store with named families, atomic batches, and an
+//! explicit sync. Both the block store and the Raft storage (`tern-meta`) are written against
+//! [`Disk`], so the simulator can run them on a disk that loses unsynced writes when its node
+//! crashes and flips bits on request; production uses [`RocksDisk`].
+//!
+//! The contract the simulator enforces is RocksDB's: writes apply in order; a synced write is
+//! durable when it returns, and so is every write before it (one write-ahead log); a crash may
+//! lose any suffix of the unsynced writes, never a write in the middle.
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DiskError {
+    #[error("cannot open {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("disk full: {0}")]
+    Full(String),
+    #[error("disk I/O: {0}")]
+    Io(String),
+}
+
+/// One change within a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put {
+        family: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        family: &'static str,
+        key: Vec<u8>,
+    },
+    /// Every key in `from..to` (end excluded).
+    DeleteRange {
+        family: &'static str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+/// Changes applied together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+}
+
+impl Batch {
+    pub fn put(&mut self, family: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.changes.push(Change::Put {
+            family,
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        });
+    }
+
+    pub fn delete(&mut self, family: &'static str, key: impl AsRef<[u8]>) {
+        self.changes.push(Change::Delete {
+            family,
+            key: key.as_ref().to_vec(),
+        });
+    }
+
+    pub fn delete_range(
+        &mut self,
+        family: &'static str,
+        from: impl AsRef<[u8]>,
+        to: impl AsRef<[u8]>,
+    ) {
+        self.changes.push(Change::DeleteRange {
+            family,
+            from: from.as_ref().to_vec(),
+            to: to.as_ref().to_vec(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Which way a [`Disk::scan`] walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// From `from` up to the last key.
+    Ascending,
+    /// From the last key down to the first (`from` is ignored).
+    DescendingFromEnd,
+}
+
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), DiskError>> + 'a>;
+
+/// An ordered key-value store with families (see the module docs for its durability contract).
+pub trait Disk: Send + Sync + 'static {
+    fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError>;
+    /// Apply `batch` atomically. With `sync`, it and every earlier write are durable on return.
+    fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError>;
+    /// The family's entries in key order, starting at `from` (see [`Order`]).
+    fn scan<'a>(
+        &'a self,
+        family: &str,
+        from: &[u8],
+        order: Order,
+    ) -> Result<Entries<'a>, DiskError>;
+    /// Bytes the data occupies on disk (an estimate; for accounting backstops only).
+    fn used_bytes(&self) -> Result<u64, DiskError>;
+    /// Make everything durable and compact what a restart would otherwise replay.
+    fn flush(&self) -> Result<(), DiskError>;
+    /// Whether calls block the thread on I/O (then async callers move them off the runtime).
+    fn blocks_thread(&self) -> bool {
+        true
+    }
+}
+
+/// How a family is tuned in RocksDB.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyOptions {
+    pub name: &'static str,
+    /// Values at least this large go to blob files (`None`: keep them in the tables).
+    pub blob_min_bytes: Option<u64>,
+}
+
+/// The production disk: one RocksDB database.
+pub struct RocksDisk {
+    db: DB,
+    families: Vec<&'static str>,
+}
+
+fn rocks_error(e: rocksdb::Error) -> DiskError {
+    let reason = e.into_string();
+    if reason.contains("No space left") || reason.contains("NoSpace") {
+        DiskError::Full(reason)
+    } else {
+        DiskError::Io(reason)
+    }
+}
+
+/// The default family's name; every RocksDB database has it.
+pub const DEFAULT_FAMILY: &str = rocksdb::DEFAULT_COLUMN_FAMILY_NAME;
+
+impl RocksDisk {
+    /// Open (or create) the database at `path` with these families (the default family is
+    /// always there; name it to tune it).
+    pub fn open(path: &Path, families: &[FamilyOptions]) -> Result<Self, DiskError> {
+        let tuned = |family: &FamilyOptions| {
+            let mut opts = Options::default();
+            if let Some(min) = family.blob_min_bytes {
+                opts.set_enable_blob_files(true);
+                opts.set_min_blob_size(min);
+                opts.set_blob_file_size(256 << 20);
+                opts.set_enable_blob_gc(true);
+            }
+            opts
+        };
+        let mut db_opts = families
+            .iter()
+            .find(|f| f.name == DEFAULT_FAMILY)
+            .map(tuned)
+            .unwrap_or_default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        let mut descriptors: Vec<_> = families
+            .iter()
+            .map(|f| ColumnFamilyDescriptor::new(f.name, tuned(f)))
+            .collect();
+        if !families.iter().any(|f| f.name == DEFAULT_FAMILY) {
+            descriptors.push(ColumnFamilyDescriptor::new(
+                DEFAULT_FAMILY,
+                Options::default(),
+            ));
+        }
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, descriptors).map_err(|e| DiskError::Open {
+                path: path.display().to_string(),
+                reason: e.into_string(),
+            })?;
+        let mut names: Vec<&'static str> = families.iter().map(|f| f.name).collect();
+        names.push(DEFAULT_FAMILY);
+        Ok(Self {
+            db,
+            families: names,
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created on open")
+    }
+}
+
+impl Disk for RocksDisk {
+    fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
+        self.db.get_cf(self.cf(family), key).map_err(rocks_error)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError> {
+        let mut rocks = WriteBatch::default();
+        for change in batch.changes {
+            match change {
+                Change::Put { family, key, value } => rocks.put_cf(self.cf(family), key, value),
+                Change::Delete { family, key } => rocks.delete_cf(self.cf(family), key),
+                Change::DeleteRange { family, from, to } => {
+                    rocks.delete_range_cf(self.cf(family), from, to)
+                }
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(rocks, &opts).map_err(rocks_error)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        family: &str,
+        from: &[u8],
+        order: Order,
+    ) -> Result<Entries<'a>, DiskError> {
+        let mode = match order {
+            Order::Ascending => IteratorMode::From(from, Direction::Forward),
+            Order::DescendingFromEnd => IteratorMode::End,
+        };
+        let iter = self.db.iterator_cf(self.cf(family), mode);
+        Ok(Box::new(iter.map(|item| {
+            item.map(|(k, v)| (k.into_vec(), v.into_vec()))
+                .map_err(rocks_error)
+        })))
+    }
+
+    fn used_bytes(&self) -> Result<u64, DiskError> {
+        let mut total = 0;
+        for property in [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.total-blob-file-size",
+        ] {
+            total += self
+                .db
+                .property_int_value(property)
+                .map_err(rocks_error)?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    fn flush(&self) -> Result<(), DiskError> {
+        // Every family: the log is dropped only once nothing in it is unflushed.
+        for family in &self.families {
+            self.db.flush_cf(self.cf(family)).map_err(rocks_error)?;
+        }
+        Ok(())
+    }
+}

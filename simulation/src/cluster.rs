@@ -1,0 +1,112 @@
+//! The software of a simulated node host: the real `NodeService` with its Raft metadata,
+//! block store, loops and request handling, wired to the simulator's transport, clock and
+//! disks instead of QUIC, the system clock and RocksDB. turmoil runs it again from the top
+//! after a crash; the disks are the only thing that carries over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_meta::{Meta, MetaOptions};
+use tern_node::{ComputeSettings, NodeService, NodeTimings, join_or_bootstrap, spawn_loops};
+use tern_proto::{NodeId, NodeRecord, NodeState};
+use tern_store::BlockStore;
+
+use crate::net::{PORT, SimTransport};
+use crate::world::{PlantedBug, SimClock, World};
+
+pub fn host_name(id: NodeId) -> String {
+    format!("node{id}")
+}
+
+pub fn node_addr(id: NodeId) -> String {
+    format!("{}:{PORT}", host_name(id))
+}
+
+/// Timings under simulation: production's, with a snapshot every few hundred entries so that
+/// a node back from a long outage catches up from a snapshot.
+pub fn timings() -> NodeTimings {
+    NodeTimings {
+        scrub_interval_ms: 500,
+        gc_grace_ms: 60_000,
+        ..NodeTimings::default()
+    }
+}
+
+pub const SNAPSHOT_AFTER: u64 = 150;
+
+type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
+
+/// What turmoil runs on host `id` (again after each restart).
+pub fn node_software(world: Arc<World>, id: NodeId) -> impl Fn() -> Software {
+    move || {
+        let world = world.clone();
+        Box::pin(async move { run_node(world, id).await })
+    }
+}
+
+async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
+    let incarnation = world.next_incarnation(id);
+    world.event(format!("node {id} starts (incarnation {incarnation})"));
+    let transport = SimTransport::bind(world.clone(), incarnation, true).await?;
+    let timings = timings();
+    let options = MetaOptions {
+        heartbeat_interval: Duration::from_millis(timings.raft_heartbeat_ms),
+        election_timeout: (
+            Duration::from_millis(timings.election_min_ms),
+            Duration::from_millis(timings.election_max_ms),
+        ),
+        max_voters: 3,
+        snapshot_after: SNAPSHOT_AFTER,
+    };
+    let disks = &world.disks[&id];
+    let shared = Arc::new(transport.clone());
+    let meta = Meta::open_on(id, disks.meta.clone(), shared.clone(), &options).await?;
+    let mut blocks = BlockStore::on(disks.blocks.clone())?;
+    match world.bug {
+        Some(PlantedBug::AckBeforeSync) => blocks.plant_bug_ack_before_sync(),
+        Some(PlantedBug::SkipReadHashCheck) => blocks.plant_bug_skip_read_hash_check(),
+        _ => {}
+    }
+    let record = NodeRecord {
+        id,
+        addr: node_addr(id),
+        zone: format!("zone-{}", (id - 1) % 3),
+        capacity_bytes: 1 << 30,
+        state: NodeState::Up,
+    };
+    let compute = ComputeSettings {
+        slots: 2,
+        task_memory_bytes: 64 << 20,
+        shuffle_memory_bytes: 64 << 20,
+        task_delay_ms: 0,
+        data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
+    };
+    let mut service = NodeService::new(
+        record,
+        meta,
+        shared,
+        Arc::new(SimClock::new(world.drift[&id])),
+        timings,
+        3,
+        Arc::new(blocks),
+        compute,
+    );
+    if world.bug == Some(PlantedBug::CountDownNodeAsHolder) {
+        service.plant_bug_count_down_nodes_as_holders();
+    }
+    let service = Arc::new(service);
+    tokio::spawn(transport.clone().serve(service.clone()));
+    // Node 1 starts the cluster; the others join through any node already in it.
+    let peers: Vec<String> = if id == 1 {
+        Vec::new()
+    } else {
+        (1..id).map(node_addr).collect()
+    };
+    join_or_bootstrap(&service, &peers).await?;
+    world.set_running(id, Some(service.clone()));
+    let _loops = spawn_loops(&service);
+    std::future::pending::<()>().await;
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! The workload: a client host that writes, replaces, reads and removes datasets through the
+//! same requests `tern-client` sends (a put lease, placement, a block written along its chain
+//! of holders, one catalog commit), while the driver injects faults. It keeps a model of what
+//! was acknowledged, checks every read against it, and when the faults stop checks that the
+//! cluster heals (the liveness phase).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::Rng;
+use tern_proto::{
+    BlockHash, CatalogOp, DATASETS_TABLE, DatasetRecord, NodeId, NodeState, PUTS_TABLE,
+    PartitionRecord, PutId, PutLease, Request, Response, Transport, fetch_bytes,
+};
+
+use crate::cluster::node_addr;
+use crate::invariants;
+use crate::net::SimTransport;
+use crate::world::{World, lock};
+
+/// How long the workload runs with faults, then how long the cluster has to heal.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub chaos: Duration,
+    pub heal: Duration,
+}
+
+/// Dataset names are drawn from a few, so puts replace and race each other.
+const NAMES: u32 = 6;
+/// Concurrent operation loops.
+const WRITERS: usize = 2;
+
+struct SimClient {
+    transport: SimTransport,
+    world: Arc<World>,
+}
+
+/// Why an operation did not complete (not a violation: faults make operations fail).
+type OpResult<T> = Result<T, String>;
+
+impl SimClient {
+    fn any_node(&self) -> String {
+        let n = self.world.nodes;
+        node_addr(self.world.with_rng(|r| r.gen_range(1..=n)))
+    }
+
+    /// One request, tried on up to four nodes.
+    async fn call(&self, request: Request) -> OpResult<Response> {
+        let mut last = String::new();
+        for _ in 0..4 {
+            match self.transport.call(&self.any_node(), request.clone()).await {
+                Ok(Response::Error(e)) => last = e.message,
+                Ok(answer) => return Ok(answer),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    async fn catalog_get(&self, name: &str) -> OpResult<Option<Vec<u8>>> {
+        match self
+            .call(Request::CatalogGet {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+            })
+            .await?
+        {
+            Response::CatalogValue(v) => Ok(v),
+            other => Err(format!("unexpected {other:?}")),
+        }
+    }
+
+    /// Commit `ops`: `Ok(true)` acknowledged, `Ok(false)` refused (a precondition), `Err` unknown.
+    async fn write(&self, ops: Vec<CatalogOp>) -> OpResult<bool> {
+        let addr = self.any_node();
+        match self.transport.call(&addr, Request::CatalogWrite(ops)).await {
+            Ok(Response::Written { .. }) => Ok(true),
+            Ok(Response::Error(e)) if e.message.contains("precondition failed") => Ok(false),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn put_block(&self, bytes: &[u8], chain: &[String], put: PutId) -> OpResult<Vec<NodeId>> {
+        let (first, rest) = chain.split_first().ok_or("no holders")?;
+        let request = Request::PutBlock {
+            hash: BlockHash::of(bytes),
+            size: bytes.len() as u64,
+            chain: rest.to_vec(),
+            put: Some(put),
+        };
+        let (mut writer, mut reader) = self
+            .transport
+            .open_bulk(first, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        use tern_proto::{BulkRead, BulkWrite};
+        writer.write_chunk(bytes).await.map_err(|e| e.to_string())?;
+        writer.finish().await.map_err(|e| e.to_string())?;
+        match reader.response().await.map_err(|e| e.to_string())? {
+            Response::BlockStored { holders } => Ok(holders),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Write dataset `name` (replacing what is there) as a client does.
+    async fn put(&self, name: &str, op: u64) -> OpResult<()> {
+        let old = self.catalog_get(name).await?;
+        let old_version = match &old {
+            Some(bytes) => {
+                postcard::from_bytes::<DatasetRecord>(bytes)
+                    .map_err(|e| e.to_string())?
+                    .version
+            }
+            None => 0,
+        };
+        let mut raw = [0u8; 16];
+        self.world.with_rng(|r| r.fill(&mut raw));
+        let put = PutId(raw);
+        let lease = postcard::to_allocvec(&PutLease {
+            dataset: name.into(),
+            renewals: 0,
+        })
+        .map_err(|e| e.to_string())?;
+        let take = vec![
+            CatalogOp::Expect {
+                table: PUTS_TABLE.into(),
+                key: put.key(),
+                value: None,
+            },
+            CatalogOp::Put {
+                table: PUTS_TABLE.into(),
+                key: put.key(),
+                value: lease.clone(),
+            },
+        ];
+        if !self.write(take).await? {
+            return Err("lease refused".into());
+        }
+        let parts = self.world.with_rng(|r| r.gen_range(1..=3));
+        let mut partitions = Vec::new();
+        let mut pending: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for part in 0..parts {
+            let len = self.world.with_rng(|r| r.gen_range(64..4096));
+            let mut bytes = format!("{name} op {op} part {part} ").into_bytes();
+            bytes.resize(len.max(bytes.len()), (op as u8).wrapping_add(part as u8));
+            let chains = match self
+                .call(Request::Place {
+                    sizes: vec![bytes.len() as u64],
+                    pending: pending.iter().map(|(k, v)| (*k, *v)).collect(),
+                })
+                .await?
+            {
+                Response::Placement { chains } => chains,
+                other => return Err(format!("placement: {other:?}")),
+            };
+            let chain = chains.into_iter().next().ok_or("no placement")?;
+            let addrs: Vec<String> = chain.iter().map(|(_, a)| a.clone()).collect();
+            let holders = self.put_block(&bytes, &addrs, put).await?;
+            if holders.len() < addrs.len() {
+                return Err(format!("only {holders:?} stored the block"));
+            }
+            self.world
+                .block_acknowledged(BlockHash::of(&bytes), &holders);
+            for h in &holders {
+                *pending.entry(*h).or_default() += bytes.len() as u64;
+            }
+            self.world.event(format!(
+                "put {name}: block {} on {holders:?}",
+                BlockHash::of(&bytes)
+            ));
+            partitions.push(PartitionRecord {
+                block: BlockHash::of(&bytes),
+                bytes: bytes.len() as u64,
+                rows: 0,
+                holders,
+            });
+        }
+        let record = DatasetRecord {
+            name: name.into(),
+            version: old_version + 1,
+            format: "bytes".into(),
+            schema: String::new(),
+            partitions,
+            created_ms: self.world.now_ms(),
+        };
+        let encoded = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+        let commit = vec![
+            CatalogOp::Expect {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: old,
+            },
+            CatalogOp::Put {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: encoded,
+            },
+            CatalogOp::Expect {
+                table: PUTS_TABLE.into(),
+                key: put.key(),
+                value: Some(lease.clone()),
+            },
+            CatalogOp::Delete {
+                table: PUTS_TABLE.into(),
+                key: put.key(),
+            },
+        ];
+        lock(&self.world.datasets)
+            .entry(name.into())
+            .or_default()
+            .maybe
+            .push(record.clone());
+        match self.write(commit).await {
+            Ok(true) => {
+                self.world
+                    .event(format!("put {name} v{} acknowledged", record.version));
+                let mut all = lock(&self.world.datasets);
+                let model = all.entry(name.into()).or_default();
+                model.acked = Some(record);
+                model.uncertain_remove = false;
+                Ok(())
+            }
+            Ok(false) => Err("the dataset changed meanwhile".into()),
+            Err(e) => {
+                // Maybe committed: the model already allows readers to see it.
+                Err(format!("commit unknown: {e}"))
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) -> OpResult<()> {
+        let Some(current) = self.catalog_get(name).await? else {
+            return Ok(());
+        };
+        let ops = vec![
+            CatalogOp::Expect {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+                value: Some(current),
+            },
+            CatalogOp::Delete {
+                table: DATASETS_TABLE.into(),
+                key: name.into(),
+            },
+        ];
+        let outcome = self.write(ops).await;
+        let mut all = lock(&self.world.datasets);
+        let model = all.entry(name.into()).or_default();
+        match outcome {
+            Ok(true) => {
+                self.world.event(format!("remove {name} acknowledged"));
+                model.acked = None;
+                model.uncertain_remove = false;
+                Ok(())
+            }
+            Ok(false) => Err("changed meanwhile".into()),
+            Err(e) => {
+                model.uncertain_remove = true;
+                Err(format!("remove unknown: {e}"))
+            }
+        }
+    }
+
+    /// Read dataset `name` and every block of it; what is seen must have been committed and
+    /// every byte served must match its block's name.
+    async fn read(&self, name: &str, require_all: bool) -> OpResult<Option<DatasetRecord>> {
+        let Some(bytes) = self.catalog_get(name).await? else {
+            return Ok(None);
+        };
+        let record: DatasetRecord = match postcard::from_bytes(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.world.violated(
+                    invariants::VISIBILITY,
+                    format!("catalog entry {name} does not decode: {e}"),
+                );
+                return Err(e.to_string());
+            }
+        };
+        invariants::check_visible(&self.world, &record);
+        for p in &record.partitions {
+            let mut served = false;
+            for holder in &p.holders {
+                match fetch_bytes(
+                    &self.transport,
+                    &node_addr(*holder),
+                    &Request::GetBlock { hash: p.block },
+                )
+                .await
+                {
+                    Ok(bytes) => {
+                        invariants::check_served(&self.world, *holder, &p.block, &bytes);
+                        served = true;
+                        if !require_all {
+                            break;
+                        }
+                    }
+                    Err(e) if require_all => {
+                        return Err(format!("node {holder} did not serve {}: {e}", p.block));
+                    }
+                    Err(_) => {}
+                }
+            }
+            if !served && !require_all {
+                return Err(format!("no holder served {}", p.block));
+            }
+        }
+        Ok(Some(record))
+    }
+
+    async fn op_loop(&self, writer: usize, until: tokio::time::Instant) {
+        let mut op = writer as u64 * 1_000_000;
+        while tokio::time::Instant::now() < until && self.world.violation().is_none() {
+            op += 1;
+            let name = format!("ds{}", self.world.with_rng(|r| r.gen_range(0..NAMES)));
+            let pick = self.world.with_rng(|r| r.gen_range(0..100));
+            let (kind, outcome) = match pick {
+                0..45 => ("put", self.put(&name, op).await),
+                45..80 => ("read", self.read(&name, false).await.map(|_| ())),
+                80..90 => ("remove", self.remove(&name).await),
+                _ => ("list", self.list().await),
+            };
+            match outcome {
+                Ok(()) => self.world.event(format!("{kind} {name}: ok")),
+                Err(e) => self.world.event(format!("{kind} {name}: failed ({e})")),
+            }
+            let pause = self.world.with_rng(|r| r.gen_range(20..300));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    async fn list(&self) -> OpResult<()> {
+        match self
+            .call(Request::CatalogList {
+                table: DATASETS_TABLE.into(),
+                prefix: String::new(),
+                limit: 1000,
+            })
+            .await?
+        {
+            Response::CatalogEntries(entries) => {
+                for (_, bytes) in entries {
+                    if let Ok(record) = postcard::from_bytes::<DatasetRecord>(&bytes) {
+                        invariants::check_visible(&self.world, &record);
+                    }
+                }
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Wait until every node is in the node table and up.
+    async fn wait_for_cluster(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < until {
+            if let Ok(Response::Status(status)) = self.call(Request::Status).await
+                && status.nodes.len() as u64 == self.world.nodes
+                && status.nodes.iter().all(|n| n.state == NodeState::Up)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+
+    /// After the faults: every acknowledged dataset is there, and every block of every dataset
+    /// has exactly three holders, distinct, up, each serving it intact. `Err` says what is not
+    /// so yet.
+    async fn healed(&self) -> OpResult<()> {
+        let nodes = match self.call(Request::Status).await? {
+            Response::Status(status) => status.nodes,
+            other => return Err(format!("{other:?}")),
+        };
+        let up: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Up)
+            .map(|n| n.id)
+            .collect();
+        let names: Vec<String> = lock(&self.world.datasets).keys().cloned().collect();
+        for name in names {
+            let record = self.read(&name, true).await?;
+            let model = lock(&self.world.datasets)
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            invariants::check_durable(&self.world, &name, &model, record.as_ref());
+            let Some(record) = record else { continue };
+            for p in &record.partitions {
+                let mut distinct = p.holders.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if p.holders.len() != tern_meta::placement::REPLICAS
+                    || distinct.len() != p.holders.len()
+                    || !p.holders.iter().all(|h| up.contains(h))
+                {
+                    return Err(format!(
+                        "{name}: block {} held by {:?} (up: {up:?})",
+                        p.block, p.holders
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The client host's software: form, run with faults, stop the faults, check healing.
+pub async fn run(world: Arc<World>, phases: Phases) -> turmoil::Result {
+    let transport = SimTransport::bind(world.clone(), 1, false).await?;
+    tokio::spawn(transport.clone().receive_answers());
+    let client = Arc::new(SimClient {
+        transport,
+        world: world.clone(),
+    });
+    if !client.wait_for_cluster(Duration::from_secs(60)).await {
+        world.violated(invariants::LIVENESS, "the cluster did not form within 60 s");
+        return Ok(());
+    }
+    world.event("cluster formed; faults start");
+    world.chaos.store(true, Ordering::Relaxed);
+    let until = tokio::time::Instant::now() + phases.chaos;
+    let mut loops = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let client = client.clone();
+        loops.spawn(async move { client.op_loop(writer, until).await });
+    }
+    while loops.join_next().await.is_some() {}
+    world.event("faults stop; checking that the cluster heals");
+    world.chaos.store(false, Ordering::Relaxed);
+    world.calm.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + phases.heal;
+    loop {
+        if world.violation().is_some() {
+            return Ok(());
+        }
+        match client.healed().await {
+            Ok(()) => {
+                world.event("healed");
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                world.violated(
+                    invariants::LIVENESS,
+                    format!(
+                        "not healed {} s after the faults stopped: {e}",
+                        phases.heal.as_secs()
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) => world.event(format!("not healed yet: {e}")),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,283 @@
+//! [`World`]: what the simulated hosts and the driver share: the seed's random stream, the
+//! disks (they outlive crashes), the nodes now running (for the invariants to observe), the
+//! workload's model of what was acknowledged, the faults injected, and the event trace.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tern_proto::{BlockHash, Clock, DatasetRecord, NodeId};
+
+use crate::disk::SimDisk;
+use crate::net::SimTransport;
+
+pub type SimNode = tern_node::NodeService<SimTransport, SimClock>;
+
+/// Bugs planted on purpose, to show the simulator catches them (see `tests/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PlantedBug {
+    /// Holders acknowledge a block before it is synced to disk.
+    AckBeforeSync,
+    /// Blocks are served without checking them against their hash.
+    SkipReadHashCheck,
+    /// The workload's reader trusts a dataset record before its commit is acknowledged
+    /// (a reader that can see half-written data).
+    CountDownNodeAsHolder,
+}
+
+impl PlantedBug {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "ack-before-sync" => Some(Self::AckBeforeSync),
+            "skip-read-hash-check" => Some(Self::SkipReadHashCheck),
+            "count-down-node-as-holder" => Some(Self::CountDownNodeAsHolder),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AckBeforeSync => "ack-before-sync",
+            Self::SkipReadHashCheck => "skip-read-hash-check",
+            Self::CountDownNodeAsHolder => "count-down-node-as-holder",
+        }
+    }
+}
+
+/// A node's two disks: the metadata store and the block store.
+pub struct NodeDisks {
+    pub meta: Arc<SimDisk>,
+    pub blocks: Arc<SimDisk>,
+}
+
+/// Time as a simulated node reads it: the host's virtual time, running `rate` times as fast
+/// as true simulated time (clock drift).
+pub struct SimClock {
+    start: tokio::time::Instant,
+    start_std: Instant,
+    rate: f64,
+}
+
+impl SimClock {
+    pub fn new(rate: f64) -> Self {
+        let start = tokio::time::Instant::now();
+        Self {
+            start,
+            start_std: start.into_std(),
+            rate,
+        }
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        self.start_std + elapsed.mul_f64(self.rate)
+    }
+    fn wall(&self) -> Duration {
+        turmoil::sim_elapsed().unwrap_or_default()
+    }
+}
+
+/// What the workload knows about one dataset name.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetModel {
+    /// Records whose commit was sent (acknowledged or not): a reader may see any of them.
+    pub maybe: Vec<DatasetRecord>,
+    /// The record of the last acknowledged put, if no acknowledged removal came after it.
+    pub acked: Option<DatasetRecord>,
+    /// A removal was sent and its outcome is unknown (the dataset may be gone).
+    pub uncertain_remove: bool,
+}
+
+/// The run's event trace: a running hash of every event (compared between two runs of one
+/// seed) and the last events (printed when an invariant breaks).
+pub struct Trace {
+    hasher: blake3::Hasher,
+    recent: VecDeque<String>,
+    events: u64,
+}
+
+const RECENT_EVENTS: usize = 60;
+
+pub struct World {
+    pub seed: u64,
+    pub nodes: u64,
+    pub bug: Option<PlantedBug>,
+    rng: Mutex<StdRng>,
+    /// Probability that a message is sent twice (set by the fault driver).
+    dup_rate: Mutex<f64>,
+    pub disks: BTreeMap<NodeId, NodeDisks>,
+    pub drift: BTreeMap<NodeId, f64>,
+    incarnations: Mutex<BTreeMap<NodeId, u64>>,
+    running: Mutex<BTreeMap<NodeId, Arc<SimNode>>>,
+    pub datasets: Mutex<BTreeMap<String, DatasetModel>>,
+    /// Every block a put was told is stored, with the nodes that acknowledged it.
+    block_acks: Mutex<BTreeMap<BlockHash, Vec<NodeId>>>,
+    pub faults: Mutex<BTreeMap<&'static str, u64>>,
+    trace: Mutex<Trace>,
+    now_ms: AtomicU64,
+    /// Set by the workload while faults may be injected.
+    pub chaos: AtomicBool,
+    /// Set by the workload when its fault phase ends; the driver then heals everything.
+    pub calm: AtomicBool,
+    /// The first invariant violation, if any.
+    violation: Mutex<Option<String>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl World {
+    pub fn new(seed: u64, nodes: u64, bug: Option<PlantedBug>) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let disks = (1..=nodes)
+            .map(|id| {
+                (
+                    id,
+                    NodeDisks {
+                        meta: Arc::default(),
+                        blocks: Arc::default(),
+                    },
+                )
+            })
+            .collect();
+        let drift = (1..=nodes)
+            .map(|id| (id, 1.0 + rng.gen_range(-0.05..0.05)))
+            .collect();
+        Self {
+            seed,
+            nodes,
+            bug,
+            rng: Mutex::new(rng),
+            dup_rate: Mutex::new(0.0),
+            disks,
+            drift,
+            incarnations: Mutex::default(),
+            running: Mutex::default(),
+            datasets: Mutex::default(),
+            block_acks: Mutex::default(),
+            faults: Mutex::default(),
+            trace: Mutex::new(Trace {
+                hasher: blake3::Hasher::new(),
+                recent: VecDeque::new(),
+                events: 0,
+            }),
+            now_ms: AtomicU64::new(0),
+            chaos: AtomicBool::new(false),
+            calm: AtomicBool::new(false),
+            violation: Mutex::default(),
+        }
+    }
+
+    /// Run `f` on the seed's random stream.
+    pub fn with_rng<R>(&self, f: impl FnOnce(&mut StdRng) -> R) -> R {
+        f(&mut lock(&self.rng))
+    }
+
+    pub fn chance(&self, p: f64) -> bool {
+        p > 0.0 && self.with_rng(|r| r.gen_bool(p.min(1.0)))
+    }
+
+    pub fn set_dup_rate(&self, p: f64) {
+        *lock(&self.dup_rate) = p;
+    }
+
+    pub fn duplicate_message(&self) -> bool {
+        let p = *lock(&self.dup_rate);
+        p > 0.0 && self.chance(p)
+    }
+
+    pub fn next_incarnation(&self, id: NodeId) -> u64 {
+        let mut all = lock(&self.incarnations);
+        let n = all.entry(id).or_default();
+        *n += 1;
+        *n
+    }
+
+    pub fn set_running(&self, id: NodeId, node: Option<Arc<SimNode>>) {
+        let mut running = lock(&self.running);
+        match node {
+            Some(node) => running.insert(id, node),
+            None => running.remove(&id),
+        };
+    }
+
+    pub fn running(&self) -> Vec<(NodeId, Arc<SimNode>)> {
+        lock(&self.running)
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    pub fn set_now(&self, elapsed: Duration) {
+        self.now_ms
+            .store(elapsed.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Record an event in the trace.
+    pub fn event(&self, what: impl Into<String>) {
+        let line = format!("{:>8} ms  {}", self.now_ms(), what.into());
+        let mut trace = lock(&self.trace);
+        trace.hasher.update(line.as_bytes());
+        trace.hasher.update(b"\n");
+        trace.events += 1;
+        if trace.recent.len() == RECENT_EVENTS {
+            trace.recent.pop_front();
+        }
+        trace.recent.push_back(line);
+    }
+
+    pub fn count_fault(&self, kind: &'static str, what: impl Into<String>) {
+        *lock(&self.faults).entry(kind).or_default() += 1;
+        self.event(format!("fault {kind}: {}", what.into()));
+    }
+
+    /// The trace so far: its hash, its length, and its last events.
+    pub fn trace_summary(&self) -> (String, u64, Vec<String>) {
+        let trace = lock(&self.trace);
+        (
+            trace.hasher.finalize().to_hex().to_string(),
+            trace.events,
+            trace.recent.iter().cloned().collect(),
+        )
+    }
+
+    /// Report a broken invariant (the first one ends the run).
+    pub fn violated(&self, invariant: &str, what: impl Into<String>) {
+        let what = format!("{invariant}: {}", what.into());
+        self.event(format!("VIOLATION {what}"));
+        let mut v = lock(&self.violation);
+        if v.is_none() {
+            *v = Some(what);
+        }
+    }
+
+    pub fn violation(&self) -> Option<String> {
+        lock(&self.violation).clone()
+    }
+
+    /// `holders` acknowledged `block` as durably stored.
+    pub fn block_acknowledged(&self, block: BlockHash, holders: &[NodeId]) {
+        let mut acks = lock(&self.block_acks);
+        let known = acks.entry(block).or_default();
+        for h in holders {
+            if !known.contains(h) {
+                known.push(*h);
+            }
+        }
+    }
+
+    /// Every acknowledged block with the nodes that acknowledged it.
+    pub fn acked_blocks(&self) -> BTreeMap<BlockHash, Vec<NodeId>> {
+        lock(&self.block_acks).clone()
+    }
+}
