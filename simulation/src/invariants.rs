@@ -8,6 +8,8 @@
 //!   spare the last intact copy).
 //! - [`INTEGRITY`]: every block a node serves matches its blake3 name.
 //! - [`VISIBILITY`]: readers only ever see dataset records whose commit was sent, whole.
+//! - [`ANSWERS`]: a query that answers gives the answer of some version of its table whose
+//!   commit was sent (computed by the workload when it wrote the rows).
 //! - [`LIVENESS`]: the cluster forms; after the faults stop, every operation completes, and
 //!   every block has exactly three holders, distinct and up, each serving it intact.
 
@@ -22,6 +24,7 @@ pub const DURABILITY: &str = "durability";
 pub const INTEGRITY: &str = "integrity";
 pub const VISIBILITY: &str = "visibility";
 pub const LIVENESS: &str = "liveness";
+pub const ANSWERS: &str = "job-answers";
 
 /// Bytes a node served for `block` must hash to it.
 pub fn check_served(world: &World, node: NodeId, block: &BlockHash, bytes: &[u8]) {

@@ -102,9 +102,15 @@ fn main() {
     let outcomes = outcomes.into_inner().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut ops: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for o in &outcomes {
         for (kind, n) in &o.faults {
             *faults.entry(kind).or_default() += n;
+        }
+        for (kind, (ok, failed)) in &o.ops {
+            let total = ops.entry(kind).or_default();
+            total.0 += ok;
+            total.1 += failed;
         }
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.violation.is_some()).collect();
@@ -121,6 +127,13 @@ fn main() {
         faults
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "operations (completed/failed under faults): {}",
+        ops.iter()
+            .map(|(k, (ok, failed))| format!("{k} {ok}/{failed}"))
             .collect::<Vec<_>>()
             .join(", ")
     );

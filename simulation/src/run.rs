@@ -33,7 +33,7 @@ impl Default for SimOptions {
             nodes: 5,
             phases: Phases {
                 chaos: Duration::from_secs(20),
-                heal: Duration::from_secs(90),
+                heal: Duration::from_secs(120),
             },
             bug: None,
         }
@@ -51,6 +51,8 @@ pub struct Outcome {
     /// The last events, for a failing seed.
     pub recent: Vec<String>,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Workload operations by kind: (completed, failed).
+    pub ops: BTreeMap<&'static str, (u64, u64)>,
     pub simulated: Duration,
 }
 
@@ -458,6 +460,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         events,
         recent,
         faults: crate::world::lock(&world.faults).clone(),
+        ops: crate::world::lock(&world.ops).clone(),
         simulated,
     }
 }

@@ -27,8 +27,79 @@ pub struct Phases {
     pub heal: Duration,
 }
 
-/// Dataset names are drawn from a few, so puts replace and race each other.
-const NAMES: u32 = 6;
+/// Dataset names are drawn from a few, so puts replace and race each other: `ds0..` hold
+/// bytes, `t0..` tables that the workload queries.
+const NAMES: u32 = 5;
+const TABLES: u32 = 2;
+/// Distinct values of the grouping column `k`.
+pub const GROUPS: usize = 5;
+
+/// The tables' schema: a grouping key and a value.
+fn table_schema() -> arrow::datatypes::Schema {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ])
+}
+
+/// Per value of `k`: (rows, sum of v).
+pub type GroupStats = [(u64, i64); GROUPS];
+
+/// One table partition of `rows` rows, encoded as `tern put` encodes them, with what it holds.
+fn table_partition(op: u64, part: u32, rows: u64) -> OpResult<(Vec<u8>, GroupStats)> {
+    use arrow::array::Int64Array;
+    let schema = Arc::new(table_schema());
+    let mut stats = [(0u64, 0i64); GROUPS];
+    let (mut ks, mut vs) = (Vec::new(), Vec::new());
+    for i in 0..rows {
+        let k = (i % GROUPS as u64) as i64;
+        let v = (op % 1000) as i64 * 1000 + part as i64 * 300 + i as i64;
+        stats[k as usize].0 += 1;
+        stats[k as usize].1 += v;
+        ks.push(k);
+        vs.push(v);
+    }
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ks)),
+            Arc::new(Int64Array::from(vs)),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let mut builder =
+        tern_client::ingest::PartitionBuilder::new(&schema).map_err(|e| e.to_string())?;
+    builder.push(&batch).map_err(|e| e.to_string())?;
+    Ok((builder.finish().map_err(|e| e.to_string())?, stats))
+}
+
+/// A query answer as rows of (k, n, s); `k` is -1 when the query has no `k` column.
+fn answer_rows(batches: &[arrow::record_batch::RecordBatch]) -> OpResult<Vec<(i64, u64, i64)>> {
+    use arrow::array::{Array, Int64Array};
+    let mut rows = Vec::new();
+    for batch in batches {
+        let column = |name: &str| -> OpResult<Int64Array> {
+            let array = batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no column {name}"))?;
+            let cast = arrow::compute::cast(array, &arrow::datatypes::DataType::Int64)
+                .map_err(|e| e.to_string())?;
+            cast.as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| format!("column {name} is not an integer"))
+        };
+        let (n, s) = (column("n")?, column("s")?);
+        let k = column("k").ok();
+        for i in 0..batch.num_rows() {
+            let key = k.as_ref().map(|k| k.value(i)).unwrap_or(-1);
+            let sum = if s.is_null(i) { 0 } else { s.value(i) };
+            rows.push((key, n.value(i) as u64, sum));
+        }
+    }
+    Ok(rows)
+}
 /// Concurrent operation loops.
 const WRITERS: usize = 2;
 
@@ -105,8 +176,10 @@ impl SimClient {
         }
     }
 
-    /// Write dataset `name` (replacing what is there) as a client does.
+    /// Write dataset `name` (replacing what is there) as a client does: raw bytes, or for a
+    /// table name (`t…`) Arrow partitions as `tern put` writes them.
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
+        let table = name.starts_with('t');
         let old = self.catalog_get(name).await?;
         let old_version = match &old {
             Some(bytes) => {
@@ -143,9 +216,17 @@ impl SimClient {
         let mut partitions = Vec::new();
         let mut pending: BTreeMap<NodeId, u64> = BTreeMap::new();
         for part in 0..parts {
-            let len = self.world.with_rng(|r| r.gen_range(64..4096));
-            let mut bytes = format!("{name} op {op} part {part} ").into_bytes();
-            bytes.resize(len.max(bytes.len()), (op as u8).wrapping_add(part as u8));
+            let (bytes, rows) = if table {
+                let rows = self.world.with_rng(|r| r.gen_range(1..300));
+                let (bytes, stats) = table_partition(op, part, rows)?;
+                self.world.block_stats(BlockHash::of(&bytes), stats);
+                (bytes, rows)
+            } else {
+                let len = self.world.with_rng(|r| r.gen_range(64..4096));
+                let mut bytes = format!("{name} op {op} part {part} ").into_bytes();
+                bytes.resize(len.max(bytes.len()), (op as u8).wrapping_add(part as u8));
+                (bytes, 0)
+            };
             let chains = match self
                 .call(Request::Place {
                     sizes: vec![bytes.len() as u64],
@@ -174,15 +255,23 @@ impl SimClient {
             partitions.push(PartitionRecord {
                 block: BlockHash::of(&bytes),
                 bytes: bytes.len() as u64,
-                rows: 0,
+                rows,
                 holders,
             });
         }
+        let (format, schema) = if table {
+            (
+                "arrow-ipc".to_string(),
+                tern_client::ingest::schema_json(&table_schema()),
+            )
+        } else {
+            ("bytes".to_string(), String::new())
+        };
         let record = DatasetRecord {
             name: name.into(),
             version: old_version + 1,
-            format: "bytes".into(),
-            schema: String::new(),
+            format,
+            schema,
             partitions,
             created_ms: self.world.now_ms(),
         };
@@ -256,7 +345,13 @@ impl SimClient {
                 model.uncertain_remove = false;
                 Ok(())
             }
-            Ok(false) => Err("changed meanwhile".into()),
+            // A refused precondition is no proof the removal did not happen: a duplicated or
+            // retried request is refused after its first copy applied it (see
+            // docs/simulation.md, "Found").
+            Ok(false) => {
+                model.uncertain_remove = true;
+                Err("refused (changed meanwhile, or already applied)".into())
+            }
             Err(e) => {
                 model.uncertain_remove = true;
                 Err(format!("remove unknown: {e}"))
@@ -311,21 +406,104 @@ impl SimClient {
         Ok(Some(record))
     }
 
+    /// Run `sql` as `tern sql` does (on another node when one does not answer) and return the
+    /// answer's rows as (k or -1, n, s).
+    async fn query(&self, sql: &str) -> OpResult<Vec<(i64, u64, i64)>> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.query_on(&self.any_node(), sql).await {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(refused)) => return Err(refused),
+                Err(unreachable) => last = unreachable,
+            }
+        }
+        Err(last)
+    }
+
+    /// `Err`: the node did not answer; `Ok(Err)`: it answered with an error.
+    async fn query_on(
+        &self,
+        addr: &str,
+        sql: &str,
+    ) -> Result<OpResult<Vec<(i64, u64, i64)>>, String> {
+        use tern_proto::{BulkRead, BulkWrite};
+        let request = Request::Query {
+            sql: sql.into(),
+            explain: false,
+        };
+        let (writer, mut reader) = self
+            .transport
+            .open_bulk(addr, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        writer.finish().await.map_err(|e| e.to_string())?;
+        match reader.response().await.map_err(|e| e.to_string())? {
+            Response::QueryOutput { .. } => {}
+            Response::Error(e) => return Ok(Err(e.message)),
+            other => return Ok(Err(format!("{other:?}"))),
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(tern_client::export::decode_partition(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|(_, batches)| answer_rows(&batches)))
+    }
+
+    /// Query table `name` twice (a whole-table aggregate, and a grouped one that shuffles);
+    /// each answer must be that of some version of the table whose commit was sent.
+    async fn check_queries(&self, name: &str) -> OpResult<()> {
+        let total = self
+            .query(&format!("SELECT count(*) AS n, sum(v) AS s FROM {name}"))
+            .await?;
+        let grouped = self
+            .query(&format!(
+                "SELECT k, count(*) AS n, sum(v) AS s FROM {name} GROUP BY k ORDER BY k"
+            ))
+            .await?;
+        for (what, answer) in [("total", &total), ("grouped", &grouped)] {
+            let expected = self.world.expected_answers(name, what == "grouped");
+            if !expected.contains(answer) {
+                self.world.violated(
+                    invariants::ANSWERS,
+                    format!(
+                        "{what} query of {name} answered {answer:?}, expected one of {expected:?}"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn op_loop(&self, writer: usize, until: tokio::time::Instant) {
         let mut op = writer as u64 * 1_000_000;
         while tokio::time::Instant::now() < until && self.world.violation().is_none() {
             op += 1;
-            let name = format!("ds{}", self.world.with_rng(|r| r.gen_range(0..NAMES)));
+            let name = self
+                .world
+                .with_rng(|r| match r.gen_range(0..NAMES + TABLES) {
+                    n if n < NAMES => format!("ds{n}"),
+                    n => format!("t{}", n - NAMES),
+                });
             let pick = self.world.with_rng(|r| r.gen_range(0..100));
             let (kind, outcome) = match pick {
-                0..45 => ("put", self.put(&name, op).await),
-                45..80 => ("read", self.read(&name, false).await.map(|_| ())),
+                0..40 => ("put", self.put(&name, op).await),
+                40..65 => ("read", self.read(&name, false).await.map(|_| ())),
+                65..80 if name.starts_with('t') => ("query", self.check_queries(&name).await),
+                65..80 => ("read", self.read(&name, false).await.map(|_| ())),
                 80..90 => ("remove", self.remove(&name).await),
                 _ => ("list", self.list().await),
             };
             match outcome {
-                Ok(()) => self.world.event(format!("{kind} {name}: ok")),
-                Err(e) => self.world.event(format!("{kind} {name}: failed ({e})")),
+                Ok(()) => {
+                    lock(&self.world.ops).entry(kind).or_default().0 += 1;
+                    self.world.event(format!("{kind} {name}: ok"));
+                }
+                Err(e) => {
+                    lock(&self.world.ops).entry(kind).or_default().1 += 1;
+                    self.world.event(format!("{kind} {name}: failed ({e})"));
+                }
             }
             let pause = self.world.with_rng(|r| r.gen_range(20..300));
             tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -382,14 +560,12 @@ impl SimClient {
             .map(|n| n.id)
             .collect();
         let names: Vec<String> = lock(&self.world.datasets).keys().cloned().collect();
-        for name in names {
-            let record = self.read(&name, true).await?;
-            let model = lock(&self.world.datasets)
-                .get(&name)
-                .cloned()
-                .unwrap_or_default();
-            invariants::check_durable(&self.world, &name, &model, record.as_ref());
-            let Some(record) = record else { continue };
+        // First what the catalog says (cheap), then every copy (slow while a holder is gone).
+        for name in &names {
+            let Some(bytes) = self.catalog_get(name).await? else {
+                continue;
+            };
+            let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
             for p in &record.partitions {
                 let mut distinct = p.holders.clone();
                 distinct.sort_unstable();
@@ -403,6 +579,17 @@ impl SimClient {
                         p.block, p.holders
                     ));
                 }
+            }
+        }
+        for name in names {
+            let record = self.read(&name, true).await?;
+            let model = lock(&self.world.datasets)
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            invariants::check_durable(&self.world, &name, &model, record.as_ref());
+            if record.is_some() && name.starts_with('t') {
+                self.check_queries(&name).await?;
             }
         }
         Ok(())

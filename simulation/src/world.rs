@@ -115,9 +115,13 @@ pub struct World {
     incarnations: Mutex<BTreeMap<NodeId, u64>>,
     running: Mutex<BTreeMap<NodeId, Arc<SimNode>>>,
     pub datasets: Mutex<BTreeMap<String, DatasetModel>>,
+    /// What each table partition holds, per group (see `workload::GroupStats`).
+    block_stats: Mutex<BTreeMap<BlockHash, crate::workload::GroupStats>>,
     /// Every block a put was told is stored, with the nodes that acknowledged it.
     block_acks: Mutex<BTreeMap<BlockHash, Vec<NodeId>>>,
     pub faults: Mutex<BTreeMap<&'static str, u64>>,
+    /// Workload operations by kind: (completed, failed).
+    pub ops: Mutex<BTreeMap<&'static str, (u64, u64)>>,
     trace: Mutex<Trace>,
     now_ms: AtomicU64,
     /// Set by the workload while faults may be injected.
@@ -161,7 +165,9 @@ impl World {
             running: Mutex::default(),
             datasets: Mutex::default(),
             block_acks: Mutex::default(),
+            block_stats: Mutex::default(),
             faults: Mutex::default(),
+            ops: Mutex::default(),
             trace: Mutex::new(Trace {
                 hasher: blake3::Hasher::new(),
                 recent: VecDeque::new(),
@@ -274,6 +280,45 @@ impl World {
                 known.push(*h);
             }
         }
+    }
+
+    pub fn block_stats(&self, block: BlockHash, stats: crate::workload::GroupStats) {
+        lock(&self.block_stats).insert(block, stats);
+    }
+
+    /// The answers a query of table `name` may give: one per version whose commit was sent.
+    /// Rows are (k, count, sum), `k` = -1 for the whole-table query.
+    pub fn expected_answers(&self, name: &str, grouped: bool) -> Vec<Vec<(i64, u64, i64)>> {
+        let stats = lock(&self.block_stats);
+        let datasets = lock(&self.datasets);
+        let Some(model) = datasets.get(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for record in &model.maybe {
+            let mut groups = [(0u64, 0i64); crate::workload::GROUPS];
+            for p in &record.partitions {
+                if let Some(s) = stats.get(&p.block) {
+                    for (g, (n, sum)) in groups.iter_mut().zip(s) {
+                        g.0 += n;
+                        g.1 += sum;
+                    }
+                }
+            }
+            let answer = if grouped {
+                groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| *n > 0)
+                    .map(|(k, (n, s))| (k as i64, *n, *s))
+                    .collect()
+            } else {
+                let n = groups.iter().map(|g| g.0).sum();
+                vec![(-1, n, groups.iter().map(|g| g.1).sum())]
+            };
+            out.push(answer);
+        }
+        out
     }
 
     /// Every acknowledged block with the nodes that acknowledged it.

@@ -39,6 +39,21 @@ pub(crate) async fn on_store<R: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Io(format!("block store task failed: {e}"))))
 }
 
+/// Run `f`, which may block on local files (the shuffle store past its memory), off the async
+/// workers; in place when `inline` (a node on the simulator's disk, whose outputs stay in
+/// memory: a blocking thread's timing would make runs depend on more than their seed).
+pub(crate) async fn off_runtime<R: Send + 'static>(
+    inline: bool,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, String> {
+    if inline {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
 impl<T: Transport, C: Clock> NodeService<T, C> {
     pub(crate) async fn serve_bulk(
         &self,

@@ -43,12 +43,12 @@ struct NodeReader<T: Transport> {
 impl<T: Transport> ShuffleFetcher for NodeReader<T> {
     fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture {
         let (me, shuffles, transport) = (self.me, self.shuffles.clone(), self.transport.clone());
+        let inline = !self.blocks.blocks_thread();
         let lost = self.lost.clone();
         Box::pin(async move {
             let fetched = if node == me {
-                tokio::task::spawn_blocking(move || shuffles.get(key))
+                crate::blocks::off_runtime(inline, move || shuffles.get(key))
                     .await
-                    .map_err(|e| e.to_string())
                     .and_then(|r| r.map(|b| b.as_ref().clone()).map_err(|e| e.to_string()))
             } else {
                 fetch_shuffle(transport.as_ref(), &addr, key).await
@@ -236,11 +236,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                         let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
                         let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
                         let shuffles = self.shuffles.clone();
-                        tokio::task::spawn_blocking(move || {
+                        crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || {
                             shuffles.put(out.job, out.stage, out.task, kept)
                         })
                         .await
-                        .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?
+                        .map_err(tern_exec::ExecError::Plan)?
                         .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?;
                         (rows, 0)
                     }
@@ -283,7 +283,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     /// Send one bucket of a kept task output.
     pub(crate) async fn serve_shuffle(&self, key: ShuffleKey, reply: tern_net::BodyWriter) {
         let shuffles = self.shuffles.clone();
-        let got = tokio::task::spawn_blocking(move || shuffles.get(key)).await;
+        let got =
+            crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || shuffles.get(key))
+                .await;
         match got {
             Ok(Ok(bytes)) => {
                 let answer = Response::Block {

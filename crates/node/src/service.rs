@@ -207,7 +207,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::ReleaseJob { job } => {
                 let (shuffles, job) = (self.shuffles.clone(), *job);
                 // Removing spilled files is blocking work.
-                let _ = tokio::task::spawn_blocking(move || shuffles.release(job)).await;
+                let inline = !self.blocks.blocks_thread();
+                let _ = crate::blocks::off_runtime(inline, move || shuffles.release(job)).await;
                 Response::Ack
             }
             Request::Drain { node } => {
