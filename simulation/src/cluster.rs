@@ -34,7 +34,7 @@ pub fn timings() -> NodeTimings {
     }
 }
 
-pub const SNAPSHOT_AFTER: u64 = 150;
+pub const SNAPSHOT_AFTER: u64 = 30;
 
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
@@ -48,6 +48,10 @@ pub fn node_software(world: Arc<World>, id: NodeId) -> impl Fn() -> Software {
 
 async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
     let incarnation = world.next_incarnation(id);
+    if id > world.initial_nodes && incarnation == 1 {
+        // The late node: it joins a cluster that has been running (and snapshotting) a while.
+        tokio::time::sleep(world.join_at).await;
+    }
     world.event(format!("node {id} starts (incarnation {incarnation})"));
     let transport = SimTransport::bind(world.clone(), incarnation, true).await?;
     let timings = timings();
@@ -59,6 +63,7 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         ),
         max_voters: 3,
         snapshot_after: SNAPSHOT_AFTER,
+        log_kept_after_snapshot: 10,
     };
     let disks = &world.disks[&id];
     let shared = Arc::new(transport.clone());

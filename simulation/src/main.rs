@@ -131,6 +131,11 @@ fn main() {
             .join(", ")
     );
     println!(
+        "raft snapshots sent to lagging followers: {} chunks in {} runs",
+        outcomes.iter().map(|o| o.snapshot_chunks).sum::<u64>(),
+        outcomes.iter().filter(|o| o.snapshot_chunks > 0).count()
+    );
+    println!(
         "operations (completed/failed under faults): {}",
         ops.iter()
             .map(|(k, (ok, failed))| format!("{k} {ok}/{failed}"))

@@ -187,7 +187,9 @@ impl SimTransport {
                     let this = self.clone();
                     let handler = handler.clone();
                     tokio::spawn(async move {
-                        let frames = answer(&*handler, from, from_node, &request, body).await;
+                        let world = &this.inner.world;
+                        let frames =
+                            answer(&*handler, world, from, from_node, &request, body).await;
                         this.send(from, &Wire::Answer { id, frames }).await;
                     });
                 }
@@ -218,13 +220,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Run one call through `handler` and return the frames of its answer.
 async fn answer<H: tern_net::Handler>(
     handler: &H,
+    world: &World,
     from: SocketAddr,
     from_node: bool,
     request: &[u8],
     body: Vec<Vec<u8>>,
 ) -> Vec<Vec<u8>> {
     let request = match decode_request(request) {
-        Ok(r) => r,
+        Ok(r) => {
+            if let Request::Raft {
+                kind: tern_proto::RaftKind::InstallSnapshot,
+                ..
+            } = &r
+            {
+                world.count_raft_snapshot_chunk();
+            }
+            r
+        }
         Err(e) => {
             let refusal = Response::error(tern_proto::ErrorKind::BadFrame, e.to_string());
             return vec![encode_response(&refusal)];

@@ -53,6 +53,8 @@ pub struct Outcome {
     pub faults: BTreeMap<&'static str, u64>,
     /// Workload operations by kind: (completed, failed).
     pub ops: BTreeMap<&'static str, (u64, u64)>,
+    /// Raft snapshot chunks sent to followers that fell behind the log.
+    pub snapshot_chunks: u64,
     pub simulated: Duration,
 }
 
@@ -412,6 +414,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     for (id, rate) in &world.drift {
         world.event(format!("node {id} clock runs at {rate:.4}x"));
     }
+    world.event(format!(
+        "node {} joins at {} ms",
+        world.nodes,
+        world.join_at.as_millis()
+    ));
     *crate::world::lock(&world.faults)
         .entry("clock-drift")
         .or_default() += world.nodes;
@@ -424,7 +431,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         .max_message_latency(NORMAL_LATENCY)
         .udp_capacity(1 << 16)
         .build();
-    for id in 1..=options.nodes {
+    for id in 1..=world.nodes {
         sim.host(host_name(id), node_software(world.clone(), id));
     }
     {
@@ -461,6 +468,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
         recent,
         faults: crate::world::lock(&world.faults).clone(),
         ops: crate::world::lock(&world.ops).clone(),
+        snapshot_chunks: world.snapshot_chunks.load(Ordering::Relaxed),
         simulated,
     }
 }

@@ -492,7 +492,8 @@ impl SimClient {
                 40..65 => ("read", self.read(&name, false).await.map(|_| ())),
                 65..80 if name.starts_with('t') => ("query", self.check_queries(&name).await),
                 65..80 => ("read", self.read(&name, false).await.map(|_| ())),
-                80..90 => ("remove", self.remove(&name).await),
+                80..89 => ("remove", self.remove(&name).await),
+                89 => ("drain", self.drain().await),
                 _ => ("list", self.list().await),
             };
             match outcome {
@@ -507,6 +508,26 @@ impl SimClient {
             }
             let pause = self.world.with_rng(|r| r.gen_range(20..300));
             tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// Drain one node (at most one per run): its replicas move to others, copy first.
+    async fn drain(&self) -> OpResult<()> {
+        if lock(&self.world.drained).is_some() {
+            return Ok(());
+        }
+        let node = self.world.with_rng(|r| r.gen_range(1..=self.world.nodes));
+        *lock(&self.world.drained) = Some(node);
+        let answer = self.call(Request::Drain { node }).await;
+        if !matches!(answer, Ok(Response::Ack)) {
+            *lock(&self.world.drained) = None;
+        }
+        match answer? {
+            Response::Ack => {
+                self.world.event(format!("drain of node {node} accepted"));
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
         }
     }
 
@@ -536,7 +557,7 @@ impl SimClient {
         let until = tokio::time::Instant::now() + deadline;
         while tokio::time::Instant::now() < until {
             if let Ok(Response::Status(status)) = self.call(Request::Status).await
-                && status.nodes.len() as u64 == self.world.nodes
+                && status.nodes.len() as u64 >= self.world.initial_nodes
                 && status.nodes.iter().all(|n| n.state == NodeState::Up)
             {
                 return true;

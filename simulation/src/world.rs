@@ -105,7 +105,12 @@ const RECENT_EVENTS: usize = 60;
 
 pub struct World {
     pub seed: u64,
+    /// Every node host, including the one that joins late (the last).
     pub nodes: u64,
+    /// The nodes that form the cluster at the start.
+    pub initial_nodes: u64,
+    /// When the late node starts, in simulated time.
+    pub join_at: Duration,
     pub bug: Option<PlantedBug>,
     rng: Mutex<StdRng>,
     /// Probability that a message is sent twice (set by the fault driver).
@@ -122,6 +127,10 @@ pub struct World {
     pub faults: Mutex<BTreeMap<&'static str, u64>>,
     /// Workload operations by kind: (completed, failed).
     pub ops: Mutex<BTreeMap<&'static str, (u64, u64)>>,
+    /// The node the workload asked to drain, if any.
+    pub drained: Mutex<Option<NodeId>>,
+    /// Raft snapshot chunks delivered (followers catching up from a snapshot).
+    pub snapshot_chunks: AtomicU64,
     trace: Mutex<Trace>,
     now_ms: AtomicU64,
     /// Set by the workload while faults may be injected.
@@ -137,8 +146,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl World {
-    pub fn new(seed: u64, nodes: u64, bug: Option<PlantedBug>) -> Self {
+    /// A world of `initial_nodes` nodes that form the cluster, and one more that joins later.
+    pub fn new(seed: u64, initial_nodes: u64, bug: Option<PlantedBug>) -> Self {
+        let nodes = initial_nodes + 1;
         let mut rng = StdRng::seed_from_u64(seed);
+        let join_at = Duration::from_millis(rng.gen_range(2_000..15_000));
         let disks = (1..=nodes)
             .map(|id| {
                 (
@@ -156,6 +168,8 @@ impl World {
         Self {
             seed,
             nodes,
+            initial_nodes,
+            join_at,
             bug,
             rng: Mutex::new(rng),
             dup_rate: Mutex::new(0.0),
@@ -168,6 +182,8 @@ impl World {
             block_stats: Mutex::default(),
             faults: Mutex::default(),
             ops: Mutex::default(),
+            snapshot_chunks: AtomicU64::new(0),
+            drained: Mutex::default(),
             trace: Mutex::new(Trace {
                 hasher: blake3::Hasher::new(),
                 recent: VecDeque::new(),
@@ -240,6 +256,10 @@ impl World {
             trace.recent.pop_front();
         }
         trace.recent.push_back(line);
+    }
+
+    pub fn count_raft_snapshot_chunk(&self) {
+        self.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_fault(&self, kind: &'static str, what: impl Into<String>) {

@@ -41,6 +41,9 @@ pub struct MetaOptions {
     pub max_voters: usize,
     /// Build a snapshot (and purge the log) after this many entries.
     pub snapshot_after: u64,
+    /// Entries kept in the log behind a snapshot: a follower further behind catches up from
+    /// the snapshot instead.
+    pub log_kept_after_snapshot: u64,
 }
 
 impl Default for MetaOptions {
@@ -50,6 +53,7 @@ impl Default for MetaOptions {
             election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
             max_voters: 3,
             snapshot_after: 5000,
+            log_kept_after_snapshot: 1000,
         }
     }
 }
@@ -119,7 +123,7 @@ impl Meta {
             election_timeout_min: options.election_timeout.0.as_millis() as u64,
             election_timeout_max: options.election_timeout.1.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_after),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: options.log_kept_after_snapshot,
             snapshot_max_chunk_size: 1 << 20,
             install_snapshot_timeout: 5_000,
             max_payload_entries: crate::network::MAX_ENTRIES_PER_APPEND,
