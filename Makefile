@@ -25,19 +25,20 @@ bench: deps
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
 
 ## The simulator: SEEDS seeds (from FROM), or one SEED with its trace; PLANT=<bug> plants a
-## known bug; sim-long runs seed after seed for MINUTES (default 240).
+## known bug; sim-long runs seed after seed for MINUTES (default 240). Like `make run`, it uses
+## the build `make test` makes (no second, release build of the whole stack).
 SEEDS   ?= 50
 FROM    ?= 1
 CHAOS   ?= 20
 MINUTES ?= 240
 SIM_ARGS = --chaos $(CHAOS) $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --from $(FROM)) $(if $(PLANT),--plant $(PLANT))
 sim: deps
-	$(CARGO) build --release --workspace
-	$(TARGET_DIR)/release/tern-sim $(SIM_ARGS)
+	$(CARGO) test --workspace --no-run
+	$(TARGET_DIR)/debug/tern-sim $(SIM_ARGS)
 
 sim-long: deps
-	$(CARGO) build --release --workspace
-	$(TARGET_DIR)/release/tern-sim --chaos $(CHAOS) --minutes $(MINUTES) --from $(FROM)
+	$(CARGO) test --workspace --no-run
+	$(TARGET_DIR)/debug/tern-sim --chaos $(CHAOS) --minutes $(MINUTES) --from $(FROM)
 
 ## Install what building needs: a Rust toolchain must be present; the C++ compiler and
 ## libclang (for the RocksDB bindings) are installed with apt-get when missing.
