@@ -194,9 +194,17 @@ impl Driver {
             let node = self.random_node();
             if !self.down().contains(&node) {
                 let lost = self.crash(sim, node);
-                let until = now + self.duration(200, 15_000);
+                // Some outages are long: the node comes back far behind (or at the end of the
+                // faults), to catch up by snapshot.
+                let long = w.chance(0.15);
+                let until = now
+                    + if long {
+                        self.duration(20_000, 60_000)
+                    } else {
+                        self.duration(200, 15_000)
+                    };
                 w.count_fault(
-                    "crash",
+                    if long { "crash-long-outage" } else { "crash" },
                     format!(
                         "node {node} until {} ms, {lost} unsynced writes lost",
                         until.as_millis()

@@ -464,14 +464,7 @@ impl SimClient {
             .await?;
         for (what, answer) in [("total", &total), ("grouped", &grouped)] {
             let expected = self.world.expected_answers(name, what == "grouped");
-            if !expected.contains(answer) {
-                self.world.violated(
-                    invariants::ANSWERS,
-                    format!(
-                        "{what} query of {name} answered {answer:?}, expected one of {expected:?}"
-                    ),
-                );
-            }
+            invariants::check_answer(&self.world, name, what, answer, &expected);
         }
         Ok(())
     }
@@ -580,6 +573,8 @@ impl SimClient {
             .filter(|n| n.state == NodeState::Up)
             .map(|n| n.id)
             .collect();
+        let zone_of: BTreeMap<NodeId, String> =
+            nodes.iter().map(|n| (n.id, n.zone.clone())).collect();
         let names: Vec<String> = lock(&self.world.datasets).keys().cloned().collect();
         // First what the catalog says (cheap), then every copy (slow while a holder is gone).
         for name in &names {
@@ -587,20 +582,7 @@ impl SimClient {
                 continue;
             };
             let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
-            for p in &record.partitions {
-                let mut distinct = p.holders.clone();
-                distinct.sort_unstable();
-                distinct.dedup();
-                if p.holders.len() != tern_meta::placement::REPLICAS
-                    || distinct.len() != p.holders.len()
-                    || !p.holders.iter().all(|h| up.contains(h))
-                {
-                    return Err(format!(
-                        "{name}: block {} held by {:?} (up: {up:?})",
-                        p.block, p.holders
-                    ));
-                }
-            }
+            invariants::check_replicas(&record, &up, &zone_of)?;
         }
         for name in names {
             let record = self.read(&name, true).await?;

@@ -36,6 +36,19 @@ pub fn pick_holders(
     count: usize,
     exclude: &BTreeSet<NodeId>,
 ) -> Result<Vec<NodeId>, PlacementError> {
+    pick_holders_beside(nodes, used, bytes, count, exclude, &BTreeSet::new())
+}
+
+/// [`pick_holders`] for a block that already has holders in `zones_taken` (repair): nodes in
+/// other zones come first, so the replicas end up spread over as many zones as there are.
+pub fn pick_holders_beside(
+    nodes: &[NodeRecord],
+    used: &mut BTreeMap<NodeId, u64>,
+    bytes: u64,
+    count: usize,
+    exclude: &BTreeSet<NodeId>,
+    zones_taken: &BTreeSet<String>,
+) -> Result<Vec<NodeId>, PlacementError> {
     let mut candidates: Vec<&NodeRecord> = nodes
         .iter()
         .filter(|n| n.state == NodeState::Up && !exclude.contains(&n.id))
@@ -62,7 +75,7 @@ pub fn pick_holders(
     candidates.sort_by(|a, b| free(b).cmp(&free(a)).then(a.id.cmp(&b.id)));
 
     let mut chosen: Vec<&NodeRecord> = Vec::with_capacity(count);
-    let mut zones: BTreeSet<&str> = BTreeSet::new();
+    let mut zones: BTreeSet<&str> = zones_taken.iter().map(String::as_str).collect();
     // First a node from each zone not yet used, then anything left, best first.
     for n in &candidates {
         if chosen.len() < count && zones.insert(n.zone.as_str()) {
@@ -95,6 +108,22 @@ mod tests {
             capacity_bytes: capacity,
             state,
         }
+    }
+
+    #[test]
+    fn a_repair_target_goes_to_a_zone_the_block_lacks() {
+        let nodes = vec![
+            node(1, "a", 100, NodeState::Up),
+            node(2, "b", 100, NodeState::Up),
+            // More free space than node 4, but in a zone the block already has.
+            node(3, "a", 1000, NodeState::Up),
+            node(4, "c", 100, NodeState::Up),
+        ];
+        let taken = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        let exclude = BTreeSet::from([1, 2]);
+        let picked =
+            pick_holders_beside(&nodes, &mut BTreeMap::new(), 1, 1, &exclude, &taken).unwrap();
+        assert_eq!(picked, vec![4]);
     }
 
     #[test]

@@ -356,7 +356,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .map(|n| NodeView {
                 id: n.id,
                 addr: n.addr.clone(),
-                live: n.state != NodeState::Down,
+                // A drained node is retired (and may be gone without being marked down):
+                // it gets no tasks, like a down one. The simulator found queries waiting on
+                // a drained node that had died.
+                live: !matches!(n.state, NodeState::Down | NodeState::Drained),
             })
             .collect();
         let job = self.new_job_id();

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tern_meta::placement::{REPLICAS, pick_holders};
+use tern_meta::placement::{REPLICAS, pick_holders_beside};
 use tern_meta::{Command, MetaState};
 use tern_proto::{
     CatalogOp, Clock, DATASETS_TABLE, DatasetRecord, NodeId, NodeRecord, NodeState, Request,
@@ -141,6 +141,16 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 .is_some_and(|n| matches!(n.state, NodeState::Draining | NodeState::Drained))
         };
         let node_list: Vec<NodeRecord> = nodes.values().cloned().collect();
+        let zone_of = |id: &NodeId| nodes.get(id).map(|n| n.zone.clone());
+        // Replicas belong in distinct zones, as many as have a node up (at most three).
+        let zones_wanted = REPLICAS.min(
+            node_list
+                .iter()
+                .filter(|n| n.state == NodeState::Up)
+                .map(|n| n.zone.as_str())
+                .collect::<BTreeSet<_>>()
+                .len(),
+        );
         let mut used = usage(found.iter().map(|(_, d)| d));
         self.mark_drained(&nodes, &used).await;
 
@@ -151,14 +161,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             for (index, p) in dataset.partitions.iter_mut().enumerate() {
                 let live: Vec<NodeId> = p.holders.iter().filter(|h| !lost(h)).copied().collect();
                 let staying = live.iter().filter(|h| !leaving(h)).count();
-                if staying == p.holders.len() && staying >= REPLICAS {
+                let zones: BTreeSet<String> = live
+                    .iter()
+                    .filter(|h| !leaving(h))
+                    .filter_map(zone_of)
+                    .collect();
+                // Enough replicas, but crowded into too few zones (placed while a zone was
+                // down): copy one to a missing zone, then drop one from a crowded zone.
+                let crowded = staying >= REPLICAS && zones.len() < zones_wanted;
+                if staying == p.holders.len() && staying >= REPLICAS && !crowded {
                     continue;
                 }
                 if live.is_empty() {
                     warn!(dataset = %dataset.name, partition = index, block = %p.block, "no live replica left");
                     continue;
                 }
-                if staying >= REPLICAS {
+                if staying >= REPLICAS && !crowded {
                     p.holders = live.into_iter().filter(|h| !leaving(h)).collect();
                     changed[d] = true;
                     continue;
@@ -167,11 +185,29 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     continue;
                 }
                 let exclude: BTreeSet<NodeId> = p.holders.iter().copied().collect();
-                let Ok(target) = pick_holders(&node_list, &mut used, p.bytes, 1, &exclude) else {
+                let picked =
+                    pick_holders_beside(&node_list, &mut used, p.bytes, 1, &exclude, &zones);
+                let Ok(target) = picked else {
                     warn!(dataset = %dataset.name, partition = index, "no node free to take a new replica");
                     continue;
                 };
                 let target = target[0];
+                let surplus = if crowded {
+                    let new_zone = zone_of(&target).is_some_and(|z| !zones.contains(&z));
+                    if !new_zone {
+                        continue;
+                    }
+                    // The last staying holder whose zone another staying holder shares.
+                    live.iter().rev().copied().find(|h| {
+                        !leaving(h)
+                            && live
+                                .iter()
+                                .filter(|o| *o != h && !leaving(o))
+                                .any(|o| zone_of(o) == zone_of(h))
+                    })
+                } else {
+                    None
+                };
                 let request = Request::CopyBlock {
                     hash: p.block,
                     sources: live
@@ -183,7 +219,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 let deadline = copy_deadline(p.bytes);
                 copies.spawn(async move {
                     let answer = transport.call_within(&addr, request, deadline).await;
-                    (d, index, target, live, answer)
+                    (d, index, target, live, surplus, answer)
                 });
             }
         }
@@ -192,7 +228,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         // enough others hold the block.
         let mut copied = 0;
         while let Some(joined) = copies.join_next().await {
-            let Ok((d, index, target, live, answer)) = joined else {
+            let Ok((d, index, target, live, surplus, answer)) = joined else {
                 continue;
             };
             let (_, dataset) = &mut found[d];
@@ -204,6 +240,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     let mut holders: Vec<NodeId> = live.into_iter().chain([target]).collect();
                     if staying + 1 >= REPLICAS {
                         holders.retain(|h| !leaving(h));
+                    }
+                    if let Some(extra) = surplus
+                        && holders.len() > REPLICAS
+                    {
+                        holders.retain(|h| *h != extra);
                     }
                     p.holders = holders;
                     changed[d] = true;
