@@ -30,6 +30,8 @@ pub fn timings() -> NodeTimings {
     NodeTimings {
         scrub_interval_ms: 500,
         gc_grace_ms: 60_000,
+        // Short, so forgetting write ids runs within a simulated run too.
+        write_id_expiry_ms: 30_000,
         ..NodeTimings::default()
     }
 }

@@ -143,11 +143,17 @@ impl SimClient {
         }
     }
 
-    /// Commit `ops`: `Ok(true)` acknowledged, `Ok(false)` refused (a precondition), `Err` unknown.
+    /// Commit `ops` once (as `Client::catalog_write_once` does): `Ok(true)` acknowledged,
+    /// `Ok(false)` refused (a precondition), `Err` unknown.
     async fn write(&self, ops: Vec<CatalogOp>) -> OpResult<bool> {
         let addr = self.any_node();
+        let mut raw = [0u8; 16];
+        self.world.with_rng(|r| r.fill(&mut raw));
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let ops = tern_proto::write_once(&id, ops);
         match self.transport.call(&addr, Request::CatalogWrite(ops)).await {
             Ok(Response::Written { .. }) => Ok(true),
+            Ok(Response::Error(e)) if tern_proto::applied_before(&id, &e.message) => Ok(true),
             Ok(Response::Error(e)) if e.message.contains("precondition failed") => Ok(false),
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.to_string()),
@@ -345,13 +351,9 @@ impl SimClient {
                 model.uncertain_remove = false;
                 Ok(())
             }
-            // A refused precondition is no proof the removal did not happen: a duplicated or
-            // retried request is refused after its first copy applied it (see
-            // docs/simulation.md, "Found").
-            Ok(false) => {
-                model.uncertain_remove = true;
-                Err("refused (changed meanwhile, or already applied)".into())
-            }
+            // Written once (see `write`): a refusal means it did not apply, even when the
+            // request was delivered twice.
+            Ok(false) => Err("changed meanwhile".into()),
             Err(e) => {
                 model.uncertain_remove = true;
                 Err(format!("remove unknown: {e}"))

@@ -305,7 +305,7 @@ impl DatasetWriter<'_> {
             },
         ];
         ops.extend(release_lease(self.lease.id, lease_value));
-        match self.client.catalog_write(ops).await {
+        match self.client.catalog_write_once(ops).await {
             Ok(_) => {
                 *lease = None;
                 Ok(record)
@@ -818,12 +818,24 @@ impl Client {
                 key: name.into(),
             },
         ];
-        match self.catalog_write(ops).await {
+        match self.catalog_write_once(ops).await {
             Ok(_) => Ok(()),
             Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
                 Err(ClientError::DatasetChanged { name: name.into() })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`Client::catalog_write`] that applies at most once however often it is delivered (a
+    /// retry after a lost answer reports the first delivery's success, not a failed
+    /// precondition). Answers the log index, or 0 when an earlier delivery applied it.
+    pub async fn catalog_write_once(&self, ops: Vec<CatalogOp>) -> Result<u64, ClientError> {
+        let entropy = OsEntropy;
+        let id = format!("{:016x}{:016x}", entropy.next_u64(), entropy.next_u64());
+        match self.catalog_write(tern_proto::write_once(&id, ops)).await {
+            Err(ClientError::Remote(e)) if tern_proto::applied_before(&id, &e.message) => Ok(0),
+            other => other,
         }
     }
 

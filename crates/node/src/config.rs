@@ -100,6 +100,9 @@ pub struct NodeTimings {
     /// A put whose writer has not renewed its lease for this long is abandoned and its
     /// blocks become garbage.
     pub put_lease_expiry_ms: u64,
+    /// How long the cluster remembers the id of a write made with `write_once` (retries of a
+    /// write come well within this).
+    pub write_id_expiry_ms: u64,
     /// Repair and drain copies into this node are paced to this many bytes per second.
     pub copy_bytes_per_s: u64,
 }
@@ -121,6 +124,7 @@ impl Default for NodeTimings {
             gc_grace_ms: 5 * 60 * 1000,
             // Fifteen missed renewals (one every 2 s): a stalled writer is not cut off lightly.
             put_lease_expiry_ms: 30_000,
+            write_id_expiry_ms: 10 * 60 * 1000,
             copy_bytes_per_s: 200 << 20,
         }
     }

@@ -7,14 +7,15 @@
 //! whole grace period, as this node observed it: readers of a replaced version finish first,
 //! and a catalog entry that is still on its way (a repair recording its new holder) arrives
 //! first. Each node decides for its own blocks from its own copy of the catalog; the leader
-//! alone expires the leases of writers that stopped renewing.
+//! alone expires the leases of writers that stopped renewing, and the ids of idempotent writes
+//! (`tern_proto::write_once`) once no retry of them can come.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tern_meta::Command;
-use tern_proto::{BlockHash, CatalogOp, Clock, PUTS_TABLE, Transport};
-use tracing::{info, warn};
+use tern_proto::{BlockHash, CatalogOp, Clock, PUTS_TABLE, Transport, WRITES_TABLE};
+use tracing::{debug, info, warn};
 
 use crate::NodeService;
 use crate::blocks::on_store;
@@ -24,8 +25,9 @@ use crate::blocks::on_store;
 pub(crate) struct GcMemory {
     /// When each unneeded block was first seen unneeded.
     unneeded_since: BTreeMap<BlockHash, Instant>,
-    /// On the leader: each lease's last value and when it was first seen with it.
-    leases: BTreeMap<String, (Vec<u8>, Instant)>,
+    /// On the leader: each lease's (and remembered write id's) last value and when it was
+    /// first seen with it, by (table, key).
+    leases: BTreeMap<(String, String), (Vec<u8>, Instant)>,
 }
 
 /// How often collection runs for a given grace period.
@@ -44,7 +46,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             return 0;
         }
         if self.meta.is_leader() {
-            self.expire_leases().await;
+            let t = &self.timings;
+            self.expire_unchanged(PUTS_TABLE, Duration::from_millis(t.put_lease_expiry_ms))
+                .await;
+            self.expire_unchanged(WRITES_TABLE, Duration::from_millis(t.write_id_expiry_ms))
+                .await;
         }
         let grace = Duration::from_millis(self.timings.gc_grace_ms);
         let mine = self.my_blocks();
@@ -106,24 +112,25 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         deleted
     }
 
-    /// On the leader: delete leases whose value has not changed for `put_lease_expiry_ms`
-    /// (their writer stopped renewing), each under a precondition so a renewal racing with
-    /// the expiry wins.
-    async fn expire_leases(&self) {
-        let expiry = Duration::from_millis(self.timings.put_lease_expiry_ms);
-        let leases = self
+    /// On the leader: delete entries of `table` whose value has not changed for `expiry`: put
+    /// leases whose writer stopped renewing, write ids old enough that no retry can come. Each
+    /// goes under a precondition, so a renewal racing with the expiry wins.
+    async fn expire_unchanged(&self, table: &str, expiry: Duration) {
+        let entries = self
             .meta
-            .read_local(|s| s.catalog_list(PUTS_TABLE, "", usize::MAX));
+            .read_local(|s| s.catalog_list(table, "", usize::MAX));
         let now = self.clock.now();
         let mut expired = Vec::new();
         {
             let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
-            let keys: BTreeSet<&String> = leases.iter().map(|(k, _)| k).collect();
-            memory.leases.retain(|k, _| keys.contains(k));
-            for (key, value) in &leases {
+            let keys: BTreeSet<&String> = entries.iter().map(|(k, _)| k).collect();
+            memory
+                .leases
+                .retain(|(t, k), _| t != table || keys.contains(k));
+            for (key, value) in &entries {
                 let seen = memory
                     .leases
-                    .entry(key.clone())
+                    .entry((table.to_string(), key.clone()))
                     .or_insert_with(|| (value.clone(), now));
                 if seen.0 != *value {
                     *seen = (value.clone(), now);
@@ -135,18 +142,21 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         for (key, value) in expired {
             let ops = vec![
                 CatalogOp::Expect {
-                    table: PUTS_TABLE.into(),
+                    table: table.into(),
                     key: key.clone(),
                     value: Some(value),
                 },
                 CatalogOp::Delete {
-                    table: PUTS_TABLE.into(),
+                    table: table.into(),
                     key: key.clone(),
                 },
             ];
             match self.meta.write(Command::Catalog(ops)).await {
-                Ok(_) => info!(put = %key, "put lease expired: its writer stopped renewing"),
-                Err(e) => warn!(put = %key, error = %e, "could not expire a put lease"),
+                Ok(_) if table == PUTS_TABLE => {
+                    info!(put = %key, "put lease expired: its writer stopped renewing")
+                }
+                Ok(_) => debug!(table, %key, "expired"),
+                Err(e) => warn!(table, %key, error = %e, "could not expire a catalog entry"),
             }
         }
     }

@@ -131,3 +131,34 @@ mod tests {
         }
     }
 }
+
+/// The catalog table of recent conditional writes made idempotent with [`write_once`]:
+/// key = the write's id, empty value. Nodes forget an id after `write_id_expiry_ms`.
+pub const WRITES_TABLE: &str = "writes";
+
+/// `ops` made safe to deliver twice: they apply at most once under `id`. A conditional write
+/// that is retried (its answer was lost) or delivered twice would otherwise be refused by its
+/// own first copy ("precondition failed") although it applied; with the id, the second copy is
+/// refused naming the id, which [`applied_before`] recognizes as success.
+pub fn write_once(id: &str, ops: Vec<crate::CatalogOp>) -> Vec<crate::CatalogOp> {
+    let mut once = vec![
+        crate::CatalogOp::Expect {
+            table: WRITES_TABLE.into(),
+            key: id.into(),
+            value: None,
+        },
+        crate::CatalogOp::Put {
+            table: WRITES_TABLE.into(),
+            key: id.into(),
+            value: Vec::new(),
+        },
+    ];
+    once.extend(ops);
+    once
+}
+
+/// Whether `refusal` (an error message for a [`write_once`] write) says an earlier delivery of
+/// write `id` already applied it.
+pub fn applied_before(id: &str, refusal: &str) -> bool {
+    refusal.contains(&format!("{WRITES_TABLE}/{id} was expected absent"))
+}

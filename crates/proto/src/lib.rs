@@ -18,7 +18,7 @@ pub mod transport;
 pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES, human_bytes};
 pub use dataset::{
     DATASETS_TABLE, DatasetRecord, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord, PutId,
-    PutLease, validate_dataset_name,
+    PutLease, WRITES_TABLE, applied_before, validate_dataset_name, write_once,
 };
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
