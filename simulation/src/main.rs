@@ -158,10 +158,11 @@ fn report(outcome: &Outcome, options: &SimOptions, trace: bool) {
         }
         None => {
             println!(
-                "seed {} ok: {:.0} s simulated, {} events, trace {}",
+                "seed {} ok: {:.0} s simulated, {} events, {} messages, trace {}",
                 outcome.seed,
                 outcome.simulated.as_secs_f64(),
                 outcome.events,
+                outcome.messages,
                 &outcome.trace_hash[..16]
             );
             if trace {

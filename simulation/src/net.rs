@@ -188,8 +188,9 @@ impl SimTransport {
                     let handler = handler.clone();
                     tokio::spawn(async move {
                         let world = &this.inner.world;
+                        let to = this.inner.socket.local_addr().ok();
                         let frames =
-                            answer(&*handler, world, from, from_node, &request, body).await;
+                            answer(&*handler, world, to, from, from_node, &request, body).await;
                         this.send(from, &Wire::Answer { id, frames }).await;
                     });
                 }
@@ -221,6 +222,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn answer<H: tern_net::Handler>(
     handler: &H,
     world: &World,
+    to: Option<SocketAddr>,
     from: SocketAddr,
     from_node: bool,
     request: &[u8],
@@ -228,6 +230,7 @@ async fn answer<H: tern_net::Handler>(
 ) -> Vec<Vec<u8>> {
     let request = match decode_request(request) {
         Ok(r) => {
+            world.delivered(format_args!("{from} -> {to:?} {}", r.name()));
             if let Request::Raft {
                 kind: tern_proto::RaftKind::InstallSnapshot,
                 ..

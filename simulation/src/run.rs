@@ -48,6 +48,8 @@ pub struct Outcome {
     /// blake3 of the whole event trace: equal for two runs of one seed.
     pub trace_hash: String,
     pub events: u64,
+    /// Requests delivered between hosts (each is in the trace's hash).
+    pub messages: u64,
     /// The last events, for a failing seed.
     pub recent: Vec<String>,
     pub faults: BTreeMap<&'static str, u64>,
@@ -467,12 +469,13 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     let simulated = sim.elapsed();
     drop(sim);
     tern_meta::seed_election_randomness(None);
-    let (trace_hash, events, recent) = world.trace_summary();
+    let (trace_hash, events, messages, recent) = world.trace_summary();
     Outcome {
         seed,
         violation: world.violation(),
         trace_hash,
         events,
+        messages,
         recent,
         faults: crate::world::lock(&world.faults).clone(),
         ops: crate::world::lock(&world.ops).clone(),

@@ -99,6 +99,7 @@ pub struct Trace {
     hasher: blake3::Hasher,
     recent: VecDeque<String>,
     events: u64,
+    messages: u64,
 }
 
 const RECENT_EVENTS: usize = 60;
@@ -188,6 +189,7 @@ impl World {
                 hasher: blake3::Hasher::new(),
                 recent: VecDeque::new(),
                 events: 0,
+                messages: 0,
             }),
             now_ms: AtomicU64::new(0),
             chaos: AtomicBool::new(false),
@@ -262,17 +264,26 @@ impl World {
         self.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Record a message delivery in the trace's hash only (too many to list among the events).
+    pub fn delivered(&self, what: std::fmt::Arguments<'_>) {
+        let line = format!("{} {what}", self.now_ms());
+        let mut trace = lock(&self.trace);
+        trace.hasher.update(line.as_bytes());
+        trace.messages += 1;
+    }
+
     pub fn count_fault(&self, kind: &'static str, what: impl Into<String>) {
         *lock(&self.faults).entry(kind).or_default() += 1;
         self.event(format!("fault {kind}: {}", what.into()));
     }
 
-    /// The trace so far: its hash, its length, and its last events.
-    pub fn trace_summary(&self) -> (String, u64, Vec<String>) {
+    /// The trace so far: its hash, its events, the messages delivered, and its last events.
+    pub fn trace_summary(&self) -> (String, u64, u64, Vec<String>) {
         let trace = lock(&self.trace);
         (
             trace.hasher.finalize().to_hex().to_string(),
             trace.events,
+            trace.messages,
             trace.recent.iter().cloned().collect(),
         )
     }

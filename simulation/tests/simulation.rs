@@ -100,17 +100,28 @@ fn many_seeds_keep_every_invariant() {
 #[test]
 fn a_seed_replays_exactly() {
     let options = options(8, None);
-    let a = run_seed(42, &options);
-    let b = run_seed(42, &options);
-    assert!(a.events > 20, "a run records its events ({})", a.events);
-    assert_eq!(
-        a.trace_hash,
-        b.trace_hash,
-        "two runs of seed 42 differ; last events:\n{}\n---\n{}",
-        a.recent.join("\n"),
-        b.recent.join("\n")
+    // Seed 11 diverged between runs until the scheduler stopped iterating hash maps.
+    for seed in [42, 11, 3] {
+        let a = run_seed(seed, &options);
+        let b = run_seed(seed, &options);
+        assert!(a.events > 20, "a run records its events ({})", a.events);
+        assert!(
+            a.messages > 100,
+            "a run hashes its messages ({})",
+            a.messages
+        );
+        assert_eq!(
+            (a.trace_hash.as_str(), a.events, a.messages),
+            (b.trace_hash.as_str(), b.events, b.messages),
+            "two runs of seed {seed} differ; last events:\n{}\n---\n{}",
+            a.recent.join("\n"),
+            b.recent.join("\n")
+        );
+    }
+    assert_ne!(
+        run_seed(42, &options).trace_hash,
+        run_seed(43, &options).trace_hash
     );
-    assert_ne!(a.trace_hash, run_seed(43, &options).trace_hash);
 }
 
 /// Each planted bug must break an invariant within this many seeds.

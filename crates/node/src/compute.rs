@@ -4,7 +4,7 @@
 //! `tern-sched`. Partitions are read from this node's store when it holds them, otherwise
 //! from another holder, and the task reports how many it fetched.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +33,7 @@ struct NodeReader<T: Transport> {
     blocks: Arc<BlockStore>,
     shuffles: Arc<ShuffleStore>,
     transport: Arc<T>,
-    addrs: HashMap<NodeId, String>,
+    addrs: BTreeMap<NodeId, String>,
     remote: Arc<AtomicU32>,
     unavailable: Arc<AtomicBool>,
     /// The first shuffle input that could not be fetched: (stage, node, why).
@@ -145,7 +145,7 @@ async fn respond(mut reply: tern_net::BodyWriter, answer: &Response) {
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
-    fn reader(&self, addrs: HashMap<NodeId, String>) -> Arc<NodeReader<T>> {
+    fn reader(&self, addrs: BTreeMap<NodeId, String>) -> Arc<NodeReader<T>> {
         Arc::new(NodeReader {
             me: self.id(),
             blocks: self.blocks.clone(),
@@ -158,7 +158,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         })
     }
 
-    fn addresses(&self) -> HashMap<NodeId, String> {
+    fn addresses(&self) -> BTreeMap<NodeId, String> {
         self.meta
             .read_local(|s| s.nodes.values().map(|n| (n.id, n.addr.clone())).collect())
     }

@@ -3,7 +3,7 @@
 //! while for a holder to free a slot (locality wait), then runs on the least busy node, which
 //! fetches the block from a holder. The counts are soft state, never needed for correctness.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,11 +12,11 @@ use tokio::sync::Notify;
 
 pub struct LoadBoard {
     slots: usize,
-    in_flight: Mutex<HashMap<NodeId, usize>>,
+    in_flight: Mutex<BTreeMap<NodeId, usize>>,
     freed: Notify,
     /// Tasks ever placed on each node: between equally busy nodes, the one given fewer tasks
     /// goes first, so short tasks that never overlap still take turns.
-    placed: Mutex<HashMap<NodeId, u64>>,
+    placed: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 /// A task slot taken on a node; given back when dropped.

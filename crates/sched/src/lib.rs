@@ -14,7 +14,7 @@
 pub mod board;
 pub mod stages;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ const MAX_BATCH_BYTES: u64 = 64 << 20;
 pub struct Coordinator<'a, T: Transport> {
     transport: &'a T,
     board: &'a LoadBoard,
-    nodes: HashMap<NodeId, NodeView>,
+    nodes: BTreeMap<NodeId, NodeView>,
     patience: Patience,
     job: u64,
     /// Where the final stage runs (see `tern_exec::on_runtime`).
@@ -126,7 +126,7 @@ struct Job {
     recovering: Vec<tokio::sync::Mutex<()>>,
     recomputed: Vec<AtomicU64>,
     /// Nodes whose kept outputs could not be read: no more tasks of this job go there.
-    lost: Mutex<HashSet<NodeId>>,
+    lost: Mutex<BTreeSet<NodeId>>,
 }
 
 impl Job {
