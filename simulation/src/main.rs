@@ -81,7 +81,7 @@ fn main() {
             scope.spawn(|| {
                 loop {
                     let seed = {
-                        let mut next = next.lock().unwrap();
+                        let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
                         let done = match deadline {
                             Some(d) => Instant::now() >= d,
                             None => *next >= first + count,
@@ -94,12 +94,15 @@ fn main() {
                     };
                     let outcome = run_seed(seed, &options);
                     report(&outcome, &options, args.trace || args.seed.is_some());
-                    outcomes.lock().unwrap().push(outcome);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(outcome);
                 }
             });
         }
     });
-    let outcomes = outcomes.into_inner().unwrap();
+    let outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
     let elapsed = started.elapsed().as_secs_f64();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut ops: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
