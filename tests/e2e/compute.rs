@@ -198,13 +198,21 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
         "SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name",
     );
     let mut per_node: std::collections::HashMap<u64, u64> = Default::default();
+    let mut remote = 0;
     for answer in &answers {
         assert_eq!(answer.rows(), 97);
         for (node, n) in &answer.stages[0].local {
             *per_node.entry(*node).or_default() += n;
         }
-        assert!(answer.stages[0].remote.is_empty(), "{:?}", answer.stages[0]);
+        remote += answer.stages[0].remote.values().sum::<u64>();
     }
+    // A task runs off its holders only when none frees a slot within the locality wait
+    // (100 ms): by design, and it happens on a loaded 2-core machine running the other tests
+    // beside this one. It must stay the exception.
+    assert!(
+        remote <= 2,
+        "{remote} of 16 tasks ran away from the holders"
+    );
     for holder in &holders {
         let share = per_node.get(holder).copied().unwrap_or(0);
         assert!(
