@@ -191,12 +191,18 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
     let coordinator = (1..=4).find(|id| !holders.contains(id)).unwrap();
     let client = std::sync::Arc::new(cluster.client_of(coordinator));
 
-    let answers = concurrently(
-        &rt,
-        &client,
-        16,
-        "SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name",
-    );
+    // Three rounds of 16 concurrent queries: one round's share of a holder moves by a task or
+    // two with the timing of a loaded 2-core machine; over three it is a measure.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.extend(concurrently(
+            &rt,
+            &client,
+            16,
+            "SELECT name, sum(amount) AS total FROM hot GROUP BY name ORDER BY name",
+        ));
+    }
+    let total = answers.len() as u64;
     let mut per_node: std::collections::HashMap<u64, u64> = Default::default();
     let mut remote = 0;
     for answer in &answers {
@@ -210,14 +216,14 @@ fn concurrent_queries_of_one_partition_spread_over_its_three_holders() {
     // (100 ms): by design, and it happens on a loaded 2-core machine running the other tests
     // beside this one. It must stay the exception.
     assert!(
-        remote <= 2,
-        "{remote} of 16 tasks ran away from the holders"
+        remote * 10 <= total,
+        "{remote} of {total} tasks ran away from the holders"
     );
     for holder in &holders {
         let share = per_node.get(holder).copied().unwrap_or(0);
         assert!(
-            share * 5 >= 16,
-            "holder {holder} ran {share} of 16 tasks: {per_node:?}"
+            share * 5 >= total,
+            "holder {holder} ran {share} of {total} tasks: {per_node:?}"
         );
     }
     assert!(per_node.keys().all(|n| holders.contains(n)), "{per_node:?}");
