@@ -440,17 +440,26 @@ impl SimClient {
             .map_err(|e| e.to_string())?;
         writer.finish().await.map_err(|e| e.to_string())?;
         match reader.response().await.map_err(|e| e.to_string())? {
-            Response::QueryOutput { .. } => {}
+            Response::QueryRunning { .. } => {}
             Response::Error(e) => return Ok(Err(e.message)),
             other => return Ok(Err(format!("{other:?}"))),
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
-            bytes.extend_from_slice(&chunk);
+        // The coordinator's events: progress, then the rows, then the end.
+        let mut events = tern_proto::QueryEvents::new(reader);
+        let mut batches = Vec::new();
+        while let Some(event) = events.next().await.map_err(|e| e.to_string())? {
+            match event {
+                tern_proto::QueryEvent::Rows(bytes) => {
+                    match tern_client::export::decode_partition(bytes) {
+                        Ok((_, more)) => batches.extend(more),
+                        Err(e) => return Ok(Err(e.to_string())),
+                    }
+                }
+                tern_proto::QueryEvent::Failed(e) => return Ok(Err(e.message)),
+                _ => {}
+            }
         }
-        Ok(tern_client::export::decode_partition(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|(_, batches)| answer_rows(&batches)))
+        Ok(answer_rows(&batches))
     }
 
     /// Query table `name` twice (a whole-table aggregate, and a grouped one that shuffles);

@@ -138,6 +138,81 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
         "{text}"
     );
 
+    // A streamed answer: the plan first, each stage's progress up to all its tasks, then the
+    // rows in order in several pieces, then the end, with reports for every planned stage.
+    let sorted = "SELECT id, name, amount FROM sales ORDER BY id";
+    rt.block_on(async {
+        use tern_client::QueryUpdate;
+        let mut stream = client.sql_stream(sorted).await.expect("stream");
+        let (mut planned, mut progress, mut batches, mut finished) = (0, Vec::new(), 0, None);
+        let mut next_id = 0i64;
+        while let Some(update) = stream.next_update().await.expect("update") {
+            match update {
+                QueryUpdate::Planned(stages) => planned = stages.len(),
+                QueryUpdate::Progress {
+                    stage, done, total, ..
+                } => {
+                    assert_eq!(batches, 0, "progress comes before the rows");
+                    progress.push((stage, done, total));
+                }
+                QueryUpdate::Batch(batch) => {
+                    assert!(planned >= 2, "the plan comes first");
+                    let ids = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .expect("id is an Int64");
+                    for id in ids.values() {
+                        assert!(*id >= next_id, "rows in order: {id} after {next_id}");
+                        next_id = *id;
+                    }
+                    batches += 1;
+                }
+                QueryUpdate::Finished(stages) => finished = Some(stages),
+            }
+        }
+        let stages = finished.expect("the query finished");
+        assert_eq!(stages.len(), planned, "{stages:?}");
+        assert_eq!(stream.rows(), 60_000);
+        assert!(batches > 1, "the answer came in {batches} batch(es)");
+        let scan_done = progress.iter().filter(|p| p.0 == 1).map(|p| p.1).max();
+        assert_eq!(scan_done, Some(stages[0].tasks), "{progress:?}");
+        assert!(progress.iter().all(|&(_, done, total)| done <= total));
+    });
+
+    // `--out` writes the answer as it arrives: the file reads back as the reference answer;
+    // an empty answer still writes the columns.
+    let file = cluster.path().join("sorted.parquet");
+    let out = cluster.tern(&["sql", sorted, "--out", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = rt.block_on(async {
+        let ctx = SessionContext::new();
+        let df = ctx
+            .read_parquet(file.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .expect("read the written file");
+        pretty(&df.collect().await.expect("collect"))
+    });
+    assert_eq!(back, reference(&rt, &parquet, sorted));
+    let empty = cluster.path().join("empty.csv");
+    let out = cluster.tern(&[
+        "sql",
+        "SELECT id, name FROM sales WHERE id < 0",
+        "--out",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&empty).expect("empty answer file");
+    assert_eq!(text.trim(), "id,name", "{text}");
+
     // SIGKILL a node holding partitions: every query still answers the same.
     cluster.kill(dataset.partitions[0].holders[0]);
     for (query, want) in QUERIES.iter().zip(&expected) {

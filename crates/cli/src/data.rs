@@ -57,6 +57,9 @@ pub struct SqlArgs {
     /// Run it, then print per stage its tasks, rows and time, and where the tasks ran.
     #[arg(long)]
     analyze: bool,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -465,44 +468,154 @@ pub async fn sql(dir: &Path, args: SqlArgs) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let answer = match client.sql(&args.query).await {
-        // A query only reads: run it once more through another node.
+    let answer = match run_query(&client, &args).await {
+        // A query only reads: run it once more through another node (a file being written is
+        // started again).
         Err(lost @ tern_client::ClientError::CoordinatorLost { .. }) => {
             eprintln!("{lost}; retrying once");
-            client.sql(&args.query).await?
+            run_query(&client, &args).await?
         }
         answer => answer?,
     };
     let secs = started.elapsed().as_secs_f64();
     match &args.out {
-        Some(out) => {
-            let format = OutputFormat::from_path(out).ok_or_else(|| {
-                anyhow!(
-                    "{}: use a .parquet, .csv, .arrow or .json file name",
-                    out.display()
-                )
-            })?;
-            let mut sink =
-                FileSink::create(out, format, &answer.schema).map_err(anyhow::Error::msg)?;
-            for batch in &answer.batches {
-                sink.write(batch).map_err(anyhow::Error::msg)?;
-            }
-            sink.finish().map_err(anyhow::Error::msg)?;
-            println!(
-                "wrote {} rows to {} in {secs:.2} s",
-                answer.rows(),
-                out.display()
-            );
-        }
+        Some(out) => println!(
+            "wrote {} rows to {} in {secs:.2} s",
+            answer.rows,
+            out.display()
+        ),
         None => {
             let table = arrow::util::pretty::pretty_format_batches(&answer.batches)
                 .context("formatting the answer")?;
             println!("{table}");
-            println!("{} rows in {secs:.2} s", answer.rows());
+            println!("{} rows in {secs:.2} s", answer.rows);
         }
     }
     if args.analyze {
         print!("{}", crate::output::stages_table(&answer.stages));
     }
     Ok(())
+}
+
+/// What `tern sql` ran: the rows it kept to print (none when they went to a file).
+struct SqlOutcome {
+    rows: u64,
+    batches: Vec<arrow::record_batch::RecordBatch>,
+    stages: Vec<tern_proto::StageReport>,
+}
+
+/// Run the query once: a progress bar follows its stages on the terminal, and with `--out` each
+/// batch goes to the file as it arrives.
+async fn run_query(
+    client: &Client,
+    args: &SqlArgs,
+) -> Result<SqlOutcome, tern_client::ClientError> {
+    use tern_client::QueryUpdate;
+    let format = match &args.out {
+        Some(out) => Some(OutputFormat::from_path(out).ok_or_else(|| {
+            tern_client::ClientError::Unexpected(format!(
+                "{}: use a .parquet, .csv, .arrow or .json file name",
+                out.display()
+            ))
+        })?),
+        None => None,
+    };
+    let sink_error = |e: String| tern_client::ClientError::Unexpected(e);
+    let bar = query_progress(args.quiet);
+    let mut stream = client.sql_stream(&args.query).await?;
+    let mut sink: Option<FileSink> = None;
+    let mut batches = Vec::new();
+    let mut planned: Vec<tern_proto::StagePlanned> = Vec::new();
+    let mut done_per_stage = std::collections::BTreeMap::new();
+    let mut retried = std::collections::BTreeMap::new();
+    let stages = loop {
+        let update = match stream.next_update().await {
+            Ok(Some(update)) => update,
+            Ok(None) => break stream.stages().to_vec(),
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e);
+            }
+        };
+        match update {
+            QueryUpdate::Planned(stages) => {
+                bar.set_length(stages.iter().map(|s| s.tasks).sum());
+                planned = stages;
+            }
+            // Stages that read different data run at once: the bar counts every task of the
+            // query and names the stage that moved last.
+            QueryUpdate::Progress {
+                stage,
+                done,
+                retries,
+                ..
+            } => {
+                done_per_stage.insert(stage, done);
+                retried.insert(stage, retries);
+                bar.set_position(done_per_stage.values().sum());
+                let what = planned
+                    .iter()
+                    .find(|s| s.stage == stage)
+                    .map_or("", |s| s.what.as_str());
+                let retries = match retried.values().sum::<u64>() {
+                    0 => String::new(),
+                    n => format!(" ({n} attempts retried)"),
+                };
+                bar.set_message(format!("stage {stage}/{}: {what}{retries}", planned.len()));
+            }
+            QueryUpdate::Batch(batch) => {
+                bar.set_message(format!("final stage: {} rows received", stream.rows()));
+                match (&args.out, format) {
+                    (Some(out), Some(format)) => {
+                        if sink.is_none() {
+                            sink = Some(
+                                FileSink::create(out, format, &batch.schema())
+                                    .map_err(sink_error)?,
+                            );
+                        }
+                        if let Some(sink) = sink.as_mut() {
+                            sink.write(&batch).map_err(sink_error)?;
+                        }
+                    }
+                    _ => batches.push(batch),
+                }
+            }
+            QueryUpdate::Finished(stages) => break stages,
+        }
+    };
+    bar.finish_and_clear();
+    if let (Some(out), Some(format)) = (&args.out, format) {
+        // An empty answer still writes a file with the answer's columns.
+        let sink = match sink {
+            Some(sink) => sink,
+            None => {
+                let schema = stream.schema().ok_or_else(|| {
+                    tern_client::ClientError::Unexpected("the answer had no schema".into())
+                })?;
+                FileSink::create(out, format, &schema).map_err(sink_error)?
+            }
+        };
+        sink.finish().map_err(sink_error)?;
+    }
+    Ok(SqlOutcome {
+        rows: stream.rows(),
+        batches,
+        stages,
+    })
+}
+
+/// The bar `tern sql` draws on a terminal: the running stage and its finished tasks.
+fn query_progress(quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }

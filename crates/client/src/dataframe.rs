@@ -150,6 +150,12 @@ impl<'c> DataFrame<'c> {
         Ok(self.client.sql(&self.query).await?.batches)
     }
 
+    /// Run it and take the answer's batches as they come (and its progress):
+    /// `while let Some(batch) = stream.next_batch().await? { … }`.
+    pub async fn stream(&self) -> Result<crate::QueryStream, ClientError> {
+        self.client.sql_stream(&self.query).await
+    }
+
     /// The stages and tasks it would run.
     pub async fn explain(&self) -> Result<String, ClientError> {
         self.client.explain(&self.query).await

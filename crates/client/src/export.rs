@@ -51,7 +51,14 @@ impl FileSink {
         let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         Ok(match format {
-            OutputFormat::Csv => FileSink::Csv(arrow::csv::Writer::new(BufWriter::new(file))),
+            OutputFormat::Csv => {
+                // The header goes out now, so an answer with no rows still names its columns.
+                let mut writer = arrow::csv::Writer::new(BufWriter::new(file));
+                writer
+                    .write(&RecordBatch::new_empty(schema.clone()))
+                    .map_err(|e| err(&e))?;
+                FileSink::Csv(writer)
+            }
             OutputFormat::Parquet => FileSink::Parquet(
                 parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
                     .map_err(|e| err(&e))?,

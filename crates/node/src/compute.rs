@@ -75,7 +75,10 @@ async fn fetch_shuffle<T: Transport>(
         task: key.task,
         bucket: key.bucket,
     };
-    tern_proto::fetch_bytes(transport, addr, &request).await
+    let fetch = tern_proto::fetch_bytes(transport, addr, &request);
+    tern_sched::while_alive(transport, addr, fetch)
+        .await
+        .unwrap_or_else(|gone| Err(gone.to_string()))
 }
 
 impl<T: Transport> BlockReader for NodeReader<T> {
@@ -97,7 +100,11 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                     reasons.push(format!("node {id}: unknown address"));
                     continue;
                 };
-                match tern_proto::fetch_block(transport.as_ref(), &addr, &block).await {
+                let fetch = tern_proto::fetch_block(transport.as_ref(), &addr, &block);
+                let fetched = tern_sched::while_alive(transport.as_ref(), &addr, fetch)
+                    .await
+                    .unwrap_or_else(|gone| Err(gone.to_string()));
+                match fetched {
                     Ok(bytes) => return Ok(bytes),
                     Err(e) => reasons.push(format!("node {id}: {e}")),
                 }
@@ -363,25 +370,165 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             })
             .collect();
         let job = self.new_job_id();
-        let mut coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job);
+        let plan = match Coordinator::<T>::plan(&ctx, &sql, job).await {
+            Ok(plan) => plan,
+            Err(e) => return respond(reply, &sched_error(e)).await,
+        };
+        let mut reply = reply;
+        if reply
+            .respond(&Response::QueryRunning { job })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
+        let mut coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job)
+            .with_progress(events);
         if let Some(runtime) = &self.compute_runtime {
             coordinator = coordinator.with_runtime(runtime.clone());
         }
-        let answer = coordinator
-            .run(&ctx, &sql)
-            .await
-            .and_then(|(schema, batches, stages)| {
-                let bytes = tern_exec::batches_to_ipc(&schema, &batches)
-                    .map_err(|e| SchedError::Query(e.to_string()))?;
-                let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-                Ok((Response::QueryOutput { rows, stages }, bytes))
-            });
-        match answer {
-            Ok((answer, bytes)) => respond_with_bytes(reply, &answer, &bytes).await,
-            Err(e) => respond(reply, &sched_error(e)).await,
+        let ended = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply).await;
+        if let Err(e) = ended {
+            // The client went away (Ctrl-C, a lost connection): the query stops with it.
+            warn!(job, error = %e, "query abandoned: its client stopped reading");
         }
+        let _ = reply.finish().await;
         coordinator.release().await;
     }
+}
+
+/// Rows of an answer go out in IPC streams of about this many bytes (a row-count slice of a
+/// larger batch, or small batches gathered until they reach it).
+const ROWS_EVENT_BYTES: usize = 1 << 20;
+
+/// Run a planned query and send its events to the client: progress while its task stages run
+/// (several updates that queue up while the client reads are merged into the newest), then
+/// its rows as the final stage makes them, then how it ended.
+async fn stream_query<T: Transport>(
+    coordinator: &Coordinator<'_, T>,
+    ctx: &tern_exec::datafusion::prelude::SessionContext,
+    plan: tern_sched::StagePlan,
+    progress: &mut tokio::sync::mpsc::UnboundedReceiver<tern_proto::QueryEvent>,
+    reply: &mut tern_net::BodyWriter,
+) -> Result<(), tern_proto::TransportError> {
+    use tern_proto::{QueryEvent, encode_event};
+    let running = coordinator.run_planned(ctx, plan);
+    tokio::pin!(running);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut running => break answer,
+            Some(event) = progress.recv() => {
+                let mut pending = vec![event];
+                while let Ok(event) = progress.try_recv() {
+                    pending.push(event);
+                }
+                for event in newest_progress(pending) {
+                    reply.write_chunk(&encode_event(&event)).await?;
+                }
+            }
+        }
+    };
+    while let Ok(event) = progress.try_recv() {
+        reply.write_chunk(&encode_event(&event)).await?;
+    }
+    let mut answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => return failed(reply, e).await,
+    };
+    let mut pending: Vec<tern_exec::arrow::record_batch::RecordBatch> = Vec::new();
+    let mut pending_bytes = 0;
+    let mut sent_rows = false;
+    loop {
+        let next = answer.next_batch().await;
+        let flush = match &next {
+            Some(Ok(batch)) => {
+                pending_bytes += batch.get_array_memory_size();
+                pending.push(batch.clone());
+                pending_bytes >= ROWS_EVENT_BYTES
+            }
+            // The client learns the schema from rows: an empty answer sends it alone.
+            None => !pending.is_empty() || !sent_rows,
+            Some(Err(_)) => !pending.is_empty(),
+        };
+        if flush {
+            for piece in rows_events(&answer.schema, std::mem::take(&mut pending)) {
+                match piece {
+                    Ok(event) => reply.write_chunk(&encode_event(&event)).await?,
+                    Err(e) => return failed(reply, SchedError::Query(e.to_string())).await,
+                }
+            }
+            pending_bytes = 0;
+            sent_rows = true;
+        }
+        match next {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return failed(reply, e).await,
+            None => break,
+        }
+    }
+    let stages = answer.reports();
+    let rows = stages.last().map_or(0, |s| s.rows);
+    reply
+        .write_chunk(&encode_event(&QueryEvent::Finished { rows, stages }))
+        .await
+}
+
+async fn failed(
+    reply: &mut tern_net::BodyWriter,
+    e: SchedError,
+) -> Result<(), tern_proto::TransportError> {
+    let event = tern_proto::QueryEvent::Failed(sched_reply(e));
+    reply.write_chunk(&tern_proto::encode_event(&event)).await
+}
+
+/// Of a run of events, each stage's newest progress (in stage order) and everything else.
+fn newest_progress(events: Vec<tern_proto::QueryEvent>) -> Vec<tern_proto::QueryEvent> {
+    use tern_proto::QueryEvent;
+    let mut newest: BTreeMap<u32, QueryEvent> = BTreeMap::new();
+    let mut others = Vec::new();
+    for event in events {
+        match event {
+            QueryEvent::Progress { stage, .. } => {
+                newest.insert(stage, event);
+            }
+            other => others.push(other),
+        }
+    }
+    others.extend(newest.into_values());
+    others
+}
+
+/// `batches` as `Rows` events of about [`ROWS_EVENT_BYTES`] each: a large batch is sliced.
+fn rows_events(
+    schema: &tern_exec::arrow::datatypes::SchemaRef,
+    batches: Vec<tern_exec::arrow::record_batch::RecordBatch>,
+) -> Vec<Result<tern_proto::QueryEvent, tern_exec::ExecError>> {
+    let mut out = Vec::new();
+    let mut group = Vec::new();
+    let mut group_bytes = 0;
+    for batch in batches {
+        let bytes = batch.get_array_memory_size().max(1);
+        let rows = batch.num_rows();
+        let per_piece = (rows * ROWS_EVENT_BYTES / bytes).clamp(1, rows.max(1));
+        for at in (0..rows).step_by(per_piece) {
+            group.push(batch.slice(at, per_piece.min(rows - at)));
+            group_bytes += bytes * per_piece.min(rows - at) / rows.max(1);
+            if group_bytes >= ROWS_EVENT_BYTES {
+                out.push(tern_exec::batches_to_ipc(
+                    schema,
+                    &std::mem::take(&mut group),
+                ));
+                group_bytes = 0;
+            }
+        }
+    }
+    if !group.is_empty() || out.is_empty() {
+        out.push(tern_exec::batches_to_ipc(schema, &group));
+    }
+    out.into_iter()
+        .map(|r| r.map(tern_proto::QueryEvent::Rows))
+        .collect()
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
@@ -440,11 +587,18 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 }
 
 fn sched_error(e: SchedError) -> Response {
+    Response::Error(sched_reply(e))
+}
+
+fn sched_reply(e: SchedError) -> tern_proto::ErrorReply {
     let kind = match e {
         SchedError::Query(_) => ErrorKind::Invalid,
         SchedError::PartitionUnavailable { .. } | SchedError::TaskFailed { .. } => {
             ErrorKind::Unavailable
         }
     };
-    Response::error(kind, e.to_string())
+    tern_proto::ErrorReply {
+        kind,
+        message: e.to_string(),
+    }
 }

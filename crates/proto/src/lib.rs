@@ -26,5 +26,7 @@ pub use frame::{
     encode_response,
 };
 pub use message::*;
-pub use query::StageReport;
+pub use query::{
+    EventDecoder, EventError, QueryEvent, QueryEvents, StagePlanned, StageReport, encode_event,
+};
 pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block, fetch_bytes};

@@ -199,7 +199,7 @@ pub enum Request {
         job: u64,
     },
     /// Run a SQL query with this node as coordinator (bulk: answered with
-    /// `Response::QueryOutput` and the answer as an Arrow IPC stream in chunks), or with
+    /// `Response::QueryRunning` and then the query's events, see [`crate::QueryEvent`]), or with
     /// `explain`, answered with `Response::Explained`, the stages and tasks it would run.
     Query {
         sql: String,
@@ -426,10 +426,10 @@ pub enum Response {
         node: NodeId,
         reason: String,
     },
-    /// A query ran: the answer follows as an Arrow IPC stream.
-    QueryOutput {
-        rows: u64,
-        stages: Vec<crate::query::StageReport>,
+    /// The coordinator took query `job`: its [`crate::QueryEvent`]s follow (plan, progress,
+    /// rows, and last the end: finished or failed).
+    QueryRunning {
+        job: u64,
     },
     Explained(String),
 }

@@ -12,6 +12,7 @@
 //! query fails with the partition and the reason when none of its holders can serve it.
 
 pub mod board;
+pub mod liveness;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,12 +29,13 @@ use tern_exec::datafusion::logical_expr::LogicalPlan;
 use tern_exec::datafusion::prelude::{DataFrame, SessionContext};
 use tern_exec::{TaskLocation, encode_plan, ipc_to_batches};
 use tern_proto::{
-    BulkRead, BulkWrite, ErrorKind, NodeId, Request, Response, ShuffleOutput, StageReport,
-    TaskSpec, Transport,
+    BulkRead, BulkWrite, ErrorKind, NodeId, QueryEvent, Request, Response, ShuffleOutput,
+    StagePlanned, StageReport, TaskSpec, Transport,
 };
 use tracing::{debug, info, warn};
 
 pub use board::LoadBoard;
+pub use liveness::{NodeGone, while_alive};
 pub use stages::{Stage, StageInputExec, StageOutput, StagePlan, cut, describe};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,43 @@ impl Default for Patience {
     }
 }
 
+/// How the final stage is named in reports.
+const FINAL_STAGE: &str = "final, on the coordinator";
+
+/// A query whose task stages are done: its final stage runs and hands over rows as it makes
+/// them. Dropping it stops the final stage.
+pub struct Answer {
+    pub schema: SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch, SchedError>>,
+    reports: Vec<StageReport>,
+    started: Instant,
+    rows: u64,
+}
+
+impl Answer {
+    /// The answer's next batch, `None` after the last.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch, SchedError>> {
+        let next = self.batches.recv().await;
+        if let Some(Ok(batch)) = &next {
+            self.rows += batch.num_rows() as u64;
+        }
+        next
+    }
+
+    /// How each stage ran, the final one included (call once every batch has been read).
+    pub fn reports(mut self) -> Vec<StageReport> {
+        self.reports.push(StageReport {
+            stage: self.reports.len() as u32 + 1,
+            what: FINAL_STAGE.into(),
+            tasks: 1,
+            rows: self.rows,
+            millis: self.started.elapsed().as_millis() as u64,
+            ..Default::default()
+        });
+        self.reports
+    }
+}
+
 /// A lost shuffle input is recomputed at most this many times for one task.
 const MAX_RECOVERIES: usize = 3;
 
@@ -116,6 +155,8 @@ pub struct Coordinator<'a, T: Transport> {
     job: u64,
     /// Where the final stage runs (see `tern_exec::on_runtime`).
     runtime: Option<tokio::runtime::Handle>,
+    /// Where the plan and each stage's progress go (the client's progress display).
+    progress: Option<tokio::sync::mpsc::UnboundedSender<QueryEvent>>,
 }
 
 /// A job's running state: where each kept task output is, and which nodes it gave up on.
@@ -213,6 +254,20 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             patience: Patience::default(),
             job,
             runtime: None,
+            progress: None,
+        }
+    }
+
+    /// Send the plan (`QueryEvent::Planned`) and progress as tasks finish to `events`.
+    pub fn with_progress(mut self, events: tokio::sync::mpsc::UnboundedSender<QueryEvent>) -> Self {
+        self.progress = Some(events);
+        self
+    }
+
+    fn report_progress(&self, event: QueryEvent) {
+        if let Some(events) = &self.progress {
+            // A client that went away stops reading; the query's owner notices and drops it.
+            let _ = events.send(event);
         }
     }
 
@@ -238,15 +293,49 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     }
 
     /// Run `sql`: its stages on the nodes, each once the stages it reads are done, then the
-    /// final stage here.
+    /// final stage here; the whole answer.
     pub async fn run(
         &self,
         ctx: &SessionContext,
         sql: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<StageReport>), SchedError> {
-        let StagePlan { root, stages } = Self::plan(ctx, sql, self.job).await?;
+        let mut answer = self
+            .run_planned(ctx, Self::plan(ctx, sql, self.job).await?)
+            .await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = answer.next_batch().await {
+            batches.push(batch?);
+        }
+        let schema = answer.schema.clone();
+        Ok((schema, batches, answer.reports()))
+    }
+
+    /// Run a planned query's task stages, each once the stages it reads are done, and start
+    /// its final stage here: the answer's rows come from the [`Answer`] as they are made.
+    pub async fn run_planned(
+        &self,
+        ctx: &SessionContext,
+        plan: StagePlan,
+    ) -> Result<Answer, SchedError> {
+        let StagePlan { root, stages } = plan;
         let job = Job::new(stages);
         let count = job.stages.len();
+        let mut planned: Vec<StagePlanned> = job
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(s, stage)| StagePlanned {
+                stage: s as u32 + 1,
+                what: stage.what(),
+                tasks: stage.tasks as u64,
+            })
+            .collect();
+        planned.push(StagePlanned {
+            stage: count as u32 + 1,
+            what: FINAL_STAGE.into(),
+            tasks: 1,
+        });
+        self.report_progress(QueryEvent::Planned { stages: planned });
         let mut reports: Vec<Option<StageReport>> = vec![None; count];
         loop {
             let ready: Vec<usize> = (0..count)
@@ -268,23 +357,38 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         for report in &mut reports {
             report.recomputed = job.recomputed[report.stage as usize - 1].load(Ordering::Relaxed);
         }
-        let started = Instant::now();
         let schema = root.schema();
-        let batches = tern_exec::on_runtime(
-            self.runtime.as_ref(),
-            tern_exec::run_all(root, ctx.task_ctx()),
-        )
-        .await
-        .map_err(query_error)?;
-        reports.push(StageReport {
-            stage: reports.len() as u32 + 1,
-            what: "final, on the coordinator".into(),
-            tasks: 1,
-            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
-            millis: started.elapsed().as_millis() as u64,
-            ..Default::default()
-        });
-        Ok((schema, batches, reports))
+        // A few batches ahead of the reader: a client that reads slowly holds the final stage
+        // back instead of the coordinator buffering the whole answer.
+        let (sender, batches) = tokio::sync::mpsc::channel(4);
+        let task_ctx = ctx.task_ctx();
+        let work = async move {
+            let mut stream =
+                match tern_exec::datafusion::physical_plan::execute_stream(root, task_ctx) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        let _ = sender.send(Err(query_error(e))).await;
+                        return;
+                    }
+                };
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if sender.send(batch.map_err(query_error)).await.is_err() || failed {
+                    return;
+                }
+            }
+        };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(work)),
+            None => drop(tokio::spawn(work)),
+        }
+        Ok(Answer {
+            schema,
+            batches,
+            reports,
+            started: Instant::now(),
+            rows: 0,
+        })
     }
 
     /// Tell every node the job is over, so they drop what they kept for it (best effort; a
@@ -303,6 +407,9 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     async fn run_stage(&self, job: &Job, s: usize) -> Result<StageReport, SchedError> {
         let started = Instant::now();
         let stage = &job.stages[s];
+        // Outputs this stage reads that sit on a node already known lost are made again
+        // first, instead of every task finding out on its own, each after a wait.
+        self.recover_inputs(job, s).await?;
         // Enough in flight to fill every slot; the board decides where each one runs.
         let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
         let mut done = futures::stream::iter(self.batches(job, s))
@@ -314,8 +421,11 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             tasks: stage.tasks as u64,
             ..Default::default()
         };
+        let mut finished = 0u64;
         while let Some(tasks) = done.next().await {
-            for task in tasks? {
+            let tasks = tasks?;
+            finished += tasks.len() as u64;
+            for task in tasks {
                 report.rows += task.rows;
                 report.retries += task.retries;
                 report.spilled += task.spilled;
@@ -329,6 +439,11 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                     input.set_output(task.index, task.batches);
                 }
             }
+            self.report_progress(QueryEvent::Progress {
+                stage: report.stage,
+                done: finished,
+                retries: report.retries,
+            });
         }
         report.millis = started.elapsed().as_millis() as u64;
         Ok(report)
@@ -606,7 +721,8 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                     Err(Attempt::Lost { stage: from, node: gone }) if recoveries < MAX_RECOVERIES && from < s => {
                         recoveries += 1;
                         warn!(job = self.job, stage = s + 1, task = index, from = from + 1, node = gone, "an input was lost; recomputing it");
-                        self.recover(job, from, gone).await?;
+                        lock(&job.lost).insert(gone);
+                        self.recover_inputs(job, s).await?;
                     }
                     Err(Attempt::Lost { stage: from, node: gone }) => {
                         reasons.push(format!("node {node}: the output of stage {} on node {gone} was lost again", from + 1));
@@ -643,6 +759,32 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         .boxed()
     }
 
+    /// Recompute every output stage `s` reads that is kept on a node known lost (the inputs
+    /// at once): one node's death costs one round of recomputation, not one per input.
+    async fn recover_inputs(&self, job: &Job, s: usize) -> Result<(), SchedError> {
+        let mut redo = Vec::new();
+        for &input in &job.stages[s].inputs {
+            let gone: BTreeSet<NodeId> = lock(&job.locations[input])
+                .iter()
+                .flatten()
+                .map(|at| at.node)
+                .filter(|node| job.is_lost(*node))
+                .collect();
+            redo.extend(gone.into_iter().map(|node| (input, node)));
+        }
+        if !redo.is_empty() {
+            info!(job = self.job, stage = s + 1, lost = ?redo, "recomputing inputs kept on lost nodes");
+        }
+        let runs = redo
+            .iter()
+            .map(|&(input, node)| self.recover(job, input, node));
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        Ok(())
+    }
+
     /// The outputs stage `from` kept on `gone` cannot be read: run those tasks again
     /// elsewhere (once, however many readers found out).
     async fn recover(&self, job: &Job, from: usize, gone: NodeId) -> Result<(), SchedError> {
@@ -675,7 +817,24 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     }
 
     /// Send tasks to the node at `addr`: how each ran, with the rows of those not kept.
+    /// Send `tasks` to the node at `addr`; a node that dies meanwhile is noticed by its
+    /// silence to pings ([`while_alive`]), not the connection's idle timeout.
     async fn send_tasks(
+        &self,
+        addr: &str,
+        plan: Vec<u8>,
+        tasks: &[TaskSpec],
+    ) -> Result<Vec<Sent>, Attempt> {
+        while_alive(
+            self.transport,
+            addr,
+            self.send_tasks_once(addr, plan, tasks),
+        )
+        .await
+        .unwrap_or_else(|gone| Err(Attempt::Unreachable(gone.to_string())))
+    }
+
+    async fn send_tasks_once(
         &self,
         addr: &str,
         plan: Vec<u8>,
