@@ -87,6 +87,7 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         slots: 2,
         task_memory_bytes: 64 << 20,
         shuffle_memory_bytes: 64 << 20,
+        answer_memory_bytes: 64 << 20,
         task_delay_ms: 0,
         data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
     };

@@ -226,7 +226,8 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
 #[test]
 fn bad_queries_get_one_clear_line_and_the_cluster_keeps_serving() {
     setup();
-    let cluster = LocalCluster::up(3);
+    // A small answer limit: a query that would send its coordinator more fails, saying so.
+    let cluster = LocalCluster::up_args(3, &["--answer-memory", "16KiB"]);
     let csv = cluster.path().join("sales.csv");
     write_sales_csv(&csv, 1000);
     let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "sales", "--quiet"]);
@@ -236,6 +237,7 @@ fn bad_queries_get_one_clear_line_and_the_cluster_keeps_serving() {
         ("SELECT * FROM nowhere", "nowhere"),
         ("SELECT nope FROM sales", "nope"),
         ("SELECT name + 1 FROM sales", "Utf8"),
+        ("SELECT * FROM sales ORDER BY id", "--answer-memory"),
     ] {
         let out = cluster.tern(&["sql", query]);
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();

@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// Shuffle outputs each node keeps in memory before writing them to files.
     #[arg(long, default_value = "1GiB", value_parser = crate::data::parse_size)]
     shuffle_memory: u64,
+    /// What one query's tasks may send back to its coordinating node (its answer, or what the
+    /// final stage merges); a query past it fails with an error saying so.
+    #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
+    answer_memory: u64,
     /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
     #[arg(long, value_parser = parse_slow_node)]
     slow_node: Option<(u64, u64)>,
@@ -151,6 +155,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 task_slots: args.task_slots,
                 task_memory_bytes: args.task_memory,
                 shuffle_memory_bytes: args.shuffle_memory,
+                answer_memory_bytes: args.answer_memory,
                 task_delay_ms: args
                     .slow_node
                     .filter(|(slow, _)| *slow == id)

@@ -389,6 +389,7 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 task_slots: 0,
                 task_memory_bytes: 1 << 30,
                 shuffle_memory_bytes: 1 << 30,
+                answer_memory_bytes: 2 << 30,
                 task_delay_ms: 0,
                 timings: Default::default(),
             }

@@ -384,7 +384,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
         let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
         let mut coordinator = Coordinator::new(self.transport.as_ref(), &self.board, views, job)
-            .with_progress(events);
+            .with_progress(events)
+            .with_answer_limit(self.compute.answer_memory_bytes);
         if let Some(runtime) = &self.compute_runtime {
             coordinator = coordinator.with_runtime(runtime.clone());
         }
@@ -596,6 +597,7 @@ fn sched_reply(e: SchedError) -> tern_proto::ErrorReply {
         SchedError::PartitionUnavailable { .. } | SchedError::TaskFailed { .. } => {
             ErrorKind::Unavailable
         }
+        SchedError::AnswerTooLarge { .. } => ErrorKind::TooLarge,
     };
     tern_proto::ErrorReply {
         kind,

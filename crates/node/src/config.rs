@@ -53,6 +53,11 @@ pub struct NodeConfig {
     /// (default 1 GiB).
     #[serde(default = "default_shuffle_memory")]
     pub shuffle_memory_bytes: u64,
+    /// The rows one query's tasks may send back to this node when it coordinates (what its
+    /// final stage merges, sorts or limits); a query past it fails, saying so, instead of
+    /// taking the node's memory (default 2 GiB; Spark's `maxResultSize`).
+    #[serde(default = "default_answer_memory")]
+    pub answer_memory_bytes: u64,
     /// For tests and demos: every task this node runs first waits this long (a slow node).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub task_delay_ms: u64,
@@ -68,6 +73,10 @@ fn default_shuffle_memory() -> u64 {
     1 << 30
 }
 
+fn default_answer_memory() -> u64 {
+    2 << 30
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -78,6 +87,7 @@ pub struct ComputeSettings {
     pub slots: usize,
     pub task_memory_bytes: u64,
     pub shuffle_memory_bytes: u64,
+    pub answer_memory_bytes: u64,
     pub task_delay_ms: u64,
     pub data_dir: PathBuf,
 }
@@ -146,6 +156,7 @@ impl NodeConfig {
             slots: self.slots(),
             task_memory_bytes: self.task_memory_bytes,
             shuffle_memory_bytes: self.shuffle_memory_bytes,
+            answer_memory_bytes: self.answer_memory_bytes,
             task_delay_ms: self.task_delay_ms,
             data_dir: self.data_dir.clone(),
         }

@@ -51,6 +51,11 @@ pub enum SchedError {
         block: String,
         reason: String,
     },
+    #[error(
+        "stage {stage} sends the coordinator more than {} of rows, its limit for one query (answer_memory_bytes; `tern up --answer-memory`): filter, aggregate or LIMIT the query further",
+        tern_proto::human_bytes(*limit)
+    )]
+    AnswerTooLarge { stage: usize, limit: u64 },
     #[error("task {task} of stage {stage} failed on every node tried: {reason}")]
     TaskFailed {
         stage: usize,
@@ -157,6 +162,8 @@ pub struct Coordinator<'a, T: Transport> {
     runtime: Option<tokio::runtime::Handle>,
     /// Where the plan and each stage's progress go (the client's progress display).
     progress: Option<tokio::sync::mpsc::UnboundedSender<QueryEvent>>,
+    /// The most the job's tasks may send back here (rows the final stage reads).
+    answer_limit: u64,
 }
 
 /// A job's running state: where each kept task output is, and which nodes it gave up on.
@@ -168,6 +175,8 @@ struct Job {
     recomputed: Vec<AtomicU64>,
     /// Nodes whose kept outputs could not be read: no more tasks of this job go there.
     lost: Mutex<BTreeSet<NodeId>>,
+    /// Bytes of rows tasks have sent back to the coordinator.
+    held: AtomicU64,
 }
 
 impl Job {
@@ -180,6 +189,7 @@ impl Job {
             recovering: stages.iter().map(|_| Default::default()).collect(),
             recomputed: stages.iter().map(|_| AtomicU64::new(0)).collect(),
             lost: Mutex::default(),
+            held: AtomicU64::new(0),
             stages,
         }
     }
@@ -255,7 +265,14 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             job,
             runtime: None,
             progress: None,
+            answer_limit: u64::MAX,
         }
+    }
+
+    /// Fail the job when its tasks send back more than `bytes` of rows (Arrow memory).
+    pub fn with_answer_limit(mut self, bytes: u64) -> Self {
+        self.answer_limit = bytes;
+        self
     }
 
     /// Send the plan (`QueryEvent::Planned`) and progress as tasks finish to `events`.
@@ -436,6 +453,14 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 };
                 *counts.entry(task.node).or_default() += 1;
                 if let StageOutput::Coordinator(input) = &stage.output {
+                    let bytes: usize = task.batches.iter().map(|b| b.get_array_memory_size()).sum();
+                    let held = job.held.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+                    if held > self.answer_limit {
+                        return Err(SchedError::AnswerTooLarge {
+                            stage: s + 1,
+                            limit: self.answer_limit,
+                        });
+                    }
                     input.set_output(task.index, task.batches);
                 }
             }
