@@ -189,11 +189,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     /// under the job, stage and task their output names.
     pub(crate) async fn run_task(
         &self,
+        job: u64,
         plan: Vec<u8>,
         tasks: Vec<TaskSpec>,
         reply: tern_net::BodyWriter,
     ) {
-        let Ok(_slot) = self.task_slots.acquire().await else {
+        let Some(_slot) = self.task_slots.acquire(job).await else {
             return respond(
                 reply,
                 &Response::error(ErrorKind::Unavailable, "shutting down"),

@@ -20,6 +20,7 @@ mod run;
 mod scrub;
 mod service;
 mod shuffle;
+mod slots;
 
 pub use config::{ComputeSettings, NodeConfig, NodeTimings};
 pub use run::{RunningNode, join_or_bootstrap, spawn_loops, start};

@@ -30,7 +30,7 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) copy_pace: crate::repair::Pace,
     /// Tasks this node runs at once (its cores by default), and the queue for them.
     pub(crate) slot_count: usize,
-    pub(crate) task_slots: tokio::sync::Semaphore,
+    pub(crate) task_slots: std::sync::Arc<crate::slots::FairSlots>,
     pub(crate) compute: crate::ComputeSettings,
     /// Shuffle outputs of tasks this node ran, until their job ends.
     pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
@@ -87,7 +87,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             gc: Mutex::default(),
             copy_pace: crate::repair::Pace::new(timings.copy_bytes_per_s),
             slot_count: task_slots,
-            task_slots: tokio::sync::Semaphore::new(task_slots),
+            task_slots: crate::slots::FairSlots::new(task_slots),
             board: tern_sched::LoadBoard::new(task_slots),
             shuffles: Arc::new(crate::shuffle::ShuffleStore::new(
                 &compute.data_dir.join("shuffle"),
@@ -589,7 +589,7 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
             return;
         }
         match request {
-            Request::RunTask { plan, tasks } => self.run_task(plan, tasks, reply).await,
+            Request::RunTask { job, plan, tasks } => self.run_task(job, plan, tasks, reply).await,
             Request::FetchShuffle {
                 job,
                 stage,

@@ -183,6 +183,8 @@ pub enum Request {
     /// the batch one after the other); otherwise the node keeps them, split into buckets, for
     /// a later stage to fetch (`FetchShuffle`).
     RunTask {
+        /// The job the tasks belong to: a node shares its slots fairly between jobs.
+        job: u64,
         plan: Vec<u8>,
         tasks: Vec<TaskSpec>,
     },

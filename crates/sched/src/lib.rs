@@ -867,6 +867,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     ) -> Result<Vec<Sent>, Attempt> {
         let unreachable = |e: &dyn std::fmt::Display| Attempt::Unreachable(e.to_string());
         let request = Request::RunTask {
+            job: self.job,
             plan,
             tasks: tasks.to_vec(),
         };

@@ -8,6 +8,9 @@
 //!   tasks per second end to end (planning, placement, one task per partition, the answer).
 //! - Hot partition: 100 concurrent queries of one partition, the share of tasks each holder
 //!   ran and the 99th-percentile latency, with all holders equal and with one made slow.
+//! - Fair share: the latency of a small query on an idle cluster, and while four large
+//!   queries keep every slot busy (nodes give a freed slot to the job with the fewest tasks
+//!   running there, so the small one does not queue behind the large ones' tasks).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ pub fn run(rt: &tokio::runtime::Runtime) {
     tpch(rt);
     scheduling(rt);
     hot_partition(rt);
+    fair_share(rt);
 }
 
 /// The eight TPC-H SF1 tables as Parquet files in `dir`: (table, path).
@@ -242,6 +246,86 @@ pub fn hot_partition(rt: &tokio::runtime::Runtime) {
             "| {label} | {shares} | {} ms | {} ms |",
             pct(50).as_millis(),
             pct(99).as_millis()
+        );
+    }
+}
+
+pub fn fair_share(rt: &tokio::runtime::Runtime) {
+    println!("\n## compute: fair share between concurrent queries\n");
+    let cluster = LocalCluster::up(3);
+    let store = |name: &str, rows: usize, size: &str| {
+        let csv = cluster.path().join(format!("{name}.csv"));
+        tern_e2e::write_sales_csv(&csv, rows);
+        let out = cluster.tern(&[
+            "put",
+            csv.to_str().expect("utf-8"),
+            "--name",
+            name,
+            "--partition-size",
+            size,
+            "--quiet",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    store("large", 3_000_000, "2MiB");
+    store("small", 30_000, "256KiB");
+    let client = Arc::new(cluster.client());
+    let small = "SELECT name, count(*) AS n, sum(amount) AS total FROM small GROUP BY name";
+    let large = "SELECT name, flag, count(*) AS n, sum(amount) AS total, avg(amount) AS mean, \
+                 count(DISTINCT id % 1000) AS ids FROM large GROUP BY name, flag";
+    let small_latencies = |client: &Arc<tern_client::Client>| {
+        let mut latencies: Vec<Duration> = (0..10)
+            .map(|_| {
+                let started = Instant::now();
+                rt.block_on(client.sql(small)).expect("small query");
+                started.elapsed()
+            })
+            .collect();
+        latencies.sort();
+        latencies
+    };
+    let idle = small_latencies(&client);
+    let large_alone = {
+        let started = Instant::now();
+        let answer = rt.block_on(client.sql(large)).expect("large query");
+        (started.elapsed(), answer.stages[0].tasks)
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for _ in 0..4 {
+        let (client, stop) = (client.clone(), stop.clone());
+        background.push(rt.spawn(async move {
+            let mut ran = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.sql(large).await.expect("large query");
+                ran += 1;
+            }
+            ran
+        }));
+    }
+    // Let the large queries fill the slots first.
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = small_latencies(&client);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let large_runs: u32 = background
+        .into_iter()
+        .map(|h| rt.block_on(h).expect("background query"))
+        .sum();
+    println!(
+        "large query alone: {} ms ({} tasks in its first stage); {large_runs} large queries ran during the measurement",
+        large_alone.0.as_millis(),
+        large_alone.1
+    );
+    println!("\n| small query (10 runs) | p50 | max |\n|---|---|---|");
+    for (label, l) in [("idle cluster", &idle), ("4 large queries running", &busy)] {
+        println!(
+            "| {label} | {} ms | {} ms |",
+            l[l.len() / 2].as_millis(),
+            l[l.len() - 1].as_millis()
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `make bench`: measurements on a real local cluster (release build). `tern-bench
-//! [foundation|storage|compute|tpch|scheduling|hot]` runs one part (compute is the last three);
+//! [foundation|storage|compute|tpch|scheduling|hot|fair]` runs one part (compute is the last
+//! four);
 //! without an argument, all of them.
 //!
 //! Foundation:
@@ -45,6 +46,7 @@ fn main() {
         "tpch" => compute::tpch(&rt),
         "scheduling" => compute::scheduling(&rt),
         "hot" => compute::hot_partition(&rt),
+        "fair" => compute::fair_share(&rt),
         // For experiments by hand: the TPC-H SF1 tables as Parquet in the directory given.
         "gen-tpch" => {
             let dir = std::path::PathBuf::from(std::env::args().nth(2).expect("gen-tpch DIR"));
