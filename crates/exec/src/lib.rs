@@ -17,6 +17,7 @@ mod ipc;
 mod scan;
 mod shuffle;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -90,6 +92,66 @@ pub fn session(
     fetcher: Arc<dyn ShuffleFetcher>,
     memory: &MemoryLimit,
 ) -> Result<SessionContext, ExecError> {
+    let (config, runtime) = configure(target_partitions, reader, fetcher, memory)?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// The functions DataFusion knows, gathered once per process: a task's context is made from
+/// them ([`task_context`]) instead of a whole session per request, which registers every
+/// function and optimizer rule again.
+pub struct Functions {
+    scalar: HashMap<String, Arc<ScalarUDF>>,
+    higher_order: HashMap<String, Arc<HigherOrderUDF>>,
+    aggregate: HashMap<String, Arc<AggregateUDF>>,
+    window: HashMap<String, Arc<WindowUDF>>,
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        let state = SessionContext::new().state();
+        Self {
+            scalar: state.scalar_functions().clone(),
+            higher_order: state.higher_order_functions().clone(),
+            aggregate: state.aggregate_functions().clone(),
+            window: state.window_functions().clone(),
+        }
+    }
+}
+
+/// What a task needs to decode and run its plan: the same settings, reader, fetcher and
+/// memory limit as [`session`] gives, without planning machinery.
+pub fn task_context(
+    functions: &Functions,
+    target_partitions: usize,
+    reader: Arc<dyn BlockReader>,
+    fetcher: Arc<dyn ShuffleFetcher>,
+    memory: &MemoryLimit,
+) -> Result<Arc<TaskContext>, ExecError> {
+    let (config, runtime) = configure(target_partitions, reader, fetcher, memory)?;
+    Ok(Arc::new(TaskContext::new(
+        None,
+        "tern-task".into(),
+        config,
+        functions.scalar.clone(),
+        functions.higher_order.clone(),
+        functions.aggregate.clone(),
+        functions.window.clone(),
+        runtime,
+    )))
+}
+
+fn configure(
+    target_partitions: usize,
+    reader: Arc<dyn BlockReader>,
+    fetcher: Arc<dyn ShuffleFetcher>,
+    memory: &MemoryLimit,
+) -> Result<
+    (
+        SessionConfig,
+        Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    ),
+    ExecError,
+> {
     let mut config = session_config(target_partitions);
     if memory.bytes > 0 {
         // A sort keeps this much aside for merging what it spilled; by default 10 MiB,
@@ -121,10 +183,7 @@ pub fn session(
                 .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
         );
     }
-    Ok(SessionContext::new_with_config_rt(
-        config,
-        runtime.build_arc()?,
-    ))
+    Ok((config, runtime.build_arc()?))
 }
 
 /// Bytes the operators of `plan` spilled to disk while it ran.

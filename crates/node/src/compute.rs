@@ -176,12 +176,16 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         target_partitions: usize,
         reader: &Arc<NodeReader<T>>,
     ) -> Result<tern_exec::datafusion::prelude::SessionContext, Response> {
-        let memory = MemoryLimit {
-            bytes: self.compute.task_memory_bytes as usize,
-            spill_dir: Some(self.compute.data_dir.join("spill")),
-        };
+        let memory = self.task_memory();
         tern_exec::session(target_partitions, reader.clone(), reader.clone(), &memory)
             .map_err(|e| Response::error(ErrorKind::Unavailable, e.to_string()))
+    }
+
+    fn task_memory(&self) -> MemoryLimit {
+        MemoryLimit {
+            bytes: self.compute.task_memory_bytes as usize,
+            spill_dir: Some(self.compute.data_dir.join("spill")),
+        }
     }
 
     /// Run the tasks a coordinator sent, one after the other in one slot: rows of tasks
@@ -202,12 +206,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .await;
         };
         let reader = self.reader(self.addresses());
-        let ctx = match self.session(self.slot_count, &reader) {
-            Ok(ctx) => ctx,
-            Err(answer) => return respond(reply, &answer).await,
+        let memory = self.task_memory();
+        let task_ctx = match tern_exec::task_context(
+            &self.functions,
+            self.slot_count,
+            reader.clone(),
+            reader.clone(),
+            &memory,
+        ) {
+            Ok(task_ctx) => task_ctx,
+            Err(e) => {
+                let answer = Response::error(ErrorKind::Unavailable, e.to_string());
+                return respond(reply, &answer).await;
+            }
         };
         let result = async {
-            let plan = tern_exec::decode_plan(&plan, &ctx.task_ctx())?;
+            let plan = tern_exec::decode_plan(&plan, &task_ctx)?;
             let schema = plan.schema();
             let mut stats = Vec::with_capacity(tasks.len());
             let mut bytes = Vec::new();
@@ -225,7 +239,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 let (rows, sent) = match task.output {
                     None => {
                         let (plan, task_ctx, schema) =
-                            (plan.clone(), ctx.task_ctx(), schema.clone());
+                            (plan.clone(), task_ctx.clone(), schema.clone());
                         let (rows, ipc) = tern_exec::on_runtime(runtime, async move {
                             let batches = tern_exec::run_task(plan, partition, task_ctx).await?;
                             let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
@@ -238,7 +252,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     Some(out) => {
                         let buckets = tern_exec::on_runtime(
                             runtime,
-                            tern_exec::run_shuffle_task(plan.clone(), partition, ctx.task_ctx()),
+                            tern_exec::run_shuffle_task(plan.clone(), partition, task_ctx.clone()),
                         )
                         .await?;
                         let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();

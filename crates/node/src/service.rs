@@ -31,6 +31,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// Tasks this node runs at once (its cores by default), and the queue for them.
     pub(crate) slot_count: usize,
     pub(crate) task_slots: std::sync::Arc<crate::slots::FairSlots>,
+    /// DataFusion's functions, gathered once, for the contexts tasks run in.
+    pub(crate) functions: tern_exec::Functions,
     pub(crate) compute: crate::ComputeSettings,
     /// Shuffle outputs of tasks this node ran, until their job ends.
     pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
@@ -88,6 +90,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             copy_pace: crate::repair::Pace::new(timings.copy_bytes_per_s),
             slot_count: task_slots,
             task_slots: crate::slots::FairSlots::new(task_slots),
+            functions: tern_exec::Functions::default(),
             board: tern_sched::LoadBoard::new(task_slots),
             shuffles: Arc::new(crate::shuffle::ShuffleStore::new(
                 &compute.data_dir.join("shuffle"),
