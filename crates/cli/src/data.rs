@@ -468,15 +468,28 @@ pub async fn sql(dir: &Path, args: SqlArgs) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let answer = match run_query(&client, &args).await {
-        // A query only reads: run it once more through another node (a file being written is
-        // started again).
-        Err(lost @ tern_client::ClientError::CoordinatorLost { .. }) => {
-            eprintln!("{lost}; retrying once");
-            run_query(&client, &args).await?
+    let running = async {
+        match run_query(&client, &args).await {
+            // A query only reads: run it once more through another node (a file being
+            // written is started again).
+            Err(lost @ tern_client::ClientError::CoordinatorLost { .. }) => {
+                eprintln!("{lost}; retrying once");
+                run_query(&client, &args).await
+            }
+            answer => answer,
         }
-        answer => answer?,
     };
+    let answer = tokio::select! {
+        answer = running => Some(answer),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let Some(answer) = answer else {
+        // The query's stream is dropped by now, which tells the coordinator to stop; give
+        // that a moment to leave before the process does.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        bail!("cancelled: the cluster stops the query");
+    };
+    let answer = answer?;
     let secs = started.elapsed().as_secs_f64();
     match &args.out {
         Some(out) => println!(

@@ -414,6 +414,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 }
 
+/// How often a running query's progress is sent again while it does not change.
+const PROGRESS_RESEND: Duration = Duration::from_secs(1);
+
 /// Rows of an answer go out in IPC streams of about this many bytes (a row-count slice of a
 /// larger batch, or small batches gathered until they reach it).
 const ROWS_EVENT_BYTES: usize = 1 << 20;
@@ -431,6 +434,10 @@ async fn stream_query<T: Transport>(
     use tern_proto::{QueryEvent, encode_event};
     let running = coordinator.run_planned(ctx, plan);
     tokio::pin!(running);
+    // The newest progress goes out again every second while nothing changes: a client that
+    // went away (Ctrl-C) is noticed by the failed write within that, not when the stage ends.
+    let mut resend = tokio::time::interval(PROGRESS_RESEND);
+    let mut newest: Option<QueryEvent> = None;
     let answer = loop {
         tokio::select! {
             answer = &mut running => break answer,
@@ -441,6 +448,15 @@ async fn stream_query<T: Transport>(
                 }
                 for event in newest_progress(pending) {
                     reply.write_chunk(&encode_event(&event)).await?;
+                    if matches!(event, QueryEvent::Progress { .. }) {
+                        newest = Some(event);
+                    }
+                }
+                resend.reset();
+            }
+            _ = resend.tick() => {
+                if let Some(event) = &newest {
+                    reply.write_chunk(&encode_event(event)).await?;
                 }
             }
         }
