@@ -36,6 +36,8 @@ struct NodeReader<T: Transport> {
     addrs: BTreeMap<NodeId, String>,
     remote: Arc<AtomicU32>,
     unavailable: Arc<AtomicBool>,
+    /// Read this node's blocks on the calling thread (it is one of the query runtime's).
+    in_place: bool,
     /// The first shuffle input that could not be fetched: (stage, node, why).
     lost: Arc<Mutex<Option<(u32, NodeId, String)>>>,
 }
@@ -89,8 +91,14 @@ impl<T: Transport> BlockReader for NodeReader<T> {
             .map(|h| (*h, self.addrs.get(h).cloned()))
             .collect();
         let (remote, unavailable) = (self.remote.clone(), self.unavailable.clone());
+        let in_place = self.in_place;
         Box::pin(async move {
-            if let Ok(bytes) = on_store(&blocks, move |b| b.get(&block)).await {
+            let local = if in_place {
+                blocks.get(&block)
+            } else {
+                on_store(&blocks, move |b| b.get(&block)).await
+            };
+            if let Ok(bytes) = local {
                 return Ok(bytes);
             }
             remote.fetch_add(1, Ordering::Relaxed);
@@ -115,15 +123,91 @@ impl<T: Transport> BlockReader for NodeReader<T> {
     }
 }
 
-/// Counts a task as running while it lives.
+/// Counts a batch of tasks as running (one slot's worth) while it lives.
 struct Running<'a>(&'a AtomicU64);
 
 impl<'a> Running<'a> {
-    fn start(running: &'a AtomicU64, run: &AtomicU64) -> Self {
+    fn batch(running: &'a AtomicU64, run: &AtomicU64, tasks: usize) -> Self {
         running.fetch_add(1, Ordering::Relaxed);
-        run.fetch_add(1, Ordering::Relaxed);
+        run.fetch_add(tasks as u64, Ordering::Relaxed);
         Self(running)
     }
+}
+
+/// What one `RunTask` request runs, owned, so it can move to the query runtime.
+struct BatchWork<T: Transport> {
+    plan: Vec<u8>,
+    tasks: Vec<TaskSpec>,
+    task_ctx: Arc<tern_exec::datafusion::execution::TaskContext>,
+    reader: Arc<NodeReader<T>>,
+    shuffles: Arc<ShuffleStore>,
+    /// Store calls may block this thread.
+    in_place: bool,
+    /// Every task first waits this long (a slow node, for tests).
+    delay: Duration,
+}
+
+/// Run a request's tasks one after the other: rows of tasks without an output come back as
+/// Arrow IPC streams (concatenated); the others' are kept here, split into buckets.
+async fn run_batch<T: Transport>(
+    work: BatchWork<T>,
+) -> Result<(Vec<TaskStats>, Vec<u8>), tern_exec::ExecError> {
+    let BatchWork {
+        plan,
+        tasks,
+        task_ctx,
+        reader,
+        shuffles,
+        in_place,
+        delay,
+    } = work;
+    let plan = tern_exec::decode_plan(&plan, &task_ctx)?;
+    let schema = plan.schema();
+    let mut stats = Vec::with_capacity(tasks.len());
+    let mut bytes = Vec::new();
+    for task in tasks {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let remote_before = reader.remote.load(Ordering::Relaxed);
+        let partition = task.partition as usize;
+        let (rows, sent) = match task.output {
+            None => {
+                let batches =
+                    tern_exec::run_task(plan.clone(), partition, task_ctx.clone()).await?;
+                let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                let ipc = tern_exec::batches_to_ipc(&schema, &batches)?;
+                bytes.extend_from_slice(&ipc);
+                (rows, ipc.len() as u64)
+            }
+            Some(out) => {
+                let buckets =
+                    tern_exec::run_shuffle_task(plan.clone(), partition, task_ctx.clone()).await?;
+                let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
+                let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
+                let shuffles = shuffles.clone();
+                crate::blocks::off_runtime(in_place, move || {
+                    shuffles.put(out.job, out.stage, out.task, kept)
+                })
+                .await
+                .map_err(tern_exec::ExecError::Plan)?
+                .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?;
+                (rows, 0)
+            }
+        };
+        stats.push(TaskStats {
+            rows,
+            remote_reads: reader.remote.load(Ordering::Relaxed) - remote_before,
+            spilled: 0,
+            bytes: sent,
+        });
+    }
+    // Walking the plan's metrics costs more the more partitions it ran: once per batch, not
+    // per task (the coordinator only adds them up).
+    if let Some(first) = stats.first_mut() {
+        first.spilled = tern_exec::spilled_bytes(&plan);
+    }
+    Ok((stats, bytes))
 }
 
 impl Drop for Running<'_> {
@@ -152,7 +236,7 @@ async fn respond(mut reply: tern_net::BodyWriter, answer: &Response) {
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
-    fn reader(&self, addrs: BTreeMap<NodeId, String>) -> Arc<NodeReader<T>> {
+    fn reader(&self, addrs: BTreeMap<NodeId, String>, in_place: bool) -> Arc<NodeReader<T>> {
         Arc::new(NodeReader {
             me: self.id(),
             blocks: self.blocks.clone(),
@@ -162,6 +246,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             remote: Default::default(),
             unavailable: Default::default(),
             lost: Default::default(),
+            in_place,
         })
     }
 
@@ -205,7 +290,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             )
             .await;
         };
-        let reader = self.reader(self.addresses());
+        // On the query runtime's threads (one per slot) a task may block on the store: its
+        // block read and its shuffle output are done in place, and the whole batch runs there
+        // in one go instead of hopping between runtimes and blocking threads per task.
+        let in_place = self.compute_runtime.is_some() || !self.blocks.blocks_thread();
+        let reader = self.reader(self.addresses(), in_place);
         let memory = self.task_memory();
         let task_ctx = match tern_exec::task_context(
             &self.functions,
@@ -220,63 +309,17 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 return respond(reply, &answer).await;
             }
         };
-        let result = async {
-            let plan = tern_exec::decode_plan(&plan, &task_ctx)?;
-            let schema = plan.schema();
-            let mut stats = Vec::with_capacity(tasks.len());
-            let mut bytes = Vec::new();
-            for task in tasks {
-                let _running = Running::start(&self.tasks_running, &self.tasks_run);
-                if self.compute.task_delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(self.compute.task_delay_ms)).await;
-                }
-                let (remote_before, spilled_before) = (
-                    reader.remote.load(Ordering::Relaxed),
-                    tern_exec::spilled_bytes(&plan),
-                );
-                let partition = task.partition as usize;
-                let runtime = self.compute_runtime.as_ref();
-                let (rows, sent) = match task.output {
-                    None => {
-                        let (plan, task_ctx, schema) =
-                            (plan.clone(), task_ctx.clone(), schema.clone());
-                        let (rows, ipc) = tern_exec::on_runtime(runtime, async move {
-                            let batches = tern_exec::run_task(plan, partition, task_ctx).await?;
-                            let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                            Ok((rows, tern_exec::batches_to_ipc(&schema, &batches)?))
-                        })
-                        .await?;
-                        bytes.extend_from_slice(&ipc);
-                        (rows, ipc.len() as u64)
-                    }
-                    Some(out) => {
-                        let buckets = tern_exec::on_runtime(
-                            runtime,
-                            tern_exec::run_shuffle_task(plan.clone(), partition, task_ctx.clone()),
-                        )
-                        .await?;
-                        let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
-                        let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
-                        let shuffles = self.shuffles.clone();
-                        crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || {
-                            shuffles.put(out.job, out.stage, out.task, kept)
-                        })
-                        .await
-                        .map_err(tern_exec::ExecError::Plan)?
-                        .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?;
-                        (rows, 0)
-                    }
-                };
-                stats.push(TaskStats {
-                    rows,
-                    remote_reads: reader.remote.load(Ordering::Relaxed) - remote_before,
-                    spilled: tern_exec::spilled_bytes(&plan).saturating_sub(spilled_before),
-                    bytes: sent,
-                });
-            }
-            Ok::<_, tern_exec::ExecError>((stats, bytes))
-        }
-        .await;
+        let _running = Running::batch(&self.tasks_running, &self.tasks_run, tasks.len());
+        let batch = run_batch(BatchWork {
+            plan,
+            tasks,
+            task_ctx,
+            reader: reader.clone(),
+            shuffles: self.shuffles.clone(),
+            in_place,
+            delay: Duration::from_millis(self.compute.task_delay_ms),
+        });
+        let result = tern_exec::on_runtime(self.compute_runtime.as_ref(), batch).await;
         match result {
             Ok((tasks, bytes)) => {
                 respond_with_bytes(reply, &Response::TaskOutput { tasks }, &bytes).await;
@@ -339,7 +382,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Err(answer) => return respond(reply, &answer).await,
         };
         let addrs = nodes.values().map(|n| (n.id, n.addr.clone())).collect();
-        let reader = self.reader(addrs);
+        let reader = self.reader(addrs, false);
         let live = nodes
             .values()
             .filter(|n| n.state == NodeState::Up)
