@@ -33,7 +33,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use arrow;
 pub use codec::{TernCodec, decode_plan, encode_plan};
 pub use datafusion;
-pub use ipc::{batches_to_ipc, ipc_to_batches};
+pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches};
 pub use scan::{BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json};
 pub use shuffle::{
     ReadMode, ShuffleFetcher, ShuffleFuture, ShuffleKey, ShuffleReaderExec, TaskLocation,

@@ -516,6 +516,13 @@ async fn stream_query<T: Transport>(
     let mut sent_rows = false;
     loop {
         let next = answer.next_batch().await;
+        // Sized by the bytes its rows use, not the buffers they share with other batches.
+        let next = match next {
+            Some(Ok(batch)) => {
+                Some(tern_exec::compact_views(&batch).map_err(|e| SchedError::Query(e.to_string())))
+            }
+            other => other,
+        };
         let flush = match &next {
             Some(Ok(batch)) => {
                 pending_bytes += batch.get_array_memory_size();

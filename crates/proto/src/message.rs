@@ -115,6 +115,7 @@ pub enum Request {
     /// A Raft RPC between metadata members (payload encoded by `tern-meta`).
     Raft {
         kind: RaftKind,
+        #[serde(with = "crate::frame::bytes")]
         payload: Vec<u8>,
     },
     /// A new node asks to be added to the cluster (answered by the leader).
@@ -143,7 +144,7 @@ pub enum Request {
     /// A request a follower passed on to the leader, encoded (see [`Request::forward`]); it is
     /// answered there, never passed on again. Carried as bytes, not as a nested `Request`, so a
     /// crafted frame cannot nest it deep enough to exhaust the decoder's stack.
-    Forwarded(Vec<u8>),
+    Forwarded(#[serde(with = "crate::frame::bytes")] Vec<u8>),
     /// Store a block (bulk: its bytes follow as chunks), then pass it on to `chain[0]` with
     /// the rest of the chain; answered with every holder that stored it, or an error.
     PutBlock {
@@ -185,6 +186,7 @@ pub enum Request {
     RunTask {
         /// The job the tasks belong to: a node shares its slots fairly between jobs.
         job: u64,
+        #[serde(with = "crate::frame::bytes")]
         plan: Vec<u8>,
         tasks: Vec<TaskSpec>,
     },
@@ -387,7 +389,7 @@ pub enum Response {
     Pong {
         id: NodeId,
     },
-    Raft(Vec<u8>),
+    Raft(#[serde(with = "crate::frame::bytes")] Vec<u8>),
     Joined {
         id: NodeId,
         voter: bool,

@@ -54,7 +54,7 @@ pub enum QueryEvent {
         retries: u64,
     },
     /// Rows of the answer: one Arrow IPC stream (schema and batches).
-    Rows(Vec<u8>),
+    Rows(#[serde(with = "crate::frame::bytes")] Vec<u8>),
     Finished {
         rows: u64,
         stages: Vec<StageReport>,
