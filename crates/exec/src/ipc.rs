@@ -42,41 +42,34 @@ pub fn ipc_to_batches_projected(
 /// five rows picked by a top-k or a join out of a partition would otherwise carry the whole
 /// partition's strings (measured: TPC-H Q10's 20-row answer sent megabytes).
 pub fn compact_views(batch: &RecordBatch) -> Result<RecordBatch, ExecError> {
-    use arrow::array::{Array, AsArray};
+    use arrow::array::{ArrayRef, AsArray};
     use arrow::datatypes::DataType;
-    let wasteful = |buffers: usize, used: usize| buffers > 2 * used + 4096;
     let mut changed = false;
     let columns = batch
         .columns()
         .iter()
-        .map(|column| match column.data_type() {
-            DataType::Utf8View => {
-                let views = column.as_string_view();
-                let buffers: usize = views.data_buffers().iter().map(|b| b.len()).sum();
-                if wasteful(buffers, views.total_bytes_len()) {
-                    changed = true;
-                    Arc::new(views.gc()) as arrow::array::ArrayRef
-                } else {
-                    column.clone()
-                }
-            }
-            DataType::BinaryView => {
-                let views = column.as_binary_view();
-                let buffers: usize = views.data_buffers().iter().map(|b| b.len()).sum();
-                if wasteful(buffers, views.total_bytes_len()) {
-                    changed = true;
-                    Arc::new(views.gc()) as arrow::array::ArrayRef
-                } else {
-                    column.clone()
-                }
-            }
-            _ => column.clone(),
+        .map(|column| {
+            let compacted = match column.data_type() {
+                DataType::Utf8View => compacted(column.as_string_view()),
+                DataType::BinaryView => compacted(column.as_binary_view()),
+                _ => None,
+            };
+            changed |= compacted.is_some();
+            compacted.unwrap_or_else(|| column.clone())
         })
-        .collect::<Vec<_>>();
+        .collect::<Vec<ArrayRef>>();
     if !changed {
         return Ok(batch.clone());
     }
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// A copy of `views` holding only the bytes its rows use, when its buffers hold much more.
+fn compacted<T: arrow::datatypes::ByteViewType + ?Sized>(
+    views: &arrow::array::GenericByteViewArray<T>,
+) -> Option<arrow::array::ArrayRef> {
+    let buffers: usize = views.data_buffers().iter().map(|b| b.len()).sum();
+    (buffers > 2 * views.total_bytes_len() + 4096).then(|| Arc::new(views.gc()) as _)
 }
 
 #[cfg(test)]
