@@ -2,6 +2,12 @@
 //! coordinator sees the load (the tasks it has in flight on each node). A task waits a short
 //! while for a holder to free a slot (locality wait), then runs on the least busy node, which
 //! fetches the block from a holder. The counts are soft state, never needed for correctness.
+//!
+//! The board is shared by every job the node coordinates. A job with nothing in flight on a
+//! node may send it one task beyond its slots (one such task per node at a time): the node's
+//! own queue then gives
+//! that task a turn between the busy jobs' tasks (it shares slots fairly between jobs), so a
+//! small query is not held here behind every task of a large one.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,6 +19,8 @@ use tokio::sync::Notify;
 pub struct LoadBoard {
     slots: usize,
     in_flight: Mutex<BTreeMap<NodeId, usize>>,
+    /// Tasks in flight per (job, node).
+    by_job: Mutex<BTreeMap<(u64, NodeId), usize>>,
     freed: Notify,
     /// Tasks ever placed on each node: between equally busy nodes, the one given fewer tasks
     /// goes first, so short tasks that never overlap still take turns.
@@ -22,6 +30,7 @@ pub struct LoadBoard {
 /// A task slot taken on a node; given back when dropped.
 pub struct Slot<'a> {
     board: &'a LoadBoard,
+    job: u64,
     pub node: NodeId,
     /// Whether the node holds the task's block.
     pub local: bool,
@@ -38,6 +47,14 @@ impl Drop for Slot<'_> {
             *n = n.saturating_sub(1);
         }
         drop(map);
+        let mut by_job = self.board.by_job.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_job.get_mut(&(self.job, self.node)) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_job.remove(&(self.job, self.node));
+            }
+        }
+        drop(by_job);
         self.board.freed.notify_waiters();
     }
 }
@@ -48,6 +65,7 @@ impl LoadBoard {
         Self {
             slots: slots.max(1),
             in_flight: Mutex::default(),
+            by_job: Mutex::default(),
             freed: Notify::new(),
             placed: Mutex::default(),
         }
@@ -69,21 +87,27 @@ impl LoadBoard {
     }
 
     /// The least busy of `candidates` with a free slot, taken.
-    fn try_take(&self, candidates: &[NodeId], local: bool) -> Option<Slot<'_>> {
+    fn try_take(&self, job: u64, candidates: &[NodeId], local: bool) -> Option<Slot<'_>> {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_job = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
         let (_, _, node) = candidates
             .iter()
             .map(|id| {
                 let load = map.get(id).copied().unwrap_or(0);
                 (load, placed.get(id).copied().unwrap_or(0), *id)
             })
-            .filter(|(load, _, _)| *load < self.slots)
+            // One task beyond the slots, for a job with nothing on the node yet.
+            .filter(|(load, _, id)| {
+                *load < self.slots || (*load == self.slots && !by_job.contains_key(&(job, *id)))
+            })
             .min()?;
         *map.entry(node).or_default() += 1;
         *placed.entry(node).or_default() += 1;
+        *by_job.entry((job, node)).or_default() += 1;
         Some(Slot {
             board: self,
+            job,
             node,
             local,
         })
@@ -93,6 +117,7 @@ impl LoadBoard {
     /// busy of `anywhere` (waiting as long as it takes for one to free).
     pub async fn take(
         &self,
+        job: u64,
         holders: &[NodeId],
         anywhere: &[NodeId],
         locality_wait: Duration,
@@ -100,7 +125,7 @@ impl LoadBoard {
         let waited = tokio::time::Instant::now();
         loop {
             let freed = self.freed.notified();
-            if let Some(slot) = self.try_take(holders, true) {
+            if let Some(slot) = self.try_take(job, holders, true) {
                 return slot;
             }
             if waited.elapsed() >= locality_wait {
@@ -109,7 +134,7 @@ impl LoadBoard {
                     .filter(|n| !holders.contains(n))
                     .copied()
                     .collect();
-                if let Some(slot) = self.try_take(&others, false) {
+                if let Some(slot) = self.try_take(job, &others, false) {
                     return slot;
                 }
             }
@@ -130,7 +155,7 @@ mod tests {
         let wait = Duration::from_millis(10);
         let mut taken = Vec::new();
         for _ in 0..6 {
-            taken.push(board.take(&holders, &all, wait).await);
+            taken.push(board.take(1, &holders, &all, wait).await);
         }
         for id in holders {
             assert_eq!(
@@ -140,10 +165,27 @@ mod tests {
             );
         }
         assert!(taken.iter().all(|s| s.local));
-        let spilled = board.take(&holders, &all, wait).await;
+        let spilled = board.take(1, &holders, &all, wait).await;
         assert_eq!((spilled.node, spilled.local), (4, false));
         drop(taken.pop());
-        let back = board.take(&holders, &all, wait).await;
+        let back = board.take(1, &holders, &all, wait).await;
         assert!(back.local, "a freed holder slot is preferred again");
+    }
+
+    #[tokio::test]
+    async fn another_job_gets_one_task_onto_a_full_node() {
+        let board = LoadBoard::new(1);
+        let wait = Duration::from_millis(10);
+        let _busy = board.take(1, &[1], &[1], wait).await;
+        let other = tokio::time::timeout(Duration::from_secs(5), board.take(2, &[1], &[1], wait))
+            .await
+            .expect("a job with nothing on the node is not held back");
+        assert_eq!(other.node, 1);
+        let third =
+            tokio::time::timeout(Duration::from_millis(50), board.take(2, &[1], &[1], wait)).await;
+        assert!(
+            third.is_err(),
+            "but only one: the node is full for job 2 now"
+        );
     }
 }

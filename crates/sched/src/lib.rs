@@ -592,7 +592,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 .collect();
             let slot = self
                 .board
-                .take(&preferred, &anywhere, self.patience.locality_wait)
+                .take(self.job, &preferred, &anywhere, self.patience.locality_wait)
                 .await;
             let (node, local) = (slot.node, slot.local);
             let addr = self.nodes[&node].addr.clone();
@@ -708,7 +708,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 let plan = encode_plan(plan).map_err(query_error)?;
                 let slot = self
                     .board
-                    .take(&preferred, &anywhere, self.patience.locality_wait)
+                    .take(self.job, &preferred, &anywhere, self.patience.locality_wait)
                     .await;
                 let node = slot.node;
                 let addr = self.nodes[&node].addr.clone();
