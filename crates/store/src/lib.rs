@@ -235,7 +235,7 @@ impl BlockStore {
     pub fn get(&self, hash: &BlockHash) -> Result<Vec<u8>, StoreError> {
         let bytes = self
             .disk
-            .get(BLOCKS, &hash.0)?
+            .get_self_checked(BLOCKS, &hash.0)?
             .ok_or(StoreError::NotFound { hash: *hash })?;
         let actual = BlockHash::of(&bytes);
         if actual != *hash && !self.planted.skip_read_hash_check {
@@ -285,7 +285,7 @@ impl BlockStore {
     }
 
     /// Re-hash one block: `Ok(true)` if intact, `Ok(false)` if its bytes no longer match or
-    /// cannot be read back (RocksDB's own checksums caught the damage first); the caller drops
+    /// cannot be read back; the caller drops
     /// it and fetches a healthy copy.
     pub fn verify(&self, hash: &BlockHash) -> Result<bool, StoreError> {
         match self.get(hash) {
