@@ -88,6 +88,7 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         task_memory_bytes: 64 << 20,
         shuffle_memory_bytes: 64 << 20,
         answer_memory_bytes: 64 << 20,
+        cache_memory_bytes: 16 << 20,
         task_delay_ms: 0,
         data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
     };

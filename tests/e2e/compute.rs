@@ -112,6 +112,27 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
         assert_eq!(&pretty(&answer.batches), want, "{query}");
     }
 
+    // Holders keep the columns their scans decoded: asked again, the queries answer the same,
+    // and some scans are answered from memory without reading their block.
+    let cache = |rt: &tokio::runtime::Runtime| -> (u64, u64) {
+        (1..=3)
+            .map(|id| rt.block_on(tern_e2e::local_metrics(&client, &cluster.addr(id))))
+            .map(|m| m.expect("metrics"))
+            .fold((0, 0), |(b, h), m| (b + m.cached_bytes, h + m.cache_hits))
+    };
+    let (cached, hits_before) = cache(&rt);
+    assert!(cached > 0, "no columns kept after the queries");
+    for (query, want) in QUERIES.iter().zip(&expected) {
+        let answer = rt
+            .block_on(client.sql(query))
+            .unwrap_or_else(|e| panic!("{query} again: {e}"));
+        assert_eq!(&pretty(&answer.batches), want, "{query} again");
+    }
+    assert!(
+        cache(&rt).1 > hits_before,
+        "no scan was answered from memory"
+    );
+
     // Every scan task ran on a holder of its partition, read locally, spread over the nodes.
     let answer = rt.block_on(client.sql(QUERIES[1])).unwrap();
     let scan = &answer.stages[0];

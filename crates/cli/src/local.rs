@@ -70,6 +70,9 @@ pub struct UpArgs {
     /// final stage merges); a query past it fails with an error saying so.
     #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
     answer_memory: u64,
+    /// Decoded columns of its own blocks each node keeps in memory for later queries (0: none).
+    #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
+    cache_memory: u64,
     /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
     #[arg(long, value_parser = parse_slow_node)]
     slow_node: Option<(u64, u64)>,
@@ -156,6 +159,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 task_memory_bytes: args.task_memory,
                 shuffle_memory_bytes: args.shuffle_memory,
                 answer_memory_bytes: args.answer_memory,
+                cache_memory_bytes: args.cache_memory,
                 task_delay_ms: args
                     .slow_node
                     .filter(|(slow, _)| *slow == id)

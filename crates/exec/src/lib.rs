@@ -12,6 +12,7 @@
 //! first and other holders after. It does not cut plans into stages or choose nodes (that is
 //! `tern-sched`).
 
+mod cache;
 mod codec;
 mod ipc;
 mod scan;
@@ -31,10 +32,13 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use arrow;
+pub use cache::{CachedColumn, ColumnCache};
 pub use codec::{TernCodec, decode_plan, encode_plan};
 pub use datafusion;
 pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches};
-pub use scan::{BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json};
+pub use scan::{
+    BlockRead, BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json,
+};
 pub use shuffle::{
     ReadMode, ShuffleFetcher, ShuffleFuture, ShuffleKey, ShuffleReaderExec, TaskLocation,
     run_shuffle_task,

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::Statistics;
@@ -29,14 +30,27 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tern_proto::{BlockHash, DatasetRecord, NodeId};
 
+use crate::cache::{CachedColumn, ColumnCache};
 use crate::{ExecError, ReaderHandle};
 
 /// The bytes of one block, or why they could not be had.
-pub type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+pub type ReadFuture = Pin<Box<dyn Future<Output = Result<BlockRead, String>> + Send>>;
+
+/// One block's bytes, and whether they came from the reading node's own store.
+pub struct BlockRead {
+    pub bytes: Vec<u8>,
+    pub local: bool,
+}
 
 /// Where scans get partition bytes: the node's own store, then the other holders.
 pub trait BlockReader: Send + Sync + 'static {
     fn read(&self, block: BlockHash, holders: Vec<NodeId>) -> ReadFuture;
+
+    /// Decoded columns the reading node keeps of blocks it holds (see [`ColumnCache`]); a
+    /// block fetched from another holder is not kept, so data stays where placement says.
+    fn cache(&self) -> Option<Arc<ColumnCache>> {
+        None
+    }
 }
 
 /// A dataset's Arrow schema from the JSON its record keeps (see `tern describe`).
@@ -321,9 +335,9 @@ impl ExecutionPlan for PartitionScanExec {
             .clone();
         let (dataset, projection, limit) =
             (self.dataset.clone(), self.projection.clone(), self.limit);
+        let columns = projection.unwrap_or_else(|| (0..self.table_schema.fields().len()).collect());
         let read = async move {
-            let bytes = reader
-                .read(part.block, part.holders.clone())
+            let batches = read_columns(reader.as_ref(), &part, &columns)
                 .await
                 .map_err(|reason| {
                     DataFusionError::Execution(format!(
@@ -332,8 +346,6 @@ impl ExecutionPlan for PartitionScanExec {
                         part.block.prefix(12)
                     ))
                 })?;
-            let (_, batches) = crate::ipc::ipc_to_batches_projected(bytes, projection)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let mut left = limit.unwrap_or(usize::MAX);
             let mut out = Vec::with_capacity(batches.len());
             for batch in batches {
@@ -351,5 +363,196 @@ impl ExecutionPlan for PartitionScanExec {
             self.schema(),
             stream,
         )))
+    }
+}
+
+/// Columns `columns` (table positions, in that order) of one stored partition, as its
+/// batches: from the node's [`ColumnCache`] where it has them, else decoded from the block
+/// (only the columns missing; they are kept for next time if the block is this node's own).
+async fn read_columns(
+    reader: &dyn BlockReader,
+    part: &ScanPartition,
+    columns: &[usize],
+) -> std::result::Result<Vec<RecordBatch>, String> {
+    let cache = reader.cache();
+    let (rows, mut found) = match &cache {
+        Some(cache) => cache.lookup(&part.block, columns),
+        None => (None, vec![None; columns.len()]),
+    };
+    let missing: Vec<usize> = columns
+        .iter()
+        .zip(&found)
+        .filter(|(_, hit)| hit.is_none())
+        .map(|(&c, _)| c)
+        .collect();
+    let rows = match rows {
+        Some(rows) if missing.is_empty() => rows,
+        _ => {
+            let read = reader.read(part.block, part.holders.clone()).await?;
+            let (_, batches) =
+                crate::ipc::ipc_to_batches_projected(read.bytes, Some(missing.clone()))
+                    .map_err(|e| e.to_string())?;
+            // The reader's schema is the whole block's; its batches carry the projected one.
+            let Some(schema) = batches.first().map(|b| b.schema()) else {
+                return Ok(Vec::new());
+            };
+            let mut decoded = (0..missing.len()).map(|i| CachedColumn {
+                field: schema.fields()[i].clone(),
+                arrays: batches.iter().map(|b| b.column(i).clone()).collect(),
+            });
+            for (slot, &c) in found.iter_mut().zip(columns) {
+                if slot.is_none() {
+                    let column = decoded.next().ok_or("a column is missing from the block")?;
+                    if let (Some(cache), true) = (&cache, read.local) {
+                        cache.insert(part.block, c, column.clone());
+                    }
+                    *slot = Some(column);
+                }
+            }
+            batches.iter().map(|b| b.num_rows()).collect()
+        }
+    };
+    let found: Vec<CachedColumn> = found.into_iter().flatten().collect();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        found.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
+    ));
+    rows.iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let arrays = found
+                .iter()
+                .map(|c| {
+                    c.arrays
+                        .get(i)
+                        .cloned()
+                        .ok_or("a column has fewer batches than the block")
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            RecordBatch::try_new_with_options(
+                schema.clone(),
+                arrays,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Int64Array, StringArray};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One block, served from "this node's store", counting reads.
+    struct OneBlock {
+        bytes: Vec<u8>,
+        reads: AtomicUsize,
+        cache: Arc<ColumnCache>,
+    }
+
+    impl BlockReader for OneBlock {
+        fn read(&self, _block: BlockHash, _holders: Vec<NodeId>) -> ReadFuture {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let bytes = self.bytes.clone();
+            Box::pin(async move { Ok(BlockRead { bytes, local: true }) })
+        }
+
+        fn cache(&self) -> Option<Arc<ColumnCache>> {
+            Some(self.cache.clone())
+        }
+    }
+
+    fn block() -> OneBlock {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = |from: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(from..from + 3)),
+                    Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                    Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                ],
+            )
+            .unwrap()
+        };
+        OneBlock {
+            bytes: crate::batches_to_ipc(&schema, &[batch(0), batch(10)]).unwrap(),
+            reads: AtomicUsize::new(0),
+            cache: Arc::new(ColumnCache::new(1 << 20)),
+        }
+    }
+
+    fn partition() -> ScanPartition {
+        ScanPartition {
+            index: 0,
+            block: BlockHash([7; 32]),
+            holders: vec![1],
+            bytes: 0,
+            rows: 6,
+        }
+    }
+
+    #[tokio::test]
+    async fn columns_once_decoded_come_from_memory_in_the_order_asked() {
+        let reader = block();
+        let read = |columns: Vec<usize>| {
+            let reader = &reader;
+            async move { read_columns(reader, &partition(), &columns).await.unwrap() }
+        };
+        let first = read(vec![2, 0]).await;
+        assert_eq!(reader.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(first.len(), 2, "the block's two batches");
+        assert_eq!(first[1].schema().field(0).name(), "n");
+        let ids = first[1]
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values(), &[10, 11, 12]);
+        assert_eq!(first[0].column(0).null_count(), 1);
+
+        // Both columns held: no read, the same batches.
+        assert_eq!(read(vec![2, 0]).await, first);
+        // No columns (a count): the rows per batch, no read.
+        let counted = read(vec![]).await;
+        assert_eq!(
+            counted.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [3, 3]
+        );
+        assert_eq!(reader.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(reader.cache.hits(), 2);
+
+        // One column missing: one read, and the held one comes from memory.
+        let mixed = read(vec![1, 0]).await;
+        assert_eq!(reader.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(mixed[0].schema().field(0).name(), "name");
+        assert_eq!(mixed[0].num_columns(), 2);
+        assert_eq!(read(vec![0, 1, 2]).await.len(), 2);
+        assert_eq!(reader.reads.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_block_fetched_from_another_holder_is_not_kept() {
+        struct Remote(OneBlock);
+        impl BlockReader for Remote {
+            fn read(&self, block: BlockHash, holders: Vec<NodeId>) -> ReadFuture {
+                let read = self.0.read(block, holders);
+                Box::pin(async move { read.await.map(|r| BlockRead { local: false, ..r }) })
+            }
+            fn cache(&self) -> Option<Arc<ColumnCache>> {
+                self.0.cache()
+            }
+        }
+        let reader = Remote(block());
+        for _ in 0..2 {
+            read_columns(&reader, &partition(), &[0]).await.unwrap();
+        }
+        assert_eq!(reader.0.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(reader.0.cache.used(), 0);
     }
 }

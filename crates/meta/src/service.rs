@@ -259,6 +259,8 @@ impl Meta {
             tasks_running: 0,
             tasks_run: 0,
             shuffle_outputs: 0,
+            cached_bytes: 0,
+            cache_hits: 0,
         }
     }
 

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_exec::{
-    BlockReader, MemoryLimit, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey, StoredTable,
+    BlockRead, BlockReader, ColumnCache, MemoryLimit, ReadFuture, ShuffleFetcher, ShuffleFuture,
+    ShuffleKey, StoredTable,
 };
 use tern_proto::{
     BlockHash, Clock, ErrorKind, NodeId, NodeState, Request, Response, TaskSpec, TaskStats,
@@ -40,6 +41,7 @@ struct NodeReader<T: Transport> {
     in_place: bool,
     /// The first shuffle input that could not be fetched: (stage, node, why).
     lost: Arc<Mutex<Option<(u32, NodeId, String)>>>,
+    cache: Arc<ColumnCache>,
 }
 
 impl<T: Transport> ShuffleFetcher for NodeReader<T> {
@@ -99,7 +101,7 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                 on_store(&blocks, move |b| b.get(&block)).await
             };
             if let Ok(bytes) = local {
-                return Ok(bytes);
+                return Ok(BlockRead { bytes, local: true });
             }
             remote.fetch_add(1, Ordering::Relaxed);
             let mut reasons = Vec::new();
@@ -113,13 +115,22 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                     .await
                     .unwrap_or_else(|gone| Err(gone.to_string()));
                 match fetched {
-                    Ok(bytes) => return Ok(bytes),
+                    Ok(bytes) => {
+                        return Ok(BlockRead {
+                            bytes,
+                            local: false,
+                        });
+                    }
                     Err(e) => reasons.push(format!("node {id}: {e}")),
                 }
             }
             unavailable.store(true, Ordering::Relaxed);
             Err(format!("no holder served it ({})", reasons.join("; ")))
         })
+    }
+
+    fn cache(&self) -> Option<Arc<ColumnCache>> {
+        Some(self.cache.clone())
     }
 }
 
@@ -247,6 +258,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             unavailable: Default::default(),
             lost: Default::default(),
             in_place,
+            cache: self.column_cache.clone(),
         })
     }
 

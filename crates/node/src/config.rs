@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// taking the node's memory (default 2 GiB; Spark's `maxResultSize`).
     #[serde(default = "default_answer_memory")]
     pub answer_memory_bytes: u64,
+    /// Decoded columns of this node's blocks kept in memory for later scans (Spark's cached
+    /// blocks); 0 keeps none (default 2 GiB).
+    #[serde(default = "default_cache_memory")]
+    pub cache_memory_bytes: u64,
     /// For tests and demos: every task this node runs first waits this long (a slow node).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub task_delay_ms: u64,
@@ -77,6 +81,10 @@ fn default_answer_memory() -> u64 {
     2 << 30
 }
 
+fn default_cache_memory() -> u64 {
+    2 << 30
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -88,6 +96,7 @@ pub struct ComputeSettings {
     pub task_memory_bytes: u64,
     pub shuffle_memory_bytes: u64,
     pub answer_memory_bytes: u64,
+    pub cache_memory_bytes: u64,
     pub task_delay_ms: u64,
     pub data_dir: PathBuf,
 }
@@ -157,6 +166,7 @@ impl NodeConfig {
             task_memory_bytes: self.task_memory_bytes,
             shuffle_memory_bytes: self.shuffle_memory_bytes,
             answer_memory_bytes: self.answer_memory_bytes,
+            cache_memory_bytes: self.cache_memory_bytes,
             task_delay_ms: self.task_delay_ms,
             data_dir: self.data_dir.clone(),
         }

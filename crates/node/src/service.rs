@@ -34,6 +34,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// DataFusion's functions, gathered once, for the contexts tasks run in.
     pub(crate) functions: tern_exec::Functions,
     pub(crate) compute: crate::ComputeSettings,
+    /// Decoded columns of this node's blocks that scans read lately.
+    pub(crate) column_cache: Arc<tern_exec::ColumnCache>,
     /// Shuffle outputs of tasks this node ran, until their job ends.
     pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
     /// Jobs this node coordinates, for their ids.
@@ -96,6 +98,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 &compute.data_dir.join("shuffle"),
                 compute.shuffle_memory_bytes,
             )),
+            column_cache: Arc::new(tern_exec::ColumnCache::new(compute.cache_memory_bytes)),
             compute,
             jobs_started: Default::default(),
             tasks_running: Default::default(),
@@ -282,6 +285,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .load(std::sync::atomic::Ordering::Relaxed);
         metrics.tasks_run = self.tasks_run.load(std::sync::atomic::Ordering::Relaxed);
         metrics.shuffle_outputs = self.shuffles.outputs() as u64;
+        metrics.cached_bytes = self.column_cache.used();
+        metrics.cache_hits = self.column_cache.hits();
         metrics
     }
 

@@ -303,6 +303,10 @@ pub struct LocalMetrics {
     pub tasks_run: u64,
     /// Task outputs this node keeps for later stages now.
     pub shuffle_outputs: u64,
+    /// Bytes of decoded columns this node keeps for later scans, and the scans they answered
+    /// without reading a block since it started.
+    pub cached_bytes: u64,
+    pub cache_hits: u64,
 }
 
 /// One node's scrub pass.

@@ -1,0 +1,224 @@
+//! Decoded columns of stored partitions, kept in memory up to a byte budget (Spark's cached
+//! blocks, the memory Dask workers keep data in).
+//!
+//! A scan reads a whole block (every column), checks its hash and decompresses the columns it
+//! needs: for a table scan that is most of a query's work, and memory bandwidth, not the disk,
+//! is what bounds it. Blocks never change (a block is named by its hash), so a column decoded
+//! once can answer every later scan of it without a way to go stale. Entries are one column of
+//! one block; the least recently used go first when the budget is reached.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::FieldRef;
+use tern_proto::BlockHash;
+
+/// One column of one block: its field and its arrays, one per batch of the block.
+#[derive(Debug, Clone)]
+pub struct CachedColumn {
+    pub field: FieldRef,
+    pub arrays: Arc<[ArrayRef]>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct ColumnCache {
+    budget: u64,
+    inner: Mutex<Inner>,
+    /// Scans answered from here without reading their block.
+    hits: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    used: u64,
+    /// Bumped on every use; an entry's last use orders eviction.
+    tick: u64,
+    columns: HashMap<(BlockHash, usize), Entry>,
+    by_last_use: BTreeMap<u64, (BlockHash, usize)>,
+    /// Rows in each batch of a block (what a scan of no columns, `count(*)`, needs), kept while
+    /// any of its columns is.
+    batch_rows: HashMap<BlockHash, (Arc<[usize]>, usize)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    column: CachedColumn,
+    bytes: u64,
+    last_use: u64,
+}
+
+impl ColumnCache {
+    /// A cache holding at most `budget` bytes of decoded arrays (0: it keeps nothing).
+    pub fn new(budget: u64) -> Self {
+        Self {
+            budget,
+            inner: Mutex::default(),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes of arrays held now.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Scans answered from here without reading their block, since the node started.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rows per batch of `block` and those of `columns` held here (`None` where not),
+    /// marking them used.
+    pub fn lookup(
+        &self,
+        block: &BlockHash,
+        columns: &[usize],
+    ) -> (Option<Arc<[usize]>>, Vec<Option<CachedColumn>>) {
+        let mut inner = self.lock();
+        let rows = inner.batch_rows.get(block).map(|(rows, _)| rows.clone());
+        let found: Vec<Option<CachedColumn>> = columns
+            .iter()
+            .map(|&c| inner.touch(*block, c).map(|e| e.column.clone()))
+            .collect();
+        if rows.is_some() && found.iter().all(Option::is_some) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        (rows, found)
+    }
+
+    /// Keep column `column` of `block`, then drop the least recently used columns past the
+    /// budget. A column larger than the whole budget is not kept.
+    pub fn insert(&self, block: BlockHash, column: usize, value: CachedColumn) {
+        let bytes: u64 = value
+            .arrays
+            .iter()
+            .map(|a| a.get_array_memory_size() as u64)
+            .sum::<u64>()
+            .max(1);
+        if bytes > self.budget {
+            return;
+        }
+        let rows: Arc<[usize]> = value.arrays.iter().map(|a| a.len()).collect();
+        let mut inner = self.lock();
+        inner.remove((block, column));
+        inner.tick += 1;
+        let last_use = inner.tick;
+        inner.by_last_use.insert(last_use, (block, column));
+        inner.columns.insert(
+            (block, column),
+            Entry {
+                column: value,
+                bytes,
+                last_use,
+            },
+        );
+        inner.used += bytes;
+        inner.batch_rows.entry(block).or_insert_with(|| (rows, 0)).1 += 1;
+        while inner.used > self.budget {
+            let Some((_, oldest)) = inner.by_last_use.pop_first() else {
+                break;
+            };
+            inner.remove(oldest);
+        }
+    }
+}
+
+impl Inner {
+    fn touch(&mut self, block: BlockHash, column: usize) -> Option<&Entry> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.columns.get_mut(&(block, column))?;
+        self.by_last_use.remove(&entry.last_use);
+        entry.last_use = tick;
+        self.by_last_use.insert(tick, (block, column));
+        Some(entry)
+    }
+
+    fn remove(&mut self, key: (BlockHash, usize)) {
+        let Some(entry) = self.columns.remove(&key) else {
+            return;
+        };
+        self.by_last_use.remove(&entry.last_use);
+        self.used -= entry.bytes;
+        if let Some((_, held)) = self.batch_rows.get_mut(&key.0) {
+            *held -= 1;
+            if *held == 0 {
+                self.batch_rows.remove(&key.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+
+    fn column(values: usize) -> CachedColumn {
+        CachedColumn {
+            field: Arc::new(Field::new("x", DataType::Int64, false)),
+            arrays: vec![Arc::new(Int64Array::from_iter_values(0..values as i64)) as ArrayRef]
+                .into(),
+        }
+    }
+
+    fn block(n: u8) -> BlockHash {
+        BlockHash([n; 32])
+    }
+
+    #[test]
+    fn the_least_recently_used_column_goes_first() {
+        let one = column(1000).arrays[0].get_array_memory_size() as u64;
+        let cache = ColumnCache::new(3 * one);
+        for b in 0..3 {
+            cache.insert(block(b), 0, column(1000));
+        }
+        // Block 0 used again: block 1 is now the oldest.
+        assert!(cache.lookup(&block(0), &[0]).1[0].is_some());
+        assert_eq!(cache.hits(), 1);
+        cache.insert(block(3), 0, column(1000));
+        let held = |b: u8| cache.lookup(&block(b), &[0]).1[0].is_some();
+        assert!(!held(1), "the least recently used column was kept");
+        assert!(held(0) && held(2) && held(3));
+        assert!(cache.used() <= cache.budget());
+    }
+
+    #[test]
+    fn batch_rows_stay_while_any_column_of_the_block_does() {
+        let one = column(10).arrays[0].get_array_memory_size() as u64;
+        let cache = ColumnCache::new(2 * one);
+        cache.insert(block(1), 0, column(10));
+        cache.insert(block(1), 1, column(10));
+        assert_eq!(cache.lookup(&block(1), &[]).0.as_deref(), Some(&[10][..]));
+        cache.insert(block(2), 0, column(10));
+        cache.insert(block(2), 1, column(10));
+        assert!(cache.lookup(&block(1), &[]).0.is_none());
+        assert_eq!(cache.used(), 2 * one);
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_budget_and_replacing_counts_once() {
+        let none = ColumnCache::new(0);
+        none.insert(block(1), 0, column(10));
+        assert_eq!(none.used(), 0);
+        assert!(none.lookup(&block(1), &[0]).1[0].is_none());
+
+        let cache = ColumnCache::new(1 << 20);
+        cache.insert(block(1), 0, column(10));
+        let once = cache.used();
+        cache.insert(block(1), 0, column(10));
+        assert_eq!(cache.used(), once);
+    }
+}
