@@ -99,6 +99,14 @@ pub fn parse_size(text: &str) -> Result<u64> {
     Ok(bytes)
 }
 
+/// A size as [`parse_size`] reads it, where 0 means "none".
+pub fn parse_size_or_zero(text: &str) -> Result<u64> {
+    match text.trim() {
+        "0" => Ok(0),
+        _ => parse_size(text),
+    }
+}
+
 fn parse_schema(text: &str) -> Result<SchemaRef> {
     let mut fields = Vec::new();
     for column in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {

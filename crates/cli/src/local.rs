@@ -71,7 +71,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
     answer_memory: u64,
     /// Decoded columns of its own blocks each node keeps in memory for later queries (0: none).
-    #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
+    #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size_or_zero)]
     cache_memory: u64,
     /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
     #[arg(long, value_parser = parse_slow_node)]
