@@ -22,7 +22,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10}",
+        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10}",
         "ID",
         "ADDRESS",
         "ZONE",
@@ -33,7 +33,8 @@ pub fn status_table(status: &ClusterStatus) -> String {
         "TERM",
         "APPLIED",
         "REPLICAS",
-        "STORED"
+        "STORED",
+        "CACHED"
     );
     for n in &status.nodes {
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
@@ -48,7 +49,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10}",
+            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10}",
             n.id,
             n.address,
             zone,
@@ -59,7 +60,8 @@ pub fn status_table(status: &ClusterStatus) -> String {
             term,
             applied,
             n.stored_partitions,
-            human_bytes(n.stored_bytes)
+            human_bytes(n.stored_bytes),
+            n.cached_bytes.map_or_else(|| "-".into(), human_bytes)
         );
     }
     out

@@ -398,6 +398,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     capacity_bytes: node.capacity_bytes,
                     stored_partitions: stored.get(&node.id).map_or(0, |s| s.0),
                     stored_bytes: stored.get(&node.id).map_or(0, |s| s.1),
+                    cached_bytes: m.map(|m| m.cached_bytes),
                 }
             })
             .collect();

@@ -341,6 +341,8 @@ pub struct NodeStatus {
     /// Partition replicas the catalog places on this node, and their bytes.
     pub stored_partitions: u64,
     pub stored_bytes: u64,
+    /// Decoded columns it keeps in memory for later scans; `None` if it did not answer.
+    pub cached_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
