@@ -132,6 +132,15 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
         cache(&rt).1 > hits_before,
         "no scan was answered from memory"
     );
+    let out = cluster.tern(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let shown: u64 = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["cached_bytes"].as_u64())
+        .sum();
+    assert!(shown > 0, "tern status shows no cached bytes: {status}");
 
     // Every scan task ran on a holder of its partition, read locally, spread over the nodes.
     let answer = rt.block_on(client.sql(QUERIES[1])).unwrap();
