@@ -66,20 +66,7 @@ pub(crate) fn store_sales(
 ) -> std::path::PathBuf {
     let csv = cluster.path().join(format!("{name}.csv"));
     write_sales_csv(&csv, rows);
-    let put = cluster.tern(&[
-        "put",
-        csv.to_str().unwrap(),
-        "--name",
-        name,
-        "--partition-size",
-        partition_size,
-        "--quiet",
-    ]);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    cluster.put(&csv, name, &["--partition-size", partition_size]);
     let parquet = cluster.path().join(format!("{name}.parquet"));
     let get = cluster.tern(&["get", name, "--out", parquet.to_str().unwrap(), "--quiet"]);
     assert!(get.status.success());

@@ -156,6 +156,24 @@ impl LocalCluster {
         tern(&all)
     }
 
+    /// `tern put FILE --name NAME --quiet EXTRA`, which must succeed.
+    pub fn put(&self, file: &Path, name: &str, extra: &[&str]) {
+        let mut args = vec![
+            "put",
+            file.to_str().expect("utf-8 path"),
+            "--name",
+            name,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.tern(&args);
+        assert!(
+            out.status.success(),
+            "put {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A client of this cluster (call inside a tokio runtime: its socket is registered there).
     pub fn client(&self) -> Client {
         Client::open(self.path()).expect("client config")

@@ -168,18 +168,7 @@ fn stored_tpch(files: &[(&str, std::path::PathBuf)], extra: &[&str]) -> LocalClu
     let cluster = LocalCluster::up_args(3, extra);
     let started = Instant::now();
     for (name, path) in files {
-        let out = cluster.tern(&[
-            "put",
-            path.to_str().expect("utf-8"),
-            "--name",
-            name,
-            "--quiet",
-        ]);
-        assert!(
-            out.status.success(),
-            "put {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cluster.put(path, name, &[]);
     }
     println!(
         "stored in a cluster {extra:?} (3 replicas, 64 MiB partitions) in {:.1} s",
@@ -259,14 +248,7 @@ pub fn hot_partition(rt: &tokio::runtime::Runtime) {
         let cluster = LocalCluster::up_args(3, extra);
         let csv = cluster.path().join("hot.csv");
         tern_e2e::write_sales_csv(&csv, 20_000);
-        let out = cluster.tern(&[
-            "put",
-            csv.to_str().expect("utf-8"),
-            "--name",
-            "hot",
-            "--quiet",
-        ]);
-        assert!(out.status.success());
+        cluster.put(&csv, "hot", &[]);
         let client = Arc::new(cluster.client());
         let (mut latencies, per_node) = rt.block_on(async {
             let mut queries = tokio::task::JoinSet::new();
@@ -313,20 +295,7 @@ pub fn fair_share(rt: &tokio::runtime::Runtime) {
     let store = |name: &str, rows: usize, size: &str| {
         let csv = cluster.path().join(format!("{name}.csv"));
         tern_e2e::write_sales_csv(&csv, rows);
-        let out = cluster.tern(&[
-            "put",
-            csv.to_str().expect("utf-8"),
-            "--name",
-            name,
-            "--partition-size",
-            size,
-            "--quiet",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cluster.put(&csv, name, &["--partition-size", size]);
     };
     store("large", 3_000_000, "2MiB");
     store("small", 30_000, "256KiB");
