@@ -12,6 +12,7 @@
 //! first and other holders after. It does not cut plans into stages or choose nodes (that is
 //! `tern-sched`).
 
+mod adapt;
 mod cache;
 mod codec;
 mod ipc;
@@ -31,6 +32,7 @@ use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUD
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use adapt::build_on_smaller_sides;
 pub use arrow;
 pub use cache::{CachedColumn, ColumnCache};
 pub use codec::{TernCodec, decode_plan, encode_plan};

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -16,6 +18,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -56,11 +59,14 @@ pub enum ReadMode {
     PerTask,
 }
 
-/// The producing node of one task of an earlier stage.
+/// The producing node of one task of an earlier stage, and how many rows it left there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLocation {
     pub node: NodeId,
     pub addr: String,
+    /// Rows of the task's output, all buckets together: what a later stage's plan is
+    /// adapted to (see [`crate::build_on_smaller_sides`]).
+    pub rows: u64,
 }
 
 /// Reads what an earlier stage's tasks left on their nodes.
@@ -122,6 +128,12 @@ impl ShuffleReaderExec {
         self.mode
     }
 
+    /// Rows the producing stage made, once every task of it has run.
+    pub fn rows(&self) -> Option<u64> {
+        (self.locations.len() == self.tasks && self.tasks > 0)
+            .then(|| self.locations.iter().map(|at| at.rows).sum())
+    }
+
     /// The same reader, told where the producing tasks ran.
     pub fn located(&self, locations: Vec<TaskLocation>) -> Self {
         Self {
@@ -157,6 +169,29 @@ impl ExecutionPlan for ShuffleReaderExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![]
+    }
+
+    /// Exact rows once the producing stage has run (what join sides are chosen by); a
+    /// partition's share is an estimate, hashing is not even.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        if let Some(total) = self.rows() {
+            stats.num_rows = match (args.partition(), self.mode) {
+                (None, _) => Precision::Exact(total as usize),
+                (Some(i), ReadMode::PerTask) => {
+                    Precision::Exact(self.locations.get(i).map_or(0, |at| at.rows) as usize)
+                }
+                (Some(_), ReadMode::Bucket) => {
+                    let parts = self.properties.partitioning.partition_count().max(1);
+                    Precision::Inexact(total as usize / parts)
+                }
+            };
+        }
+        Ok(Arc::new(stats))
     }
 
     fn apply_expressions(

@@ -3,17 +3,24 @@
 //! while for a holder to free a slot (locality wait), then runs on the least busy node, which
 //! fetches the block from a holder. The counts are soft state, never needed for correctness.
 //!
+//! A node keeps the columns its scans decode from its own blocks in memory, so the board
+//! remembers, per block, which holder last scanned it locally (its *warm* holder). A task
+//! goes to its warm holder when that has a free slot; while it waits for it, the other
+//! holders are left to tasks with nothing warm there, unless nobody else wants them; past
+//! the locality wait it takes any holder. So with work for every node each block is read
+//! from disk once and then from memory, and a hot block still spreads over its holders.
+//!
 //! The board is shared by every job the node coordinates. A job with nothing in flight on a
 //! node may send it one task beyond its slots (one such task per node at a time): the node's
 //! own queue then gives
 //! that task a turn between the busy jobs' tasks (it shares slots fairly between jobs), so a
 //! small query is not held here behind every task of a large one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tern_proto::NodeId;
+use tern_proto::{BlockHash, NodeId};
 use tokio::sync::Notify;
 
 pub struct LoadBoard {
@@ -25,7 +32,14 @@ pub struct LoadBoard {
     /// Tasks ever placed on each node: between equally busy nodes, the one given fewer tasks
     /// goes first, so short tasks that never overlap still take turns.
     placed: Mutex<BTreeMap<NodeId, u64>>,
+    /// Per block, the holder that last scanned it locally (see the module doc).
+    warm: Mutex<HashMap<BlockHash, NodeId>>,
+    /// Tasks waiting for each node because their blocks are warm there.
+    wanted: Mutex<BTreeMap<NodeId, usize>>,
 }
+
+/// Blocks remembered at most: past it the memory starts again (it is only a preference).
+const MAX_WARM_BLOCKS: usize = 1 << 20;
 
 /// A task slot taken on a node; given back when dropped.
 pub struct Slot<'a> {
@@ -68,7 +82,35 @@ impl LoadBoard {
             by_job: Mutex::default(),
             freed: Notify::new(),
             placed: Mutex::default(),
+            warm: Mutex::default(),
+            wanted: Mutex::default(),
         }
+    }
+
+    /// `node` scanned `blocks` from its own store: their columns are likely in its memory.
+    pub fn scanned(&self, blocks: impl IntoIterator<Item = BlockHash>, node: NodeId) {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        for block in blocks {
+            if warm.len() >= MAX_WARM_BLOCKS {
+                warm.clear();
+            }
+            warm.insert(block, node);
+        }
+    }
+
+    /// The node among `holders` that last scanned most of `blocks` locally, if any did.
+    pub fn warm_holder(&self, blocks: &[BlockHash], holders: &[NodeId]) -> Option<NodeId> {
+        let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for node in blocks.iter().filter_map(|b| warm.get(b)) {
+            if holders.contains(node) {
+                *votes.entry(*node).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|(node, n)| (*n, std::cmp::Reverse(*node)))
+            .map(|(node, _)| node)
     }
 
     /// Tasks each node runs at once.
@@ -114,18 +156,37 @@ impl LoadBoard {
     }
 
     /// A slot on one of `holders` if one frees within `locality_wait`, else on the least
-    /// busy of `anywhere` (waiting as long as it takes for one to free).
+    /// busy of `anywhere` (waiting as long as it takes for one to free). `warm`, one of the
+    /// holders, is tried first, and while the task waits for it the holders other waiting
+    /// tasks have warm are left to them (until the locality wait is over).
     pub async fn take(
         &self,
         job: u64,
         holders: &[NodeId],
         anywhere: &[NodeId],
+        warm: Option<NodeId>,
         locality_wait: Duration,
     ) -> Slot<'_> {
         let waited = tokio::time::Instant::now();
+        let _wanting = warm
+            .filter(|w| holders.contains(w))
+            .map(|node| Wanting::new(self, node));
         loop {
             let freed = self.freed.notified();
-            if let Some(slot) = self.try_take(job, holders, true) {
+            if let Some(slot) = warm.and_then(|w| self.try_take(job, &[w], true)) {
+                return slot;
+            }
+            let unwanted: Vec<NodeId> = if waited.elapsed() < locality_wait {
+                let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+                holders
+                    .iter()
+                    .filter(|h| Some(**h) != warm && !wanted.contains_key(h))
+                    .copied()
+                    .collect()
+            } else {
+                holders.to_vec()
+            };
+            if let Some(slot) = self.try_take(job, &unwanted, true) {
                 return slot;
             }
             if waited.elapsed() >= locality_wait {
@@ -143,6 +204,39 @@ impl LoadBoard {
     }
 }
 
+/// A task waiting for `node` because its blocks are warm there; counted while it waits.
+struct Wanting<'a> {
+    board: &'a LoadBoard,
+    node: NodeId,
+}
+
+impl<'a> Wanting<'a> {
+    fn new(board: &'a LoadBoard, node: NodeId) -> Self {
+        *board
+            .wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node)
+            .or_default() += 1;
+        Self { board, node }
+    }
+}
+
+impl Drop for Wanting<'_> {
+    fn drop(&mut self) {
+        let mut wanted = self.board.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = wanted.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                wanted.remove(&self.node);
+            }
+        }
+        drop(wanted);
+        // Tasks that left this node alone for it may take it now.
+        self.board.freed.notify_waiters();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +249,7 @@ mod tests {
         let wait = Duration::from_millis(10);
         let mut taken = Vec::new();
         for _ in 0..6 {
-            taken.push(board.take(1, &holders, &all, wait).await);
+            taken.push(board.take(1, &holders, &all, None, wait).await);
         }
         for id in holders {
             assert_eq!(
@@ -165,10 +259,10 @@ mod tests {
             );
         }
         assert!(taken.iter().all(|s| s.local));
-        let spilled = board.take(1, &holders, &all, wait).await;
+        let spilled = board.take(1, &holders, &all, None, wait).await;
         assert_eq!((spilled.node, spilled.local), (4, false));
         drop(taken.pop());
-        let back = board.take(1, &holders, &all, wait).await;
+        let back = board.take(1, &holders, &all, None, wait).await;
         assert!(back.local, "a freed holder slot is preferred again");
     }
 
@@ -176,16 +270,79 @@ mod tests {
     async fn another_job_gets_one_task_onto_a_full_node() {
         let board = LoadBoard::new(1);
         let wait = Duration::from_millis(10);
-        let _busy = board.take(1, &[1], &[1], wait).await;
-        let other = tokio::time::timeout(Duration::from_secs(5), board.take(2, &[1], &[1], wait))
-            .await
-            .expect("a job with nothing on the node is not held back");
+        let _busy = board.take(1, &[1], &[1], None, wait).await;
+        let other = tokio::time::timeout(
+            Duration::from_secs(5),
+            board.take(2, &[1], &[1], None, wait),
+        )
+        .await
+        .expect("a job with nothing on the node is not held back");
         assert_eq!(other.node, 1);
-        let third =
-            tokio::time::timeout(Duration::from_millis(50), board.take(2, &[1], &[1], wait)).await;
+        let third = tokio::time::timeout(
+            Duration::from_millis(50),
+            board.take(2, &[1], &[1], None, wait),
+        )
+        .await;
         assert!(
             third.is_err(),
             "but only one: the node is full for job 2 now"
         );
+    }
+
+    #[tokio::test]
+    async fn a_task_goes_to_its_warm_holder_and_others_leave_that_holder_to_it() {
+        let board = LoadBoard::new(1);
+        let (a, b) = (BlockHash::of(b"a"), BlockHash::of(b"b"));
+        let holders = [1, 2, 3];
+        let wait = Duration::from_secs(5);
+        assert_eq!(board.warm_holder(&[a], &holders), None);
+        board.scanned([a], 2);
+        board.scanned([b], 3);
+        assert_eq!(board.warm_holder(&[a], &holders), Some(2));
+        assert_eq!(
+            board.warm_holder(&[a], &[1, 3]),
+            None,
+            "only a live holder counts"
+        );
+        assert_eq!(
+            board.warm_holder(&[a, b, b], &holders),
+            Some(3),
+            "most of a batch's blocks"
+        );
+
+        // Free holders: the warm one, though not the least busy by the count of placements.
+        let first = board.take(1, &holders, &holders, Some(3), wait).await;
+        assert_eq!(first.node, 3);
+        drop(first);
+
+        // Every holder full. A task warm on 3 waits for it, and a task with nothing warm
+        // leaves node 3 to it when it frees.
+        let mut full: Vec<Slot> = Vec::new();
+        for node in holders {
+            full.push(board.take(1, &[node], &[node], None, wait).await);
+        }
+        let warm_task = board.take(1, &holders, &holders, Some(3), wait);
+        let cold_task = board.take(1, &holders, &holders, None, wait);
+        tokio::pin!(warm_task, cold_task);
+        let short = Duration::from_millis(20);
+        assert!(tokio::time::timeout(short, &mut warm_task).await.is_err());
+        assert!(tokio::time::timeout(short, &mut cold_task).await.is_err());
+        drop(full.pop()); // node 3 frees
+        assert!(
+            tokio::time::timeout(short, &mut cold_task).await.is_err(),
+            "node 3 is left to the task warm there"
+        );
+        assert_eq!(warm_task.await.node, 3);
+        drop(full.remove(0)); // node 1 frees
+        assert_eq!(cold_task.await.node, 1);
+
+        // A task whose warm holder is busy takes a free holder nobody waits for: a hot block
+        // still spreads over its holders.
+        drop(full);
+        let _on_2 = board.take(1, &[2], &[2], None, wait).await;
+        let spread = tokio::time::timeout(short, board.take(1, &holders, &holders, Some(2), wait))
+            .await
+            .expect("a free holder is taken at once");
+        assert_ne!(spread.node, 2);
     }
 }

@@ -29,8 +29,8 @@ use tern_exec::datafusion::logical_expr::LogicalPlan;
 use tern_exec::datafusion::prelude::{DataFrame, SessionContext};
 use tern_exec::{TaskLocation, encode_plan, ipc_to_batches};
 use tern_proto::{
-    BulkRead, BulkWrite, ErrorKind, NodeId, QueryEvent, Request, Response, ShuffleOutput,
-    StagePlanned, StageReport, TaskSpec, Transport,
+    BlockHash, BulkRead, BulkWrite, ErrorKind, NodeId, QueryEvent, Request, Response,
+    ShuffleOutput, StagePlanned, StageReport, TaskSpec, Transport,
 };
 use tracing::{debug, info, warn};
 
@@ -590,9 +590,20 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                     output: self.output_of(stage, s, index),
                 })
                 .collect();
+            let blocks: Vec<BlockHash> = match stage.scan() {
+                Some(scan) => batch.iter().map(|&i| scan.partitions()[i].block).collect(),
+                None => Vec::new(),
+            };
+            let warm = self.board.warm_holder(&blocks, &preferred);
             let slot = self
                 .board
-                .take(self.job, &preferred, &anywhere, self.patience.locality_wait)
+                .take(
+                    self.job,
+                    &preferred,
+                    &anywhere,
+                    warm,
+                    self.patience.locality_wait,
+                )
                 .await;
             let (node, local) = (slot.node, slot.local);
             let addr = self.nodes[&node].addr.clone();
@@ -613,11 +624,22 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             match attempt {
                 Ok(sent) => {
                     let mut done = Vec::with_capacity(batch.len());
+                    if local {
+                        self.board.scanned(
+                            blocks
+                                .iter()
+                                .zip(&sent)
+                                .filter(|(_, t)| t.remote_reads == 0)
+                                .map(|(b, _)| *b),
+                            node,
+                        );
+                    }
                     for (index, sent) in batch.iter().zip(sent) {
                         if stage_keeps(stage) {
                             lock(&job.locations[s])[*index] = Some(TaskLocation {
                                 node,
                                 addr: addr.clone(),
+                                rows: sent.rows,
                             });
                         }
                         done.push(TaskDone {
@@ -706,9 +728,11 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                     output,
                 };
                 let plan = encode_plan(plan).map_err(query_error)?;
+                let block = stage.scan().map(|scan| scan.partitions()[index].block);
+                let warm = block.and_then(|b| self.board.warm_holder(&[b], &preferred));
                 let slot = self
                     .board
-                    .take(self.job, &preferred, &anywhere, self.patience.locality_wait)
+                    .take(self.job, &preferred, &anywhere, warm, self.patience.locality_wait)
                     .await;
                 let node = slot.node;
                 let addr = self.nodes[&node].addr.clone();
@@ -729,8 +753,15 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 debug!(job = self.job, stage = s + 1, task = index, node, ok = attempt.is_ok(), "task answered");
                 match attempt.map(|mut sent| sent.remove(0)) {
                     Ok(sent) => {
+                        if let Some(block) = block.filter(|_| local && sent.remote_reads == 0) {
+                            self.board.scanned([block], node);
+                        }
                         if output.is_some() {
-                            lock(&job.locations[s])[index] = Some(TaskLocation { node, addr });
+                            lock(&job.locations[s])[index] = Some(TaskLocation {
+                                node,
+                                addr,
+                                rows: sent.rows,
+                            });
                         }
                         return Ok(TaskDone {
                             index,

@@ -39,7 +39,9 @@ use tern_exec::datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, SendableRecordBatchStream, displayable, replace_children_if_necessary,
 };
-use tern_exec::{PartitionScanExec, ReadMode, ShuffleReaderExec, TaskLocation};
+use tern_exec::{
+    PartitionScanExec, ReadMode, ShuffleReaderExec, TaskLocation, build_on_smaller_sides,
+};
 
 /// Where a stage's task outputs go.
 #[derive(Debug, Clone)]
@@ -88,8 +90,9 @@ impl Stage {
     }
 
     /// The plan tasks `tasks` run and the partition of it that is each task: a scan
-    /// stage's scan is narrowed to the tasks' blocks (then partitions 0, 1, …), and every
-    /// shuffle reader is told where the tasks of its stage ran.
+    /// stage's scan is narrowed to the tasks' blocks (then partitions 0, 1, …), every
+    /// shuffle reader is told where the tasks of its stage ran and how many rows they made,
+    /// and joins build on their smaller input by those rows.
     pub fn task_plan(
         &self,
         tasks: &[usize],
@@ -111,6 +114,7 @@ impl Stage {
                 ))
             })?
             .data;
+        let located = build_on_smaller_sides(located)?;
         if self.scan().is_some() {
             Ok((narrow(located, tasks)?, (0..tasks.len()).collect()))
         } else {
