@@ -3,8 +3,9 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::{StreamDecoder, StreamReader};
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
@@ -12,17 +13,38 @@ use crate::ExecError;
 
 /// `batches` (all of `schema`) as one Arrow IPC stream.
 pub fn batches_to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ExecError> {
-    let mut writer = StreamWriter::try_new(Vec::new(), schema)?;
-    for batch in batches {
-        writer.write(&compact_views(batch)?)?;
+    let batches = batches
+        .iter()
+        .map(compact_views)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Sized up front: a shuffle writes every row it moves once here, and growing the
+    // buffer by doubling copied it about once more.
+    let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let mut writer = StreamWriter::try_new(Vec::with_capacity(size + 4096), schema)?;
+    for batch in &batches {
+        writer.write(batch)?;
     }
     writer.finish()?;
     Ok(writer.into_inner()?)
 }
 
-/// The schema and batches of one Arrow IPC stream (compressed or not).
+/// The schema and batches of one Arrow IPC stream (compressed or not). Uncompressed
+/// columns are not copied: the batches share `bytes` (a shuffle's rows arrive once and are
+/// read in place).
 pub fn ipc_to_batches(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
-    ipc_to_batches_projected(bytes, None)
+    let mut buffer = Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer)? {
+            batches.push(batch);
+        }
+    }
+    decoder.finish()?;
+    let schema = decoder.schema().ok_or_else(|| {
+        arrow::error::ArrowError::IpcError("an Arrow IPC stream without a schema".into())
+    })?;
+    Ok((schema, batches))
 }
 
 /// The same, keeping only the columns `projection` names: the others are never decoded or
