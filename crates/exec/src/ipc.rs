@@ -32,7 +32,13 @@ pub fn batches_to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec
 /// columns are not copied: the batches share `bytes` (a shuffle's rows arrive once and are
 /// read in place).
 pub fn ipc_to_batches(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
-    let mut buffer = Buffer::from_vec(bytes);
+    ipc_buffer_to_batches(Buffer::from_vec(bytes))
+}
+
+/// The same from bytes already in an Arrow buffer (shared, not copied).
+pub(crate) fn ipc_buffer_to_batches(
+    mut buffer: Buffer,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
     let mut decoder = StreamDecoder::new();
     let mut batches = Vec::new();
     while !buffer.is_empty() {

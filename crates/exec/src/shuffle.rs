@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Statistics;
@@ -28,7 +29,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tern_proto::NodeId;
 
-use crate::{ExecError, batches_to_ipc, ipc_to_batches};
+use crate::ipc::ipc_buffer_to_batches;
+use crate::{ExecError, batches_to_ipc};
 
 /// Which stored shuffle output to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,7 +47,9 @@ pub trait ShuffleFetcher: Send + Sync + 'static {
     fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture;
 }
 
-pub type ShuffleFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+/// A bucket's bytes as an Arrow buffer: a bucket kept on the reading node is shared, not
+/// copied, and its columns are read in place.
+pub type ShuffleFuture = Pin<Box<dyn Future<Output = Result<Buffer, String>> + Send>>;
 
 /// The extension a session carries so shuffle readers find their inputs.
 pub(crate) struct FetcherHandle(pub(crate) Arc<dyn ShuffleFetcher>);
@@ -254,7 +258,7 @@ impl ExecutionPlan for ShuffleReaderExec {
                                 ))
                             },
                         )?;
-                        let (_, batches) = ipc_to_batches(bytes)
+                        let (_, batches) = ipc_buffer_to_batches(bytes)
                             .map_err(|e| DataFusionError::External(Box::new(e)))?;
                         Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
                     }

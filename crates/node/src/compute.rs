@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tern_exec::arrow::buffer::Buffer;
 use tern_exec::{
     BlockRead, BlockReader, ColumnCache, MemoryLimit, ReadFuture, ShuffleFetcher, ShuffleFuture,
     ShuffleKey, StoredTable,
@@ -53,9 +54,11 @@ impl<T: Transport> ShuffleFetcher for NodeReader<T> {
             let fetched = if node == me {
                 crate::blocks::off_runtime(inline, move || shuffles.get(key))
                     .await
-                    .and_then(|r| r.map(|b| b.as_ref().clone()).map_err(|e| e.to_string()))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
             } else {
-                fetch_shuffle(transport.as_ref(), &addr, key).await
+                fetch_shuffle(transport.as_ref(), &addr, key)
+                    .await
+                    .map(Buffer::from_vec)
             };
             if let Err(reason) = &fetched {
                 lost.lock()

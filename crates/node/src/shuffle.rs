@@ -4,16 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tern_exec::ShuffleKey;
+use tern_exec::arrow::buffer::Buffer;
 
 /// Jobs whose coordinator never released them (it died) are dropped after this long.
 pub(crate) const ABANDONED_AFTER: Duration = Duration::from_secs(30 * 60);
 
 enum Bucket {
-    Memory(Arc<Vec<u8>>),
+    /// Shared with the node's own readers of it, which read its columns in place.
+    Memory(Buffer),
     File(PathBuf),
 }
 
@@ -89,7 +91,7 @@ impl ShuffleStore {
                 fits
             };
             if fits {
-                kept_buckets.push(Bucket::Memory(Arc::new(bytes)));
+                kept_buckets.push(Bucket::Memory(Buffer::from_vec(bytes)));
                 continue;
             }
             let path = self.dir.join(format!("{job:016x}-{stage}-{task}-{i}"));
@@ -115,7 +117,7 @@ impl ShuffleStore {
     }
 
     /// One bucket's bytes. Blocking when it was spilled to a file.
-    pub(crate) fn get(&self, key: ShuffleKey) -> Result<Arc<Vec<u8>>, ShuffleError> {
+    pub(crate) fn get(&self, key: ShuffleKey) -> Result<Buffer, ShuffleError> {
         let missing = || ShuffleError::Missing {
             job: key.job,
             stage: key.stage,
@@ -138,7 +140,7 @@ impl ShuffleStore {
             }
         };
         std::fs::read(&path)
-            .map(Arc::new)
+            .map(Buffer::from_vec)
             .map_err(|source| ShuffleError::Io {
                 path: path.display().to_string(),
                 source,
