@@ -4,11 +4,12 @@
 //! fetches the block from a holder. The counts are soft state, never needed for correctness.
 //!
 //! A node keeps the columns its scans decode from its own blocks in memory, so the board
-//! remembers, per block, which holder last scanned it locally (its *warm* holder). A task
-//! goes to its warm holder when that has a free slot; while it waits for it, the other
-//! holders are left to tasks with nothing warm there, unless nobody else wants them; past
-//! the locality wait it takes any holder. So with work for every node each block is read
-//! from disk once and then from memory, and a hot block still spreads over its holders.
+//! remembers, per block, which holder last scanned it locally (its *warm* holder). Between
+//! equally busy holders a task takes its warm one; and while tasks wait, a holder that some
+//! of them have warm is left to them by the other tasks of the same job (not by other jobs:
+//! sharing between jobs comes first), until the locality wait is over. So a stage with work
+//! for every node reads each block from disk once and then from memory, and a hot block
+//! still goes to the least busy of its holders.
 //!
 //! The board is shared by every job the node coordinates. A job with nothing in flight on a
 //! node may send it one task beyond its slots (one such task per node at a time): the node's
@@ -128,19 +129,27 @@ impl LoadBoard {
             .unwrap_or(0)
     }
 
-    /// The least busy of `candidates` with a free slot, taken.
-    fn try_take(&self, job: u64, candidates: &[NodeId], local: bool) -> Option<Slot<'_>> {
+    /// The least busy of `candidates` with a free slot, taken; between equally busy ones,
+    /// `warm` first.
+    fn try_take(
+        &self,
+        job: u64,
+        candidates: &[NodeId],
+        local: bool,
+        warm: Option<NodeId>,
+    ) -> Option<Slot<'_>> {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_job = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, _, node) = candidates
+        let (_, _, _, node) = candidates
             .iter()
             .map(|id| {
                 let load = map.get(id).copied().unwrap_or(0);
-                (load, placed.get(id).copied().unwrap_or(0), *id)
+                let cold = Some(*id) != warm;
+                (load, cold, placed.get(id).copied().unwrap_or(0), *id)
             })
             // One task beyond the slots, for a job with nothing on the node yet.
-            .filter(|(load, _, id)| {
+            .filter(|(load, _, _, id)| {
                 *load < self.slots || (*load == self.slots && !by_job.contains_key(&(job, *id)))
             })
             .min()?;
@@ -157,8 +166,9 @@ impl LoadBoard {
 
     /// A slot on one of `holders` if one frees within `locality_wait`, else on the least
     /// busy of `anywhere` (waiting as long as it takes for one to free). `warm`, one of the
-    /// holders, is tried first, and while the task waits for it the holders other waiting
-    /// tasks have warm are left to them (until the locality wait is over).
+    /// holders, goes first between equally busy holders; until the locality wait is over,
+    /// holders that other waiting tasks have warm are left to them, unless this task's job
+    /// has nothing running there (sharing between jobs comes first).
     pub async fn take(
         &self,
         job: u64,
@@ -173,20 +183,22 @@ impl LoadBoard {
             .map(|node| Wanting::new(self, node));
         loop {
             let freed = self.freed.notified();
-            if let Some(slot) = warm.and_then(|w| self.try_take(job, &[w], true)) {
-                return slot;
-            }
-            let unwanted: Vec<NodeId> = if waited.elapsed() < locality_wait {
+            let candidates: Vec<NodeId> = if waited.elapsed() < locality_wait {
                 let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+                let by_job = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
                 holders
                     .iter()
-                    .filter(|h| Some(**h) != warm && !wanted.contains_key(h))
+                    .filter(|h| {
+                        Some(**h) == warm
+                            || !wanted.contains_key(h)
+                            || !by_job.contains_key(&(job, **h))
+                    })
                     .copied()
                     .collect()
             } else {
                 holders.to_vec()
             };
-            if let Some(slot) = self.try_take(job, &unwanted, true) {
+            if let Some(slot) = self.try_take(job, &candidates, true, warm) {
                 return slot;
             }
             if waited.elapsed() >= locality_wait {
@@ -195,7 +207,7 @@ impl LoadBoard {
                     .filter(|n| !holders.contains(n))
                     .copied()
                     .collect();
-                if let Some(slot) = self.try_take(job, &others, false) {
+                if let Some(slot) = self.try_take(job, &others, false, None) {
                     return slot;
                 }
             }
@@ -315,11 +327,14 @@ mod tests {
         assert_eq!(first.node, 3);
         drop(first);
 
-        // Every holder full. A task warm on 3 waits for it, and a task with nothing warm
-        // leaves node 3 to it when it frees.
+        // Every holder full (two slots each). A task warm on 3 waits for it, and a task of
+        // the same job with nothing warm leaves node 3 to it when a slot there frees.
+        let board = LoadBoard::new(2);
         let mut full: Vec<Slot> = Vec::new();
         for node in holders {
-            full.push(board.take(1, &[node], &[node], None, wait).await);
+            for _ in 0..2 {
+                full.push(board.take(1, &[node], &[node], None, wait).await);
+            }
         }
         let warm_task = board.take(1, &holders, &holders, Some(3), wait);
         let cold_task = board.take(1, &holders, &holders, None, wait);
@@ -327,22 +342,45 @@ mod tests {
         let short = Duration::from_millis(20);
         assert!(tokio::time::timeout(short, &mut warm_task).await.is_err());
         assert!(tokio::time::timeout(short, &mut cold_task).await.is_err());
-        drop(full.pop()); // node 3 frees
+        drop(full.pop()); // a slot on node 3 frees
         assert!(
             tokio::time::timeout(short, &mut cold_task).await.is_err(),
             "node 3 is left to the task warm there"
         );
-        assert_eq!(warm_task.await.node, 3);
-        drop(full.remove(0)); // node 1 frees
-        assert_eq!(cold_task.await.node, 1);
+        let warm_slot = warm_task.await;
+        assert_eq!(warm_slot.node, 3);
+        drop(full.remove(0)); // a slot on node 1 frees
+        let cold_slot = cold_task.await;
+        assert_eq!(cold_slot.node, 1);
+
+        // Another job, with nothing on any node, is not kept off a node others want.
+        let waits_for_3 = board.take(1, &holders, &holders, Some(3), wait);
+        tokio::pin!(waits_for_3);
+        assert!(tokio::time::timeout(short, &mut waits_for_3).await.is_err());
+        let other_job = tokio::time::timeout(short, board.take(2, &[3], &[3], None, wait))
+            .await
+            .expect("a new job takes its one task beyond the slots on node 3");
+        assert_eq!(other_job.node, 3);
+        drop(other_job);
+        drop(warm_slot);
+        assert_eq!(waits_for_3.await.node, 3);
+        drop((full, cold_slot));
 
         // A task whose warm holder is busy takes a free holder nobody waits for: a hot block
         // still spreads over its holders.
-        drop(full);
-        let _on_2 = board.take(1, &[2], &[2], None, wait).await;
+        let _on_2 = [
+            board.take(1, &[2], &[2], None, wait).await,
+            board.take(1, &[2], &[2], None, wait).await,
+        ];
         let spread = tokio::time::timeout(short, board.take(1, &holders, &holders, Some(2), wait))
             .await
             .expect("a free holder is taken at once");
         assert_ne!(spread.node, 2);
+
+        // And a warm holder busier than another holder is passed over: the least busy first.
+        drop((spread, _on_2));
+        let _on_3 = board.take(1, &[3], &[3], None, wait).await;
+        let least_busy = board.take(2, &holders, &holders, Some(3), wait).await;
+        assert_ne!(least_busy.node, 3);
     }
 }
