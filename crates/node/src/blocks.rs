@@ -201,6 +201,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 
     /// Repair: fetch a block from the first source that serves it intact and keep a copy.
     pub(crate) async fn copy_block(&self, hash: BlockHash, sources: &[String]) -> Response {
+        // A repair is about to list this node for the block: its garbage-collection grace
+        // starts again now, so a copy that arrives (or is confirmed) again after an earlier
+        // round's commit failed is not collected as long unneeded just before it is listed.
+        self.gc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restart_grace(&hash);
         if matches!(
             on_store(&self.blocks, move |b| b.verify(&hash)).await,
             Ok(true)

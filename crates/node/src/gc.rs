@@ -30,6 +30,13 @@ pub(crate) struct GcMemory {
     leases: BTreeMap<(String, String), (Vec<u8>, Instant)>,
 }
 
+impl GcMemory {
+    /// `hash` is wanted again (a repair copied or confirmed it here): its grace starts over.
+    pub(crate) fn restart_grace(&mut self, hash: &BlockHash) {
+        self.unneeded_since.remove(hash);
+    }
+}
+
 /// How often collection runs for a given grace period.
 pub(crate) fn gc_interval(grace: Duration) -> Duration {
     (grace / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
