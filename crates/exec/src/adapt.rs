@@ -86,6 +86,7 @@ mod tests {
             node,
             addr: format!("127.0.0.1:{node}"),
             rows: rows / 2,
+            bytes: rows * 8,
         };
         Arc::new(reader.located(vec![at(1), at(2)]))
     }

@@ -203,6 +203,19 @@ impl PartitionScanExec {
         &self.partitions
     }
 
+    /// About the bytes the scan reads: the partitions' stored bytes, scaled by the share of
+    /// the table's columns it reads (before any filter; columns differ in width).
+    pub fn estimated_bytes(&self) -> u64 {
+        let stored: u64 = self.partitions.iter().map(|p| p.bytes).sum();
+        let all = self.table_schema.fields().len().max(1) as u64;
+        let read = self
+            .projection
+            .as_ref()
+            .map_or(all, |p| p.len() as u64)
+            .min(all);
+        stored / all * read
+    }
+
     /// The same scan narrowed to its partition `i` (then its only partition), so a task
     /// carries one block's description, not the whole dataset's.
     pub fn only(&self, i: usize) -> Result<Self> {

@@ -71,6 +71,8 @@ pub struct TaskLocation {
     /// Rows of the task's output, all buckets together: what a later stage's plan is
     /// adapted to (see [`crate::build_on_smaller_sides`]).
     pub rows: u64,
+    /// Bytes of the task's output, all buckets together (Arrow IPC).
+    pub bytes: u64,
 }
 
 /// Reads what an earlier stage's tasks left on their nodes.
@@ -128,6 +130,11 @@ impl ShuffleReaderExec {
         self.stage
     }
 
+    /// The job whose outputs it reads.
+    pub fn job(&self) -> u64 {
+        self.job
+    }
+
     pub fn mode(&self) -> ReadMode {
         self.mode
     }
@@ -136,6 +143,16 @@ impl ShuffleReaderExec {
     pub fn rows(&self) -> Option<u64> {
         (self.locations.len() == self.tasks && self.tasks > 0)
             .then(|| self.locations.iter().map(|at| at.rows).sum())
+    }
+
+    /// The same reader of a stage that now runs `tasks` tasks (its plan changed before it
+    /// ran: see `tern_sched`'s run-time broadcast joins). Only hash-exchanged outputs can
+    /// change producers: a bucket reader's partitions do not depend on them.
+    pub fn producing(&self, tasks: usize) -> Self {
+        Self {
+            tasks,
+            ..self.clone()
+        }
     }
 
     /// The same reader, told where the producing tasks ran.

@@ -185,20 +185,21 @@ async fn run_batch<T: Transport>(
         }
         let remote_before = reader.remote.load(Ordering::Relaxed);
         let partition = task.partition as usize;
-        let (rows, sent) = match task.output {
+        let (rows, sent, kept_bytes) = match task.output {
             None => {
                 let batches =
                     tern_exec::run_task(plan.clone(), partition, task_ctx.clone()).await?;
                 let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                 let ipc = tern_exec::batches_to_ipc(&schema, &batches)?;
                 bytes.extend_from_slice(&ipc);
-                (rows, ipc.len() as u64)
+                (rows, ipc.len() as u64, 0)
             }
             Some(out) => {
                 let buckets =
                     tern_exec::run_shuffle_task(plan.clone(), partition, task_ctx.clone()).await?;
                 let rows = buckets.iter().map(|(_, rows)| rows).sum::<u64>();
-                let kept = buckets.into_iter().map(|(bytes, _)| bytes).collect();
+                let kept: Vec<_> = buckets.into_iter().map(|(bytes, _)| bytes).collect();
+                let kept_bytes = kept.iter().map(|b| b.len() as u64).sum();
                 let shuffles = shuffles.clone();
                 crate::blocks::off_runtime(in_place, move || {
                     shuffles.put(out.job, out.stage, out.task, kept)
@@ -206,7 +207,7 @@ async fn run_batch<T: Transport>(
                 .await
                 .map_err(tern_exec::ExecError::Plan)?
                 .map_err(|e| tern_exec::ExecError::Plan(e.to_string()))?;
-                (rows, 0)
+                (rows, 0, kept_bytes)
             }
         };
         stats.push(TaskStats {
@@ -214,6 +215,7 @@ async fn run_batch<T: Transport>(
             remote_reads: reader.remote.load(Ordering::Relaxed) - remote_before,
             spilled: 0,
             bytes: sent,
+            kept_bytes,
         });
     }
     // Walking the plan's metrics costs more the more partitions it ran: once per batch, not

@@ -272,6 +272,8 @@ pub struct TaskStats {
     pub spilled: u64,
     /// Bytes of its Arrow IPC stream in the answer (0 when its output is kept).
     pub bytes: u64,
+    /// Bytes of its output kept on the node, all buckets together (0 when sent back).
+    pub kept_bytes: u64,
 }
 
 /// Where a task's output goes when a later stage reads it: kept on the node that ran it, as

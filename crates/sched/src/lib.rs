@@ -12,6 +12,7 @@
 //! query fails with the partition and the reason when none of its holders can serve it.
 
 pub mod board;
+pub mod broadcast;
 pub mod liveness;
 pub mod stages;
 
@@ -168,7 +169,8 @@ pub struct Coordinator<'a, T: Transport> {
 
 /// A job's running state: where each kept task output is, and which nodes it gave up on.
 struct Job {
-    stages: Vec<Stage>,
+    /// Changed only where a join becomes a broadcast, in stages not yet started.
+    stages: Mutex<Vec<Stage>>,
     locations: Vec<Mutex<Vec<Option<TaskLocation>>>>,
     /// One recovery of a stage at a time; the others find it done.
     recovering: Vec<tokio::sync::Mutex<()>>,
@@ -190,14 +192,23 @@ impl Job {
             recomputed: stages.iter().map(|_| AtomicU64::new(0)).collect(),
             lost: Mutex::default(),
             held: AtomicU64::new(0),
-            stages,
+            stages: Mutex::new(stages),
         }
+    }
+
+    /// Stage `s` as it stands.
+    fn stage(&self, s: usize) -> Stage {
+        lock(&self.stages)[s].clone()
+    }
+
+    fn stages(&self) -> Vec<Stage> {
+        lock(&self.stages).clone()
     }
 
     /// Where the tasks of stage `s`'s input stages ran, for the readers in its tasks' plans
     /// (indexed by stage; empty for stages it does not read).
     fn located(&self, s: usize) -> Vec<Vec<TaskLocation>> {
-        let inputs = &self.stages[s].inputs;
+        let inputs = self.stage(s).inputs;
         self.locations
             .iter()
             .enumerate()
@@ -211,6 +222,27 @@ impl Job {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Rows and bytes stage `s`'s tasks made, all together.
+    fn made(&self, s: usize) -> (u64, u64) {
+        lock(&self.locations[s])
+            .iter()
+            .flatten()
+            .fold((0, 0), |(rows, bytes), at| {
+                (rows + at.rows, bytes + at.bytes)
+            })
+    }
+
+    /// Make a join a broadcast (see [`broadcast`]): its consumer, its large side and the
+    /// stages reading the consumer must not have started.
+    fn broadcast(&self, b: broadcast::Broadcastable) -> tern_exec::datafusion::error::Result<()> {
+        let mut stages = lock(&self.stages);
+        broadcast::broadcast(&mut stages, b)?;
+        for s in [b.consumer, b.large] {
+            *lock(&self.locations[s]) = vec![None; stages[s].tasks];
+        }
+        Ok(())
     }
 
     fn is_lost(&self, node: NodeId) -> bool {
@@ -237,6 +269,8 @@ struct TaskDone {
 struct Sent {
     batches: Vec<RecordBatch>,
     rows: u64,
+    /// Bytes of the output kept on the node (0 when sent back).
+    kept_bytes: u64,
     remote_reads: u32,
     spilled: u64,
 }
@@ -335,39 +369,92 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         plan: StagePlan,
     ) -> Result<Answer, SchedError> {
         let StagePlan { root, stages } = plan;
+        let count = stages.len();
         let job = Job::new(stages);
-        let count = job.stages.len();
-        let mut planned: Vec<StagePlanned> = job
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(s, stage)| StagePlanned {
-                stage: s as u32 + 1,
-                what: stage.what(),
-                tasks: stage.tasks as u64,
-            })
-            .collect();
-        planned.push(StagePlanned {
-            stage: count as u32 + 1,
-            what: FINAL_STAGE.into(),
-            tasks: 1,
-        });
-        self.report_progress(QueryEvent::Planned { stages: planned });
+        let gathered = StageInputExec::gathered(&root);
+        let mut refused = BTreeSet::new();
+        self.report_planned(&job);
         let mut reports: Vec<Option<StageReport>> = vec![None; count];
+        let mut started = vec![false; count];
+        let mut running = futures::stream::FuturesUnordered::new();
+        // Each stage starts as soon as the stages it reads are done.
         loop {
-            let ready: Vec<usize> = (0..count)
-                .filter(|&s| {
-                    reports[s].is_none()
-                        && job.stages[s].inputs.iter().all(|i| reports[*i].is_some())
+            let done: Vec<bool> = reports.iter().map(Option::is_some).collect();
+            // A join whose small side has run and is small: into the large side's scan.
+            while let Some(b) = broadcast::broadcastable(&job.stages(), &gathered)
+                .into_iter()
+                .find(|b| {
+                    !refused.contains(&b.consumer)
+                        && done[b.small]
+                        && !started[b.large]
+                        && !started[b.consumer]
+                        && job.made(b.small).1 <= broadcast::BROADCAST_BYTES
                 })
-                .collect();
-            if ready.is_empty() {
-                break;
+            {
+                let (rows, bytes) = job.made(b.small);
+                if let Err(e) = job.broadcast(b) {
+                    // The join stays as planned (nothing was changed): slower, not wrong.
+                    warn!(
+                        job = self.job,
+                        stage = b.consumer + 1,
+                        "join kept shuffled: {e}"
+                    );
+                    refused.insert(b.consumer);
+                    continue;
+                }
+                info!(
+                    job = self.job,
+                    stage = b.consumer + 1,
+                    rows,
+                    bytes,
+                    "join made a broadcast of stage {} into the scan of stage {}",
+                    b.small + 1,
+                    b.large + 1
+                );
+                if !b.split {
+                    started[b.large] = true;
+                    reports[b.large] = Some(StageReport {
+                        stage: b.large as u32 + 1,
+                        what: format!("joined in stage {}'s tasks", b.consumer + 1),
+                        ..Default::default()
+                    });
+                }
+                self.report_planned(&job);
             }
-            let ran =
-                futures::future::join_all(ready.iter().map(|&s| self.run_stage(&job, s))).await;
-            for (s, report) in ready.into_iter().zip(ran) {
-                reports[s] = Some(report?);
+            let done: Vec<bool> = reports.iter().map(Option::is_some).collect();
+            let stages = job.stages();
+            let ready: Vec<usize> = (0..count)
+                .filter(|&s| !started[s] && stages[s].inputs.iter().all(|i| done[*i]))
+                .collect();
+            // A large scan waits for the other side of its join, which may turn out small
+            // (unless nothing else could run).
+            let waiting: BTreeSet<usize> = broadcast::broadcastable(&stages, &gathered)
+                .into_iter()
+                .filter(|b| {
+                    !refused.contains(&b.consumer)
+                        && !done[b.small]
+                        && broadcast::worth_waiting(&stages, b)
+                })
+                .map(|b| b.large)
+                .collect();
+            let not_waiting: Vec<usize> = ready
+                .iter()
+                .copied()
+                .filter(|s| !waiting.contains(s))
+                .collect();
+            let ready = if not_waiting.is_empty() && running.is_empty() {
+                ready
+            } else {
+                not_waiting
+            };
+            for s in ready {
+                started[s] = true;
+                let job = &job;
+                running.push(async move { (s, self.run_stage(job, s).await) });
+            }
+            match running.next().await {
+                Some((s, report)) => reports[s] = Some(report?),
+                None => break,
             }
         }
         let mut reports: Vec<StageReport> = reports.into_iter().flatten().collect();
@@ -408,6 +495,26 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         })
     }
 
+    /// The stages as they stand, for the client's progress display.
+    fn report_planned(&self, job: &Job) {
+        let stages = job.stages();
+        let mut planned: Vec<StagePlanned> = stages
+            .iter()
+            .enumerate()
+            .map(|(s, stage)| StagePlanned {
+                stage: s as u32 + 1,
+                what: stage.what(),
+                tasks: stage.tasks as u64,
+            })
+            .collect();
+        planned.push(StagePlanned {
+            stage: stages.len() as u32 + 1,
+            what: FINAL_STAGE.into(),
+            tasks: 1,
+        });
+        self.report_progress(QueryEvent::Planned { stages: planned });
+    }
+
     /// Tell every node the job is over, so they drop what they kept for it (best effort; a
     /// node that misses it drops the outputs when they are old).
     pub async fn release(&self) {
@@ -423,7 +530,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
 
     async fn run_stage(&self, job: &Job, s: usize) -> Result<StageReport, SchedError> {
         let started = Instant::now();
-        let stage = &job.stages[s];
+        let stage = &job.stage(s);
         // Outputs this stage reads that sit on a node already known lost are made again
         // first, instead of every task finding out on its own, each after a wait.
         self.recover_inputs(job, s).await?;
@@ -483,16 +590,18 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     /// loaded of its live holders and each holder's tasks are cut into batches (so a batch
     /// reads locally), interleaved between holders so every node starts at once.
     fn batches(&self, job: &Job, s: usize) -> Vec<Vec<usize>> {
-        let stage = &job.stages[s];
+        let stage = &job.stage(s);
         let live = self.nodes.keys().filter(|id| self.is_live(job, id)).count();
         let slots = (live * self.board.slots()).max(1);
-        if stage.tasks <= slots * TASKS_PER_SLOT_UNBATCHED {
+        // A batch builds a broadcast join's hash table once for all its tasks: one per slot.
+        let per_slot = match stage.broadcast {
+            Some(_) => 1,
+            None => TASKS_PER_SLOT_UNBATCHED,
+        };
+        if stage.tasks <= slots * per_slot {
             return (0..stage.tasks).map(|i| vec![i]).collect();
         }
-        let size = stage
-            .tasks
-            .div_ceil(slots * TASKS_PER_SLOT_UNBATCHED)
-            .min(MAX_BATCH_TASKS);
+        let size = stage.tasks.div_ceil(slots * per_slot).min(MAX_BATCH_TASKS);
         let Some(scan) = stage.scan() else {
             return (0..stage.tasks)
                 .collect::<Vec<_>>()
@@ -558,7 +667,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         if batch.len() == 1 {
             return Ok(vec![self.run_task(job, s, batch[0]).await?]);
         }
-        let stage = &job.stages[s];
+        let stage = &job.stage(s);
         let anywhere: Vec<NodeId> = self
             .nodes
             .keys()
@@ -640,6 +749,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                                 node,
                                 addr: addr.clone(),
                                 rows: sent.rows,
+                                bytes: sent.kept_bytes,
                             });
                         }
                         done.push(TaskDone {
@@ -683,7 +793,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         index: usize,
     ) -> BoxFuture<'s, Result<TaskDone, SchedError>> {
         async move {
-            let stage = &job.stages[s];
+            let stage = &job.stage(s);
             let live = |id: &NodeId| self.is_live(job, id);
             let holders: Option<Vec<NodeId>> = match stage.scan() {
                 Some(scan) => {
@@ -761,6 +871,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                                 node,
                                 addr,
                                 rows: sent.rows,
+                                bytes: sent.kept_bytes,
                             });
                         }
                         return Ok(TaskDone {
@@ -819,7 +930,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
     /// at once): one node's death costs one round of recomputation, not one per input.
     async fn recover_inputs(&self, job: &Job, s: usize) -> Result<(), SchedError> {
         let mut redo = Vec::new();
-        for &input in &job.stages[s].inputs {
+        for &input in &job.stage(s).inputs {
             let gone: BTreeSet<NodeId> = lock(&job.locations[input])
                 .iter()
                 .flatten()
@@ -944,6 +1055,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             sent.push(Sent {
                 batches,
                 rows: stat.rows,
+                kept_bytes: stat.kept_bytes,
                 remote_reads: stat.remote_reads,
                 spilled: stat.spilled,
             });

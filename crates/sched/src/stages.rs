@@ -63,6 +63,9 @@ pub struct Stage {
     pub output: StageOutput,
     /// Stages whose outputs this one reads.
     pub inputs: Vec<usize>,
+    /// The stage whose whole output a join in this stage builds on, when that join was made
+    /// a broadcast while the query ran (see [`crate::broadcast`]).
+    pub broadcast: Option<usize>,
 }
 
 /// A cut plan: the stages, in an order where a stage comes after the stages it reads, and
@@ -124,10 +127,13 @@ impl Stage {
 
     /// One line for `--analyze`.
     pub fn what(&self) -> String {
-        let reads = match self.scan() {
+        let mut reads = match self.scan() {
             Some(scan) => format!("scan of {}", scan.dataset()),
             None => format!("over stage {}", join_stages(&self.inputs)),
         };
+        if let Some(small) = self.broadcast {
+            reads.push_str(&format!(" joined with all of stage {}", small + 1));
+        }
         let to = match (&self.output, self.buckets()) {
             (StageOutput::Coordinator(_), _) => "to coordinator".to_string(),
             (StageOutput::Kept, 1) => "kept".to_string(),
@@ -144,24 +150,24 @@ fn join_stages(ids: &[usize]) -> String {
         .join("+")
 }
 
-fn hash_exchange(plan: &Arc<dyn ExecutionPlan>) -> Option<&RepartitionExec> {
+pub(crate) fn hash_exchange(plan: &Arc<dyn ExecutionPlan>) -> Option<&RepartitionExec> {
     plan.downcast_ref::<RepartitionExec>()
         .filter(|r| matches!(r.partitioning(), Partitioning::Hash(..)) && !r.preserve_order())
 }
 
-fn is_gather(plan: &Arc<dyn ExecutionPlan>) -> bool {
+pub(crate) fn is_gather(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<CoalescePartitionsExec>().is_some()
         || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
 }
 
-fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
+pub(crate) fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
     if let Some(scan) = plan.downcast_ref::<PartitionScanExec>() {
         return Some(scan);
     }
     plan.children().into_iter().find_map(find_scan)
 }
 
-fn readers_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+pub(crate) fn readers_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
     let mut ids = Vec::new();
     let _ = plan.apply(|node| {
         if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
@@ -302,6 +308,7 @@ fn kept_stage(
         tasks,
         output: StageOutput::Kept,
         inputs: readers_in(inputs_of),
+        broadcast: None,
     });
     Arc::new(ShuffleReaderExec::with_properties(
         job,
@@ -420,6 +427,7 @@ fn settle(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<d
                 tasks: partitions,
                 output: StageOutput::Coordinator(input.clone()),
                 inputs: readers_in(&plan),
+                broadcast: None,
             });
             return Ok(input);
         }
@@ -499,6 +507,31 @@ impl StageInputExec {
         }
     }
 
+    /// The stage whose outputs these are.
+    pub fn stage(&self) -> usize {
+        self.stage
+    }
+
+    /// Stages whose outputs the coordinator's `root` reads only through a gather (a merge
+    /// or a coalesce), which does not care how the outputs were hashed.
+    pub fn gathered(root: &Arc<dyn ExecutionPlan>) -> std::collections::BTreeSet<usize> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut elsewhere = std::collections::BTreeSet::new();
+        let _ = root.apply(|node| {
+            for child in node.children() {
+                if let Some(input) = child.downcast_ref::<StageInputExec>() {
+                    if is_gather(node) {
+                        found.insert(input.stage);
+                    } else {
+                        elsewhere.insert(input.stage);
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        &found - &elsewhere
+    }
+
     /// Hand over task `i`'s output.
     pub fn set_output(&self, i: usize, batches: Vec<RecordBatch>) {
         let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
@@ -567,7 +600,7 @@ impl ExecutionPlan for StageInputExec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use tern_exec::{
@@ -610,7 +643,7 @@ mod tests {
         .unwrap()
     }
 
-    async fn staged(sql: &str) -> StagePlan {
+    pub(crate) async fn staged(sql: &str) -> StagePlan {
         let ctx = tern_exec::session(
             6,
             Arc::new(Nowhere),
@@ -621,6 +654,8 @@ mod tests {
         ctx.register_table("big", Arc::new(table("big", 8, 1_000_000)))
             .unwrap();
         ctx.register_table("other", Arc::new(table("other", 8, 1_000_000)))
+            .unwrap();
+        ctx.register_table("mid", Arc::new(table("mid", 4, 500_000)))
             .unwrap();
         ctx.register_table("dim", Arc::new(table("dim", 1, 100)))
             .unwrap();
