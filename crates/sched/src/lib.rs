@@ -15,6 +15,7 @@ pub mod board;
 pub mod broadcast;
 pub mod liveness;
 pub mod stages;
+pub mod subquery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -368,7 +369,13 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         ctx: &SessionContext,
         plan: StagePlan,
     ) -> Result<Answer, SchedError> {
-        let StagePlan { root, stages } = plan;
+        let plan = self.answer_scalar_subqueries(ctx, plan).await?;
+        self.run_cut(ctx, plan).await
+    }
+
+    /// Run a cut plan as it is (see [`Self::run_planned`]).
+    async fn run_cut(&self, ctx: &SessionContext, plan: StagePlan) -> Result<Answer, SchedError> {
+        let StagePlan { root, stages, .. } = plan;
         let count = stages.len();
         let job = Job::new(stages);
         let gathered = StageInputExec::gathered(&root);
@@ -493,6 +500,57 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             started: Instant::now(),
             rows: 0,
         })
+    }
+
+    /// Run the uncorrelated scalar subqueries of `plan` first, each as a job of its own, and
+    /// cut the query again with their values written in (see [`subquery`]); `plan` as it is
+    /// when it has none, or when a value is read where it cannot be written in.
+    async fn answer_scalar_subqueries(
+        &self,
+        ctx: &SessionContext,
+        plan: StagePlan,
+    ) -> Result<StagePlan, SchedError> {
+        let Some(exec) = subquery::outermost(&plan.whole) else {
+            return Ok(plan);
+        };
+        for (i, link) in exec.subqueries().iter().enumerate() {
+            // Job ids use the bits below 60 (node, time, a counter): a subquery's job sets
+            // the top four, so its kept outputs never mix with another job's.
+            let job = self.job ^ (((i as u64 % 15) + 1) << 60);
+            let inner = Coordinator {
+                transport: self.transport,
+                board: self.board,
+                nodes: self.nodes.clone(),
+                patience: self.patience,
+                job,
+                runtime: self.runtime.clone(),
+                progress: None,
+                answer_limit: self.answer_limit,
+            };
+            let staged = cut(link.plan.clone(), job).map_err(query_error)?;
+            // Subqueries inside the subquery stay where the cut put them (not recursive).
+            let mut answer = inner.run_cut(ctx, staged).await;
+            let mut batches = Vec::new();
+            if let Ok(answer) = &mut answer {
+                while let Some(batch) = answer.next_batch().await {
+                    match batch {
+                        Ok(batch) => batches.push(batch),
+                        Err(e) => {
+                            inner.release().await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            inner.release().await;
+            answer?;
+            let value = subquery::value_of(&batches, &link.plan.schema()).map_err(query_error)?;
+            exec.results().set(link.index, value).map_err(query_error)?;
+        }
+        match subquery::written_in(plan.whole.clone()).map_err(query_error)? {
+            Some(whole) => cut(whole, self.job).map_err(query_error),
+            None => Ok(plan),
+        }
     }
 
     /// The stages as they stand, for the client's progress display.

@@ -74,6 +74,9 @@ pub struct Stage {
 pub struct StagePlan {
     pub root: Arc<dyn ExecutionPlan>,
     pub stages: Vec<Stage>,
+    /// The plan as DataFusion made it, before the cut (scalar subqueries are answered on it
+    /// and it is cut again: see [`crate::subquery`]).
+    pub whole: Arc<dyn ExecutionPlan>,
 }
 
 impl Stage {
@@ -182,7 +185,7 @@ pub(crate) fn readers_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
 
 /// Whether an operator's expressions read a scalar subquery's value, which lives in a
 /// surrounding operator on the coordinator and cannot travel with the stage.
-fn uses_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
+pub(crate) fn uses_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut found = false;
     let _ = plan.apply_expressions(&mut |expr| {
         let _ = expr.apply(|e| {
@@ -285,9 +288,13 @@ fn narrow(plan: Arc<dyn ExecutionPlan>, these: &[usize]) -> Result<Arc<dyn Execu
 /// Cut `plan` into stages for job `job` (shuffle readers name it when they fetch).
 pub fn cut(plan: Arc<dyn ExecutionPlan>, job: u64) -> Result<StagePlan> {
     let mut stages = Vec::new();
-    let lifted = lift(plan, job, &mut stages)?;
+    let lifted = lift(plan.clone(), job, &mut stages)?;
     let root = settle(lifted, &mut stages)?;
-    Ok(StagePlan { root, stages })
+    Ok(StagePlan {
+        root,
+        stages,
+        whole: plan,
+    })
 }
 
 /// Add a stage running `plan` whose outputs are kept on their nodes, and return the reader
