@@ -16,6 +16,7 @@ mod adapt;
 mod cache;
 mod codec;
 mod ipc;
+mod reorder;
 mod scan;
 mod shuffle;
 
@@ -32,7 +33,7 @@ use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUD
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-pub use adapt::build_on_smaller_sides;
+pub use adapt::{build_on_smaller_sides, semi_joins_first};
 pub use arrow;
 pub use cache::{CachedColumn, ColumnCache};
 pub use codec::{TernCodec, decode_plan, encode_plan};
@@ -99,7 +100,9 @@ pub fn session(
     memory: &MemoryLimit,
 ) -> Result<SessionContext, ExecError> {
     let (config, runtime) = configure(target_partitions, reader, fetcher, memory)?;
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.add_optimizer_rule(Arc::new(reorder::SmallTablesFirst));
+    Ok(ctx)
 }
 
 /// The functions DataFusion knows, gathered once per process: a task's context is made from

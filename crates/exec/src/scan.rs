@@ -103,6 +103,12 @@ impl StoredTable {
         self.partitions.len()
     }
 
+    /// Whether the table is small enough for DataFusion to be told its size (see
+    /// `SIZED_TABLE_ROWS`).
+    pub fn is_small(&self) -> bool {
+        self.partitions.iter().map(|p| p.rows).sum::<u64>() <= SIZED_TABLE_ROWS
+    }
+
     pub fn new(record: &DatasetRecord) -> Result<Self, ExecError> {
         if record.format != "arrow-ipc" {
             return Err(ExecError::Plan(format!(

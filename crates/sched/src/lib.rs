@@ -13,6 +13,7 @@
 
 pub mod board;
 pub mod broadcast;
+pub mod keyfilter;
 pub mod liveness;
 pub mod stages;
 pub mod subquery;
@@ -246,6 +247,12 @@ impl Job {
         Ok(())
     }
 
+    /// Filter a scan by the keys of another stage (see [`keyfilter`]): the scan must not
+    /// have started.
+    fn filter(&self, f: &keyfilter::KeyFilter) -> tern_exec::datafusion::error::Result<()> {
+        keyfilter::filter(&mut lock(&self.stages), f)
+    }
+
     fn is_lost(&self, node: NodeId) -> bool {
         lock(&self.lost).contains(&node)
     }
@@ -380,6 +387,8 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         let job = Job::new(stages);
         let gathered = StageInputExec::gathered(&root);
         let mut refused = BTreeSet::new();
+        // Scans given a key filter, or whose filter failed to be made.
+        let mut filtered = BTreeSet::new();
         self.report_planned(&job);
         let mut reports: Vec<Option<StageReport>> = vec![None; count];
         let mut started = vec![false; count];
@@ -428,6 +437,35 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 }
                 self.report_planned(&job);
             }
+            // A scan whose join's other side has run and is small, though not a broadcast:
+            // it keeps only rows with that side's keys.
+            while let Some(f) = keyfilter::filterable(&job.stages()).into_iter().find(|f| {
+                let (rows, bytes) = job.made(f.small);
+                !filtered.contains(&f.large)
+                    && done[f.small]
+                    && !started[f.large]
+                    && bytes <= keyfilter::KEY_FILTER_BYTES
+                    && keyfilter::selective(&job.stages(), f, rows)
+            }) {
+                let (rows, bytes) = job.made(f.small);
+                filtered.insert(f.large);
+                match job.filter(&f) {
+                    Ok(()) => info!(
+                        job = self.job,
+                        stage = f.large + 1,
+                        rows,
+                        bytes,
+                        "scan filtered by the join keys of stage {}",
+                        f.small + 1
+                    ),
+                    Err(e) => warn!(
+                        job = self.job,
+                        stage = f.large + 1,
+                        "scan kept unfiltered: {e}"
+                    ),
+                }
+                self.report_planned(&job);
+            }
             let done: Vec<bool> = reports.iter().map(Option::is_some).collect();
             let stages = job.stages();
             let ready: Vec<usize> = (0..count)
@@ -443,6 +481,16 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                         && broadcast::worth_waiting(&stages, b)
                 })
                 .map(|b| b.large)
+                .chain(
+                    keyfilter::filterable(&stages)
+                        .into_iter()
+                        .filter(|f| {
+                            !filtered.contains(&f.large)
+                                && !done[f.small]
+                                && keyfilter::worth_waiting(&stages, f)
+                        })
+                        .map(|f| f.large),
+                )
                 .collect();
             let not_waiting: Vec<usize> = ready
                 .iter()
@@ -652,7 +700,7 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         let live = self.nodes.keys().filter(|id| self.is_live(job, id)).count();
         let slots = (live * self.board.slots()).max(1);
         // A batch builds a broadcast join's hash table once for all its tasks: one per slot.
-        let per_slot = match stage.broadcast {
+        let per_slot = match stage.broadcast.or(stage.filtered_by) {
             Some(_) => 1,
             None => TASKS_PER_SLOT_UNBATCHED,
         };
@@ -1147,6 +1195,7 @@ pub async fn plan_query(
     state.config_mut().options_mut().execution.target_partitions = width;
     let frame = DataFrame::new(state, frame.into_unoptimized_plan());
     let plan = frame.create_physical_plan().await.map_err(query_error)?;
+    let plan = tern_exec::semi_joins_first(plan).map_err(query_error)?;
     cut(plan, job).map_err(query_error)
 }
 

@@ -66,6 +66,9 @@ pub struct Stage {
     /// The stage whose whole output a join in this stage builds on, when that join was made
     /// a broadcast while the query ran (see [`crate::broadcast`]).
     pub broadcast: Option<usize>,
+    /// The stage by whose join keys this scan's rows are filtered before they are hashed,
+    /// when that was chosen while the query ran (see [`crate::keyfilter`]).
+    pub filtered_by: Option<usize>,
 }
 
 /// A cut plan: the stages, in an order where a stage comes after the stages it reads, and
@@ -136,6 +139,9 @@ impl Stage {
         };
         if let Some(small) = self.broadcast {
             reads.push_str(&format!(" joined with all of stage {}", small + 1));
+        }
+        if let Some(small) = self.filtered_by {
+            reads.push_str(&format!(" filtered by the keys of stage {}", small + 1));
         }
         let to = match (&self.output, self.buckets()) {
             (StageOutput::Coordinator(_), _) => "to coordinator".to_string(),
@@ -316,6 +322,7 @@ fn kept_stage(
         output: StageOutput::Kept,
         inputs: readers_in(inputs_of),
         broadcast: None,
+        filtered_by: None,
     });
     Arc::new(ShuffleReaderExec::with_properties(
         job,
@@ -340,10 +347,13 @@ fn lift(
     let mut plan = replace_children_if_necessary(plan, children)?;
     // A single-partition input read whole by every partition of a join (a small table's
     // scan as a broadcast build side, with no gather in between): its own stage, so the
-    // join's tasks each read its one output.
+    // join's tasks each read its one output. Likewise the scans of a join of small tables
+    // (a filtered nation joined with supplier first), so that join runs in the tasks of
+    // whatever reads it.
     let partitions = plan.output_partitioning().partition_count();
     let children = plan.children();
-    if children.len() > 1 && partitions > 1 {
+    let scanning = children.iter().filter(|c| find_scan(c).is_some()).count();
+    if children.len() > 1 && (partitions > 1 || scanning > 1) {
         let mut changed = false;
         let mut inputs = Vec::with_capacity(children.len());
         for child in children {
@@ -435,6 +445,7 @@ fn settle(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<d
                 output: StageOutput::Coordinator(input.clone()),
                 inputs: readers_in(&plan),
                 broadcast: None,
+                filtered_by: None,
             });
             return Ok(input);
         }
@@ -733,5 +744,38 @@ pub(crate) mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_small_table_joins_the_table_its_keys_come_from_first() {
+        // Written last, dim joins big (through big.v) right after big's scan, in its tasks:
+        // before big meets other, not after.
+        let big_scan = |plan: &StagePlan| {
+            let scan = plan
+                .stages
+                .iter()
+                .find(|s| s.scan().is_some_and(|scan| scan.dataset() == "big"))
+                .expect("a scan of big");
+            displayable(scan.plan.as_ref()).indent(true).to_string()
+        };
+        let plan = staged(
+            "SELECT count(*) FROM big, other, dim \
+             WHERE big.k = other.k AND big.v = dim.k AND dim.v = 3",
+        )
+        .await;
+        assert!(
+            big_scan(&plan).contains("CollectLeft"),
+            "{}",
+            describe(&plan)
+        );
+        // Not filtered: as written, after the join of big and other.
+        let plan =
+            staged("SELECT count(*) FROM big, other, dim WHERE big.k = other.k AND big.v = dim.k")
+                .await;
+        assert!(
+            !big_scan(&plan).contains("CollectLeft"),
+            "{}",
+            describe(&plan)
+        );
     }
 }
