@@ -415,14 +415,8 @@ pub fn estimated_bytes(stages: &[Stage], s: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use tern_exec::datafusion::physical_plan::displayable;
-
     use super::*;
-    use crate::stages::tests::staged;
-
-    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
-        displayable(plan.as_ref()).indent(true).to_string()
-    }
+    use crate::stages::tests::{shown, staged};
 
     #[tokio::test]
     async fn a_join_moves_into_the_large_scan_building_on_the_small_side() {

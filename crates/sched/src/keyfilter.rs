@@ -355,14 +355,8 @@ pub fn filter(stages: &mut [Stage], f: &KeyFilter) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use tern_exec::datafusion::physical_plan::displayable;
-
     use super::*;
-    use crate::stages::tests::staged;
-
-    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
-        displayable(plan.as_ref()).indent(true).to_string()
-    }
+    use crate::stages::tests::{shown, staged};
 
     #[tokio::test]
     async fn a_semi_joins_large_scan_keeps_only_rows_with_the_small_sides_keys() {

@@ -439,14 +439,17 @@ impl<'a, T: Transport> Coordinator<'a, T> {
             }
             // A scan whose join's other side has run and is small, though not a broadcast:
             // it keeps only rows with that side's keys.
-            while let Some(f) = keyfilter::filterable(&job.stages()).into_iter().find(|f| {
-                let (rows, bytes) = job.made(f.small);
-                !filtered.contains(&f.large)
-                    && done[f.small]
-                    && !started[f.large]
-                    && bytes <= keyfilter::KEY_FILTER_BYTES
-                    && keyfilter::selective(&job.stages(), f, rows)
-            }) {
+            while let Some(f) = {
+                let stages = job.stages();
+                keyfilter::filterable(&stages).into_iter().find(|f| {
+                    let (rows, bytes) = job.made(f.small);
+                    !filtered.contains(&f.large)
+                        && done[f.small]
+                        && !started[f.large]
+                        && bytes <= keyfilter::KEY_FILTER_BYTES
+                        && keyfilter::selective(&stages, f, rows)
+                })
+            } {
                 let (rows, bytes) = job.made(f.small);
                 filtered.insert(f.large);
                 match job.filter(&f) {

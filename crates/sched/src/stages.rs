@@ -661,6 +661,11 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// One stage's plan as `--explain` shows it.
+    pub(crate) fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
+        displayable(plan.as_ref()).indent(true).to_string()
+    }
+
     pub(crate) async fn staged(sql: &str) -> StagePlan {
         let ctx = tern_exec::session(
             6,
