@@ -38,6 +38,7 @@ struct ReaderWire {
     partitions: usize,
     schema: Vec<u8>,
     locations: Vec<TaskLocation>,
+    columns: Option<Vec<usize>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,7 +87,9 @@ impl PhysicalExtensionCodec for TernCodec {
                     schema,
                     Partitioning::UnknownPartitioning(wire.partitions),
                 );
-                Ok(Arc::new(reader.located(wire.locations)))
+                let mut reader = reader.located(wire.locations);
+                reader.columns = wire.columns;
+                Ok(Arc::new(reader))
             }
         }
     }
@@ -114,6 +117,7 @@ impl PhysicalExtensionCodec for TernCodec {
                 partitions: reader.properties().partitioning.partition_count(),
                 schema: batches_to_ipc(&reader.schema(), &[]).map_err(external)?,
                 locations: reader.locations.clone(),
+                columns: reader.columns.clone(),
             })
         } else {
             return Err(DataFusionError::NotImplemented(format!(

@@ -53,6 +53,17 @@ pub(crate) fn ipc_buffer_to_batches(
     Ok((schema, batches))
 }
 
+/// An Arrow IPC stream in `bytes` cut down to its `columns` (the others are never copied).
+pub fn project_ipc(bytes: Buffer, columns: &[usize]) -> Result<Vec<u8>, ExecError> {
+    let (schema, batches) = ipc_buffer_to_batches(bytes)?;
+    let schema = Arc::new(schema.project(columns)?);
+    let batches = batches
+        .iter()
+        .map(|b| b.project(columns))
+        .collect::<Result<Vec<_>, _>>()?;
+    batches_to_ipc(&schema, &batches)
+}
+
 /// The same, keeping only the columns `projection` names: the others are never decoded or
 /// decompressed.
 pub fn ipc_to_batches_projected(

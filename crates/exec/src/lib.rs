@@ -38,7 +38,7 @@ pub use arrow;
 pub use cache::{CachedColumn, ColumnCache};
 pub use codec::{TernCodec, decode_plan, encode_plan};
 pub use datafusion;
-pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches};
+pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches, project_ipc};
 pub use scan::{
     BlockRead, BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json,
 };
@@ -250,6 +250,7 @@ pub async fn run_all(
 mod tests {
     use std::sync::Arc;
 
+    use arrow::buffer::Buffer;
     use datafusion::physical_plan::displayable;
     use tern_proto::{BlockHash, DatasetRecord, PartitionRecord};
 
@@ -262,8 +263,14 @@ mod tests {
         }
     }
     impl ShuffleFetcher for NoBlocks {
-        fn fetch(&self, key: ShuffleKey, _node: u64, _addr: String) -> ShuffleFuture {
-            Box::pin(async move { Err(format!("no shuffle output {key:?} here")) })
+        fn fetch(
+            &self,
+            keys: Vec<ShuffleKey>,
+            _columns: Option<Vec<usize>>,
+            _node: u64,
+            _addr: String,
+        ) -> ShuffleFuture {
+            Box::pin(async move { Err(format!("no shuffle output {keys:?} here")) })
         }
     }
 
@@ -317,6 +324,126 @@ mod tests {
             err.contains("partition 0 of trips") || err.contains("of trips"),
             "{err}"
         );
+    }
+
+    /// Shuffle outputs of five tasks on nodes 1 and 2, two buckets each; node 2 sends only
+    /// the columns asked for, node 1 whole buckets (as a local read does).
+    struct KeptBuckets {
+        asked: std::sync::Mutex<Vec<(u64, Vec<u32>)>>,
+    }
+    impl ShuffleFetcher for KeptBuckets {
+        fn fetch(
+            &self,
+            keys: Vec<ShuffleKey>,
+            columns: Option<Vec<usize>>,
+            node: u64,
+            _addr: String,
+        ) -> ShuffleFuture {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((node, keys.iter().map(|k| k.task).collect()));
+            let buckets = keys
+                .iter()
+                .map(|k| {
+                    let batch = bucket(k.task, k.bucket);
+                    let bytes = match (&columns, node) {
+                        (Some(columns), 2) => project_ipc(
+                            Buffer::from_vec(batches_to_ipc(&batch.schema(), &[batch]).unwrap()),
+                            columns,
+                        )
+                        .unwrap(),
+                        _ => batches_to_ipc(&batch.schema(), &[batch]).unwrap(),
+                    };
+                    Buffer::from_vec(bytes)
+                })
+                .collect();
+            Box::pin(async move { Ok(buckets) })
+        }
+    }
+
+    fn bucket(task: u32, bucket: u32) -> arrow::record_batch::RecordBatch {
+        use arrow::array::{Int64Array, StringArray};
+        let key = (task * 10 + bucket) as i64;
+        arrow::record_batch::RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(Int64Array::from(vec![key])) as arrow::array::ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![format!("row {key}")])) as _,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bucket_reader_fetches_a_nodes_buckets_together_and_only_the_columns_it_reads() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        use datafusion::physical_plan::Partitioning;
+        let fetcher = Arc::new(KeptBuckets {
+            asked: Default::default(),
+        });
+        let ctx = session(
+            2,
+            Arc::new(NoBlocks),
+            fetcher.clone(),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
+        let located = |bytes: u64| {
+            (0..5u64)
+                .map(|t| TaskLocation {
+                    node: 1 + t % 2,
+                    addr: String::new(),
+                    rows: 2,
+                    bytes,
+                })
+                .collect::<Vec<_>>()
+        };
+        let reader = ShuffleReaderExec::new(
+            7,
+            0,
+            ReadMode::Bucket,
+            5,
+            bucket(0, 0).schema(),
+            Partitioning::UnknownPartitioning(2),
+        )
+        .located(located(100))
+        .projected(vec![0])
+        .unwrap();
+        // The projection travels with the plan.
+        let plan = decode_plan(&encode_plan(Arc::new(reader)).unwrap(), &ctx.task_ctx()).unwrap();
+        let batches = run_task(plan, 1, ctx.task_ctx()).await.unwrap();
+        let mut keys: Vec<i64> = batches
+            .iter()
+            .inspect(|b| assert_eq!(b.num_columns(), 1))
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, vec![1, 11, 21, 31, 41]);
+        assert_eq!(
+            *fetcher.asked.lock().unwrap(),
+            vec![(1, vec![0, 2, 4]), (2, vec![1, 3])]
+        );
+        // Buckets too large to ask for together: one fetch each, the nodes taking turns.
+        fetcher.asked.lock().unwrap().clear();
+        let big = ShuffleReaderExec::new(
+            7,
+            0,
+            ReadMode::Bucket,
+            5,
+            bucket(0, 0).schema(),
+            Partitioning::UnknownPartitioning(2),
+        )
+        .located(located(2 * shuffle::FETCH_BYTES));
+        let batches = run_task(Arc::new(big), 0, ctx.task_ctx()).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+        assert_eq!(batches[0].num_columns(), 2);
+        let nodes: Vec<u64> = fetcher.asked.lock().unwrap().iter().map(|a| a.0).collect();
+        assert_eq!(nodes, vec![1, 2, 1, 2, 1]);
     }
 
     #[test]

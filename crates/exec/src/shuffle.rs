@@ -43,13 +43,24 @@ pub struct ShuffleKey {
 
 /// Where the shuffle outputs of one earlier stage are: one producing node per task.
 pub trait ShuffleFetcher: Send + Sync + 'static {
-    /// The bucket's rows as an Arrow IPC stream, fetched from `node` at `addr`.
-    fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture;
+    /// The buckets `keys`, all kept on `node` at `addr`, in order, each an Arrow IPC stream
+    /// of every column or only of `columns` (a node may leave the others out, or not).
+    fn fetch(
+        &self,
+        keys: Vec<ShuffleKey>,
+        columns: Option<Vec<usize>>,
+        node: NodeId,
+        addr: String,
+    ) -> ShuffleFuture;
 }
 
-/// A bucket's bytes as an Arrow buffer: a bucket kept on the reading node is shared, not
+/// Buckets' bytes as Arrow buffers: a bucket kept on the reading node is shared, not
 /// copied, and its columns are read in place.
-pub type ShuffleFuture = Pin<Box<dyn Future<Output = Result<Buffer, String>> + Send>>;
+pub type ShuffleFuture = Pin<Box<dyn Future<Output = Result<Vec<Buffer>, String>> + Send>>;
+
+/// About how many bytes of buckets one fetch asks a node for (estimated from the producing
+/// tasks' output sizes): few round trips, a bounded answer.
+pub const FETCH_BYTES: u64 = 4 << 20;
 
 /// The extension a session carries so shuffle readers find their inputs.
 pub(crate) struct FetcherHandle(pub(crate) Arc<dyn ShuffleFetcher>);
@@ -84,6 +95,9 @@ pub struct ShuffleReaderExec {
     /// Producing tasks of the stage, in task order; empty until the stage has run.
     pub(crate) locations: Vec<TaskLocation>,
     pub(crate) tasks: usize,
+    /// The columns of the producing stage's output it reads (all when `None`): a remote
+    /// node sends only those.
+    pub(crate) columns: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -122,8 +136,32 @@ impl ShuffleReaderExec {
             mode,
             locations: Vec::new(),
             tasks,
+            columns: None,
             properties,
         }
+    }
+
+    /// The same reader keeping only `columns` of its output (a key filter's build side needs
+    /// the join keys only; the rest would cross the network for nothing).
+    pub fn projected(&self, columns: Vec<usize>) -> Result<Self> {
+        let schema = Arc::new(self.schema().project(&columns)?);
+        let partitions = self.properties.partitioning.partition_count();
+        let columns = match &self.columns {
+            Some(kept) => columns.iter().map(|&c| kept[c]).collect(),
+            None => columns,
+        };
+        Ok(Self {
+            columns: Some(columns),
+            ..Self::new(
+                self.job,
+                self.stage,
+                self.mode,
+                self.tasks,
+                schema,
+                Partitioning::UnknownPartitioning(partitions),
+            )
+            .located(self.locations.clone())
+        })
     }
 
     pub fn stage(&self) -> u32 {
@@ -175,7 +213,11 @@ impl DisplayAs for ShuffleReaderExec {
             "ShuffleReaderExec: stage {}, {what}, partitions={}",
             self.stage + 1,
             self.properties.partitioning.partition_count()
-        )
+        )?;
+        match &self.columns {
+            Some(columns) => write!(f, ", columns={columns:?}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -250,39 +292,51 @@ impl ExecutionPlan for ShuffleReaderExec {
             })?
             .0
             .clone();
-        let keys: Vec<(ShuffleKey, TaskLocation)> = match self.mode {
-            ReadMode::Bucket => self
-                .locations
-                .iter()
-                .enumerate()
-                .map(|(task, at)| (self.key(task, partition), at.clone()))
-                .collect(),
-            ReadMode::PerTask => vec![(self.key(partition, 0), self.locations[partition].clone())],
+        let fetches = match self.mode {
+            ReadMode::Bucket => self.bucket_fetches(partition),
+            ReadMode::PerTask => vec![(
+                self.locations[partition].clone(),
+                vec![self.key(partition, 0)],
+            )],
         };
         let stage = self.stage;
-        let fetches =
-            futures::stream::iter(keys)
-                .map(move |(key, at)| {
-                    let fetcher = fetcher.clone();
-                    async move {
-                        let bytes = fetcher.fetch(key, at.node, at.addr.clone()).await.map_err(
-                            |reason| {
-                                DataFusionError::Execution(format!(
-                                    "output of stage {} task {} on node {}: {reason}",
-                                    stage + 1,
-                                    key.task,
-                                    at.node
-                                ))
-                            },
-                        )?;
-                        let (_, batches) = ipc_buffer_to_batches(bytes)
+        let columns = self.columns.clone();
+        let fetches = futures::stream::iter(fetches)
+            .map(move |(at, keys)| {
+                let (fetcher, columns) = (fetcher.clone(), columns.clone());
+                async move {
+                    let tasks: Vec<String> =
+                        keys.iter().map(|k| (k.task + 1).to_string()).collect();
+                    let buckets = fetcher
+                        .fetch(keys, columns.clone(), at.node, at.addr.clone())
+                        .await
+                        .map_err(|reason| {
+                            DataFusionError::Execution(format!(
+                                "output of stage {} (task {}) on node {}: {reason}",
+                                stage + 1,
+                                tasks.join(", "),
+                                at.node
+                            ))
+                        })?;
+                    let mut batches = Vec::new();
+                    for bytes in buckets {
+                        let (_, more) = ipc_buffer_to_batches(bytes)
                             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                        Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+                        for batch in more {
+                            batches.push(match &columns {
+                                Some(kept) if batch.num_columns() != kept.len() => {
+                                    batch.project(kept)?
+                                }
+                                _ => batch,
+                            });
+                        }
                     }
-                })
-                // A few fetches at once: enough to hide a round trip, few enough to bound memory.
-                .buffered(4)
-                .try_flatten();
+                    Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+                }
+            })
+            // A few fetches at once: enough to hide a round trip, few enough to bound memory.
+            .buffered(4)
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             fetches,
@@ -291,6 +345,41 @@ impl ExecutionPlan for ShuffleReaderExec {
 }
 
 impl ShuffleReaderExec {
+    /// Bucket `bucket` of every producing task, as fetches of a node's buckets together (one
+    /// request instead of one per task: a stage reading a 26-partition scan made 26 round
+    /// trips per task), each about [`FETCH_BYTES`] at most, taking the nodes in turn so they
+    /// all serve at once.
+    fn bucket_fetches(&self, bucket: usize) -> Vec<(TaskLocation, Vec<ShuffleKey>)> {
+        let buckets = self.properties.partitioning.partition_count().max(1) as u64;
+        let mut per_node: std::collections::BTreeMap<NodeId, Vec<(TaskLocation, Vec<ShuffleKey>)>> =
+            Default::default();
+        for (task, at) in self.locations.iter().enumerate() {
+            let fetches = per_node.entry(at.node).or_default();
+            let bytes = |keys: &[ShuffleKey]| -> u64 {
+                keys.iter()
+                    .map(|k| self.locations[k.task as usize].bytes / buckets)
+                    .sum()
+            };
+            match fetches.last_mut() {
+                Some((_, keys)) if bytes(keys) + at.bytes / buckets <= FETCH_BYTES => {
+                    keys.push(self.key(task, bucket))
+                }
+                _ => fetches.push((at.clone(), vec![self.key(task, bucket)])),
+            }
+        }
+        let mut runs: Vec<std::collections::VecDeque<_>> = per_node
+            .into_values()
+            .map(std::collections::VecDeque::from)
+            .collect();
+        let mut out = Vec::new();
+        while runs.iter().any(|r| !r.is_empty()) {
+            for run in &mut runs {
+                out.extend(run.pop_front());
+            }
+        }
+        out
+    }
+
     fn key(&self, task: usize, bucket: usize) -> ShuffleKey {
         ShuffleKey {
             job: self.job,

@@ -46,46 +46,73 @@ struct NodeReader<T: Transport> {
 }
 
 impl<T: Transport> ShuffleFetcher for NodeReader<T> {
-    fn fetch(&self, key: ShuffleKey, node: NodeId, addr: String) -> ShuffleFuture {
+    fn fetch(
+        &self,
+        keys: Vec<ShuffleKey>,
+        columns: Option<Vec<usize>>,
+        node: NodeId,
+        addr: String,
+    ) -> ShuffleFuture {
         let (me, shuffles, transport) = (self.me, self.shuffles.clone(), self.transport.clone());
         let inline = !self.blocks.blocks_thread();
         let lost = self.lost.clone();
         Box::pin(async move {
+            let Some(first) = keys.first().copied() else {
+                return Ok(Vec::new());
+            };
             let fetched = if node == me {
-                crate::blocks::off_runtime(inline, move || shuffles.get(key))
-                    .await
-                    .and_then(|r| r.map_err(|e| e.to_string()))
+                crate::blocks::off_runtime(inline, move || {
+                    keys.into_iter()
+                        .map(|key| shuffles.get(key))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .and_then(|r| r.map_err(|e| e.to_string()))
             } else {
-                fetch_shuffle(transport.as_ref(), &addr, key)
-                    .await
-                    .map(Buffer::from_vec)
+                fetch_shuffle(transport.as_ref(), &addr, &keys, columns).await
             };
             if let Err(reason) = &fetched {
                 lost.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert((key.stage, node, reason.clone()));
+                    .get_or_insert((first.stage, node, reason.clone()));
             }
             fetched
         })
     }
 }
 
-/// One bucket of a task's output kept on the node at `addr`.
+/// One bucket of several tasks' outputs (all of one job and stage) kept on the node at
+/// `addr`, in the order of `keys`, only `columns` of them when given.
 async fn fetch_shuffle<T: Transport>(
     transport: &T,
     addr: &str,
-    key: ShuffleKey,
-) -> Result<Vec<u8>, String> {
+    keys: &[ShuffleKey],
+    columns: Option<Vec<usize>>,
+) -> Result<Vec<Buffer>, String> {
     let request = Request::FetchShuffle {
-        job: key.job,
-        stage: key.stage,
-        task: key.task,
-        bucket: key.bucket,
+        job: keys[0].job,
+        stage: keys[0].stage,
+        tasks: keys.iter().map(|k| k.task).collect(),
+        bucket: keys[0].bucket,
+        columns: columns.map(|c| c.into_iter().map(|c| c as u32).collect()),
     };
     let fetch = tern_proto::fetch_bytes(transport, addr, &request);
-    tern_sched::while_alive(transport, addr, fetch)
+    let body = tern_sched::while_alive(transport, addr, fetch)
         .await
-        .unwrap_or_else(|gone| Err(gone.to_string()))
+        .unwrap_or_else(|gone| Err(gone.to_string()))?;
+    let parts = tern_proto::split_parts(&body).map_err(|e| e.to_string())?;
+    if parts.len() != keys.len() {
+        return Err(format!(
+            "asked for {} buckets, got {}",
+            keys.len(),
+            parts.len()
+        ));
+    }
+    let body = Buffer::from_vec(body);
+    Ok(parts
+        .into_iter()
+        .map(|range| body.slice_with_length(range.start, range.len()))
+        .collect())
 }
 
 impl<T: Transport> BlockReader for NodeReader<T> {
@@ -362,18 +389,36 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
     }
 
-    /// Send one bucket of a kept task output.
-    pub(crate) async fn serve_shuffle(&self, key: ShuffleKey, reply: tern_net::BodyWriter) {
+    /// Send the kept buckets `keys` (only `columns` of them when given), joined.
+    pub(crate) async fn serve_shuffle(
+        &self,
+        keys: Vec<ShuffleKey>,
+        columns: Option<Vec<usize>>,
+        reply: tern_net::BodyWriter,
+    ) {
         let shuffles = self.shuffles.clone();
-        let got =
-            crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || shuffles.get(key))
-                .await;
+        let got = crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || {
+            keys.into_iter()
+                .map(|key| {
+                    let bucket = shuffles.get(key).map_err(|e| e.to_string())?;
+                    match &columns {
+                        Some(columns) => tern_exec::project_ipc(bucket, columns)
+                            .map(Buffer::from_vec)
+                            .map_err(|e| format!("bucket {key:?}: {e}")),
+                        None => Ok(bucket),
+                    }
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await;
         match got {
-            Ok(Ok(bytes)) => {
+            Ok(Ok(buckets)) => {
+                let parts: Vec<&[u8]> = buckets.iter().map(|b| b.as_slice()).collect();
+                let body = tern_proto::join_parts(&parts);
                 let answer = Response::Block {
-                    size: bytes.len() as u64,
+                    size: body.len() as u64,
                 };
-                respond_with_bytes(reply, &answer, &bytes).await
+                respond_with_bytes(reply, &answer, &body).await
             }
             Ok(Err(e)) => {
                 respond(

@@ -602,16 +602,21 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
             Request::FetchShuffle {
                 job,
                 stage,
-                task,
+                tasks,
                 bucket,
+                columns,
             } => {
-                let key = tern_exec::ShuffleKey {
-                    job,
-                    stage,
-                    task,
-                    bucket,
-                };
-                self.serve_shuffle(key, reply).await
+                let keys = tasks
+                    .into_iter()
+                    .map(|task| tern_exec::ShuffleKey {
+                        job,
+                        stage,
+                        task,
+                        bucket,
+                    })
+                    .collect();
+                let columns = columns.map(|c| c.into_iter().map(|c| c as usize).collect());
+                self.serve_shuffle(keys, columns, reply).await
             }
             Request::Query { sql, explain } => self.run_query(sql, explain, reply).await,
             request => self.serve_bulk(request, body, reply).await,

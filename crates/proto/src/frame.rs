@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::message::{ErrorKind, Request, Response};
 
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// No single frame may be larger; bulk data is split into frames below this.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -95,11 +95,79 @@ pub fn decode_response(payload: &[u8]) -> Result<Response, FrameError> {
     decode(payload)
 }
 
+/// Parts (a `FetchShuffle` answer's buckets) one after the other in one body: each as its
+/// length (u64 little-endian, then 8 zero bytes) and its bytes, padded with zeros to a multiple
+/// of 16, so every part starts 16-byte aligned and Arrow reads its columns in place.
+pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let size = parts
+        .iter()
+        .map(|p| PART_HEADER + p.len().next_multiple_of(16))
+        .sum();
+    let mut body = Vec::with_capacity(size);
+    for part in parts {
+        body.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        body.extend_from_slice(&[0; PART_HEADER - 8]);
+        body.extend_from_slice(part);
+        body.resize(body.len().next_multiple_of(16), 0);
+    }
+    body
+}
+
+const PART_HEADER: usize = 16;
+
+/// Where each part of a body made by [`join_parts`] lies in it.
+pub fn split_parts(body: &[u8]) -> Result<Vec<std::ops::Range<usize>>, FrameError> {
+    let malformed = |reason: String| FrameError::Malformed { reason };
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let header = body
+            .get(at..at + PART_HEADER)
+            .ok_or_else(|| malformed(format!("a part header cut short at byte {at}")))?;
+        let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let start = at + PART_HEADER;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .filter(|&end| end <= body.len())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "a part of {len} bytes at byte {at} runs past the end"
+                ))
+            })?;
+        parts.push(start..end);
+        at = end.next_multiple_of(16);
+    }
+    Ok(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn parts_come_back_as_they_went_and_aligned() {
+        let parts: Vec<Vec<u8>> = vec![vec![1; 5], vec![], vec![2; 16], vec![3; 17]];
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let body = join_parts(&refs);
+        let ranges = split_parts(&body).unwrap();
+        assert_eq!(ranges.len(), parts.len());
+        for (range, part) in ranges.iter().zip(&parts) {
+            assert_eq!(range.start % 16, 0);
+            assert_eq!(&body[range.clone()], part.as_slice());
+        }
+        assert!(split_parts(&body[..body.len() - 20]).is_err());
+        assert!(split_parts(&[0; 7]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn split_parts_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = split_parts(&body);
+        }
+    }
 
     #[test]
     fn requests_round_trip() {

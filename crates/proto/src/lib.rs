@@ -23,7 +23,7 @@ pub use dataset::{
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
     FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,
-    encode_response,
+    encode_response, join_parts, split_parts,
 };
 pub use message::*;
 pub use query::{

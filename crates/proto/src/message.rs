@@ -190,13 +190,15 @@ pub enum Request {
         plan: Vec<u8>,
         tasks: Vec<TaskSpec>,
     },
-    /// Read one bucket of a task's kept output (bulk: answered with `Response::Block` and
-    /// its bytes, an Arrow IPC stream, as chunks).
+    /// Read bucket `bucket` of several tasks' kept outputs (bulk: answered with
+    /// `Response::Block` and, as chunks, the buckets in task order, each an Arrow IPC stream,
+    /// joined by [`crate::join_parts`]), only `columns` of them when given.
     FetchShuffle {
         job: u64,
         stage: u32,
-        task: u32,
+        tasks: Vec<u32>,
         bucket: u32,
+        columns: Option<Vec<u32>>,
     },
     /// The job is over: drop every output kept for it.
     ReleaseJob {

@@ -30,7 +30,7 @@ use tern_exec::datafusion::physical_plan::aggregates::AggregateExec;
 use tern_exec::datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use tern_exec::datafusion::physical_plan::filter::FilterExec;
 use tern_exec::datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use tern_exec::datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use tern_exec::datafusion::physical_plan::projection::ProjectionExec;
 use tern_exec::datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
 use tern_exec::{ReadMode, ShuffleReaderExec};
 
@@ -301,18 +301,13 @@ pub fn filter(stages: &mut [Stage], f: &KeyFilter) -> Result<()> {
     let exchange = hash_exchange(&stage.plan)
         .ok_or_else(|| DataFusionError::Internal("a scan stage without its exchange".into()))?;
     let rows = exchange.input().clone();
-    let small_schema = f.small_reader.schema();
-    let keys: Vec<ProjectionExpr> = f
-        .small_keys
-        .iter()
-        .map(|&k| {
-            let name = small_schema.field(k).name();
-            ProjectionExpr::new(Arc::new(Column::new(name, k)), name.clone())
-        })
-        .collect();
-    let build: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(Arc::new(
-        ProjectionExec::try_new(keys, f.small_reader.clone())?,
-    )));
+    // Only the key columns cross the network: the producing nodes cut their buckets down.
+    let keys = f
+        .small_reader
+        .downcast_ref::<ShuffleReaderExec>()
+        .ok_or_else(|| DataFusionError::Internal("a key filter reads no stage output".into()))?
+        .projected(f.small_keys.clone())?;
+    let build: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(Arc::new(keys)));
     let filter_on = |rows: Arc<dyn ExecutionPlan>, keys: &[usize]| {
         let schema = rows.schema();
         let on = keys

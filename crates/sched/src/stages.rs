@@ -636,7 +636,13 @@ pub(crate) mod tests {
         }
     }
     impl ShuffleFetcher for Nowhere {
-        fn fetch(&self, _key: ShuffleKey, _node: NodeId, _addr: String) -> ShuffleFuture {
+        fn fetch(
+            &self,
+            _keys: Vec<ShuffleKey>,
+            _columns: Option<Vec<usize>>,
+            _node: NodeId,
+            _addr: String,
+        ) -> ShuffleFuture {
             Box::pin(async { Err("planning only".to_string()) })
         }
     }
