@@ -76,6 +76,11 @@ pub struct UpArgs {
     /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
     #[arg(long, value_parser = parse_slow_node)]
     slow_node: Option<(u64, u64)>,
+    /// For testing: plan only tables of at most ROWS rows with their size known (default one
+    /// million); with 0 every join is planned partitioned and decided as the query runs
+    /// (broadcast, key filter or shuffle), as for large tables.
+    #[arg(long, value_name = "ROWS")]
+    sized_table_rows: Option<u64>,
 }
 
 fn parse_slow_node(text: &str) -> Result<(u64, u64), String> {
@@ -164,6 +169,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                     .slow_node
                     .filter(|(slow, _)| *slow == id)
                     .map_or(0, |(_, ms)| ms),
+                sized_table_rows: args.sized_table_rows,
                 timings: {
                     let defaults = NodeTimings::default();
                     let down_after_ms = args.down_after * 1000;

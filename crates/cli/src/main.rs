@@ -407,6 +407,7 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 answer_memory_bytes: 2 << 30,
                 cache_memory_bytes: 2 << 30,
                 task_delay_ms: 0,
+                sized_table_rows: None,
                 timings: Default::default(),
             }
         }

@@ -95,6 +95,8 @@ pub struct StoredTable {
     dataset: String,
     schema: SchemaRef,
     partitions: Vec<ScanPartition>,
+    /// Told its size when it has at most this many rows (see `SIZED_TABLE_ROWS`).
+    sized_rows: u64,
 }
 
 impl StoredTable {
@@ -106,7 +108,17 @@ impl StoredTable {
     /// Whether the table is small enough for DataFusion to be told its size (see
     /// `SIZED_TABLE_ROWS`).
     pub fn is_small(&self) -> bool {
-        self.partitions.iter().map(|p| p.rows).sum::<u64>() <= SIZED_TABLE_ROWS
+        self.partitions.iter().map(|p| p.rows).sum::<u64>() <= self.sized_rows
+    }
+
+    /// The same table, told its size only if it has at most `rows` rows instead of
+    /// `SIZED_TABLE_ROWS` (0: never, so every join of it is planned partitioned and decided
+    /// as the query runs: how tests reach the run-time joins with small tables).
+    pub fn sized_up_to(self, rows: u64) -> Self {
+        Self {
+            sized_rows: rows,
+            ..self
+        }
     }
 
     pub fn new(record: &DatasetRecord) -> Result<Self, ExecError> {
@@ -131,6 +143,7 @@ impl StoredTable {
                     rows: p.rows,
                 })
                 .collect(),
+            sized_rows: SIZED_TABLE_ROWS,
         })
     }
 }
@@ -152,13 +165,16 @@ impl TableProvider for StoredTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(PartitionScanExec::new(
-            self.dataset.clone(),
-            self.schema.clone(),
-            projection.cloned(),
-            self.partitions.clone(),
-            limit,
-        )?))
+        Ok(Arc::new(PartitionScanExec {
+            sized_rows: self.sized_rows,
+            ..PartitionScanExec::new(
+                self.dataset.clone(),
+                self.schema.clone(),
+                projection.cloned(),
+                self.partitions.clone(),
+                limit,
+            )?
+        }))
     }
 }
 
@@ -170,6 +186,8 @@ pub struct PartitionScanExec {
     pub(crate) projection: Option<Vec<usize>>,
     pub(crate) partitions: Vec<ScanPartition>,
     pub(crate) limit: Option<usize>,
+    /// Statistics only up to this many rows (planning only: it does not travel).
+    sized_rows: u64,
     properties: Arc<PlanProperties>,
 }
 
@@ -197,6 +215,7 @@ impl PartitionScanExec {
             projection,
             partitions,
             limit,
+            sized_rows: SIZED_TABLE_ROWS,
             properties,
         })
     }
@@ -238,13 +257,16 @@ impl PartitionScanExec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Self::new(
-            self.dataset.clone(),
-            self.table_schema.clone(),
-            self.projection.clone(),
-            parts,
-            self.limit,
-        )
+        Ok(Self {
+            sized_rows: self.sized_rows,
+            ..Self::new(
+                self.dataset.clone(),
+                self.table_schema.clone(),
+                self.projection.clone(),
+                parts,
+                self.limit,
+            )?
+        })
     }
 }
 
@@ -277,7 +299,7 @@ const SIZED_TABLE_ROWS: u64 = 1_000_000;
 impl PartitionScanExec {
     /// Rows and in-memory size from the catalog, for small tables (see `SIZED_TABLE_ROWS`).
     fn statistics_of(&self, partition: Option<usize>) -> Statistics {
-        if self.partitions.iter().map(|p| p.rows).sum::<u64>() > SIZED_TABLE_ROWS {
+        if self.partitions.iter().map(|p| p.rows).sum::<u64>() > self.sized_rows {
             return Statistics::new_unknown(&self.schema());
         }
         let parts: &[ScanPartition] = match partition {

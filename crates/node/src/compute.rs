@@ -460,7 +460,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             if dataset.format != "arrow-ipc" {
                 continue;
             }
-            match StoredTable::new(dataset) {
+            let table =
+                StoredTable::new(dataset).map(|table| match self.compute.sized_table_rows {
+                    Some(rows) => table.sized_up_to(rows),
+                    None => table,
+                });
+            match table {
                 Ok(table) => {
                     let name =
                         tern_exec::datafusion::common::TableReference::bare(dataset.name.as_str());

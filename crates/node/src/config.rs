@@ -65,6 +65,11 @@ pub struct NodeConfig {
     /// For tests and demos: every task this node runs first waits this long (a slow node).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub task_delay_ms: u64,
+    /// For tests: when this node coordinates, only tables of at most this many rows are
+    /// planned with their size known (default one million; 0: none, so every join is
+    /// planned partitioned and decided as the query runs, whatever the data's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sized_table_rows: Option<u64>,
     #[serde(default)]
     pub timings: NodeTimings,
 }
@@ -98,6 +103,8 @@ pub struct ComputeSettings {
     pub answer_memory_bytes: u64,
     pub cache_memory_bytes: u64,
     pub task_delay_ms: u64,
+    /// See [`NodeConfig::sized_table_rows`].
+    pub sized_table_rows: Option<u64>,
     pub data_dir: PathBuf,
 }
 
@@ -168,6 +175,7 @@ impl NodeConfig {
             answer_memory_bytes: self.answer_memory_bytes,
             cache_memory_bytes: self.cache_memory_bytes,
             task_delay_ms: self.task_delay_ms,
+            sized_table_rows: self.sized_table_rows,
             data_dir: self.data_dir.clone(),
         }
     }
