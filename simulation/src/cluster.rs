@@ -90,7 +90,8 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         answer_memory_bytes: 64 << 20,
         cache_memory_bytes: 16 << 20,
         task_delay_ms: 0,
-        sized_table_rows: None,
+        // Joins planned as for large tables: decided as each query runs.
+        sized_table_rows: Some(0),
         data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
     };
     let mut service = NodeService::new(
