@@ -351,25 +351,28 @@ impl ShuffleReaderExec {
     /// all serve at once.
     fn bucket_fetches(&self, bucket: usize) -> Vec<(TaskLocation, Vec<ShuffleKey>)> {
         let buckets = self.properties.partitioning.partition_count().max(1) as u64;
-        let mut per_node: std::collections::BTreeMap<NodeId, Vec<(TaskLocation, Vec<ShuffleKey>)>> =
-            Default::default();
+        // Per node: its fetches so far, and the estimated bytes of the last one.
+        let mut per_node: std::collections::BTreeMap<
+            NodeId,
+            (Vec<(TaskLocation, Vec<ShuffleKey>)>, u64),
+        > = Default::default();
         for (task, at) in self.locations.iter().enumerate() {
-            let fetches = per_node.entry(at.node).or_default();
-            let bytes = |keys: &[ShuffleKey]| -> u64 {
-                keys.iter()
-                    .map(|k| self.locations[k.task as usize].bytes / buckets)
-                    .sum()
-            };
+            let (fetches, last_bytes) = per_node.entry(at.node).or_default();
+            let bytes = at.bytes / buckets;
             match fetches.last_mut() {
-                Some((_, keys)) if bytes(keys) + at.bytes / buckets <= FETCH_BYTES => {
-                    keys.push(self.key(task, bucket))
+                Some((_, keys)) if *last_bytes + bytes <= FETCH_BYTES => {
+                    keys.push(self.key(task, bucket));
+                    *last_bytes += bytes;
                 }
-                _ => fetches.push((at.clone(), vec![self.key(task, bucket)])),
+                _ => {
+                    fetches.push((at.clone(), vec![self.key(task, bucket)]));
+                    *last_bytes = bytes;
+                }
             }
         }
         let mut runs: Vec<std::collections::VecDeque<_>> = per_node
             .into_values()
-            .map(std::collections::VecDeque::from)
+            .map(|(fetches, _)| std::collections::VecDeque::from(fetches))
             .collect();
         let mut out = Vec::new();
         while runs.iter().any(|r| !r.is_empty()) {

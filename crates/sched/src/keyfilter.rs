@@ -133,12 +133,14 @@ fn filter_for(stages: &[Stage], consumer: usize, join: &HashJoinExec) -> Vec<Key
                     return None;
                 }
                 let (large, large_keys) = large_source(large_side, large_keys.clone())?;
+                if !can_filter(stages, consumer, large) {
+                    return None;
+                }
                 let mut source = key_source(small_side, small_keys.clone());
                 let mut filters = Vec::new();
                 while let Some((small_reader, small_keys)) = source {
                     let small = small_reader.downcast_ref::<ShuffleReaderExec>()?.stage() as usize;
                     if small == large
-                        || !can_filter(stages, consumer, large)
                         || reads(stages, small, large)
                         || estimated_bytes(stages, small) >= estimated_bytes(stages, large)
                     {
