@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TERN_DEBUG := $(TARGET_DIR)/debug/tern
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench sim sim-long deps build fmt clippy clean
+.PHONY: run test bench sim sim-long fuzz deps build fmt clippy clean
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
@@ -39,6 +39,17 @@ sim: deps
 sim-long: deps
 	$(CARGO) test --workspace --no-run
 	$(TARGET_DIR)/debug/tern-sim --chaos $(CHAOS) --minutes $(MINUTES) --from $(FROM)
+
+## Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of what nodes decode from others: frames
+## and messages, stored Arrow blocks, task plans. SECONDS per target (default 300); crashes
+## land in fuzz/artifacts/TARGET. Needs network once, to install cargo-fuzz.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= frame ipc_block task_plan
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -malloc_limit_mb=2048 || exit 1; \
+	done
 
 ## Install what building needs: a Rust toolchain must be present; the C++ compiler and
 ## libclang (for the RocksDB bindings) are installed with apt-get when missing.

@@ -68,7 +68,7 @@ t sql "$Q3" --explain | grep -E '^(stage|final)'
 t sql "$Q3" --out "$DIR/q3-before.csv" --analyze
 
 # A holder other than node 1, which coordinates this client's queries (killing the coordinator
-# fails the query with an error that `tern sql` retries once through another node).
+# fails the query with an error saying so; `tern sql` does not run it again on its own).
 holder=$(t describe tickets --json | grep -A3 '"holders"' | grep -oE '[0-9]+' | grep -vx 1 | head -1)
 step "kill node $holder, which holds replicas of the dataset, while the join runs"
 t sql "$Q3" --out "$DIR/q3-during.csv" --analyze &

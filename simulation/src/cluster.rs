@@ -55,7 +55,8 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         tokio::time::sleep(world.join_at).await;
     }
     world.event(format!("node {id} starts (incarnation {incarnation})"));
-    let transport = SimTransport::bind(world.clone(), incarnation, true).await?;
+    let transport =
+        SimTransport::bind(world.clone(), incarnation, tern_proto::Caller::Node(id)).await?;
     let timings = timings();
     let options = MetaOptions {
         heartbeat_interval: Duration::from_millis(timings.raft_heartbeat_ms),
@@ -86,6 +87,8 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
     let compute = ComputeSettings {
         slots: 2,
         task_memory_bytes: 64 << 20,
+        query_memory_bytes: 4 * (64 << 20),
+        query_timeout: Duration::from_secs(600),
         shuffle_memory_bytes: 64 << 20,
         answer_memory_bytes: 64 << 20,
         cache_memory_bytes: 16 << 20,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tern_proto::{
-    BulkRead, BulkWrite, Request, Response, Transport, TransportError, decode_request,
+    BulkRead, BulkWrite, Caller, Request, Response, Transport, TransportError, decode_request,
     decode_response, encode_request, encode_response,
 };
 use tokio::sync::oneshot;
@@ -36,7 +36,8 @@ const MAX_DATAGRAM: usize = 4 << 20;
 enum Wire {
     Call {
         id: u64,
-        from_node: bool,
+        /// Who the caller's certificate would prove it is (no TLS under simulation).
+        from: Caller,
         request: Vec<u8>,
         body: Vec<Vec<u8>>,
     },
@@ -53,7 +54,7 @@ struct Inner {
     /// Ids are unique across restarts (the incarnation is in the high bits), so a late answer
     /// to a call made before a crash never completes a call made after it.
     next_id: AtomicU64,
-    from_node: bool,
+    identity: Caller,
     world: Arc<World>,
 }
 
@@ -76,20 +77,24 @@ fn split_addr(addr: &str) -> Result<(String, u16), TransportError> {
 }
 
 impl SimTransport {
-    /// Bind this host's socket. `from_node`: whether calls present a node's identity.
+    /// Bind this host's socket; its calls present `identity` (a node's, or a client's).
     pub async fn bind(
         world: Arc<World>,
         incarnation: u64,
-        from_node: bool,
+        identity: Caller,
     ) -> std::io::Result<Self> {
-        let port = if from_node { PORT } else { 0 };
+        let port = if identity.node_id().is_some() {
+            PORT
+        } else {
+            0
+        };
         let socket = UdpSocket::bind(("0.0.0.0", port)).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 socket,
                 waiting: Mutex::default(),
                 next_id: AtomicU64::new(incarnation << 40),
-                from_node,
+                identity,
                 world,
             }),
         })
@@ -130,7 +135,7 @@ impl SimTransport {
         lock(&self.inner.waiting).insert(id, tx);
         let wire = Wire::Call {
             id,
-            from_node: self.inner.from_node,
+            from: self.inner.identity.clone(),
             request: encode_request(request),
             body,
         };
@@ -180,7 +185,7 @@ impl SimTransport {
                 }
                 Wire::Call {
                     id,
-                    from_node,
+                    from: caller,
                     request,
                     body,
                 } => {
@@ -190,7 +195,7 @@ impl SimTransport {
                         let world = &this.inner.world;
                         let to = this.inner.socket.local_addr().ok();
                         let frames =
-                            answer(&*handler, world, to, from, from_node, &request, body).await;
+                            answer(&*handler, world, to, from, caller, &request, body).await;
                         this.send(from, &Wire::Answer { id, frames }).await;
                     });
                 }
@@ -224,7 +229,7 @@ async fn answer<H: tern_net::Handler>(
     world: &World,
     to: Option<SocketAddr>,
     from: SocketAddr,
-    from_node: bool,
+    caller: Caller,
     request: &[u8],
     body: Vec<Vec<u8>>,
 ) -> Vec<Vec<u8>> {
@@ -245,14 +250,7 @@ async fn answer<H: tern_net::Handler>(
             return vec![encode_response(&refusal)];
         }
     };
-    let peer = tern_net::Peer {
-        addr: from,
-        role: if from_node {
-            tern_net::PeerRole::Node
-        } else {
-            tern_net::PeerRole::Client
-        },
-    };
+    let peer = tern_net::Peer::trusted(from, caller);
     if !handler.is_bulk(&request) {
         return vec![encode_response(&handler.handle(request, peer).await)];
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use tern_proto::{
-    BlockHash, CatalogOp, DATASETS_TABLE, DatasetRecord, NodeId, NodeState, PUTS_TABLE,
-    PartitionRecord, PutId, PutLease, Request, Response, Transport, fetch_bytes,
+    BlockHash, DATASETS_TABLE, DatasetRecord, ErrorKind, NodeId, NodeState, PartitionRecord, PutId,
+    Request, Response, Transport, fetch_bytes,
 };
 
 use crate::cluster::node_addr;
@@ -143,21 +143,33 @@ impl SimClient {
         }
     }
 
-    /// Commit `ops` once (as `Client::catalog_write_once` does): `Ok(true)` acknowledged,
-    /// `Ok(false)` refused (a precondition), `Err` unknown.
-    async fn write(&self, ops: Vec<CatalogOp>) -> OpResult<bool> {
+    /// Send one typed write (as `tern-client` does, with a fresh write id where it takes
+    /// one): `Ok(true)` acknowledged, `Ok(false)` refused (what it expected changed, or the
+    /// lease expired: nothing applied), `Err` unknown.
+    async fn write(&self, request: Request) -> OpResult<bool> {
         let addr = self.any_node();
-        let mut raw = [0u8; 16];
-        self.world.with_rng(|r| r.fill(&mut raw));
-        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let ops = tern_proto::write_once(&id, ops);
-        match self.transport.call(&addr, Request::CatalogWrite(ops)).await {
-            Ok(Response::Written { .. }) => Ok(true),
-            Ok(Response::Error(e)) if tern_proto::applied_before(&id, &e.message) => Ok(true),
-            Ok(Response::Error(e)) if e.message.contains("precondition failed") => Ok(false),
+        match self.transport.call(&addr, request).await {
+            Ok(Response::Written { .. } | Response::Ack) => Ok(true),
+            Ok(Response::Error(e))
+                if matches!(
+                    e.kind,
+                    ErrorKind::Conflict
+                        | ErrorKind::Exists
+                        | ErrorKind::NotFound
+                        | ErrorKind::LeaseExpired
+                ) =>
+            {
+                Ok(false)
+            }
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn new_id(&self) -> PutId {
+        let mut raw = [0u8; 16];
+        self.world.with_rng(|r| r.fill(&mut raw));
+        PutId(raw)
     }
 
     async fn put_block(&self, bytes: &[u8], chain: &[String], put: PutId) -> OpResult<Vec<NodeId>> {
@@ -187,35 +199,20 @@ impl SimClient {
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
         let table = name.starts_with('t');
         let old = self.catalog_get(name).await?;
-        let old_version = match &old {
-            Some(bytes) => {
+        let replaces = match &old {
+            Some(bytes) => Some(
                 postcard::from_bytes::<DatasetRecord>(bytes)
                     .map_err(|e| e.to_string())?
-                    .version
-            }
-            None => 0,
+                    .version,
+            ),
+            None => None,
         };
-        let mut raw = [0u8; 16];
-        self.world.with_rng(|r| r.fill(&mut raw));
-        let put = PutId(raw);
-        let lease = postcard::to_allocvec(&PutLease {
+        let put = self.new_id();
+        let begin = Request::BeginPut {
+            put,
             dataset: name.into(),
-            renewals: 0,
-        })
-        .map_err(|e| e.to_string())?;
-        let take = vec![
-            CatalogOp::Expect {
-                table: PUTS_TABLE.into(),
-                key: put.key(),
-                value: None,
-            },
-            CatalogOp::Put {
-                table: PUTS_TABLE.into(),
-                key: put.key(),
-                value: lease.clone(),
-            },
-        ];
-        if !self.write(take).await? {
+        };
+        if !self.write(begin).await? {
             return Err("lease refused".into());
         }
         let parts = self.world.with_rng(|r| r.gen_range(1..=3));
@@ -275,34 +272,19 @@ impl SimClient {
         };
         let record = DatasetRecord {
             name: name.into(),
-            version: old_version + 1,
+            version: replaces.map_or(1, |v| v + 1),
             format,
             schema,
             partitions,
             created_ms: self.world.now_ms(),
         };
-        let encoded = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
-        let commit = vec![
-            CatalogOp::Expect {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: old,
-            },
-            CatalogOp::Put {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: encoded,
-            },
-            CatalogOp::Expect {
-                table: PUTS_TABLE.into(),
-                key: put.key(),
-                value: Some(lease.clone()),
-            },
-            CatalogOp::Delete {
-                table: PUTS_TABLE.into(),
-                key: put.key(),
-            },
-        ];
+        let commit = Request::CommitDataset {
+            record: record.clone(),
+            replaces,
+            put,
+            renewals: 0,
+            write: self.new_id(),
+        };
         lock(&self.world.datasets)
             .entry(name.into())
             .or_default()
@@ -330,18 +312,15 @@ impl SimClient {
         let Some(current) = self.catalog_get(name).await? else {
             return Ok(());
         };
-        let ops = vec![
-            CatalogOp::Expect {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: Some(current),
-            },
-            CatalogOp::Delete {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-            },
-        ];
-        let outcome = self.write(ops).await;
+        let version = postcard::from_bytes::<DatasetRecord>(&current)
+            .map_err(|e| e.to_string())?
+            .version;
+        let remove = Request::RemoveDataset {
+            name: name.into(),
+            version,
+            write: self.new_id(),
+        };
+        let outcome = self.write(remove).await;
         let mut all = lock(&self.world.datasets);
         let model = all.entry(name.into()).or_default();
         match outcome {
@@ -627,7 +606,11 @@ impl SimClient {
 
 /// The client host's software: form, run with faults, stop the faults, check healing.
 pub async fn run(world: Arc<World>, phases: Phases) -> turmoil::Result {
-    let transport = SimTransport::bind(world.clone(), 1, false).await?;
+    let client = tern_proto::Caller::Client {
+        name: "sim-client".into(),
+        role: Some(tern_proto::ClientRole::Admin),
+    };
+    let transport = SimTransport::bind(world.clone(), 1, client).await?;
     tokio::spawn(transport.clone().receive_answers());
     let client = Arc::new(SimClient {
         transport,

@@ -56,11 +56,7 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
     rt.block_on(async {
         for i in 0..20 {
             client
-                .catalog_put(
-                    "datasets",
-                    &format!("ds-{i:02}"),
-                    format!("v{i}").into_bytes(),
-                )
+                .catalog_put("demo", &format!("ds-{i:02}"), format!("v{i}").into_bytes())
                 .await
                 .unwrap();
         }
@@ -98,7 +94,7 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
     rt.block_on(async {
         for i in 0..20 {
             let value = client
-                .catalog_get("datasets", &format!("ds-{i:02}"))
+                .catalog_get("demo", &format!("ds-{i:02}"))
                 .await
                 .unwrap();
             assert_eq!(
@@ -109,7 +105,7 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
         }
         // Writes keep working with two of three voters.
         client
-            .catalog_put("datasets", "after-failover", b"yes".to_vec())
+            .catalog_put("demo", "after-failover", b"yes".to_vec())
             .await
             .unwrap();
     });
@@ -168,14 +164,11 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
     rt.block_on(async {
         let client = cluster.client();
         assert_eq!(
-            client.catalog_get("datasets", "ds-07").await.unwrap(),
+            client.catalog_get("demo", "ds-07").await.unwrap(),
             Some(b"v7".to_vec())
         );
         assert_eq!(
-            client
-                .catalog_get("datasets", "after-failover")
-                .await
-                .unwrap(),
+            client.catalog_get("demo", "after-failover").await.unwrap(),
             Some(b"yes".to_vec())
         );
         let status = client.status().await.unwrap();
@@ -312,8 +305,8 @@ fn a_fourth_node_joins_as_learner_and_strangers_and_bad_frames_are_refused() {
 fn tern_net_files(dir: &std::path::Path) -> tern_client::TlsFiles {
     tern_client::TlsFiles {
         ca: dir.join("ca.pem"),
-        cert: dir.join("client.pem"),
-        key: dir.join("client.key"),
+        cert: dir.join("admin.pem"),
+        key: dir.join("admin.key"),
     }
 }
 

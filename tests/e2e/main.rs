@@ -7,6 +7,7 @@ mod datasets;
 mod foundation;
 mod ingest;
 mod lifecycle;
+mod security;
 mod tpch;
 
 /// Every test drives the `tern` binary that Cargo built for this test run.

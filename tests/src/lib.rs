@@ -190,6 +190,39 @@ impl LocalCluster {
         Client::with_identity(self.path(), vec![self.addr(id)], &files).expect("client")
     }
 
+    /// A client presenting certificate `name` (`DIR/NAME.pem`: a client issued by `tern cert
+    /// issue`, one of `admin`, `writer`, `reader`, or a node's, `node-N`).
+    pub fn client_as(&self, name: &str) -> Client {
+        let config = tern_client::ClientConfig::load(self.path()).expect("client config");
+        let files = tern_client::TlsFiles {
+            ca: config.ca,
+            cert: self.path().join(format!("{name}.pem")),
+            key: self.path().join(format!("{name}.key")),
+        };
+        Client::with_identity(self.path(), config.nodes, &files).expect("client")
+    }
+
+    /// A cluster directory whose `client.toml` presents certificate `name` (see
+    /// [`LocalCluster::client_as`]), for `tern --cluster THAT …` as that client.
+    pub fn dir_as(&self, name: &str) -> PathBuf {
+        let dir = self.path().join(format!("as-{name}"));
+        std::fs::create_dir_all(&dir).expect("client dir");
+        let mut config = tern_client::ClientConfig::load(self.path()).expect("client config");
+        config.cert = self.path().join(format!("{name}.pem"));
+        config.key = self.path().join(format!("{name}.key"));
+        std::fs::write(tern_client::ClientConfig::path_in(&dir), config.to_toml())
+            .expect("client.toml");
+        dir
+    }
+
+    /// `tern --cluster DIR/as-NAME ARGS`: the command as client `name`.
+    pub fn tern_as(&self, name: &str, args: &[&str]) -> Output {
+        let dir = self.dir_as(name);
+        let mut all = vec!["--cluster", dir.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        tern(&all)
+    }
+
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.base_port as u64 + id - 1)
     }

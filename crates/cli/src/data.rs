@@ -476,17 +476,9 @@ pub async fn sql(dir: &Path, args: SqlArgs) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let running = async {
-        match run_query(&client, &args).await {
-            // A query only reads: run it once more through another node (a file being
-            // written is started again).
-            Err(lost @ tern_client::ClientError::CoordinatorLost { .. }) => {
-                eprintln!("{lost}; retrying once");
-                run_query(&client, &args).await
-            }
-            answer => answer,
-        }
-    };
+    // Never resubmitted on its own: a query whose coordinator died may be what killed it,
+    // and running it again would take the next node down too. The error says what happened.
+    let running = run_query(&client, &args);
     let answer = tokio::select! {
         answer = running => Some(answer),
         _ = tokio::signal::ctrl_c() => None,

@@ -63,6 +63,13 @@ pub struct UpArgs {
     /// Memory one task may hold before it spills to disk, for example 1GiB or 8MiB.
     #[arg(long, default_value = "1GiB", value_parser = crate::data::parse_size)]
     task_memory: u64,
+    /// Memory all query work on a node may hold at once (default: two tasks' more than its
+    /// slots').
+    #[arg(long, value_parser = crate::data::parse_size)]
+    query_memory: Option<u64>,
+    /// A query running longer than this many seconds fails, saying so.
+    #[arg(long, default_value_t = 3600)]
+    query_timeout_secs: u64,
     /// Shuffle outputs each node keeps in memory before writing them to files.
     #[arg(long, default_value = "1GiB", value_parser = crate::data::parse_size)]
     shuffle_memory: u64,
@@ -162,6 +169,8 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 max_voters: args.max_voters,
                 task_slots: args.task_slots,
                 task_memory_bytes: args.task_memory,
+                query_memory_bytes: args.query_memory.unwrap_or(0),
+                query_timeout_ms: args.query_timeout_secs.max(1) * 1000,
                 shuffle_memory_bytes: args.shuffle_memory,
                 answer_memory_bytes: args.answer_memory,
                 cache_memory_bytes: args.cache_memory,
@@ -196,8 +205,8 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
     let client_config = ClientConfig {
         nodes: addresses.clone(),
         ca: "ca.pem".into(),
-        cert: "client.pem".into(),
-        key: "client.key".into(),
+        cert: "admin.pem".into(),
+        key: "admin.key".into(),
     };
     std::fs::write(ClientConfig::path_in(&dir), client_config.to_toml())?;
 

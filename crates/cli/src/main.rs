@@ -3,6 +3,7 @@
 //! Cluster set-up (`cluster init`, `up`, `down`), running a node (`node run`), and talking to
 //! a cluster (`status`, `catalog`, `wait`). Errors print as one line on stderr.
 
+mod certs;
 mod data;
 mod local;
 mod output;
@@ -79,6 +80,9 @@ enum Command {
     /// Certificates and membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Client certificates with roles; rotation and revocation.
+    #[command(subcommand)]
+    Cert(certs::CertCommand),
     /// Run or manage one node.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -92,7 +96,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Create the cluster CA and certificates for N nodes and a client.
+    /// Create the cluster CA, certificates for N nodes, and clients with each role
+    /// (admin.pem, writer.pem, reader.pem).
     Init {
         #[arg(long, default_value = ".tern")]
         dir: PathBuf,
@@ -321,17 +326,18 @@ async fn run(cli: Cli) -> Result<()> {
             let mut total = tern_proto::ScrubReport::default();
             for r in &reports {
                 println!(
-                    "node {}: {} blocks checked, {} corrupt, {} missing, {} repaired",
-                    r.node, r.checked, r.corrupt, r.missing, r.repaired
+                    "node {}: {} blocks checked, {} corrupt, {} missing, {} repaired, {} unreadable now",
+                    r.node, r.checked, r.corrupt, r.missing, r.repaired, r.unreadable
                 );
                 total.checked += r.checked;
                 total.corrupt += r.corrupt;
                 total.missing += r.missing;
                 total.repaired += r.repaired;
+                total.unreadable += r.unreadable;
             }
             println!(
-                "scrub: {} blocks checked, {} corrupt, {} missing, {} repaired",
-                total.checked, total.corrupt, total.missing, total.repaired
+                "scrub: {} blocks checked, {} corrupt, {} missing, {} repaired, {} unreadable now (kept, checked again later)",
+                total.checked, total.corrupt, total.missing, total.repaired, total.unreadable
             );
             Ok(())
         }
@@ -346,7 +352,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             ClusterFiles::new(&dir).init(nodes)?;
             println!(
-                "certificates for {nodes} nodes and a client are in {}",
+                "certificates for {nodes} nodes and clients admin, writer and reader (one per role) are in {}",
                 dir.display()
             );
             Ok(())
@@ -360,7 +366,7 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             let id = files.highest_node_id() + 1;
-            let tls = files.issue_node(id)?;
+            let tls = files.issue_node(id, tern_net::DEFAULT_CERT_DAYS)?;
             println!("node {id}: {} {}", tls.cert.display(), tls.key.display());
             Ok(())
         }
@@ -374,6 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
             quiet,
         }) => data::drain(&dir, id, no_wait, timeout_secs, quiet).await,
         Command::Catalog(cmd) => catalog(&dir, cmd).await,
+        Command::Cert(cmd) => certs::run(&dir, cmd).await,
         Command::Wait(cmd) => wait(&dir, cmd).await,
     }
 }
@@ -403,6 +410,8 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 max_voters: 3,
                 task_slots: 0,
                 task_memory_bytes: 1 << 30,
+                query_memory_bytes: 0,
+                query_timeout_ms: 3600 * 1000,
                 shuffle_memory_bytes: 1 << 30,
                 answer_memory_bytes: 2 << 30,
                 cache_memory_bytes: 2 << 30,

@@ -64,6 +64,11 @@ pub fn status_table(status: &ClusterStatus) -> String {
             n.cached_bytes.map_or_else(|| "-".into(), human_bytes)
         );
     }
+    for n in &status.nodes {
+        for problem in n.health.iter().flat_map(|h| h.problems()) {
+            let _ = writeln!(out, "node {}: {problem}", n.id);
+        }
+    }
     out
 }
 

@@ -37,8 +37,8 @@ pub use tern_net::TlsFiles;
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
 use tern_proto::{
     BlockHash, CatalogOp, ClusterStatus, DATASETS_TABLE, DatasetRecord, Entropy, ErrorKind,
-    ErrorReply, NodeId, OsEntropy, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord, PutId,
-    PutLease, Request, Response, TransportError, validate_dataset_name,
+    ErrorReply, NodeId, OsEntropy, PUT_LEASE_RENEW_MS, PartitionRecord, PutId, Request, Response,
+    TransportError, validate_dataset_name,
 };
 
 /// The environment variable naming the cluster directory when `--cluster` is not given.
@@ -65,7 +65,7 @@ pub enum ClientError {
     #[error("{0}")]
     Remote(ErrorReply),
     #[error(
-        "the query's coordinator, the node at {addr}, went away while running it ({reason}); the query can be retried"
+        "the node at {addr}, which coordinated the query, went away while running it ({reason}); it was not run again (if the query itself brought the node down, it would again): run it again if it should be"
     )]
     CoordinatorLost { addr: String, reason: String },
     #[error("unexpected answer: {0}")]
@@ -76,8 +76,13 @@ pub enum ClientError {
     DatasetExists { name: String },
     #[error("no dataset named {name:?}")]
     NoSuchDataset { name: String },
-    #[error("dataset {name:?} changed while this write ran; nothing was committed, try again")]
-    DatasetChanged { name: String },
+    /// What the request expected changed meanwhile (another writer); nothing was done.
+    #[error("{0}; try again")]
+    Conflict(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error(
         "the write of {name:?} was abandoned by the cluster (its lease expired: this client did not renew it in time); nothing was committed, try again"
     )]
@@ -86,6 +91,18 @@ pub enum ClientError {
     BlockNotStored { hash: BlockHash, reason: String },
     #[error("no holder served block {hash} intact ({reasons})")]
     BlockUnavailable { hash: BlockHash, reasons: String },
+}
+
+impl ClientError {
+    /// The error an error answer means, by its kind (never by its text).
+    fn from_reply(e: ErrorReply) -> Self {
+        match e.kind {
+            ErrorKind::Conflict => ClientError::Conflict(e.message),
+            ErrorKind::Exists => ClientError::Exists(e.message),
+            ErrorKind::NotFound => ClientError::NotFound(e.message),
+            _ => ClientError::Remote(e),
+        }
+    }
 }
 
 /// `client.toml`: where the nodes are and which certificate to present. Relative paths are
@@ -179,9 +196,8 @@ impl Drop for InFlight<'_> {
 pub struct DatasetWriter<'a> {
     client: &'a Client,
     name: String,
-    /// The catalog entry this write replaces (`None`: the name was free), checked at commit.
-    old: Option<Vec<u8>>,
-    old_version: u64,
+    /// The version this write replaces (`None`: the name was free), checked at commit.
+    replaces: Option<u64>,
     partitions: Vec<PartitionRecord>,
     /// Bytes placed on each node by this writer so far (not yet in the catalog).
     pending: std::collections::HashMap<NodeId, u64>,
@@ -189,43 +205,34 @@ pub struct DatasetWriter<'a> {
 }
 
 /// Keeps a write's lease (see [`tern_proto::PutLease`]) alive: renewed in the background
-/// until the commit deletes it; dropped without a commit, the lease is deleted (or, if this
+/// until the commit ends it; dropped without a commit, the lease is ended (or, if this
 /// process dies, expires) and the cluster collects the write's blocks.
 struct PutLeaseKeeper {
     id: PutId,
-    /// The lease's current catalog value; `None` once committed, or lost to expiry.
-    value: Arc<tokio::sync::Mutex<Option<Vec<u8>>>>,
+    dataset: String,
+    /// Renewals the lease has had; `None` once committed, or lost to expiry.
+    renewals: Arc<tokio::sync::Mutex<Option<u64>>>,
     renewer: tokio::task::JoinHandle<()>,
     client: Arc<Client>,
-}
-
-/// The ops that end a lease, if it still has the value `value`.
-fn release_lease(id: PutId, value: Vec<u8>) -> Vec<CatalogOp> {
-    vec![
-        CatalogOp::Expect {
-            table: PUTS_TABLE.into(),
-            key: id.key(),
-            value: Some(value),
-        },
-        CatalogOp::Delete {
-            table: PUTS_TABLE.into(),
-            key: id.key(),
-        },
-    ]
 }
 
 impl Drop for PutLeaseKeeper {
     fn drop(&mut self) {
         self.renewer.abort();
-        let (value, client) = (self.value.clone(), self.client.clone());
-        let id = self.id;
+        let (renewals, client) = (self.renewals.clone(), self.client.clone());
+        let (put, dataset) = (self.id, self.dataset.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let Some(current) = value.lock().await.take() else {
+                let Some(renewals) = renewals.lock().await.take() else {
                     return;
                 };
-                if let Err(e) = client.catalog_write(release_lease(id, current)).await {
-                    tracing::debug!(put = %id, error = %e, "abandoned put's lease left to expire");
+                let end = Request::EndPut {
+                    put,
+                    dataset,
+                    renewals,
+                };
+                if let Err(e) = client.call(end).await {
+                    tracing::debug!(%put, error = %e, "abandoned put's lease left to expire");
                 }
             });
         }
@@ -273,10 +280,11 @@ impl DatasetWriter<'_> {
     }
 
     /// Make the dataset visible: one catalog entry, or nothing if the name changed meanwhile.
+    /// The leader checks the record before it commits it.
     pub async fn commit(self, format: &str, schema: &str) -> Result<DatasetRecord, ClientError> {
         let record = DatasetRecord {
             name: self.name.clone(),
-            version: self.old_version + 1,
+            version: self.replaces.map_or(1, |v| v + 1),
             format: format.into(),
             schema: schema.into(),
             partitions: self.partitions,
@@ -285,46 +293,41 @@ impl DatasetWriter<'_> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
         };
-        let encoded =
-            postcard::to_allocvec(&record).map_err(|e| ClientError::Unexpected(e.to_string()))?;
         // Holding the lease's lock keeps a renewal from changing it under the commit.
-        let mut lease = self.lease.value.lock().await;
+        let mut renewals = self.lease.renewals.lock().await;
         self.lease.renewer.abort();
-        let Some(lease_value) = lease.clone() else {
+        let Some(current) = *renewals else {
             return Err(ClientError::PutLeaseLost { name: self.name });
         };
-        let mut ops = vec![
-            CatalogOp::Expect {
-                table: DATASETS_TABLE.into(),
-                key: self.name.clone(),
-                value: self.old.clone(),
-            },
-            CatalogOp::Put {
-                table: DATASETS_TABLE.into(),
-                key: self.name.clone(),
-                value: encoded,
-            },
-        ];
-        ops.extend(release_lease(self.lease.id, lease_value));
-        match self.client.catalog_write_once(ops).await {
-            Ok(_) => {
-                *lease = None;
+        let commit = Request::CommitDataset {
+            record: record.clone(),
+            replaces: self.replaces,
+            put: self.lease.id,
+            renewals: current,
+            write: new_id(),
+        };
+        match self.client.call(commit).await {
+            Ok(Response::Written { .. }) => {
+                *renewals = None;
                 Ok(record)
             }
-            Err(ClientError::Remote(e)) if e.message.contains(&format!("{PUTS_TABLE}/")) => {
-                *lease = None;
-                Err(ClientError::PutLeaseLost {
-                    name: self.name.clone(),
-                })
-            }
-            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
-                Err(ClientError::DatasetChanged {
-                    name: self.name.clone(),
-                })
+            Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(ClientError::Remote(e)) if e.kind == ErrorKind::LeaseExpired => {
+                *renewals = None;
+                Err(ClientError::PutLeaseLost { name: self.name })
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// A fresh random id for a write or a put.
+fn new_id() -> PutId {
+    let entropy = OsEntropy;
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&entropy.next_u64().to_le_bytes());
+    raw[8..].copy_from_slice(&entropy.next_u64().to_le_bytes());
+    PutId(raw)
 }
 
 fn decode_dataset(bytes: &[u8]) -> Result<DatasetRecord, ClientError> {
@@ -428,7 +431,7 @@ impl Client {
                 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Response::Error(e) => return Err(ClientError::Remote(e)),
+                Response::Error(e) => return Err(ClientError::from_reply(e)),
                 answer => return Ok(answer),
             }
         }
@@ -670,18 +673,16 @@ impl Client {
         replace: bool,
     ) -> Result<DatasetWriter<'_>, ClientError> {
         validate_dataset_name(name).map_err(ClientError::InvalidName)?;
-        let old = self.catalog_get(DATASETS_TABLE, name).await?;
-        let old_version = match &old {
+        let replaces = match self.dataset(name).await? {
             Some(_) if !replace => return Err(ClientError::DatasetExists { name: name.into() }),
-            Some(bytes) => decode_dataset(bytes)?.version,
-            None => 0,
+            Some(old) => Some(old.version),
+            None => None,
         };
         let lease = self.take_put_lease(name).await?;
         Ok(DatasetWriter {
             client: self,
             name: name.into(),
-            old,
-            old_version,
+            replaces,
             partitions: Vec::new(),
             pending: Default::default(),
             lease,
@@ -690,69 +691,30 @@ impl Client {
 
     /// Register a new write of `dataset` in the catalog and keep renewing it.
     async fn take_put_lease(&self, dataset: &str) -> Result<PutLeaseKeeper, ClientError> {
-        let entropy = OsEntropy;
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&entropy.next_u64().to_le_bytes());
-        raw[8..].copy_from_slice(&entropy.next_u64().to_le_bytes());
-        let id = PutId(raw);
-        let encode = |renewals| {
-            postcard::to_allocvec(&PutLease {
-                dataset: dataset.into(),
-                renewals,
-            })
-            .map_err(|e| ClientError::Unexpected(e.to_string()))
-        };
-        let first = encode(0)?;
-        self.catalog_write(vec![
-            CatalogOp::Expect {
-                table: PUTS_TABLE.into(),
-                key: id.key(),
-                value: None,
-            },
-            CatalogOp::Put {
-                table: PUTS_TABLE.into(),
-                key: id.key(),
-                value: first.clone(),
-            },
-        ])
+        let id = new_id();
+        self.call(Request::BeginPut {
+            put: id,
+            dataset: dataset.into(),
+        })
         .await?;
-        let value = Arc::new(tokio::sync::Mutex::new(Some(first)));
+        let renewals = Arc::new(tokio::sync::Mutex::new(Some(0u64)));
         let client = Arc::new(self.sibling());
         let renewer = {
-            let (value, client) = (value.clone(), client.clone());
+            let (renewals, client) = (renewals.clone(), client.clone());
             let dataset = dataset.to_string();
             tokio::spawn(async move {
-                let mut renewals = 0u64;
                 loop {
                     tokio::time::sleep(Duration::from_millis(PUT_LEASE_RENEW_MS)).await;
-                    let mut current = value.lock().await;
-                    let Some(old) = current.clone() else { return };
-                    let Ok(next) = postcard::to_allocvec(&PutLease {
+                    let mut current = renewals.lock().await;
+                    let Some(done) = *current else { return };
+                    let renew = Request::RenewPut {
+                        put: id,
                         dataset: dataset.clone(),
-                        renewals: renewals + 1,
-                    }) else {
-                        return;
+                        renewals: done + 1,
                     };
-                    let ops = vec![
-                        CatalogOp::Expect {
-                            table: PUTS_TABLE.into(),
-                            key: id.key(),
-                            value: Some(old),
-                        },
-                        CatalogOp::Put {
-                            table: PUTS_TABLE.into(),
-                            key: id.key(),
-                            value: next.clone(),
-                        },
-                    ];
-                    match client.catalog_write(ops).await {
-                        Ok(_) => {
-                            renewals += 1;
-                            *current = Some(next);
-                        }
-                        Err(ClientError::Remote(e))
-                            if e.message.contains("precondition failed") =>
-                        {
+                    match client.call(renew).await {
+                        Ok(_) => *current = Some(done + 1),
+                        Err(ClientError::Remote(e)) if e.kind == ErrorKind::LeaseExpired => {
                             tracing::warn!(put = %id, "put lease lost: the cluster expired it");
                             *current = None;
                             return;
@@ -765,7 +727,8 @@ impl Client {
         };
         Ok(PutLeaseKeeper {
             id,
-            value,
+            dataset: dataset.into(),
+            renewals,
             renewer,
             client,
         })
@@ -805,39 +768,16 @@ impl Client {
     /// Remove a dataset from the catalog (its blocks become unreferenced).
     pub async fn remove_dataset(&self, name: &str) -> Result<(), ClientError> {
         let old = self
-            .catalog_get(DATASETS_TABLE, name)
+            .dataset(name)
             .await?
             .ok_or_else(|| ClientError::NoSuchDataset { name: name.into() })?;
-        let ops = vec![
-            CatalogOp::Expect {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-                value: Some(old),
-            },
-            CatalogOp::Delete {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-            },
-        ];
-        match self.catalog_write_once(ops).await {
-            Ok(_) => Ok(()),
-            Err(ClientError::Remote(e)) if e.message.contains("precondition failed") => {
-                Err(ClientError::DatasetChanged { name: name.into() })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// [`Client::catalog_write`] that applies at most once however often it is delivered (a
-    /// retry after a lost answer reports the first delivery's success, not a failed
-    /// precondition). Answers the log index, or 0 when an earlier delivery applied it.
-    pub async fn catalog_write_once(&self, ops: Vec<CatalogOp>) -> Result<u64, ClientError> {
-        let entropy = OsEntropy;
-        let id = format!("{:016x}{:016x}", entropy.next_u64(), entropy.next_u64());
-        match self.catalog_write(tern_proto::write_once(&id, ops)).await {
-            Err(ClientError::Remote(e)) if tern_proto::applied_before(&id, &e.message) => Ok(0),
-            other => other,
-        }
+        let remove = Request::RemoveDataset {
+            name: name.into(),
+            version: old.version,
+            write: new_id(),
+        };
+        self.call(remove).await?;
+        Ok(())
     }
 
     /// Start draining node `id`: its replicas move to other nodes, then it is marked drained.
@@ -992,12 +932,16 @@ impl Client {
         let mut reports = Vec::new();
         for node in self.status().await?.nodes {
             let long = std::time::Duration::from_secs(600);
-            if let Ok(Response::Scrubbed(report)) = self
+            match self
                 .transport
                 .call_with_timeout(&node.address, &Request::ScrubNow, long)
                 .await
             {
-                reports.push(report);
+                Ok(Response::Scrubbed(report)) => reports.push(report),
+                // Refused (a role the request needs): the same on every node.
+                Ok(Response::Error(e)) => return Err(ClientError::from_reply(e)),
+                // A node that does not answer is scrubbed by its own background pass.
+                _ => {}
             }
         }
         Ok(reports)

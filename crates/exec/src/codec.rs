@@ -137,14 +137,57 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>, ExecError> {
     Ok(bytes.to_vec())
 }
 
-/// A plan another node encoded with [`encode_plan`].
+/// A plan another node encoded with [`encode_plan`], refused unless it reads only what tern
+/// stores (see [`check_sources`]).
 pub fn decode_plan(
     bytes: &[u8],
     context: &TaskContext,
 ) -> Result<Arc<dyn ExecutionPlan>, ExecError> {
-    Ok(
-        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
-            bytes, context, &TernCodec,
-        )?,
-    )
+    let plan = datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
+        bytes, context, &TernCodec,
+    )?;
+    check_sources(&plan)?;
+    crate::guard::check_plan_literals(&plan)?;
+    Ok(plan)
+}
+
+/// DataFusion's plan encoding can name file scans and file sinks with any path; a plan that
+/// reached a node must read only stored partitions, shuffle outputs and literal rows, and
+/// write nothing. (The task's runtime has no object store either, so a file scan that slipped
+/// through would still find no file system.)
+pub fn check_sources(plan: &Arc<dyn ExecutionPlan>) -> Result<(), ExecError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::memory::LazyMemoryExec;
+    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+    let mut refused = None;
+    plan.apply(|node| {
+        let allowed = if node.children().is_empty() {
+            node.downcast_ref::<PartitionScanExec>().is_some()
+                || node.downcast_ref::<ShuffleReaderExec>().is_some()
+                || node.downcast_ref::<EmptyExec>().is_some()
+                || node.downcast_ref::<PlaceholderRowExec>().is_some()
+                // generate_series / range in FROM: rows made from numbers, no input.
+                || node.downcast_ref::<LazyMemoryExec>().is_some()
+                || node.downcast_ref::<DataSourceExec>().is_some_and(|source| {
+                    let data: &dyn std::any::Any = source.data_source().as_ref();
+                    data.is::<MemorySourceConfig>()
+                })
+        } else {
+            node.name() != "DataSinkExec"
+        };
+        if !allowed {
+            refused = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match refused {
+        Some(name) => Err(ExecError::Plan(format!(
+            "a task plan may read only stored datasets and shuffle outputs; {name} is refused"
+        ))),
+        None => Ok(()),
+    }
 }

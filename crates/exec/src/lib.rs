@@ -15,10 +15,13 @@
 mod adapt;
 mod cache;
 mod codec;
+mod guard;
 mod ipc;
+mod memory;
 mod reorder;
 mod scan;
 mod shuffle;
+mod validate;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,9 +39,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use adapt::{build_on_smaller_sides, semi_joins_first};
 pub use arrow;
 pub use cache::{CachedColumn, ColumnCache};
-pub use codec::{TernCodec, decode_plan, encode_plan};
+pub use codec::{TernCodec, check_sources, decode_plan, encode_plan};
 pub use datafusion;
+pub use guard::{
+    DEFAULT_OUTPUT_LIMIT, check_plan_literals, check_type_size, output_limit, set_output_limit,
+};
 pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches, project_ipc};
+pub use memory::NodeMemory;
 pub use scan::{
     BlockRead, BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json,
 };
@@ -46,6 +53,7 @@ pub use shuffle::{
     ReadMode, ShuffleFetcher, ShuffleFuture, ShuffleKey, ShuffleReaderExec, TaskLocation,
     run_shuffle_task,
 };
+pub use validate::{BadBlock, check_block};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -89,6 +97,8 @@ pub struct MemoryLimit {
     pub bytes: usize,
     /// Where spill files go (the system's temporary directory when `None`).
     pub spill_dir: Option<PathBuf>,
+    /// The budget every task of the node draws from as well (see [`NodeMemory`]).
+    pub node: Option<Arc<NodeMemory>>,
 }
 
 /// A session whose tasks read partitions through `reader` and shuffle outputs through
@@ -102,6 +112,13 @@ pub fn session(
     let (config, runtime) = configure(target_partitions, reader, fetcher, memory)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.add_optimizer_rule(Arc::new(reorder::SmallTablesFirst));
+    // Functions that size their output from their arguments are checked before they run
+    // (constant folding runs them here, while planning).
+    for udf in ctx.state().scalar_functions().clone().into_values() {
+        if let Some(guarded) = guard::guarded(udf.name()) {
+            ctx.register_udf(guarded.as_ref().clone());
+        }
+    }
     Ok(ctx)
 }
 
@@ -118,8 +135,10 @@ pub struct Functions {
 impl Default for Functions {
     fn default() -> Self {
         let state = SessionContext::new().state();
+        let mut scalar = state.scalar_functions().clone();
+        guard::guard_functions(&mut scalar);
         Self {
-            scalar: state.scalar_functions().clone(),
+            scalar,
             higher_order: state.higher_order_functions().clone(),
             aggregate: state.aggregate_functions().clone(),
             window: state.window_functions().clone(),
@@ -175,10 +194,19 @@ fn configure(
     let config = config
         .with_extension(Arc::new(ReaderHandle(reader)))
         .with_extension(Arc::new(shuffle::FetcherHandle(fetcher)));
-    let mut runtime = RuntimeEnvBuilder::new();
+    // No object stores at all, not even the local file system's: tasks read blocks through
+    // the reader, and a plan naming a file must find nothing to read it with.
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(NoObjectStores));
     if memory.bytes > 0 {
-        // Fair between the spilling operators of one task, so one sort cannot starve a join.
-        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(memory.bytes)));
+        // Fair between the spilling operators of one task, so one sort cannot starve a join;
+        // within what the node's tasks share, so many tasks cannot add up past the node.
+        runtime = match &memory.node {
+            Some(node) => runtime.with_memory_pool(Arc::new(memory::SharedPool::new(
+                memory.bytes,
+                node.clone(),
+            ))),
+            None => runtime.with_memory_pool(Arc::new(FairSpillPool::new(memory.bytes))),
+        };
     }
     if let Some(dir) = &memory.spill_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -193,6 +221,29 @@ fn configure(
         );
     }
     Ok((config, runtime.build_arc()?))
+}
+
+/// An object store registry with nothing in it: see [`configure`].
+#[derive(Debug)]
+struct NoObjectStores;
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for NoObjectStores {
+    fn register_store(
+        &self,
+        _url: &url::Url,
+        _store: Arc<dyn datafusion::object_store::ObjectStore>,
+    ) -> Option<Arc<dyn datafusion::object_store::ObjectStore>> {
+        None
+    }
+
+    fn get_store(
+        &self,
+        url: &url::Url,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::object_store::ObjectStore>> {
+        Err(datafusion::error::DataFusionError::Plan(format!(
+            "tern reads no files: {url} is not reachable from a query"
+        )))
+    }
 }
 
 /// Bytes the operators of `plan` spilled to disk while it ran.

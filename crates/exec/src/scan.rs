@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tern_proto::{BlockHash, DatasetRecord, NodeId};
 
 use crate::cache::{CachedColumn, ColumnCache};
+use crate::validate::{BadBlock, check_block, decode_checked};
 use crate::{ExecError, ReaderHandle};
 
 /// The bytes of one block, or why they could not be had.
@@ -51,6 +52,10 @@ pub trait BlockReader: Send + Sync + 'static {
     fn cache(&self) -> Option<Arc<ColumnCache>> {
         None
     }
+
+    /// A block turned out not to be the data its dataset declares ([`BadBlock`]): every copy
+    /// is the same, so whoever runs the task should not try it elsewhere.
+    fn bad_block(&self, _block: BlockHash, _why: &BadBlock) {}
 }
 
 /// A dataset's Arrow schema from the JSON its record keeps (see `tern describe`).
@@ -376,9 +381,10 @@ impl ExecutionPlan for PartitionScanExec {
             .clone();
         let (dataset, projection, limit) =
             (self.dataset.clone(), self.projection.clone(), self.limit);
+        let table_schema = self.table_schema.clone();
         let columns = projection.unwrap_or_else(|| (0..self.table_schema.fields().len()).collect());
         let read = async move {
-            let batches = read_columns(reader.as_ref(), &part, &columns)
+            let batches = read_columns(reader.as_ref(), &part, &table_schema, &columns)
                 .await
                 .map_err(|reason| {
                     DataFusionError::Execution(format!(
@@ -413,6 +419,7 @@ impl ExecutionPlan for PartitionScanExec {
 async fn read_columns(
     reader: &dyn BlockReader,
     part: &ScanPartition,
+    table_schema: &Schema,
     columns: &[usize],
 ) -> std::result::Result<Vec<RecordBatch>, String> {
     let cache = reader.cache();
@@ -430,9 +437,19 @@ async fn read_columns(
         Some(rows) if missing.is_empty() => rows,
         _ => {
             let read = reader.read(part.block, part.holders.clone()).await?;
-            let (_, batches) =
-                crate::ipc::ipc_to_batches_projected(read.bytes, Some(missing.clone()))
-                    .map_err(|e| e.to_string())?;
+            // Whatever a client stored is checked before Arrow trusts a length in it.
+            let decoded = check_block(&read.bytes, table_schema, part.rows).and_then(|()| {
+                let bytes = read.bytes;
+                let projection = Some(missing.clone());
+                decode_checked(|| crate::ipc::ipc_to_batches_projected(bytes, projection))
+            });
+            let (_, batches) = match decoded {
+                Ok(batches) => batches.map_err(|e| e.to_string())?,
+                Err(bad) => {
+                    reader.bad_block(part.block, &bad);
+                    return Err(bad.to_string());
+                }
+            };
             // The reader's schema is the whole block's; its batches carry the projected one.
             let Some(schema) = batches.first().map(|b| b.schema()) else {
                 return Ok(Vec::new());
@@ -504,12 +521,16 @@ mod tests {
         }
     }
 
-    fn block() -> OneBlock {
-        let schema = Arc::new(Schema::new(vec![
+    fn block_schema() -> Schema {
+        Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
             Field::new("n", DataType::Int64, true),
-        ]));
+        ])
+    }
+
+    fn block() -> OneBlock {
+        let schema = Arc::new(block_schema());
         let batch = |from: i64| {
             RecordBatch::try_new(
                 schema.clone(),
@@ -543,7 +564,11 @@ mod tests {
         let reader = block();
         let read = |columns: Vec<usize>| {
             let reader = &reader;
-            async move { read_columns(reader, &partition(), &columns).await.unwrap() }
+            async move {
+                read_columns(reader, &partition(), &block_schema(), &columns)
+                    .await
+                    .unwrap()
+            }
         };
         let first = read(vec![2, 0]).await;
         assert_eq!(reader.reads.load(Ordering::Relaxed), 1);
@@ -591,7 +616,9 @@ mod tests {
         }
         let reader = Remote(block());
         for _ in 0..2 {
-            read_columns(&reader, &partition(), &[0]).await.unwrap();
+            read_columns(&reader, &partition(), &block_schema(), &[0])
+                .await
+                .unwrap();
         }
         assert_eq!(reader.0.reads.load(Ordering::Relaxed), 2);
         assert_eq!(reader.0.cache.used(), 0);

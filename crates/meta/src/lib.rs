@@ -55,6 +55,15 @@ pub enum MetaError {
     Codec { what: &'static str, reason: String },
     #[error("{0}")]
     Rejected(String),
+    /// A conditional write found `table`/`key` other than it expected: nothing applied.
+    #[error("precondition failed: {table}/{key} changed")]
+    PreconditionFailed { table: String, key: String },
+    /// A Raft message speaking for another node than the one whose certificate sent it.
+    #[error("a Raft message for node {} sent with {}", .claimed.map_or("(none)".to_string(), |c| c.to_string()), .sender.map_or("a client certificate".to_string(), |s| format!("node {s}'s certificate")))]
+    Impostor {
+        claimed: Option<u64>,
+        sender: Option<u64>,
+    },
     #[error("{what} did not finish within {millis} ms (is a quorum of voters up?)")]
     Timeout { what: String, millis: u64 },
 }

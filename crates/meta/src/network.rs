@@ -163,24 +163,78 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, MetaError> {
     })
 }
 
-/// The receiving side: hand a Raft RPC to the local Raft and encode its answer.
+/// The receiving side: hand a Raft RPC to the local Raft and encode its answer. `sender` is
+/// the node the caller's certificate names: every Raft message speaks for a candidate or a
+/// leader, and one that speaks for another node than its sender is refused
+/// ([`MetaError::Impostor`]) before Raft sees it.
 pub async fn answer_raft_rpc(
     raft: &Raft,
     kind: RaftKind,
     payload: &[u8],
+    sender: Option<u64>,
 ) -> Result<Vec<u8>, MetaError> {
     match kind {
         RaftKind::AppendEntries => {
-            let rpc: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            let rpc = decode_from(payload, sender, |r: &AppendEntriesRequest<TypeConfig>| {
+                r.vote.leader_id().voted_for()
+            })?;
             encode(&raft.append_entries(rpc).await)
         }
         RaftKind::Vote => {
-            let rpc: VoteRequest<u64> = decode(payload)?;
+            let rpc = decode_from(payload, sender, |r: &VoteRequest<u64>| {
+                r.vote.leader_id().voted_for()
+            })?;
             encode(&raft.vote(rpc).await)
         }
         RaftKind::InstallSnapshot => {
-            let rpc: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            let rpc = decode_from(payload, sender, |r: &InstallSnapshotRequest<TypeConfig>| {
+                r.vote.leader_id().voted_for()
+            })?;
             encode(&raft.install_snapshot(rpc).await)
         }
+    }
+}
+
+/// Decode a Raft RPC and check the node it speaks for (`claimed`) is its `sender`.
+fn decode_from<T: DeserializeOwned>(
+    payload: &[u8],
+    sender: Option<u64>,
+    claimed: impl Fn(&T) -> Option<u64>,
+) -> Result<T, MetaError> {
+    let rpc: T = decode(payload)?;
+    match (sender, claimed(&rpc)) {
+        (Some(sender), Some(claimed)) if sender == claimed => Ok(rpc),
+        (sender, claimed) => Err(MetaError::Impostor { claimed, sender }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::Vote;
+
+    use super::*;
+
+    /// A vote request speaks for its candidate; a node certificate may ask only for itself.
+    #[test]
+    fn a_raft_message_for_another_node_is_refused() {
+        let request = VoteRequest::<u64> {
+            vote: Vote::new(4, 3),
+            last_log_id: None,
+        };
+        let bytes = encode(&request).unwrap();
+        let claim = |r: &VoteRequest<u64>| r.vote.leader_id().voted_for();
+        assert!(decode_from::<VoteRequest<u64>>(&bytes, Some(3), claim).is_ok());
+        let err = decode_from::<VoteRequest<u64>>(&bytes, Some(2), claim).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MetaError::Impostor {
+                    claimed: Some(3),
+                    sender: Some(2)
+                }
+            ),
+            "{err}"
+        );
+        assert!(decode_from::<VoteRequest<u64>>(&bytes, None, claim).is_err());
     }
 }

@@ -196,6 +196,9 @@ impl Meta {
         match reply.data {
             CommandResult::Done => Ok(reply.log_id.index),
             CommandResult::Rejected(reason) => Err(MetaError::Rejected(reason)),
+            CommandResult::PreconditionFailed { table, key } => {
+                Err(MetaError::PreconditionFailed { table, key })
+            }
         }
     }
 
@@ -261,6 +264,7 @@ impl Meta {
             shuffle_outputs: 0,
             cached_bytes: 0,
             cache_hits: 0,
+            health: Default::default(),
         }
     }
 

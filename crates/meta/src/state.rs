@@ -41,6 +41,12 @@ pub enum CommandResult {
     Done,
     /// The entry was committed but changed nothing, for this reason.
     Rejected(String),
+    /// The entry was committed but changed nothing: `table`/`key` was not what an `Expect`
+    /// said it should be.
+    PreconditionFailed {
+        table: String,
+        key: String,
+    },
 }
 
 /// A state key a command changed, so storage can persist just that key.
@@ -106,14 +112,10 @@ impl MetaState {
                 for op in ops {
                     if let CatalogOp::Expect { table, key, value } = op {
                         if self.catalog_get(table, key) != value.as_ref() {
-                            let wanted = if value.is_some() {
-                                "a different value"
-                            } else {
-                                "absent"
+                            return CommandResult::PreconditionFailed {
+                                table: table.clone(),
+                                key: key.clone(),
                             };
-                            return CommandResult::Rejected(format!(
-                                "precondition failed: {table}/{key} was expected {wanted}"
-                            ));
                         }
                     }
                 }
@@ -223,7 +225,7 @@ mod tests {
         let create = Command::Catalog(vec![absent.clone(), put("t", "k", b"v1")]);
         assert_eq!(state.apply(&create, &mut touched), CommandResult::Done);
         assert!(
-            matches!(state.apply(&create, &mut touched), CommandResult::Rejected(r) if r.contains("expected absent"))
+            matches!(state.apply(&create, &mut touched), CommandResult::PreconditionFailed { key, .. } if key == "k")
         );
         let replace = Command::Catalog(vec![
             CatalogOp::Expect {
@@ -237,7 +239,7 @@ mod tests {
         assert!(
             matches!(
                 state.apply(&replace, &mut touched),
-                CommandResult::Rejected(_)
+                CommandResult::PreconditionFailed { .. }
             ),
             "stale replace refused"
         );

@@ -13,7 +13,7 @@ use tern_proto::{
     encode_request,
 };
 
-use crate::tls::TlsIdentity;
+use crate::tls::{Revocations, TlsIdentity};
 use crate::{NODE_SERVER_NAME, NetError};
 
 /// Timeouts of the transport. Keep-alive must stay below the idle timeout, or idle but healthy
@@ -57,6 +57,12 @@ pub struct QuicTransport {
     endpoint: Endpoint,
     connections: Mutex<HashMap<SocketAddr, Connection>>,
     options: TransportOptions,
+    transport_config: Arc<quinn::TransportConfig>,
+    /// What it presents when it dials (replaced when its certificate is rotated).
+    client_config: Mutex<quinn::ClientConfig>,
+    /// Whether it listens (a node) or only dials (a client).
+    listening: bool,
+    revoked: Revocations,
 }
 
 impl QuicTransport {
@@ -67,20 +73,43 @@ impl QuicTransport {
         options: TransportOptions,
     ) -> Result<Arc<Self>, NetError> {
         let transport = Arc::new(transport_config(&options)?);
-        let mut server = identity.server_config()?;
+        let revoked = Revocations::default();
+        let mut server = identity.server_config(&revoked)?;
         server.transport_config(transport.clone());
-        let mut endpoint = Endpoint::server(server, listen).map_err(|e| NetError::Bind {
+        let endpoint = Endpoint::server(server, listen).map_err(|e| NetError::Bind {
             addr: listen.to_string(),
             reason: e.to_string(),
         })?;
-        let mut client = identity.client_config()?;
-        client.transport_config(transport);
-        endpoint.set_default_client_config(client);
+        let mut client = identity.client_config(&revoked)?;
+        client.transport_config(transport.clone());
         Ok(Arc::new(Self {
             endpoint,
             connections: Mutex::default(),
             options,
+            transport_config: transport,
+            client_config: Mutex::new(client),
+            listening: true,
+            revoked,
         }))
+    }
+
+    /// Present `identity` from now on (a rotated certificate): new connections, both ways,
+    /// use it; connections already open keep theirs until they close.
+    pub fn reload(&self, identity: &TlsIdentity) -> Result<(), NetError> {
+        if self.listening {
+            let mut server = identity.server_config(&self.revoked)?;
+            server.transport_config(self.transport_config.clone());
+            self.endpoint.set_server_config(Some(server));
+        }
+        let mut client = identity.client_config(&self.revoked)?;
+        client.transport_config(self.transport_config.clone());
+        *self.client_config.lock().unwrap_or_else(|p| p.into_inner()) = client;
+        Ok(())
+    }
+
+    /// The revocation list this endpoint's handshakes check (the node keeps it current).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     /// A dial-only endpoint on an ephemeral port (for clients).
@@ -89,17 +118,22 @@ impl QuicTransport {
         options: TransportOptions,
     ) -> Result<Arc<Self>, NetError> {
         let any: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let mut endpoint = Endpoint::client(any).map_err(|e| NetError::Bind {
+        let endpoint = Endpoint::client(any).map_err(|e| NetError::Bind {
             addr: any.to_string(),
             reason: e.to_string(),
         })?;
-        let mut client = identity.client_config()?;
-        client.transport_config(Arc::new(transport_config(&options)?));
-        endpoint.set_default_client_config(client);
+        let revoked = Revocations::default();
+        let transport = Arc::new(transport_config(&options)?);
+        let mut client = identity.client_config(&revoked)?;
+        client.transport_config(transport.clone());
         Ok(Arc::new(Self {
             endpoint,
             connections: Mutex::default(),
             options,
+            transport_config: transport,
+            client_config: Mutex::new(client),
+            listening: false,
+            revoked,
         }))
     }
 
@@ -148,9 +182,14 @@ impl QuicTransport {
             addr: addr.into(),
             reason,
         };
+        let config = self
+            .client_config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let connecting = self
             .endpoint
-            .connect(sa, NODE_SERVER_NAME)
+            .connect_with(config, sa, NODE_SERVER_NAME)
             .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::time::timeout(self.options.connect_timeout, connecting)
             .await
@@ -344,6 +383,8 @@ pub(crate) enum ReadFrameError {
     Frame(FrameError),
     #[error("stream ended early: {0}")]
     Stream(quinn::ReadExactError),
+    #[error("the frame did not arrive in time")]
+    TimedOut,
 }
 
 async fn read_response(addr: &str, recv: &mut RecvStream) -> Result<Response, TransportError> {
@@ -358,5 +399,6 @@ async fn read_response(addr: &str, recv: &mut RecvStream) -> Result<Response, Tr
             addr: addr.into(),
             reason: e.to_string(),
         }),
+        Err(e @ ReadFrameError::TimedOut) => Err(bad(e.to_string())),
     }
 }

@@ -4,7 +4,9 @@
 //! It owns sockets, TLS and framing: [`QuicTransport`] implements the `tern_proto::Transport`
 //! seam for outgoing calls, [`serve`] feeds incoming requests to a [`Handler`]. It knows nothing
 //! of what requests mean: the node decides that. Every peer must present a certificate signed by
-//! the cluster CA; anything else is refused at the handshake.
+//! the cluster CA, within its validity dates and not revoked; anything else is refused at the
+//! handshake. Who the peer is (a node and its id, or a client's name and role) is read from
+//! its certificate ([`Peer`]); what it may do is the node's business.
 
 mod bulk;
 pub mod certs;
@@ -13,10 +15,13 @@ mod server;
 mod tls;
 
 pub use bulk::{BodyReader, BodyWriter, pipe};
-pub use certs::{ClusterFiles, TlsFiles};
+pub use certs::{
+    CA_DAYS, ClusterFiles, DEFAULT_CERT_DAYS, STANDARD_CLIENTS, TlsFiles, identity_of, read_cert,
+    read_identity, serial_of, validate_client_name,
+};
 pub use endpoint::{QuicTransport, TransportOptions};
-pub use server::{Handler, Peer, PeerRole, serve};
-pub use tls::TlsIdentity;
+pub use server::{Handler, Peer, serve};
+pub use tls::{Revocations, TlsIdentity};
 
 /// Errors setting up the network layer (calls report `tern_proto::TransportError`).
 #[derive(Debug, thiserror::Error)]

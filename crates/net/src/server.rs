@@ -1,32 +1,45 @@
 //! The accepting side: every bidirectional stream carries one request frame and gets one
 //! response frame. A bad frame gets an error answer and a log line; the node keeps serving.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quinn::{Connection, RecvStream, SendStream};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
+use tern_proto::Caller;
+use tern_proto::frame::frame_len;
 use tern_proto::{MAX_FRAME_BYTES, Request, Response, decode_request, encode_response};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::endpoint::{QuicTransport, ReadFrameError, read_frame, write_frame};
-use crate::{BodyReader, BodyWriter, NODE_SERVER_NAME};
+use crate::certs::{identity_of, serial_of};
+use crate::endpoint::{QuicTransport, ReadFrameError, write_frame};
+use crate::{BodyReader, BodyWriter, Revocations};
 
-/// What the other end of a connection proved with its certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerRole {
-    /// Its certificate names it a cluster node (`tern-node`).
-    Node,
-    /// Signed by the cluster CA, but not a node certificate: a client.
-    Client,
-}
-
-/// Who sent a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who sent a request, as the certificate of its connection says.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
-    pub role: PeerRole,
+    /// A node bound to its id, or a client with its name and role; `Err` says why the
+    /// certificate names no usable identity (every request from it is refused).
+    pub identity: Result<Caller, String>,
+    /// Its certificate's serial number (hex), for the revocation list.
+    pub serial: String,
+}
+
+impl Peer {
+    /// A peer known by what it is rather than by a certificate (the simulator's, whose
+    /// messages carry no TLS).
+    pub fn trusted(addr: SocketAddr, caller: Caller) -> Self {
+        Self {
+            addr,
+            identity: Ok(caller),
+            serial: String::new(),
+        }
+    }
 }
 
 /// What a node does with a decoded request.
@@ -61,54 +74,133 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// The handshake already checked the chain against the cluster CA; here we only read which
-/// kind of certificate it is.
-fn peer_role(conn: &Connection) -> PeerRole {
-    let Some(identity) = conn.peer_identity() else {
-        return PeerRole::Client;
+/// The handshake already checked the chain against the cluster CA and the revocation list;
+/// here we only read who the certificate names.
+fn peer_of(conn: &Connection) -> Peer {
+    let leaf = conn
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().cloned());
+    let Some(leaf) = leaf else {
+        return Peer {
+            addr: conn.remote_address(),
+            identity: Err("the connection presented no certificate".into()),
+            serial: String::new(),
+        };
     };
-    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
-        return PeerRole::Client;
-    };
-    let Some(leaf) = chain.first() else {
-        return PeerRole::Client;
-    };
-    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
-        return PeerRole::Client;
-    };
-    let node_name = ServerName::try_from(NODE_SERVER_NAME).expect("a valid DNS name");
-    match cert.verify_is_valid_for_subject_name(&node_name) {
-        Ok(()) => PeerRole::Node,
-        Err(_) => PeerRole::Client,
+    Peer {
+        addr: conn.remote_address(),
+        identity: identity_of(&leaf),
+        serial: serial_of(&leaf).unwrap_or_default(),
+    }
+}
+
+/// Connections one address may hold open at once (a node keeps one per peer; a client one).
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Connections a node serves at once, from everyone.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long a peer may take to send a request frame once it opened its stream.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// Bytes of request frames one connection may have buffered at once: without it, a peer
+/// opening many streams and sending frames slowly could pin gigabytes.
+const BUFFERED_PER_CONNECTION: usize = 64 << 20;
+
+/// Open connections per remote address.
+#[derive(Default)]
+struct ConnectionCount {
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted when dropped.
+struct Counted {
+    count: Arc<ConnectionCount>,
+    ip: IpAddr,
+}
+
+impl ConnectionCount {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Counted, String> {
+        let mut map = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().sum();
+        let mine = map.entry(ip).or_default();
+        if *mine >= MAX_CONNECTIONS_PER_ADDRESS {
+            return Err(format!(
+                "{ip} already has {MAX_CONNECTIONS_PER_ADDRESS} connections open"
+            ));
+        }
+        if total >= MAX_CONNECTIONS {
+            return Err(format!("{MAX_CONNECTIONS} connections are open"));
+        }
+        *mine += 1;
+        Ok(Counted {
+            count: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut map = self
+            .count
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
 /// Accept connections on `transport`'s endpoint until it is closed.
 pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
+    let count = Arc::new(ConnectionCount::default());
     while let Some(incoming) = transport.endpoint().accept().await {
+        let peer = incoming.remote_address();
+        let counted = match count.admit(peer.ip()) {
+            Ok(counted) => counted,
+            Err(reason) => {
+                warn!(%peer, %reason, "connection refused");
+                incoming.refuse();
+                continue;
+            }
+        };
         let handler = handler.clone();
+        let revoked = transport.revocations().clone();
         tokio::spawn(async move {
-            let peer = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => serve_connection(conn, handler).await,
+                Ok(conn) => serve_connection(conn, handler, revoked).await,
                 // Most often a certificate not signed by the cluster CA.
                 Err(e) => warn!(%peer, error = %e, "refused connection"),
             }
+            drop(counted);
         });
     }
 }
 
-async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
-    let peer = Peer {
-        addr: conn.remote_address(),
-        role: peer_role(&conn),
-    };
-    debug!(peer = %peer.addr, role = ?peer.role, "connection accepted");
+async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>, revoked: Revocations) {
+    let peer = peer_of(&conn);
+    debug!(peer = %peer.addr, identity = ?peer.identity, "connection accepted");
+    let buffered = Arc::new(Semaphore::new(BUFFERED_PER_CONNECTION));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
+                // A certificate revoked after this connection was made: no more requests.
+                if revoked.is_revoked(&peer.serial) {
+                    warn!(peer = %peer.addr, serial = %peer.serial, "closing a connection whose certificate was revoked");
+                    conn.close(quinn::VarInt::from_u32(2), b"certificate revoked");
+                    return;
+                }
                 let handler = handler.clone();
-                tokio::spawn(serve_stream(send, recv, peer, handler));
+                tokio::spawn(serve_stream(
+                    send,
+                    recv,
+                    peer.clone(),
+                    handler,
+                    buffered.clone(),
+                ));
             }
             Err(e) => {
                 debug!(peer = %peer.addr, reason = %e, "connection closed");
@@ -118,15 +210,44 @@ async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>) {
     }
 }
 
+/// The request frame of a stream, within [`REQUEST_DEADLINE`], its bytes counted against the
+/// connection's buffer budget while they are held.
+async fn read_request(
+    recv: &mut RecvStream,
+    buffered: &Semaphore,
+) -> Result<Vec<u8>, ReadFrameError> {
+    let read = async {
+        let mut header = [0u8; 4];
+        recv.read_exact(&mut header)
+            .await
+            .map_err(ReadFrameError::Stream)?;
+        let len = frame_len(header, MAX_FRAME_BYTES).map_err(ReadFrameError::Frame)?;
+        let _room = buffered
+            .acquire_many(len as u32)
+            .await
+            .map_err(|_| ReadFrameError::TimedOut)?;
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body)
+            .await
+            .map_err(ReadFrameError::Stream)?;
+        Ok(body)
+    };
+    tokio::time::timeout(REQUEST_DEADLINE, read)
+        .await
+        .unwrap_or(Err(ReadFrameError::TimedOut))
+}
+
 async fn serve_stream<H: Handler>(
     mut send: SendStream,
     mut recv: RecvStream,
     peer: Peer,
     handler: Arc<H>,
+    buffered: Arc<Semaphore>,
 ) {
-    let response = match read_frame(&mut recv, MAX_FRAME_BYTES).await {
+    let response = match read_request(&mut recv, &buffered).await {
         Ok(body) => match decode_request(&body) {
             Ok(request) if handler.is_bulk(&request) => {
+                drop(body);
                 let addr = peer.addr.to_string();
                 let body = BodyReader {
                     recv: crate::bulk::Receiving::Quic(recv),
@@ -139,7 +260,10 @@ async fn serve_stream<H: Handler>(
                 handler.handle_bulk(request, peer, body, reply).await;
                 return;
             }
-            Ok(request) => handler.handle(request, peer).await,
+            Ok(request) => {
+                drop(body);
+                handler.handle(request, peer).await
+            }
             Err(e) => {
                 warn!(peer = %peer.addr, error = %e, "bad request frame");
                 Response::error(e.kind(), e.to_string())
@@ -150,6 +274,14 @@ async fn serve_stream<H: Handler>(
             // Do not read the rest of an oversized frame; tell the sender to stop.
             let _ = recv.stop(quinn::VarInt::from_u32(1));
             Response::error(e.kind(), e.to_string())
+        }
+        Err(ReadFrameError::TimedOut) => {
+            warn!(peer = %peer.addr, "request frame not sent in time");
+            let _ = recv.stop(quinn::VarInt::from_u32(1));
+            Response::error(
+                tern_proto::ErrorKind::BadFrame,
+                format!("the request frame did not arrive within {REQUEST_DEADLINE:?}"),
+            )
         }
         Err(ReadFrameError::Stream(e)) => {
             warn!(peer = %peer.addr, error = %e, "truncated request frame");
@@ -182,9 +314,9 @@ mod tests {
 
     impl Handler for Echo {
         async fn handle(&self, request: Request, peer: Peer) -> Response {
-            match (request, peer.role) {
-                (Request::Ping, PeerRole::Client) => Response::Pong { id: 7 },
-                (Request::Ping, PeerRole::Node) => Response::Pong { id: 8 },
+            match (request, peer.identity) {
+                (Request::Ping, Ok(Caller::Client { .. })) => Response::Pong { id: 7 },
+                (Request::Ping, Ok(Caller::Node(id))) => Response::Pong { id: 100 + id },
                 _ => Response::Ack,
             }
         }
@@ -235,7 +367,7 @@ mod tests {
         cluster.init(1).unwrap();
         ClusterFiles::new(theirs.path()).init(1).unwrap();
         // A node certificate issued later (as `tern cluster add-node` does) verifies too.
-        let late = cluster.issue_node(2).unwrap();
+        let late = cluster.issue_node(2, 30).unwrap();
         assert_eq!(cluster.highest_node_id(), 2);
 
         rt().block_on(async {
@@ -261,7 +393,7 @@ mod tests {
                 ..TransportOptions::default()
             };
             let stranger = TlsIdentity::load(&ClusterFiles::new(theirs.path()).client()).unwrap();
-            let stranger = QuicTransport::client(&stranger, options).unwrap();
+            let stranger = QuicTransport::client(&stranger, options.clone()).unwrap();
             assert!(
                 stranger.call(&addr, Request::Ping).await.is_err(),
                 "foreign CA must be refused"
@@ -273,12 +405,29 @@ mod tests {
                 Response::Pong { id: 7 }
             );
 
-            // A node certificate is recognised as a node.
+            // A node certificate is recognised as the node it names.
             let node = TlsIdentity::load(&cluster.node(1)).unwrap();
             let node = QuicTransport::client(&node, TransportOptions::default()).unwrap();
             assert_eq!(
                 node.call(&addr, Request::Ping).await.unwrap(),
-                Response::Pong { id: 8 }
+                Response::Pong { id: 101 }
+            );
+
+            // A revoked certificate is refused at the handshake, and an open connection
+            // presenting it is closed at its next request.
+            let serial =
+                crate::serial_of(&crate::read_cert(&cluster.client().cert).unwrap()).unwrap();
+            server
+                .revocations()
+                .set(std::collections::BTreeSet::from([serial]));
+            assert!(member.call(&addr, Request::Ping).await.is_err());
+            let again = TlsIdentity::load(&cluster.client()).unwrap();
+            let again = QuicTransport::client(&again, options.clone()).unwrap();
+            assert!(again.call(&addr, Request::Ping).await.is_err());
+            assert_eq!(
+                node.call(&addr, Request::Ping).await.unwrap(),
+                Response::Pong { id: 101 },
+                "others still served"
             );
             server.close();
         });

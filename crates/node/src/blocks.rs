@@ -3,10 +3,12 @@
 //! one, re-checking its hash, so a corrupted copy is reported and the reader tries another.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tern_meta::placement::REPLICAS;
 use tern_proto::{
-    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, PutId, Request, Response,
-    Transport, human_bytes,
+    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, NodeState, PutId, Request,
+    Response, Transport, human_bytes,
 };
 use tern_store::{BlockStore, StoreError};
 use tracing::{info, warn};
@@ -21,6 +23,106 @@ fn store_error(e: StoreError) -> Response {
         StoreError::NotFound { .. } => Response::error(ErrorKind::Invalid, e.to_string()),
         StoreError::CorruptBlock { .. } => Response::error(ErrorKind::Invalid, e.to_string()),
         other => Response::error(ErrorKind::Unavailable, other.to_string()),
+    }
+}
+
+/// How long a writer may leave a block's stream silent before the node gives up on it.
+const CHUNK_IDLE: Duration = Duration::from_secs(30);
+
+/// How long a whole block may take to arrive: a minute, plus its bytes at 4 MiB/s.
+fn body_deadline(size: u64) -> Duration {
+    Duration::from_secs(60) + Duration::from_secs_f64(size as f64 / (4 << 20) as f64)
+}
+
+/// Read a block's `size` bytes from `body`, within its deadline and with no chunk later than
+/// [`CHUNK_IDLE`] after the one before.
+async fn receive_body(
+    hash: BlockHash,
+    size: u64,
+    body: &mut impl BulkRead,
+) -> Result<Vec<u8>, Response> {
+    let deadline = tokio::time::Instant::now() + body_deadline(size);
+    let mut bytes = Vec::with_capacity(size as usize);
+    loop {
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(CHUNK_IDLE);
+        let next = match tokio::time::timeout(wait, body.next_chunk()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(Response::error(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "block {hash} arrived too slowly: {} of {} after the deadline",
+                        human_bytes(bytes.len() as u64),
+                        human_bytes(size)
+                    ),
+                ));
+            }
+        };
+        match next {
+            Ok(Some(chunk)) => {
+                if bytes.len() as u64 + chunk.len() as u64 > size {
+                    return Err(Response::error(
+                        ErrorKind::Invalid,
+                        format!("block {hash} is longer than the {size} bytes announced"),
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Response::error(
+                    ErrorKind::BadFrame,
+                    format!("block {hash} arrived incomplete: {e}"),
+                ));
+            }
+        }
+    }
+    if bytes.len() as u64 != size {
+        return Err(Response::error(
+            ErrorKind::Invalid,
+            format!(
+                "block {hash} has {} bytes, {size} were announced",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Bytes of blocks being received, node-wide, bounded: each block reserves its size before
+/// a byte of it is buffered, waiting a while for others to finish.
+pub(crate) struct ReceiveBudget {
+    /// Permits are KiB.
+    kib: tokio::sync::Semaphore,
+    bytes: u64,
+}
+
+impl ReceiveBudget {
+    /// How long a block waits for room before its writer is told the node is busy.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new(bytes: u64) -> Self {
+        // Room for at least one block of the largest size.
+        let bytes = bytes.max(MAX_BLOCK_BYTES);
+        Self {
+            kib: tokio::sync::Semaphore::new((bytes >> 10) as usize),
+            bytes,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Room for `size` bytes, held until the permit drops; `None` if none came in time.
+    pub(crate) async fn reserve(&self, size: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(size.div_ceil(1024)).ok()?;
+        tokio::time::timeout(Self::WAIT, self.kib.acquire_many(kib))
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -122,39 +224,29 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 format!("block of {size} bytes exceeds the {MAX_BLOCK_BYTES}-byte limit"),
             );
         }
+        if let Err(reason) = self.check_chain(&chain) {
+            warn!(%hash, ?chain, %reason, "refused a block's replica chain");
+            return Response::error(ErrorKind::Invalid, reason);
+        }
         if let Some(refusal) = self.no_room_for(size).await {
             return refusal;
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        loop {
-            match body.next_chunk().await {
-                Ok(Some(chunk)) => {
-                    if bytes.len() as u64 + chunk.len() as u64 > size {
-                        return Response::error(
-                            ErrorKind::Invalid,
-                            format!("block {hash} is longer than the {size} bytes announced"),
-                        );
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Response::error(
-                        ErrorKind::BadFrame,
-                        format!("block {hash} arrived incomplete: {e}"),
-                    );
-                }
-            }
-        }
-        if bytes.len() as u64 != size {
+        // Blocks being received share one memory budget, so many slow or idle writers cannot
+        // pin more than it; a writer that cannot get its share in time is told the node is busy.
+        let Some(_budget) = self.receiving.reserve(size).await else {
             return Response::error(
-                ErrorKind::Invalid,
+                ErrorKind::Unavailable,
                 format!(
-                    "block {hash} has {} bytes, {size} were announced",
-                    bytes.len()
+                    "node {} is busy receiving other blocks ({} buffered); retry shortly",
+                    self.id(),
+                    human_bytes(self.receiving.capacity())
                 ),
             );
-        }
+        };
+        let bytes = match receive_body(hash, size, body).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return refusal,
+        };
         let bytes = Arc::new(bytes);
         let stored = bytes.clone();
         if let Err(e) = on_store(&self.blocks, move |b| b.put_verified(&hash, &stored, put)).await {
@@ -179,6 +271,43 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
         info!(%hash, size, holders = ?holders, "block stored");
         Response::BlockStored { holders }
+    }
+
+    /// A replica chain must be what placement could have returned: at most the other
+    /// replicas, each a distinct node of the cluster that takes blocks now, and not this node.
+    /// (A chain naming one node many times would store one copy while answering many holders,
+    /// and make that node pass the block to itself over and over.)
+    fn check_chain(&self, chain: &[String]) -> Result<(), String> {
+        if chain.len() >= REPLICAS {
+            return Err(format!(
+                "a replica chain names at most {} further holders, this one {}",
+                REPLICAS - 1,
+                chain.len()
+            ));
+        }
+        let nodes = self.meta.read_local(|s| s.nodes.clone());
+        let mut seen = std::collections::BTreeSet::from([self.id()]);
+        for addr in chain {
+            let Some(node) = nodes.values().find(|n| &n.addr == addr) else {
+                return Err(format!(
+                    "{addr:?} in the replica chain is not a node of this cluster"
+                ));
+            };
+            if !seen.insert(node.id) {
+                return Err(format!(
+                    "node {} appears twice in the replica chain (with this node {})",
+                    node.id,
+                    self.id()
+                ));
+            }
+            if !matches!(node.state, NodeState::Up | NodeState::Suspect) {
+                return Err(format!(
+                    "node {} in the replica chain is {} and takes no new blocks",
+                    node.id, node.state
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A refusal if a block of `size` bytes would take this node past its capacity.

@@ -15,7 +15,7 @@ use tern_exec::{
     ShuffleKey, StoredTable,
 };
 use tern_proto::{
-    BlockHash, Clock, ErrorKind, NodeId, NodeState, Request, Response, TaskSpec, TaskStats,
+    BlockHash, Caller, Clock, ErrorKind, NodeId, NodeState, Request, Response, TaskSpec, TaskStats,
     Transport,
 };
 use tern_sched::{Coordinator, NodeView, SchedError};
@@ -38,6 +38,8 @@ struct NodeReader<T: Transport> {
     addrs: BTreeMap<NodeId, String>,
     remote: Arc<AtomicU32>,
     unavailable: Arc<AtomicBool>,
+    /// A block read was not its dataset's data: the task fails the same on any holder.
+    bad_data: Arc<AtomicBool>,
     /// Read this node's blocks on the calling thread (it is one of the query runtime's).
     in_place: bool,
     /// The first shuffle input that could not be fetched: (stage, node, why).
@@ -161,6 +163,47 @@ impl<T: Transport> BlockReader for NodeReader<T> {
 
     fn cache(&self) -> Option<Arc<ColumnCache>> {
         Some(self.cache.clone())
+    }
+
+    fn bad_block(&self, block: BlockHash, why: &tern_exec::BadBlock) {
+        warn!(%block, reason = %why.reason, "a stored partition is not its dataset's data");
+        self.bad_data.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Queries one client may have running at once on one coordinator; more wait their turn.
+pub(crate) const QUERIES_PER_CLIENT: usize = 32;
+/// How long a query waits for its client's turn before it is refused.
+const CLIENT_TURN_WAIT: Duration = Duration::from_secs(120);
+
+/// Turns of each client's queries on this coordinator (soft state: one small entry per
+/// certificate name that sent a query).
+#[derive(Default)]
+pub(crate) struct ClientJobs(Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>);
+
+impl ClientJobs {
+    /// Wait for a turn of `caller`'s, of which it has [`QUERIES_PER_CLIENT`]; refused after
+    /// [`CLIENT_TURN_WAIT`]. Held until dropped.
+    pub(crate) async fn enter(
+        &self,
+        caller: &Caller,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        let client = caller.to_string();
+        let turns = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(client.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(QUERIES_PER_CLIENT)))
+            .clone();
+        match tokio::time::timeout(CLIENT_TURN_WAIT, turns.acquire_owned()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => Err(format!(
+                "{client} has run {QUERIES_PER_CLIENT} queries on this node for {} s and this one \
+                 could not start; wait for some to end",
+                CLIENT_TURN_WAIT.as_secs()
+            )),
+        }
     }
 }
 
@@ -288,6 +331,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             addrs,
             remote: Default::default(),
             unavailable: Default::default(),
+            bad_data: Default::default(),
             lost: Default::default(),
             in_place,
             cache: self.column_cache.clone(),
@@ -312,6 +356,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 
     fn task_memory(&self) -> MemoryLimit {
         MemoryLimit {
+            node: Some(self.query_memory.clone()),
             bytes: self.compute.task_memory_bytes as usize,
             spill_dir: Some(self.compute.data_dir.join("spill")),
         }
@@ -379,6 +424,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                         node,
                         reason,
                     }
+                } else if reader.bad_data.load(Ordering::Relaxed) {
+                    Response::error(ErrorKind::BadData, e.to_string())
                 } else if reader.unavailable.load(Ordering::Relaxed) {
                     Response::error(ErrorKind::Unavailable, e.to_string())
                 } else {
@@ -438,7 +485,20 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 
     /// Coordinate a client's query.
-    pub(crate) async fn run_query(&self, sql: String, explain: bool, reply: tern_net::BodyWriter) {
+    pub(crate) async fn run_query(
+        &self,
+        sql: String,
+        explain: bool,
+        caller: &Caller,
+        reply: tern_net::BodyWriter,
+    ) {
+        // One client cannot fill a coordinator with queries; others' go on meanwhile.
+        let _turn = match self.client_jobs.enter(caller).await {
+            Ok(turn) => turn,
+            Err(reason) => {
+                return respond(reply, &Response::error(ErrorKind::Unavailable, reason)).await;
+            }
+        };
         let (datasets, nodes) = match self.query_catalog().await {
             Ok(state) => state,
             Err(answer) => return respond(reply, &answer).await,
@@ -514,7 +574,29 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         if let Some(runtime) = &self.compute_runtime {
             coordinator = coordinator.with_runtime(runtime.clone());
         }
-        let ended = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply).await;
+        // Nothing runs without a deadline: a query past its time fails, saying so, and its
+        // tasks and kept outputs are released as for any other end.
+        let deadline = self.compute.query_timeout;
+        let streamed = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply);
+        let ended = match tokio::time::timeout(deadline, streamed).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                warn!(
+                    job,
+                    secs = deadline.as_secs(),
+                    "query stopped at its deadline"
+                );
+                let late = tern_proto::ErrorReply {
+                    kind: ErrorKind::Unavailable,
+                    message: format!(
+                        "the query ran past its deadline of {} s (query_timeout_ms; `tern up --query-timeout-secs`) and was stopped",
+                        deadline.as_secs()
+                    ),
+                };
+                let event = tern_proto::QueryEvent::Failed(late);
+                reply.write_chunk(&tern_proto::encode_event(&event)).await
+            }
+        };
         if let Err(e) = ended {
             // The client went away (Ctrl-C, a lost connection): the query stops with it.
             warn!(job, error = %e, "query abandoned: its client stopped reading");
@@ -704,11 +786,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Err(e) => return Err(Response::error(ErrorKind::NoLeader, e.to_string())),
         }
         let listed = self
-            .handle(Request::CatalogList {
-                table: tern_proto::DATASETS_TABLE.into(),
-                prefix: String::new(),
-                limit: u32::MAX,
-            })
+            .handle(
+                Request::CatalogList {
+                    table: tern_proto::DATASETS_TABLE.into(),
+                    prefix: String::new(),
+                    limit: u32::MAX,
+                },
+                &Caller::Node(self.id()),
+            )
             .await;
         let entries = match listed {
             Response::CatalogEntries(entries) => entries,

@@ -49,6 +49,13 @@ pub struct NodeConfig {
     /// `<data_dir>/spill` (default 1 GiB).
     #[serde(default = "default_task_memory")]
     pub task_memory_bytes: u64,
+    /// Memory all of this node's query work may hold at once, every task and every final
+    /// stage it coordinates together; 0 (the default) means two tasks' more than its slots'.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub query_memory_bytes: u64,
+    /// A query this node coordinates that runs longer fails, saying so (default one hour).
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_ms: u64,
     /// Shuffle outputs this node keeps in memory; past it they go to `<data_dir>/shuffle`
     /// (default 1 GiB).
     #[serde(default = "default_shuffle_memory")]
@@ -78,6 +85,10 @@ fn default_task_memory() -> u64 {
     1 << 30
 }
 
+fn default_query_timeout() -> u64 {
+    3600 * 1000
+}
+
 fn default_shuffle_memory() -> u64 {
     1 << 30
 }
@@ -99,6 +110,9 @@ fn is_zero(v: &u64) -> bool {
 pub struct ComputeSettings {
     pub slots: usize,
     pub task_memory_bytes: u64,
+    /// See [`NodeConfig::query_memory_bytes`] (resolved: never 0 while tasks have a limit).
+    pub query_memory_bytes: u64,
+    pub query_timeout: Duration,
     pub shuffle_memory_bytes: u64,
     pub answer_memory_bytes: u64,
     pub cache_memory_bytes: u64,
@@ -168,9 +182,17 @@ fn default_capacity() -> u64 {
 
 impl NodeConfig {
     pub fn compute(&self) -> ComputeSettings {
+        let query_memory_bytes = match self.query_memory_bytes {
+            0 => self
+                .task_memory_bytes
+                .saturating_mul(self.slots() as u64 + 2),
+            bytes => bytes,
+        };
         ComputeSettings {
             slots: self.slots(),
             task_memory_bytes: self.task_memory_bytes,
+            query_memory_bytes,
+            query_timeout: Duration::from_millis(self.query_timeout_ms.max(1)),
             shuffle_memory_bytes: self.shuffle_memory_bytes,
             answer_memory_bytes: self.answer_memory_bytes,
             cache_memory_bytes: self.cache_memory_bytes,

@@ -28,6 +28,8 @@ pub(crate) struct GcMemory {
     /// On the leader: each lease's (and remembered write id's) last value and when it was
     /// first seen with it, by (table, key).
     leases: BTreeMap<(String, String), (Vec<u8>, Instant)>,
+    /// Why collection refuses to run, while it does (shown by `tern status`).
+    pub(crate) stopped: Option<String>,
 }
 
 impl GcMemory {
@@ -60,7 +62,30 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 .await;
         }
         let grace = Duration::from_millis(self.timings.gc_grace_ms);
-        let mine = self.my_blocks();
+        // Fail closed: a record this node cannot read (a newer version's layout, in a rolling
+        // upgrade) may list blocks held here, and judging without it would delete them all.
+        let (mine, undecodable) = self.my_blocks_checked();
+        if !undecodable.is_empty() {
+            let reason = format!(
+                "garbage collection stopped: {} dataset record(s) do not decode on this node ({}{}); \
+                 written by a newer tern? no block is deleted until every record reads",
+                undecodable.len(),
+                undecodable
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if undecodable.len() > 3 { ", …" } else { "" }
+            );
+            warn!("{reason}");
+            let mut memory = self.gc.lock().unwrap_or_else(|p| p.into_inner());
+            // Every grace period starts over once collection resumes.
+            memory.unneeded_since.clear();
+            memory.stopped = Some(reason);
+            return 0;
+        }
+        self.gc.lock().unwrap_or_else(|p| p.into_inner()).stopped = None;
         let live_puts: BTreeSet<String> = self
             .meta
             .read_local(|s| s.catalog_list(PUTS_TABLE, "", usize::MAX))

@@ -8,10 +8,15 @@
 //! in its task slots, keeps their shuffle outputs for later stages, and coordinates the queries
 //! clients send it (`tern-sched`); those components do not know about the node.
 //!
+//! Every request is checked against what its sender's certificate allows (`tern-proto`'s
+//! access table: node, admin, write, read); a node may speak only for its own id, and the
+//! system tables of the catalog are written only through typed requests the leader validates.
+//!
 //! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
 //! run it without sockets or real time.
 
 mod blocks;
+mod catalog;
 mod compute;
 mod config;
 mod gc;

@@ -73,6 +73,18 @@ pub(crate) fn datasets(state: &MetaState) -> Vec<(Vec<u8>, DatasetRecord)> {
         .collect()
 }
 
+/// Keys of dataset records that do not decode as this version's [`DatasetRecord`].
+pub(crate) fn undecodable_datasets(state: &MetaState) -> Vec<String> {
+    state
+        .catalog
+        .get(DATASETS_TABLE)
+        .into_iter()
+        .flat_map(|t| t.iter())
+        .filter(|(_, raw)| postcard::from_bytes::<DatasetRecord>(raw).is_err())
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// Partition replicas and their bytes each node holds for these datasets.
 pub(crate) fn holdings<'a>(
     datasets: impl IntoIterator<Item = &'a DatasetRecord>,

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tern_meta::{Command, Meta, MetaError, MetaOptions};
 use tern_net::{QuicTransport, TlsIdentity, TransportOptions};
-use tern_proto::{Clock, NodeRecord, NodeState, Request, Response, SystemClock, Transport};
+use tern_proto::{
+    Clock, NodeHealth, NodeRecord, NodeState, Request, Response, SystemClock, Transport,
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -65,7 +67,31 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         reason,
     })?;
     check_identity(&config)?;
-    let identity = TlsIdentity::load(&config.tls_files())?;
+    // What one function call may make: half a task's memory (a node without a task limit
+    // keeps the default).
+    if config.task_memory_bytes > 0 {
+        tern_exec::set_output_limit(
+            (config.task_memory_bytes / 2).min(tern_exec::DEFAULT_OUTPUT_LIMIT * 4),
+        );
+    }
+    let tls_files = config.tls_files();
+    let identity = TlsIdentity::load(&tls_files)?;
+    match identity.identity() {
+        Ok(tern_proto::Caller::Node(id)) if id == config.id => {}
+        Ok(other) => {
+            return Err(NodeError::Identity(format!(
+                "{} is the certificate of {other}, not of node {}",
+                tls_files.cert.display(),
+                config.id
+            )));
+        }
+        Err(reason) => {
+            return Err(NodeError::Identity(format!(
+                "{}: {reason}",
+                tls_files.cert.display()
+            )));
+        }
+    }
     let transport = QuicTransport::server(config.listen, &identity, TransportOptions::default())?;
     let t = &config.timings;
     let options = MetaOptions {
@@ -113,7 +139,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             blocks,
             config.compute(),
         )
-        .with_compute_runtime(compute.handle().clone()),
+        .with_compute_runtime(compute.handle().clone())
+        .with_revocations(transport.revocations().clone()),
     );
     let mut tasks = vec![tokio::spawn(tern_net::serve(
         transport.clone(),
@@ -122,6 +149,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     info!(id = config.id, listen = %config.listen, "node listening");
     join_or_bootstrap(&service, &config.join).await?;
     tasks.extend(spawn_loops(&service));
+    tasks.push(tokio::spawn(reload_certificates(
+        transport.clone(),
+        tls_files,
+        config.id,
+    )));
     Ok(RunningNode {
         service,
         transport,
@@ -157,44 +189,110 @@ pub fn spawn_loops<T: Transport, C: Clock>(
     let timings = &service.timings;
     let heartbeat = timings.heartbeat();
     let scrub_every = Duration::from_millis(timings.scrub_interval_ms);
+    let health = service.loop_panics.clone();
     let mut tasks = Vec::new();
     tasks.push(every(
+        "heartbeat",
         heartbeat,
         Duration::ZERO,
         service.clone(),
+        health.clone(),
         |s| async move { s.send_heartbeat().await },
     ));
     tasks.push(every(
+        "failure detection",
         heartbeat,
         Duration::ZERO,
         service.clone(),
+        health.clone(),
         |s| async move { s.detect_failures().await },
     ));
     tasks.push(every(
+        "repair",
         REPAIR_INTERVAL,
         REPAIR_INTERVAL,
         service.clone(),
+        health.clone(),
         |s| async move {
             s.repair_once().await;
         },
     ));
     let gc_every = crate::gc::gc_interval(Duration::from_millis(timings.gc_grace_ms));
-    tasks.push(every(gc_every, gc_every, service.clone(), |s| async move {
-        s.collect_garbage().await;
-    }));
     tasks.push(every(
+        "garbage collection",
+        gc_every,
+        gc_every,
+        service.clone(),
+        health.clone(),
+        |s| async move {
+            s.collect_garbage().await;
+        },
+    ));
+    tasks.push(every(
+        "revocations",
+        Duration::from_secs(1),
+        Duration::ZERO,
+        service.clone(),
+        health.clone(),
+        |s| async move { s.sync_revocations() },
+    ));
+    tasks.push(every(
+        "shuffle expiry",
         Duration::from_secs(60),
         Duration::from_secs(60),
         service.clone(),
+        health.clone(),
         |s| async move { s.shuffles.expire(crate::shuffle::ABANDONED_AFTER) },
     ));
     // The first scrub waits a full interval: a node that just started has other work first.
     let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tasks.push(every(scrub_every, scrub_every, service.clone(), move |s| {
-        let cursor = cursor.clone();
-        async move { s.scrub_step(&cursor).await }
-    }));
+    tasks.push(every(
+        "scrub",
+        scrub_every,
+        scrub_every,
+        service.clone(),
+        health,
+        move |s| {
+            let cursor = cursor.clone();
+            async move { s.scrub_step(&cursor).await }
+        },
+    ));
     tasks
+}
+
+/// How often a node looks for a rotated certificate.
+const CERT_CHECK: Duration = Duration::from_secs(5);
+
+/// Present a rotated certificate (`tern cert rotate` wrote new files) without a restart: when
+/// the files change, load them and hand them to the endpoint, unless they no longer name
+/// this node (then keep the old ones and say why).
+async fn reload_certificates(transport: Arc<QuicTransport>, files: tern_net::TlsFiles, id: u64) {
+    let stamp = |files: &tern_net::TlsFiles| {
+        [&files.cert, &files.key, &files.ca]
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    };
+    let mut seen = stamp(&files);
+    loop {
+        tokio::time::sleep(CERT_CHECK).await;
+        let now = stamp(&files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = TlsIdentity::load(&files)
+            .map_err(|e| e.to_string())
+            .and_then(|identity| match identity.identity() {
+                Ok(tern_proto::Caller::Node(named)) if named == id => Ok(identity),
+                Ok(other) => Err(format!("it is the certificate of {other}")),
+                Err(reason) => Err(reason),
+            });
+        match loaded.and_then(|identity| transport.reload(&identity).map_err(|e| e.to_string())) {
+            Ok(()) => info!(cert = %files.cert.display(), "presenting the rotated certificate"),
+            Err(reason) => {
+                warn!(cert = %files.cert.display(), %reason, "not presenting the changed certificate")
+            }
+        }
+    }
 }
 
 /// Query threads yield the CPU to the threads that answer heartbeats and Raft: a node busy
@@ -208,20 +306,47 @@ fn lower_priority() {
     }
 }
 
-/// Run `work` every `period` (the first time after `first`) until the task is aborted.
-fn every<S, F, Fut>(period: Duration, first: Duration, service: Arc<S>, work: F) -> JoinHandle<()>
+/// Run `work` every `period` (the first time after `first`) until the task is aborted. A
+/// panic in one round is caught, logged and counted in the node's health (`tern status`),
+/// and the loop goes on with the next round: repair, GC or scrub must not stop for good
+/// because one round met something unexpected.
+fn every<S, F, Fut>(
+    name: &'static str,
+    period: Duration,
+    first: Duration,
+    service: Arc<S>,
+    health: Arc<std::sync::Mutex<NodeHealth>>,
+    work: F,
+) -> JoinHandle<()>
 where
     S: Send + Sync + 'static,
     F: Fn(Arc<S>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    use futures::FutureExt;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
         loop {
             tick.tick().await;
-            work(service.clone()).await;
+            let round = std::panic::AssertUnwindSafe(work(service.clone()));
+            if let Err(panic) = round.catch_unwind().await {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(task = name, panic = %what, "background loop panicked; restarting it");
+                let mut health = health.lock().unwrap_or_else(|p| p.into_inner());
+                health.loop_panics += 1;
+                health.last_loop_panic = Some(format!("{name}: {what}"));
+            }
         }
     })
+}
+
+/// The text a panic carries, when it carries one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// A bootstrapping node elects itself at once; wait for that, then record itself.
@@ -248,14 +373,36 @@ async fn join<T: Transport>(
     let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
     let mut last_error = String::from("no answer");
     loop {
-        for peer in peers {
+        // A join goes to the leader itself (it is bound to this node's certificate, so no
+        // node forwards it): a peer that does not lead says who does, and that is asked next.
+        let mut asking: Vec<String> = peers.to_vec();
+        let mut asked = 0;
+        while asked < asking.len() {
+            let peer = asking[asked].clone();
+            asked += 1;
             info!(peer = %peer, "asking to join");
-            match transport.call(peer, Request::Join(record.clone())).await {
+            match transport.call(&peer, Request::Join(record.clone())).await {
                 Ok(Response::Joined { voter, .. }) => {
                     info!(voter, "joined the cluster");
                     return Ok(());
                 }
-                Ok(Response::Error(e)) if e.kind == tern_proto::ErrorKind::Invalid => {
+                Ok(Response::NotLeader {
+                    leader: Some((_, leader)),
+                }) => {
+                    if !asking.contains(&leader) {
+                        asking.insert(asked, leader);
+                    }
+                    last_error = format!("{peer} does not lead");
+                }
+                Ok(Response::NotLeader { leader: None }) => {
+                    last_error = "no leader is elected right now".into()
+                }
+                Ok(Response::Error(e))
+                    if matches!(
+                        e.kind,
+                        tern_proto::ErrorKind::Invalid | tern_proto::ErrorKind::Forbidden
+                    ) =>
+                {
                     return Err(NodeError::Join {
                         tried: peer.clone(),
                         reason: e.message,
@@ -309,5 +456,44 @@ impl RunningNode {
         }
         self.transport.close();
         info!(id = self.service.id(), "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A round that panics is counted in the node's health, and the loop keeps running.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_round_does_not_stop_its_loop() {
+        let rounds = Arc::new(AtomicU32::new(0));
+        let health = Arc::new(std::sync::Mutex::new(NodeHealth::default()));
+        let task = every(
+            "test loop",
+            Duration::from_millis(10),
+            Duration::ZERO,
+            rounds.clone(),
+            health.clone(),
+            |rounds| async move {
+                if rounds.fetch_add(1, Ordering::Relaxed) == 1 {
+                    panic!("round two fails");
+                }
+            },
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while rounds.load(Ordering::Relaxed) < 5 {
+            assert!(tokio::time::Instant::now() < deadline, "the loop stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let health = health.lock().unwrap().clone();
+        assert_eq!(health.loop_panics, 1);
+        assert_eq!(
+            health.last_loop_panic.as_deref(),
+            Some("test loop: round two fails")
+        );
+        assert_eq!(health.problems().len(), 1);
     }
 }

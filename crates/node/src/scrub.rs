@@ -15,6 +15,13 @@ use crate::blocks::on_store;
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// Which blocks the catalog says this node holds, with the other holders' addresses.
     pub(crate) fn my_blocks(&self) -> BTreeMap<BlockHash, Vec<String>> {
+        self.my_blocks_checked().0
+    }
+
+    /// The same, and the keys of dataset records this node cannot decode (written by a
+    /// newer version, say): the blocks those list are missing from the map, so whoever would
+    /// delete what the map lacks must stop when there are any.
+    pub(crate) fn my_blocks_checked(&self) -> (BTreeMap<BlockHash, Vec<String>>, Vec<String>) {
         let me = self.id();
         self.meta.read_local(|s| {
             let addr = |id: &NodeId| s.nodes.get(id).map(|n| n.addr.clone());
@@ -32,11 +39,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     }
                 }
             }
-            mine
+            (mine, crate::repair::undecodable_datasets(s))
         })
     }
 
-    /// Fetch a healthy copy of `hash` from `sources`.
+    /// Fetch a healthy copy of `hash` from `sources`; it replaces a damaged copy in place
+    /// (the store rewrites a block whose stored bytes no longer match), so the bad copy is
+    /// gone only once a good one is durable.
     async fn restore(&self, hash: BlockHash, sources: &[String]) -> bool {
         for source in sources {
             if let Ok(bytes) = tern_proto::fetch_block(self.transport.as_ref(), source, &hash).await
@@ -52,25 +61,36 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         false
     }
 
-    /// Check (and fix) one block; updates `report`.
+    /// Check (and fix) one block; updates `report`. A copy is replaced only when its bytes
+    /// are known bad (they hash to another name, or the disk says they are damaged), and only
+    /// by a healthy copy fetched first; an I/O error that may pass leaves it alone.
     async fn scrub_block(&self, hash: BlockHash, sources: &[String], report: &mut ScrubReport) {
-        let held = on_store(&self.blocks, move |b| b.contains(&hash))
-            .await
-            .unwrap_or(false);
-        if held {
-            report.checked += 1;
-            if matches!(
-                on_store(&self.blocks, move |b| b.verify(&hash)).await,
-                Ok(true)
-            ) {
+        let held = on_store(&self.blocks, move |b| b.contains(&hash)).await;
+        match held {
+            Ok(true) => {
+                report.checked += 1;
+                match on_store(&self.blocks, move |b| b.verify(&hash)).await {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        warn!(%hash, "scrub: corrupt block");
+                        report.corrupt += 1;
+                    }
+                    Err(e) => {
+                        warn!(%hash, error = %e, "scrub: block unreadable now; kept, checked again later");
+                        report.unreadable += 1;
+                        return;
+                    }
+                }
+            }
+            Ok(false) => {
+                warn!(%hash, "scrub: block missing");
+                report.missing += 1;
+            }
+            Err(e) => {
+                warn!(%hash, error = %e, "scrub: block index unreadable now");
+                report.unreadable += 1;
                 return;
             }
-            warn!(%hash, "scrub: corrupt block dropped");
-            report.corrupt += 1;
-            let _ = on_store(&self.blocks, move |b| b.delete(&hash)).await;
-        } else {
-            warn!(%hash, "scrub: block missing");
-            report.missing += 1;
         }
         if self.restore(hash, sources).await {
             info!(%hash, "scrub: block restored from another holder");
@@ -90,15 +110,18 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .unwrap_or_default();
         for hash in &stored {
             if !mine.contains_key(hash) {
-                // Not referenced by any dataset (yet): still check it, nothing to restore from.
+                // Not referenced by any dataset (yet): still check it. There is nothing to
+                // restore it from, and a put in progress may need it, so only a copy known bad
+                // is dropped (the holder is then reported missing and fetched again).
                 report.checked += 1;
                 let hash = *hash;
-                if !matches!(
-                    on_store(&self.blocks, move |b| b.verify(&hash)).await,
-                    Ok(true)
-                ) {
-                    report.corrupt += 1;
-                    let _ = on_store(&self.blocks, move |b| b.delete(&hash)).await;
+                match on_store(&self.blocks, move |b| b.verify(&hash)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        report.corrupt += 1;
+                        let _ = on_store(&self.blocks, move |b| b.delete(&hash)).await;
+                    }
+                    Err(_) => report.unreadable += 1,
                 }
             }
         }

@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 use tern_meta::placement::{REPLICAS, pick_holders};
 use tern_meta::{Command, Meta, MetaError};
 use tern_proto::{
-    Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request, Response,
-    Role, Transport,
+    Caller, CatalogOp, Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus,
+    Request, Response, Role, SYSTEM_TABLES, Transport,
 };
 use tern_store::BlockStore;
 use tracing::{debug, info, warn};
 
 use crate::NodeTimings;
+
+/// Memory for blocks being received at once (two of the largest blocks).
+const RECEIVE_BUDGET_BYTES: u64 = 2 * tern_proto::MAX_BLOCK_BYTES;
 
 /// How long the leader waits for each node's metrics when building a status.
 const STATUS_FANOUT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -26,6 +29,11 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) blocks_served: std::sync::atomic::AtomicU64,
     pub(crate) blocks_collected: std::sync::atomic::AtomicU64,
     pub(crate) gc: Mutex<crate::gc::GcMemory>,
+    /// Serial numbers of revoked certificates, kept current from the catalog (shared with
+    /// the QUIC endpoint, which refuses them at the handshake).
+    pub(crate) revocations: tern_net::Revocations,
+    /// Memory for blocks being received, shared by every writer.
+    pub(crate) receiving: crate::blocks::ReceiveBudget,
     /// Paces repair and drain copies into this node.
     pub(crate) copy_pace: crate::repair::Pace,
     /// Tasks this node runs at once (its cores by default), and the queue for them.
@@ -34,10 +42,14 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// DataFusion's functions, gathered once, for the contexts tasks run in.
     pub(crate) functions: tern_exec::Functions,
     pub(crate) compute: crate::ComputeSettings,
+    /// Memory all query work on this node shares (every task's pool draws from it).
+    pub(crate) query_memory: Arc<tern_exec::NodeMemory>,
     /// Decoded columns of this node's blocks that scans read lately.
     pub(crate) column_cache: Arc<tern_exec::ColumnCache>,
     /// Shuffle outputs of tasks this node ran, until their job ends.
     pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
+    /// Queries each client runs on this coordinator now (bounded per client).
+    pub(crate) client_jobs: crate::compute::ClientJobs,
     /// Jobs this node coordinates, for their ids.
     pub(crate) jobs_started: std::sync::atomic::AtomicU64,
     pub(crate) tasks_running: std::sync::atomic::AtomicU64,
@@ -53,6 +65,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// A bug planted for the simulator to find (repair counts down nodes as holders); never
     /// set outside its tests.
     pub(crate) planted_count_down_as_holder: bool,
+    /// Panics of background loops so far (each loop was restarted after its panic).
+    pub(crate) loop_panics: Arc<Mutex<tern_proto::NodeHealth>>,
     /// Leader-only soft state: when each node was last heard from.
     last_seen: Mutex<std::collections::BTreeMap<NodeId, Instant>>,
     /// The term in which this node last became leader, and when it noticed.
@@ -66,6 +80,10 @@ fn meta_error(e: MetaError) -> Response {
             "no leader is elected right now; retry shortly",
         ),
         MetaError::Rejected(reason) => Response::error(ErrorKind::Invalid, reason),
+        e @ MetaError::PreconditionFailed { .. } => {
+            Response::error(ErrorKind::Conflict, e.to_string())
+        }
+        e @ MetaError::Impostor { .. } => Response::error(ErrorKind::Forbidden, e.to_string()),
         other => Response::error(ErrorKind::Unavailable, other.to_string()),
     }
 }
@@ -90,6 +108,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             blocks_collected: Default::default(),
             gc: Mutex::default(),
             copy_pace: crate::repair::Pace::new(timings.copy_bytes_per_s),
+            receiving: crate::blocks::ReceiveBudget::new(RECEIVE_BUDGET_BYTES),
+            revocations: Default::default(),
             slot_count: task_slots,
             task_slots: crate::slots::FairSlots::new(task_slots),
             functions: tern_exec::Functions::default(),
@@ -99,8 +119,12 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 compute.shuffle_memory_bytes,
             )),
             column_cache: Arc::new(tern_exec::ColumnCache::new(compute.cache_memory_bytes)),
+            query_memory: tern_exec::NodeMemory::new(
+                usize::try_from(compute.query_memory_bytes).unwrap_or(usize::MAX),
+            ),
             compute,
             jobs_started: Default::default(),
+            client_jobs: Default::default(),
             tasks_running: Default::default(),
             compute_runtime: None,
             tasks_run: Default::default(),
@@ -109,6 +133,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             timings,
             max_voters,
             last_seen: Mutex::default(),
+            loop_panics: Arc::default(),
             leading_since: Mutex::default(),
             planted_count_down_as_holder: false,
         }
@@ -119,6 +144,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     #[doc(hidden)]
     pub fn plant_bug_count_down_nodes_as_holders(&mut self) {
         self.planted_count_down_as_holder = true;
+    }
+
+    /// Check certificates against this list (the endpoint's own), kept current from the
+    /// catalog's revoked table.
+    pub fn with_revocations(mut self, revocations: tern_net::Revocations) -> Self {
+        self.revocations = revocations;
+        self
     }
 
     /// Run query work on `runtime` rather than on the one that answers requests.
@@ -135,9 +167,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         &self.meta
     }
 
-    /// Answer one request. Requests only the leader can answer are forwarded to it once.
-    pub async fn handle(&self, request: Request) -> Response {
-        match self.answer(&request).await {
+    /// Answer one request from `caller` (whose access was checked). Requests only the leader
+    /// can answer are forwarded to it once, with the caller, except those bound to the
+    /// sender's own certificate (joins, heartbeats), which must reach the leader directly.
+    pub async fn handle(&self, request: Request, caller: &Caller) -> Response {
+        match self.answer(&request, caller).await {
+            Err(MetaError::NotLeader { leader }) if bound_to_sender(&request) => {
+                Response::NotLeader { leader }
+            }
             Err(MetaError::NotLeader {
                 leader: Some((id, addr)),
             }) if id != self.id() => {
@@ -146,7 +183,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     leader = id,
                     "forwarding to leader"
                 );
-                match self.transport.call(&addr, request.forward()).await {
+                match self.transport.call(&addr, request.forward(caller)).await {
                     Ok(answer) => answer,
                     Err(e) => {
                         Response::error(ErrorKind::NoLeader, format!("leader unreachable: {e}"))
@@ -158,21 +195,40 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
     }
 
-    async fn answer(&self, request: &Request) -> Result<Response, MetaError> {
+    async fn answer(&self, request: &Request, caller: &Caller) -> Result<Response, MetaError> {
         Ok(match request {
             Request::Ping => Response::Pong { id: self.id() },
             // A forwarded request is answered here or fails; it is never forwarded again, so
-            // there are no loops while leadership moves.
-            Request::Forwarded(bytes) => match Request::unforward(bytes) {
+            // there are no loops while leadership moves. The forwarding node checked its
+            // caller's access; it is checked again here, on what the leader will do.
+            Request::Forwarded {
+                caller: original,
+                request: bytes,
+            } => match Request::unforward(bytes) {
                 Err(e) => Response::error(e.kind(), e.to_string()),
-                Ok(inner) => match Box::pin(self.answer(&inner)).await {
-                    Err(e) => meta_error(e),
-                    Ok(answer) => answer,
+                Ok(inner) if bound_to_sender(&inner) || matches!(inner, Request::Raft { .. }) => {
+                    Response::error(
+                        ErrorKind::Invalid,
+                        format!("{} requests are not forwarded", inner.name()),
+                    )
+                }
+                Ok(inner) => match original.may(inner.access(), inner.name()) {
+                    Err(reason) => Response::error(ErrorKind::Forbidden, reason),
+                    Ok(()) => match Box::pin(self.answer(&inner, original)).await {
+                        Err(e) => meta_error(e),
+                        Ok(answer) => answer,
+                    },
                 },
             },
             Request::Raft { kind, payload } => {
-                match tern_meta::answer_raft_rpc(self.meta.raft(), *kind, payload).await {
+                match tern_meta::answer_raft_rpc(self.meta.raft(), *kind, payload, caller.node_id())
+                    .await
+                {
                     Ok(bytes) => Response::Raft(bytes),
+                    Err(e @ MetaError::Impostor { .. }) => {
+                        warn!(error = %e, "refused a Raft message");
+                        Response::error(ErrorKind::Forbidden, e.to_string())
+                    }
                     Err(e) => Response::error(ErrorKind::BadFrame, e.to_string()),
                 }
             }
@@ -203,9 +259,28 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     .read(|s| s.catalog_list(table, prefix, *limit as usize))
                     .await?,
             ),
-            Request::CatalogWrite(ops) => Response::Written {
-                log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
-            },
+            Request::CatalogWrite(ops) => {
+                if let Some(table) =
+                    system_table_written(ops).filter(|_| caller.node_id().is_none())
+                {
+                    return Ok(Response::error(
+                        ErrorKind::Forbidden,
+                        format!(
+                            "the {table:?} table is written only through its own requests \
+                             (tern put, tern rm, tern cert revoke); raw writes may go to other tables"
+                        ),
+                    ));
+                }
+                Response::Written {
+                    log_index: self.meta.write(Command::Catalog(ops.clone())).await?,
+                }
+            }
+            Request::BeginPut { .. }
+            | Request::RenewPut { .. }
+            | Request::EndPut { .. }
+            | Request::CommitDataset { .. }
+            | Request::RemoveDataset { .. }
+            | Request::Revoke { .. } => self.answer_typed_write(request, caller).await?,
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
@@ -287,10 +362,23 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         metrics.shuffle_outputs = self.shuffles.outputs() as u64;
         metrics.cached_bytes = self.column_cache.used();
         metrics.cache_hits = self.column_cache.hits();
+        metrics.health = tern_proto::NodeHealth {
+            gc_stopped: self
+                .gc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .stopped
+                .clone(),
+            ..self
+                .loop_panics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
         metrics
     }
 
-    fn not_leader(&self) -> MetaError {
+    pub(crate) fn not_leader(&self) -> MetaError {
         match self.meta.leader() {
             Some(leader) => MetaError::NotLeader {
                 leader: Some(leader),
@@ -399,6 +487,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     stored_partitions: stored.get(&node.id).map_or(0, |s| s.0),
                     stored_bytes: stored.get(&node.id).map_or(0, |s| s.1),
                     cached_bytes: m.map(|m| m.cached_bytes),
+                    health: m.map(|m| m.health.clone()),
                 }
             })
             .collect();
@@ -535,36 +624,66 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     }
 }
 
-/// Requests only cluster nodes may send: Raft traffic, joins, heartbeats and forwarding. A
-/// client certificate is signed by the same CA, so the handshake alone does not keep a client
-/// from forging Raft messages; its certificate's name does.
-fn node_only(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Raft { .. }
-            | Request::Join(_)
-            | Request::Heartbeat { .. }
-            | Request::Forwarded(_)
-            | Request::CopyBlock { .. }
-            | Request::RunTask { .. }
-            | Request::FetchShuffle { .. }
-            | Request::ReleaseJob { .. }
-    )
+/// Requests that speak for their sender's own node id, checked against its certificate: they
+/// must reach the leader directly, never through another node.
+fn bound_to_sender(request: &Request) -> bool {
+    matches!(request, Request::Join(_) | Request::Heartbeat { .. })
+}
+
+/// The first system table (see [`tern_proto::SYSTEM_TABLES`]) a raw catalog write touches.
+fn system_table_written(ops: &[CatalogOp]) -> Option<&str> {
+    ops.iter()
+        .map(|op| match op {
+            CatalogOp::Put { table, .. }
+            | CatalogOp::Delete { table, .. }
+            | CatalogOp::Expect { table, .. } => table.as_str(),
+        })
+        .find(|table| SYSTEM_TABLES.contains(table))
+}
+
+/// Who may send `request`: the caller its certificate names must have the access the request
+/// needs, and a node may speak only for itself. The refusal is one line, naming what is missing.
+fn authorize(request: &Request, peer: &tern_net::Peer) -> Result<Caller, String> {
+    let caller = peer.identity.clone()?;
+    caller.may(request.access(), request.name())?;
+    if let Caller::Node(me) = caller {
+        let claimed = match request {
+            Request::Join(record) => Some(record.id),
+            Request::Heartbeat { id } => Some(*id),
+            _ => None,
+        };
+        if let Some(claimed) = claimed.filter(|claimed| *claimed != me) {
+            return Err(format!(
+                "a {} for node {claimed} from node {me}'s certificate",
+                request.name()
+            ));
+        }
+    }
+    Ok(caller)
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// [`authorize`], logged when refused.
+    fn admit_request(&self, request: &Request, peer: &tern_net::Peer) -> Result<Caller, Response> {
+        if self.revocations.is_revoked(&peer.serial) {
+            return Err(Response::error(
+                ErrorKind::Forbidden,
+                "this certificate has been revoked",
+            ));
+        }
+        authorize(request, peer).map_err(|reason| {
+            warn!(peer = %peer.addr, request = request.name(), %reason, "request refused");
+            Response::error(ErrorKind::Forbidden, reason)
+        })
+    }
 }
 
 impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
     async fn handle(&self, request: Request, peer: tern_net::Peer) -> Response {
-        if peer.role != tern_net::PeerRole::Node && node_only(&request) {
-            warn!(peer = %peer.addr, request = request.name(), "node-only request from a client certificate");
-            return Response::error(
-                ErrorKind::Forbidden,
-                format!(
-                    "{} requests are for cluster nodes; this certificate is a client's",
-                    request.name()
-                ),
-            );
+        match self.admit_request(&request, &peer) {
+            Ok(caller) => NodeService::handle(self, request, &caller).await,
+            Err(refusal) => refusal,
         }
-        NodeService::handle(self, request).await
     }
 
     fn is_bulk(&self, request: &Request) -> bool {
@@ -585,18 +704,16 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
         body: tern_net::BodyReader,
         reply: tern_net::BodyWriter,
     ) {
-        if peer.role != tern_net::PeerRole::Node && node_only(&request) {
-            warn!(peer = %peer.addr, request = request.name(), "node-only request from a client certificate");
-            let mut reply = reply;
-            let refusal = Response::error(
-                ErrorKind::Forbidden,
-                format!("{} requests are for cluster nodes", request.name()),
-            );
-            if reply.respond(&refusal).await.is_ok() {
-                let _ = reply.finish().await;
+        let caller = match self.admit_request(&request, &peer) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                let mut reply = reply;
+                if reply.respond(&refusal).await.is_ok() {
+                    let _ = reply.finish().await;
+                }
+                return;
             }
-            return;
-        }
+        };
         match request {
             Request::RunTask { job, plan, tasks } => self.run_task(job, plan, tasks, reply).await,
             Request::FetchShuffle {
@@ -618,8 +735,68 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
                 let columns = columns.map(|c| c.into_iter().map(|c| c as usize).collect());
                 self.serve_shuffle(keys, columns, reply).await
             }
-            Request::Query { sql, explain } => self.run_query(sql, explain, reply).await,
+            Request::Query { sql, explain } => self.run_query(sql, explain, &caller, reply).await,
             request => self.serve_bulk(request, body, reply).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(identity: Result<Caller, String>) -> tern_net::Peer {
+        tern_net::Peer {
+            addr: ([127, 0, 0, 1], 9).into(),
+            identity,
+            serial: "01".into(),
+        }
+    }
+
+    #[test]
+    fn a_node_speaks_only_for_itself_and_clients_only_within_their_role() {
+        let node2 = peer(Ok(Caller::Node(2)));
+        let record = |id| NodeRecord {
+            id,
+            addr: "127.0.0.1:7404".into(),
+            zone: String::new(),
+            capacity_bytes: 1,
+            state: NodeState::Up,
+        };
+        assert!(authorize(&Request::Heartbeat { id: 2 }, &node2).is_ok());
+        let forged = authorize(&Request::Heartbeat { id: 3 }, &node2).unwrap_err();
+        assert!(forged.contains("node 3 from node 2"), "{forged}");
+        assert!(authorize(&Request::Join(record(2)), &node2).is_ok());
+        assert!(authorize(&Request::Join(record(1)), &node2).is_err());
+
+        let reader = peer(Ok(Caller::Client {
+            name: "r".into(),
+            role: Some(tern_proto::ClientRole::Read),
+        }));
+        assert!(authorize(&Request::Status, &reader).is_ok());
+        let refused = authorize(&Request::ScrubNow, &reader).unwrap_err();
+        assert!(refused.contains("admin role"), "{refused}");
+        assert!(authorize(&Request::Heartbeat { id: 2 }, &reader).is_err());
+        let unbound = peer(Err("node certificate not bound to a node id".into()));
+        assert!(
+            authorize(&Request::Ping, &unbound)
+                .unwrap_err()
+                .contains("not bound")
+        );
+        assert_eq!(
+            system_table_written(&[CatalogOp::Put {
+                table: "datasets".into(),
+                key: "x".into(),
+                value: vec![]
+            }]),
+            Some("datasets")
+        );
+        assert_eq!(
+            system_table_written(&[CatalogOp::Delete {
+                table: "demo".into(),
+                key: "x".into()
+            }]),
+            None
+        );
     }
 }

@@ -11,6 +11,13 @@ use crate::message::NodeId;
 pub const DATASETS_TABLE: &str = "datasets";
 /// The catalog table of writes in progress: key = the put's id (hex), value = a [`PutLease`].
 pub const PUTS_TABLE: &str = "puts";
+/// The catalog table of revoked certificates: key = serial number (hex), value = the reason.
+pub const REVOKED_TABLE: &str = "revoked";
+
+/// Tables only typed requests write (the leader keeps them consistent); raw catalog writes
+/// from clients may not touch them.
+pub const SYSTEM_TABLES: [&str; 4] = [DATASETS_TABLE, PUTS_TABLE, WRITES_TABLE, REVOKED_TABLE];
+
 /// How often a writer renews its lease. Nodes expire a lease whose value has not changed for
 /// their `put_lease_expiry_ms` (measured on their own clock, so clocks need not agree).
 pub const PUT_LEASE_RENEW_MS: u64 = 2000;
@@ -139,7 +146,7 @@ pub const WRITES_TABLE: &str = "writes";
 /// `ops` made safe to deliver twice: they apply at most once under `id`. A conditional write
 /// that is retried (its answer was lost) or delivered twice would otherwise be refused by its
 /// own first copy ("precondition failed") although it applied; with the id, the second copy is
-/// refused naming the id, which [`applied_before`] recognizes as success.
+/// refused by the precondition on the id itself, which the leader answers as a success.
 pub fn write_once(id: &str, ops: Vec<crate::CatalogOp>) -> Vec<crate::CatalogOp> {
     let mut once = vec![
         crate::CatalogOp::Expect {
@@ -155,10 +162,4 @@ pub fn write_once(id: &str, ops: Vec<crate::CatalogOp>) -> Vec<crate::CatalogOp>
     ];
     once.extend(ops);
     once
-}
-
-/// Whether `refusal` (an error message for a [`write_once`] write) says an earlier delivery of
-/// write `id` already applied it.
-pub fn applied_before(id: &str, refusal: &str) -> bool {
-    refusal.contains(&format!("{WRITES_TABLE}/{id} was expected absent"))
 }

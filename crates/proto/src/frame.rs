@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::message::{ErrorKind, Request, Response};
 
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// No single frame may be larger; bulk data is split into frames below this.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -236,10 +236,10 @@ mod tests {
         // tags in a row. As bytes they decode flatly; unwrapping refuses the second level.
         let mut request = Request::Ping;
         for _ in 0..3 {
-            request = request.forward();
+            request = request.forward(&crate::Caller::Node(1));
         }
         let bytes = encode_request(&request);
-        let Request::Forwarded(inner) = decode_request(&bytes).unwrap() else {
+        let Request::Forwarded { request: inner, .. } = decode_request(&bytes).unwrap() else {
             panic!()
         };
         assert!(

@@ -7,6 +7,7 @@
 //! Everything here is plain data plus pure encode/decode functions, so it is cheap to depend on
 //! and safe to fuzz: the decoders never panic on arbitrary bytes.
 
+pub mod access;
 pub mod block;
 pub mod dataset;
 pub mod env;
@@ -15,10 +16,11 @@ pub mod message;
 pub mod query;
 pub mod transport;
 
+pub use access::{Access, Caller, ClientRole};
 pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES, human_bytes};
 pub use dataset::{
     DATASETS_TABLE, DatasetRecord, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord, PutId,
-    PutLease, WRITES_TABLE, applied_before, validate_dataset_name, write_once,
+    PutLease, REVOKED_TABLE, SYSTEM_TABLES, WRITES_TABLE, validate_dataset_name, write_once,
 };
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{

@@ -141,10 +141,15 @@ pub enum Request {
     },
     /// Commit these changes as one Raft entry.
     CatalogWrite(Vec<CatalogOp>),
-    /// A request a follower passed on to the leader, encoded (see [`Request::forward`]); it is
+    /// A request a follower passed on to the leader, encoded (see [`Request::forward`]), with
+    /// the caller the follower verified (the leader trusts its fellow node for that); it is
     /// answered there, never passed on again. Carried as bytes, not as a nested `Request`, so a
     /// crafted frame cannot nest it deep enough to exhaust the decoder's stack.
-    Forwarded(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+    Forwarded {
+        caller: crate::Caller,
+        #[serde(with = "crate::frame::bytes")]
+        request: Vec<u8>,
+    },
     /// Store a block (bulk: its bytes follow as chunks), then pass it on to `chain[0]` with
     /// the rest of the chain; answered with every holder that stored it, or an error.
     PutBlock {
@@ -204,6 +209,47 @@ pub enum Request {
     ReleaseJob {
         job: u64,
     },
+    /// Begin writing dataset `dataset` (answered by the leader): a lease for `put` keeps the
+    /// blocks stored for it until the commit or until the writer stops renewing it.
+    BeginPut {
+        put: PutId,
+        dataset: String,
+    },
+    /// Keep a write's lease alive; `renewals` counts this renewal.
+    RenewPut {
+        put: PutId,
+        dataset: String,
+        renewals: u64,
+    },
+    /// Abandon a write: its lease ends (holding `renewals`), its blocks are collected later.
+    EndPut {
+        put: PutId,
+        dataset: String,
+        renewals: u64,
+    },
+    /// Make a dataset visible in one Raft entry, ending the lease of `put` (holding
+    /// `renewals`). `replaces` is the version it replaces (`None`: the name must be free).
+    /// The leader checks the record (name, version, format, schema, holders distinct and
+    /// real, sizes within limits). `write` names this commit, so a retry whose first delivery
+    /// applied is answered as a success.
+    CommitDataset {
+        record: crate::DatasetRecord,
+        replaces: Option<u64>,
+        put: PutId,
+        renewals: u64,
+        write: PutId,
+    },
+    /// Remove dataset `name` if it is still at `version` (its blocks are collected later).
+    RemoveDataset {
+        name: String,
+        version: u64,
+        write: PutId,
+    },
+    /// Refuse the certificate with this serial number (hex) from now on, on every node.
+    Revoke {
+        serial: String,
+        reason: String,
+    },
     /// Run a SQL query with this node as coordinator (bulk: answered with
     /// `Response::QueryRunning` and then the query's events, see [`crate::QueryEvent`]), or with
     /// `explain`, answered with `Response::Explained`, the stages and tasks it would run.
@@ -214,15 +260,18 @@ pub enum Request {
 }
 
 impl Request {
-    /// Wrap this request for forwarding to the leader.
-    pub fn forward(&self) -> Request {
-        Request::Forwarded(crate::frame::encode_request(self))
+    /// Wrap this request, sent by `caller`, for forwarding to the leader.
+    pub fn forward(&self, caller: &crate::Caller) -> Request {
+        Request::Forwarded {
+            caller: caller.clone(),
+            request: crate::frame::encode_request(self),
+        }
     }
 
     /// Unwrap a forwarded request; a request forwarded twice is refused.
     pub fn unforward(bytes: &[u8]) -> Result<Request, crate::FrameError> {
         match crate::frame::decode_request(bytes)? {
-            Request::Forwarded(_) => Err(crate::FrameError::Malformed {
+            Request::Forwarded { .. } => Err(crate::FrameError::Malformed {
                 reason: "a forwarded request may not be forwarded again".into(),
             }),
             inner => Ok(inner),
@@ -241,7 +290,7 @@ impl Request {
             Request::CatalogGet { .. } => "catalog-get",
             Request::CatalogList { .. } => "catalog-list",
             Request::CatalogWrite(_) => "catalog-write",
-            Request::Forwarded(_) => "forwarded",
+            Request::Forwarded { .. } => "forwarded",
             Request::PutBlock { .. } => "put-block",
             Request::GetBlock { .. } => "get-block",
             Request::Place { .. } => "place",
@@ -252,6 +301,12 @@ impl Request {
             Request::FetchShuffle { .. } => "fetch-shuffle",
             Request::ReleaseJob { .. } => "release-job",
             Request::Query { .. } => "query",
+            Request::BeginPut { .. } => "begin-put",
+            Request::RenewPut { .. } => "renew-put",
+            Request::EndPut { .. } => "end-put",
+            Request::CommitDataset { .. } => "commit-dataset",
+            Request::RemoveDataset { .. } => "remove-dataset",
+            Request::Revoke { .. } => "revoke",
         }
     }
 }
@@ -311,6 +366,33 @@ pub struct LocalMetrics {
     /// without reading a block since it started.
     pub cached_bytes: u64,
     pub cache_hits: u64,
+    pub health: NodeHealth,
+}
+
+/// Background work of a node that is not running as it should, for `tern status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// Why garbage collection refuses to run (it fails closed), while it does.
+    pub gc_stopped: Option<String>,
+    /// Times a background loop (repair, GC, scrub, failure detection…) panicked and was
+    /// restarted since the node started, and the last such panic.
+    pub loop_panics: u64,
+    pub last_loop_panic: Option<String>,
+}
+
+impl NodeHealth {
+    /// One line per problem, empty when healthy.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.gc_stopped.iter().cloned().collect();
+        if self.loop_panics > 0 {
+            out.push(format!(
+                "{} background loop panic(s), restarted; last: {}",
+                self.loop_panics,
+                self.last_loop_panic.as_deref().unwrap_or("-")
+            ));
+        }
+        out
+    }
 }
 
 /// One node's scrub pass.
@@ -325,6 +407,8 @@ pub struct ScrubReport {
     pub missing: u64,
     /// Bad or missing blocks replaced with a healthy copy from another holder.
     pub repaired: u64,
+    /// Blocks that could not be read now (an I/O error that may pass): kept, not condemned.
+    pub unreadable: u64,
 }
 
 /// One row of `tern status`.
@@ -347,6 +431,8 @@ pub struct NodeStatus {
     pub stored_bytes: u64,
     /// Decoded columns it keeps in memory for later scans; `None` if it did not answer.
     pub cached_bytes: Option<u64>,
+    /// What is wrong with its background work; `None` if it did not answer.
+    pub health: Option<NodeHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,8 +464,23 @@ pub enum ErrorKind {
     Invalid,
     /// The node could not do it now (shutting down, storage failure…).
     Unavailable,
-    /// The caller's certificate does not allow this request (node-only requests from a client).
+    /// The caller's certificate does not allow this request: a client's for a node-only
+    /// request, a role below the one needed, a revoked certificate, or a node claiming
+    /// another node's id.
     Forbidden,
+    /// What the request names does not exist (a dataset, a block).
+    NotFound,
+    /// The name is taken (a dataset created without replacing).
+    Exists,
+    /// What the request expected changed meanwhile (a dataset replaced or removed by another
+    /// writer); nothing was done, the caller may read again and retry.
+    Conflict,
+    /// A write's lease expired before its commit (the writer stopped renewing it in time);
+    /// nothing was committed.
+    LeaseExpired,
+    /// Stored bytes cannot be used (a partition that is not the Arrow data its dataset
+    /// declares): every copy is the same, so retrying elsewhere would fail the same way.
+    BadData,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,6 +547,12 @@ pub enum Response {
         job: u64,
     },
     Explained(String),
+    /// This node does not lead: a request that must reach the leader directly (a join, a
+    /// heartbeat: they are bound to the sender's certificate, so they are not forwarded)
+    /// should go to `leader`, when one is known.
+    NotLeader {
+        leader: Option<(NodeId, String)>,
+    },
 }
 
 impl Response {

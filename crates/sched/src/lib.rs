@@ -1136,7 +1136,9 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                     node,
                 });
             }
-            Response::Error(e) if e.kind == ErrorKind::Invalid => {
+            // The query's own error, or stored bytes that are bad on every holder (their hash
+            // matched, so all copies are the same): another node would fail the same way.
+            Response::Error(e) if matches!(e.kind, ErrorKind::Invalid | ErrorKind::BadData) => {
                 return Err(Attempt::Fatal(e.message));
             }
             Response::Error(e) => return Err(Attempt::Retry(e.message)),
@@ -1198,6 +1200,8 @@ pub async fn plan_query(
     state.config_mut().options_mut().execution.target_partitions = width;
     let frame = DataFrame::new(state, frame.into_unoptimized_plan());
     let plan = frame.create_physical_plan().await.map_err(query_error)?;
+    // A literal copied into every row of every batch must fit what a batch may hold.
+    tern_exec::check_plan_literals(&plan).map_err(query_error)?;
     let plan = tern_exec::semi_joins_first(plan).map_err(query_error)?;
     cut(plan, job).map_err(query_error)
 }

@@ -21,6 +21,10 @@ pub enum DiskError {
     Full(String),
     #[error("disk I/O: {0}")]
     Io(String),
+    /// The disk itself says the stored bytes are damaged (RocksDB's checksums), as opposed
+    /// to an I/O failure that may pass: only this, or a hash mismatch, condemns a copy.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// One change within a [`Batch`].
@@ -137,9 +141,12 @@ pub struct RocksDisk {
 }
 
 fn rocks_error(e: rocksdb::Error) -> DiskError {
+    let kind = e.kind();
     let reason = e.into_string();
     if reason.contains("No space left") || reason.contains("NoSpace") {
         DiskError::Full(reason)
+    } else if kind == rocksdb::ErrorKind::Corruption {
+        DiskError::Corrupt(reason)
     } else {
         DiskError::Io(reason)
     }

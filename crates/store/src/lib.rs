@@ -56,6 +56,9 @@ pub enum StoreError {
     DiskFull(String),
     #[error("block store I/O: {0}")]
     Io(String),
+    /// The disk reports the stored bytes damaged before they could be hashed.
+    #[error("block store: stored bytes are damaged: {0}")]
+    Unreadable(String),
 }
 
 impl From<DiskError> for StoreError {
@@ -64,6 +67,7 @@ impl From<DiskError> for StoreError {
             DiskError::Open { path, reason } => StoreError::Open { path, reason },
             DiskError::Full(reason) => StoreError::DiskFull(reason),
             DiskError::Io(reason) => StoreError::Io(reason),
+            DiskError::Corrupt(reason) => StoreError::Unreadable(reason),
         }
     }
 }
@@ -284,13 +288,13 @@ impl BlockStore {
         Ok(out)
     }
 
-    /// Re-hash one block: `Ok(true)` if intact, `Ok(false)` if its bytes no longer match or
-    /// cannot be read back; the caller drops
-    /// it and fetches a healthy copy.
+    /// Re-hash one block: `Ok(true)` if intact, `Ok(false)` if its bytes no longer match
+    /// their name or the disk reports them damaged (the caller replaces it with a healthy
+    /// copy). An I/O error that may pass is an `Err`: a copy is never condemned on it.
     pub fn verify(&self, hash: &BlockHash) -> Result<bool, StoreError> {
         match self.get(hash) {
             Ok(_) => Ok(true),
-            Err(StoreError::CorruptBlock { .. } | StoreError::Io(_)) => Ok(false),
+            Err(StoreError::CorruptBlock { .. } | StoreError::Unreadable(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -393,6 +397,60 @@ mod tests {
             err.contains("corrupt") && err.contains(&hash.to_string()),
             "{err}"
         );
+    }
+
+    /// A disk whose reads fail as told: an I/O error that may pass, or damage it reports.
+    struct Flaky {
+        disk: RocksDisk,
+        fail: std::sync::Mutex<Option<DiskError>>,
+    }
+
+    impl Disk for Flaky {
+        fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
+            self.disk.get(family, key)
+        }
+        fn get_self_checked(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
+            match self.fail.lock().unwrap().clone() {
+                Some(e) => Err(e),
+                None => self.disk.get_self_checked(family, key),
+            }
+        }
+        fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError> {
+            self.disk.write(batch, sync)
+        }
+        fn scan<'a>(
+            &'a self,
+            family: &str,
+            from: &[u8],
+            order: Order,
+        ) -> Result<disk::Entries<'a>, DiskError> {
+            self.disk.scan(family, from, order)
+        }
+        fn used_bytes(&self) -> Result<u64, DiskError> {
+            self.disk.used_bytes()
+        }
+        fn flush(&self) -> Result<(), DiskError> {
+            self.disk.flush()
+        }
+    }
+
+    /// Scrub condemns a copy only when it is known bad: an I/O error is an error, not a
+    /// verdict (the caller keeps the copy and looks again later).
+    #[test]
+    fn only_known_damage_condemns_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            disk: RocksDisk::open(dir.path(), &FAMILIES).unwrap(),
+            fail: Default::default(),
+        });
+        let store = BlockStore::on(flaky.clone()).unwrap();
+        let hash = store.put(b"block").unwrap();
+        *flaky.fail.lock().unwrap() = Some(DiskError::Io("EIO, for now".into()));
+        assert!(matches!(store.verify(&hash), Err(StoreError::Io(_))));
+        *flaky.fail.lock().unwrap() = Some(DiskError::Corrupt("bad blob checksum".into()));
+        assert!(!store.verify(&hash).unwrap());
+        *flaky.fail.lock().unwrap() = None;
+        assert!(store.verify(&hash).unwrap());
     }
 
     #[test]

@@ -1,0 +1,381 @@
+//! Checking a stored partition before it is decoded: a block is whatever bytes a client
+//! stored, and Arrow's IPC reader trusts lengths inside them (a message body or a compressed
+//! buffer's uncompressed size becomes an allocation, and one too large aborts the process).
+//!
+//! [`check_block`] walks the stream's messages without decoding any array: every metadata and
+//! body length within the bytes that are there, every buffer inside its body, every
+//! compressed buffer's declared size within a bound and the block's total within a budget,
+//! batch and node lengths sane, and the stream's schema the dataset's. Only then is it
+//! decoded, and a panic Arrow might still raise on what the walk does not follow is caught.
+//! A block that fails is bad on every holder (its hash matched, so all copies are the same):
+//! [`BadBlock`] says so, and a task failing on it is not retried elsewhere.
+
+use arrow::datatypes::Schema;
+use arrow::ipc;
+
+/// Rows one stored batch may declare (tern writes batches of 8,192).
+const MAX_BATCH_ROWS: i64 = 1 << 24;
+/// Values one column of one batch may declare (a fixed-size list's children are many per row).
+const MAX_NODE_VALUES: i64 = 1 << 31;
+/// A compressed buffer may expand to at most this many times its bytes, plus a little.
+const MAX_EXPANSION: u64 = 1024;
+/// Everything a block's buffers may decompress to, together.
+const MAX_BLOCK_DECOMPRESSED: u64 = 8 << 30;
+/// Largest metadata (flatbuffer) of one message.
+const MAX_METADATA_BYTES: usize = 16 << 20;
+
+/// Why a stored partition cannot be read, whichever holder serves it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stored bytes are not a valid partition of this dataset: {reason}")]
+pub struct BadBlock {
+    pub reason: String,
+}
+
+fn bad(reason: impl Into<String>) -> BadBlock {
+    BadBlock {
+        reason: reason.into(),
+    }
+}
+
+/// Check that `bytes` is an Arrow IPC stream of `schema` holding `rows` rows in total, that
+/// decoding it cannot allocate without bound, and return nothing else: see the module docs.
+pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBlock> {
+    let mut at = 0usize;
+    let mut schema_seen = false;
+    let mut total_rows = 0u64;
+    let mut budget = MAX_BLOCK_DECOMPRESSED.min(bytes.len() as u64 * MAX_EXPANSION + (64 << 20));
+    while at < bytes.len() {
+        let word = le_u32(bytes, at)?;
+        at += 4;
+        let meta_len = if word == u32::MAX {
+            let len = le_u32(bytes, at)?;
+            at += 4;
+            len
+        } else {
+            word
+        } as usize;
+        if meta_len == 0 {
+            if at != bytes.len() {
+                return Err(bad("bytes after the end of the stream"));
+            }
+            break;
+        }
+        if meta_len > MAX_METADATA_BYTES || meta_len > bytes.len() - at {
+            return Err(bad(format!(
+                "a message's metadata of {meta_len} bytes runs past the block's end"
+            )));
+        }
+        let message = ipc::root_as_message(&bytes[at..at + meta_len])
+            .map_err(|e| bad(format!("undecodable message metadata: {e}")))?;
+        at += meta_len;
+        let body_len = message.bodyLength();
+        if body_len < 0 || body_len as u64 > (bytes.len() - at) as u64 {
+            return Err(bad(format!(
+                "a message body of {body_len} bytes runs past the block's end"
+            )));
+        }
+        let body = &bytes[at..at + body_len as usize];
+        at += body_len as usize;
+        match message.header_type() {
+            ipc::MessageHeader::Schema if !schema_seen => {
+                let found = message
+                    .header_as_schema()
+                    .ok_or_else(|| bad("a schema message without a schema"))?;
+                check_schema(found, schema)?;
+                schema_seen = true;
+            }
+            ipc::MessageHeader::RecordBatch if schema_seen => {
+                let batch = message
+                    .header_as_record_batch()
+                    .ok_or_else(|| bad("a batch message without a batch"))?;
+                total_rows += check_batch(batch, body, &mut budget)?;
+            }
+            ipc::MessageHeader::DictionaryBatch if schema_seen => {
+                let dictionary = message
+                    .header_as_dictionary_batch()
+                    .ok_or_else(|| bad("a dictionary message without a dictionary"))?;
+                let data = dictionary
+                    .data()
+                    .ok_or_else(|| bad("a dictionary without data"))?;
+                check_batch(data, body, &mut budget)?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unexpected message {other:?} (the schema comes first, once)"
+                )));
+            }
+        }
+    }
+    if !schema_seen {
+        return Err(bad("no schema"));
+    }
+    if total_rows != rows {
+        return Err(bad(format!(
+            "it holds {total_rows} rows, and the dataset records {rows}"
+        )));
+    }
+    Ok(())
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Result<u32, BadBlock> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")))
+        .ok_or_else(|| bad("the stream is cut short"))
+}
+
+/// The stream's own schema must be the dataset's: the scan takes columns by position.
+fn check_schema(found: ipc::Schema<'_>, expected: &Schema) -> Result<(), BadBlock> {
+    if found.endianness() != ipc::Endianness::Little {
+        return Err(bad("big-endian data"));
+    }
+    // Arrow's conversion panics on some malformed schemas; the walk above kept every length
+    // in bounds, so a panic here is the only failure left, and it is caught.
+    let decoded = std::panic::catch_unwind(|| ipc::convert::fb_to_schema(found))
+        .map_err(|_| bad("a malformed schema"))?;
+    let same = decoded.fields().len() == expected.fields().len()
+        && decoded
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(a, b)| {
+                a.name() == b.name()
+                    && a.data_type() == b.data_type()
+                    && (b.is_nullable() || !a.is_nullable())
+            });
+    if !same {
+        let show = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(bad(format!(
+            "its columns are ({}), the dataset's ({})",
+            show(&decoded),
+            show(expected)
+        )));
+    }
+    Ok(())
+}
+
+/// One batch's lengths: returns its rows.
+fn check_batch(
+    batch: ipc::RecordBatch<'_>,
+    body: &[u8],
+    budget: &mut u64,
+) -> Result<u64, BadBlock> {
+    let rows = batch.length();
+    if !(0..=MAX_BATCH_ROWS).contains(&rows) {
+        return Err(bad(format!("a batch declares {rows} rows")));
+    }
+    let compressed = match batch.compression() {
+        None => false,
+        Some(c) if c.method() == ipc::BodyCompressionMethod::BUFFER => match c.codec() {
+            ipc::CompressionType::ZSTD => true,
+            // LZ4 frames decompress past the size they declare; tern writes zstd.
+            other => return Err(bad(format!("compression {other:?} is not accepted"))),
+        },
+        Some(_) => return Err(bad("an unknown compression method")),
+    };
+    for node in batch.nodes().iter().flatten() {
+        let (len, nulls) = (node.length(), node.null_count());
+        if len < 0 || len > MAX_NODE_VALUES || nulls < 0 || nulls > len {
+            return Err(bad(format!(
+                "a column declares {len} values with {nulls} nulls"
+            )));
+        }
+    }
+    if let Some(counts) = batch.variadicBufferCounts() {
+        if counts.iter().any(|c| !(0..=1 << 16).contains(&c)) {
+            return Err(bad("a view column declares a bad number of data buffers"));
+        }
+    }
+    for buffer in batch.buffers().iter().flatten() {
+        let (offset, len) = (buffer.offset(), buffer.length());
+        let end = offset.checked_add(len);
+        if offset < 0 || len < 0 || end.is_none_or(|end| end as u64 > body.len() as u64) {
+            return Err(bad(format!(
+                "a buffer at {offset} of {len} bytes lies outside its body of {}",
+                body.len()
+            )));
+        }
+        let size = if compressed && len > 0 {
+            if len < 8 {
+                return Err(bad("a compressed buffer without its length"));
+            }
+            let at = offset as usize;
+            let declared = i64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
+            match declared {
+                -1 => (len - 8) as u64,
+                0 => 0,
+                n if n > 0 && (n as u64) <= (len as u64 - 8) * MAX_EXPANSION + (64 << 10) => {
+                    n as u64
+                }
+                n => {
+                    return Err(bad(format!(
+                        "a compressed buffer of {len} bytes declares {n} bytes uncompressed"
+                    )));
+                }
+            }
+        } else {
+            len as u64
+        };
+        *budget = budget
+            .checked_sub(size)
+            .ok_or_else(|| bad("the block decompresses to more than a block may"))?;
+    }
+    Ok(rows as u64)
+}
+
+/// Decode `bytes` with `decode` after [`check_block`] passed, turning a panic into a
+/// [`BadBlock`] (the walk does not follow every buffer Arrow reads; Arrow then validates the
+/// arrays it builds, and panics on some inconsistencies rather than erroring).
+pub fn decode_checked<T>(decode: impl FnOnce() -> T) -> Result<T, BadBlock> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .map_err(|_| bad("Arrow could not decode it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    /// A zstd-compressed stream of 10,000 rows, as `tern put` writes partitions.
+    fn stream() -> Vec<u8> {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..10_000)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..10_000).map(|i| format!("row {i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(ipc::CompressionType::ZSTD))
+            .unwrap();
+        let mut writer =
+            StreamWriter::try_new_with_options(Vec::new(), &schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        writer.into_inner().unwrap()
+    }
+
+    /// Where each message's metadata starts and its body starts, in a stream.
+    fn messages(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            let meta = at + 8;
+            let body = ipc::root_as_message(&bytes[meta..meta + len])
+                .unwrap()
+                .bodyLength() as usize;
+            out.push((meta, meta + len));
+            at = meta + len + body;
+        }
+        out
+    }
+
+    /// The stream with the first compressed buffer of its batch declaring `size` bytes.
+    fn declaring(size: i64) -> Vec<u8> {
+        let mut bytes = stream();
+        let (meta, body) = messages(&bytes)[1];
+        let message = ipc::root_as_message(&bytes[meta..body]).unwrap();
+        let batch = message.header_as_record_batch().unwrap();
+        let buffer = batch
+            .buffers()
+            .unwrap()
+            .iter()
+            .find(|b| b.length() >= 8)
+            .unwrap();
+        let at = body + buffer.offset() as usize;
+        bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_block_tern_wrote_passes_and_decodes() {
+        let bytes = stream();
+        check_block(&bytes, &schema(), 10_000).unwrap();
+        let (_, batches) = crate::ipc::ipc_to_batches(bytes).unwrap();
+        assert_eq!(batches[0].num_rows(), 10_000);
+    }
+
+    /// What made a holder abort: a compressed buffer declaring 2^40 bytes (Arrow allocates
+    /// what it declares before it decompresses).
+    #[test]
+    fn a_compressed_buffer_declaring_a_huge_size_is_refused() {
+        let err = check_block(&declaring(1 << 40), &schema(), 10_000).unwrap_err();
+        assert!(err.reason.contains("uncompressed"), "{err}");
+        let err = check_block(&declaring(-7), &schema(), 10_000).unwrap_err();
+        assert!(err.reason.contains("uncompressed"), "{err}");
+    }
+
+    #[test]
+    fn lengths_past_the_block_and_other_schemas_and_row_counts_are_refused() {
+        let bytes = stream();
+        // The batch's body length made huge.
+        let (meta, body) = messages(&bytes)[1];
+        let message = ipc::root_as_message(&bytes[meta..body]).unwrap();
+        let field = message._tab.vtable().get(ipc::Message::VT_BODYLENGTH) as usize;
+        let at = message._tab.loc() + field;
+        let mut long = bytes.clone();
+        long[meta + at..meta + at + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+        let err = check_block(&long, &schema(), 10_000).unwrap_err();
+        assert!(err.reason.contains("past the block"), "{err}");
+        // Cut short anywhere: an error, never a panic.
+        for cut in (0..bytes.len()).step_by(97) {
+            assert!(check_block(&bytes[..cut], &schema(), 10_000).is_err());
+        }
+        // Another schema, another row count.
+        let other = Schema::new(vec![Field::new("id", DataType::Utf8, false)]);
+        assert!(
+            check_block(&bytes, &other, 10_000)
+                .unwrap_err()
+                .reason
+                .contains("columns are")
+        );
+        assert!(
+            check_block(&bytes, &schema(), 9_999)
+                .unwrap_err()
+                .reason
+                .contains("10000 rows")
+        );
+        assert!(check_block(b"not arrow at all", &schema(), 0).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_check() {
+        use proptest::prelude::*;
+        let base = stream();
+        proptest!(ProptestConfig::with_cases(300), |(pos in 0usize..4096, byte in any::<u8>())| {
+            let mut bytes = base.clone();
+            let pos = pos % bytes.len();
+            bytes[pos] = byte;
+            if check_block(&bytes, &schema(), 10_000).is_ok() {
+                // What passes decodes or fails cleanly.
+                let _ = decode_checked(|| crate::ipc::ipc_to_batches(bytes));
+            }
+        });
+    }
+}

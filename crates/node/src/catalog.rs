@@ -1,0 +1,335 @@
+//! Typed catalog writes, answered by the leader: a write's lease, a dataset's commit and
+//! removal, a certificate's revocation. Clients never write the system tables directly
+//! ([`tern_proto::SYSTEM_TABLES`]): the leader checks each request against the catalog it
+//! leads (names, versions, formats and schemas, holders distinct and real, sizes within
+//! limits), composes the catalog changes itself, and guards them with preconditions, so a
+//! record in the catalog is one the leader accepted, whoever sent it.
+
+use std::collections::BTreeSet;
+
+use tern_meta::placement::REPLICAS;
+use tern_meta::{Command, MetaError};
+use tern_proto::{
+    Caller, CatalogOp, Clock, DATASETS_TABLE, DatasetRecord, ErrorKind, MAX_BLOCK_BYTES,
+    PUTS_TABLE, PutId, PutLease, REVOKED_TABLE, Request, Response, Transport, WRITES_TABLE,
+    validate_dataset_name, write_once,
+};
+use tracing::info;
+
+use crate::NodeService;
+
+/// What partitions may hold: Arrow IPC tables, or opaque bytes.
+const FORMATS: [&str; 2] = ["arrow-ipc", "bytes"];
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encodes plain data")
+}
+
+fn lease(dataset: &str, renewals: u64) -> Vec<u8> {
+    encode(&PutLease {
+        dataset: dataset.into(),
+        renewals,
+    })
+}
+
+fn invalid(reason: impl Into<String>) -> Response {
+    Response::error(ErrorKind::Invalid, reason)
+}
+
+impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// Answer one typed write (on the leader; elsewhere `NotLeader`, and the caller forwards).
+    pub(crate) async fn answer_typed_write(
+        &self,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Response, MetaError> {
+        if !self.meta.is_leader() {
+            return Err(self.not_leader());
+        }
+        match request {
+            Request::BeginPut { put, dataset } => {
+                if let Err(reason) = validate_dataset_name(dataset) {
+                    return Ok(invalid(reason));
+                }
+                let ops = vec![
+                    expect(PUTS_TABLE, &put.key(), None),
+                    put_op(PUTS_TABLE, &put.key(), lease(dataset, 0)),
+                ];
+                self.written(ops, "the write id is already in use").await
+            }
+            Request::RenewPut {
+                put,
+                dataset,
+                renewals,
+            } => {
+                let Some(before) = renewals.checked_sub(1) else {
+                    return Ok(invalid("a renewal counts from 1"));
+                };
+                let ops = vec![
+                    expect(PUTS_TABLE, &put.key(), Some(lease(dataset, before))),
+                    put_op(PUTS_TABLE, &put.key(), lease(dataset, *renewals)),
+                ];
+                self.written(ops, "").await
+            }
+            Request::EndPut {
+                put,
+                dataset,
+                renewals,
+            } => {
+                let ops = vec![
+                    expect(PUTS_TABLE, &put.key(), Some(lease(dataset, *renewals))),
+                    delete(PUTS_TABLE, &put.key()),
+                ];
+                // A lease already gone (expired) is as ended as can be.
+                match self.written(ops, "").await? {
+                    Response::Error(e) if e.kind == ErrorKind::LeaseExpired => Ok(Response::Ack),
+                    other => Ok(other),
+                }
+            }
+            Request::CommitDataset {
+                record,
+                replaces,
+                put,
+                renewals,
+                write,
+            } => {
+                self.commit_dataset(record, *replaces, *put, *renewals, *write, caller)
+                    .await
+            }
+            Request::RemoveDataset {
+                name,
+                version,
+                write,
+            } => self.remove_dataset(name, *version, *write).await,
+            Request::Revoke { serial, reason } => {
+                let ok = !serial.is_empty()
+                    && serial.len() <= 64
+                    && serial.chars().all(|c| c.is_ascii_hexdigit());
+                if !ok {
+                    return Ok(invalid(format!(
+                        "{serial:?} is not a certificate serial number (hex digits)"
+                    )));
+                }
+                info!(%serial, %reason, %caller, "revoking a certificate");
+                let reason = reason.chars().take(256).collect::<String>();
+                let ops = vec![put_op(
+                    REVOKED_TABLE,
+                    &serial.to_ascii_lowercase(),
+                    reason.into_bytes(),
+                )];
+                self.written(ops, "").await
+            }
+            other => Ok(invalid(format!("{} is not a typed write", other.name()))),
+        }
+    }
+
+    async fn commit_dataset(
+        &self,
+        record: &DatasetRecord,
+        replaces: Option<u64>,
+        put: PutId,
+        renewals: u64,
+        write: PutId,
+        caller: &Caller,
+    ) -> Result<Response, MetaError> {
+        if let Err(reason) = self.check_record(record, replaces) {
+            return Ok(invalid(format!(
+                "dataset {:?} refused: {reason}",
+                record.name
+            )));
+        }
+        let current = self
+            .meta
+            .read_local(|s| s.catalog_get(DATASETS_TABLE, &record.name).cloned());
+        let old = match (replaces, current) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Ok(self.applied_or(
+                    &write,
+                    Response::error(
+                        ErrorKind::Exists,
+                        format!("dataset {:?} already exists", record.name),
+                    ),
+                ));
+            }
+            (Some(version), Some(bytes)) => match postcard::from_bytes::<DatasetRecord>(&bytes) {
+                Ok(old) if old.version == version => Some(bytes),
+                _ => return Ok(self.applied_or(&write, changed(&record.name))),
+            },
+            (Some(_), None) => return Ok(self.applied_or(&write, changed(&record.name))),
+        };
+        let ops = write_once(
+            &write.key(),
+            vec![
+                expect(DATASETS_TABLE, &record.name, old),
+                put_op(DATASETS_TABLE, &record.name, encode(record)),
+                expect(PUTS_TABLE, &put.key(), Some(lease(&record.name, renewals))),
+                delete(PUTS_TABLE, &put.key()),
+            ],
+        );
+        let answer = self.written(ops, "").await?;
+        if matches!(answer, Response::Written { .. }) {
+            info!(dataset = %record.name, version = record.version, partitions = record.partitions.len(), %caller, "dataset committed");
+        }
+        Ok(answer)
+    }
+
+    async fn remove_dataset(
+        &self,
+        name: &str,
+        version: u64,
+        write: PutId,
+    ) -> Result<Response, MetaError> {
+        let current = self
+            .meta
+            .read_local(|s| s.catalog_get(DATASETS_TABLE, name).cloned());
+        let Some(bytes) = current else {
+            return Ok(self.applied_or(
+                &write,
+                Response::error(ErrorKind::NotFound, format!("no dataset named {name:?}")),
+            ));
+        };
+        if !postcard::from_bytes::<DatasetRecord>(&bytes).is_ok_and(|d| d.version == version) {
+            return Ok(self.applied_or(&write, changed(name)));
+        }
+        let ops = write_once(
+            &write.key(),
+            vec![
+                expect(DATASETS_TABLE, name, Some(bytes)),
+                delete(DATASETS_TABLE, name),
+            ],
+        );
+        self.written(ops, "").await
+    }
+
+    /// Take the revocation list from this node's copy of the catalog (every node, each
+    /// second: a revoked certificate is refused everywhere within about that).
+    pub(crate) fn sync_revocations(&self) {
+        let serials = self.meta.read_local(|s| {
+            s.catalog
+                .get(REVOKED_TABLE)
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default()
+        });
+        self.revocations.set(serials);
+    }
+
+    /// A success if write `id` applied before (a retry whose first delivery's answer was
+    /// lost), else `refusal`.
+    fn applied_or(&self, id: &PutId, refusal: Response) -> Response {
+        let applied = self
+            .meta
+            .read_local(|s| s.catalog_get(WRITES_TABLE, &id.key()).is_some());
+        if applied {
+            Response::Written { log_index: 0 }
+        } else {
+            refusal
+        }
+    }
+
+    /// Commit `ops`, turning a failed precondition into the typed error it means.
+    async fn written(&self, ops: Vec<CatalogOp>, taken: &str) -> Result<Response, MetaError> {
+        match self.meta.write(Command::Catalog(ops)).await {
+            Ok(log_index) => Ok(Response::Written { log_index }),
+            Err(MetaError::PreconditionFailed { table, key }) => Ok(match table.as_str() {
+                // A write whose id is recorded applied before: its retry succeeds.
+                WRITES_TABLE => Response::Written { log_index: 0 },
+                PUTS_TABLE if !taken.is_empty() => invalid(taken),
+                PUTS_TABLE => Response::error(
+                    ErrorKind::LeaseExpired,
+                    format!("the write's lease {key} expired: its writer did not renew it in time"),
+                ),
+                _ => changed(&key),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why `record` cannot be committed as a new version after `replaces`.
+    fn check_record(&self, record: &DatasetRecord, replaces: Option<u64>) -> Result<(), String> {
+        validate_dataset_name(&record.name)?;
+        let want = replaces.map_or(1, |v| v + 1);
+        if record.version != want {
+            return Err(format!(
+                "its version is {}, and the next one is {want}",
+                record.version
+            ));
+        }
+        if !FORMATS.contains(&record.format.as_str()) {
+            return Err(format!(
+                "unknown format {:?} (tern stores {})",
+                record.format,
+                FORMATS.join(", ")
+            ));
+        }
+        match record.format.as_str() {
+            "arrow-ipc" => {
+                let schema = tern_exec::schema_from_json(&record.name, &record.schema)
+                    .map_err(|e| e.to_string())?;
+                if schema.fields().is_empty() {
+                    return Err("a table needs at least one column".into());
+                }
+                for field in schema.fields() {
+                    tern_exec::check_type_size(field.data_type())
+                        .map_err(|e| format!("column {}: {e}", field.name()))?;
+                }
+            }
+            _ if !record.schema.is_empty() => {
+                return Err(format!("{} partitions carry no schema", record.format));
+            }
+            _ => {}
+        }
+        let nodes: BTreeSet<u64> = self.meta.read_local(|s| s.nodes.keys().copied().collect());
+        for (i, p) in record.partitions.iter().enumerate() {
+            if p.bytes > MAX_BLOCK_BYTES {
+                return Err(format!(
+                    "partition {i} claims {} bytes, more than a block may hold",
+                    p.bytes
+                ));
+            }
+            let distinct: BTreeSet<u64> = p.holders.iter().copied().collect();
+            if p.holders.len() != REPLICAS || distinct.len() != REPLICAS {
+                return Err(format!(
+                    "partition {i} names holders {:?}: a partition has {REPLICAS} distinct holders",
+                    p.holders
+                ));
+            }
+            if let Some(stranger) = p.holders.iter().find(|h| !nodes.contains(h)) {
+                return Err(format!(
+                    "partition {i} names node {stranger}, which is not in the cluster"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn changed(name: &str) -> Response {
+    Response::error(
+        ErrorKind::Conflict,
+        format!("dataset {name:?} changed while this write ran; nothing was done"),
+    )
+}
+
+fn expect(table: &str, key: &str, value: Option<Vec<u8>>) -> CatalogOp {
+    CatalogOp::Expect {
+        table: table.into(),
+        key: key.into(),
+        value,
+    }
+}
+
+fn put_op(table: &str, key: &str, value: Vec<u8>) -> CatalogOp {
+    CatalogOp::Put {
+        table: table.into(),
+        key: key.into(),
+        value,
+    }
+}
+
+fn delete(table: &str, key: &str) -> CatalogOp {
+    CatalogOp::Delete {
+        table: table.into(),
+        key: key.into(),
+    }
+}

@@ -1,0 +1,21 @@
+//! Frames and the postcard messages inside them, as a node reads them from any peer: a
+//! request, a response, a forwarded request, a query event stream, a bucket body. Nothing may
+//! panic, and what decodes encodes back to itself.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tern_proto::{Request, decode_request, decode_response, encode_request, split_parts};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(request) = decode_request(data) {
+        assert_eq!(decode_request(&encode_request(&request)).ok(), Some(request.clone()));
+        if let Request::Forwarded { request: inner, .. } = &request {
+            let _ = Request::unforward(inner);
+        }
+    }
+    let _ = decode_response(data);
+    let _ = split_parts(data);
+    let mut events = tern_proto::EventDecoder::default();
+    events.push(data);
+    while let Ok(Some(_)) = events.next_event() {}
+});

@@ -1,0 +1,48 @@
+//! A task plan as a node decodes it from a coordinator: DataFusion's protobuf encoding with
+//! tern's operators. Decoding may refuse anything, but never panic, and what it accepts names
+//! no file.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+
+fn context() -> &'static Arc<tern_exec::datafusion::execution::TaskContext> {
+    static CONTEXT: OnceLock<Arc<tern_exec::datafusion::execution::TaskContext>> =
+        OnceLock::new();
+    CONTEXT.get_or_init(|| {
+        let functions = tern_exec::Functions::default();
+        struct Nothing;
+        impl tern_exec::BlockReader for Nothing {
+            fn read(&self, _: tern_proto::BlockHash, _: Vec<u64>) -> tern_exec::ReadFuture {
+                Box::pin(async { Err("no blocks while fuzzing".to_string()) })
+            }
+        }
+        impl tern_exec::ShuffleFetcher for Nothing {
+            fn fetch(
+                &self,
+                _: Vec<tern_exec::ShuffleKey>,
+                _: Option<Vec<usize>>,
+                _: u64,
+                _: String,
+            ) -> tern_exec::ShuffleFuture {
+                Box::pin(async { Err("no shuffles while fuzzing".to_string()) })
+            }
+        }
+        let nothing = Arc::new(Nothing);
+        tern_exec::task_context(
+            &functions,
+            2,
+            nothing.clone(),
+            nothing,
+            &tern_exec::MemoryLimit::default(),
+        )
+        .expect("a task context")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(plan) = tern_exec::decode_plan(data, context()) {
+        assert!(tern_exec::check_sources(&plan).is_ok());
+    }
+});

@@ -1,0 +1,454 @@
+//! Hostile clients on a real cluster: each attempt a client with the wrong role or a crafted
+//! request can make gets a one-line error, every node keeps serving, and no stored data is
+//! lost or changed.
+
+use std::time::Duration;
+
+use tern_e2e::{LocalCluster, wait_for};
+use tern_proto::{
+    CatalogOp, ErrorKind, NodeRecord, NodeState, PartitionRecord, PutId, Request, Response,
+};
+
+use crate::setup;
+
+/// Every node process is still alive and the cluster answers a query.
+fn all_serving(cluster: &LocalCluster, context: &str) {
+    for id in 1..=cluster.nodes {
+        let alive = unsafe { libc::kill(cluster.pid(id), 0) } == 0;
+        assert!(alive, "node {id} died after {context}\n{}", cluster.logs());
+    }
+    let out = cluster.tern(&["sql", "SELECT count(*) AS n FROM t"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("| 4 "),
+        "after {context}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+}
+
+/// The error `tern` printed, checked to be one line containing `expect`.
+fn one_line_error(out: &std::process::Output, expect: &str, context: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "{context} succeeded");
+    assert_eq!(err.lines().count(), 1, "{context}: not one line:\n{err}");
+    assert!(err.contains(expect), "{context}: {err}");
+    err
+}
+
+fn refused(answer: Result<Response, impl std::fmt::Debug>, kind: ErrorKind, context: &str) {
+    match answer {
+        Ok(Response::Error(e)) => assert_eq!(e.kind, kind, "{context}: {}", e.message),
+        other => panic!("{context}: answered {other:?}"),
+    }
+}
+
+fn csv_of_t(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("t.csv");
+    std::fs::write(&path, "s,n\nab,3\nxyz,1000000000000\nq,-5\n,7\n").unwrap();
+    path
+}
+
+/// Queries that ask DataFusion to allocate without bound, on constants and on a table's
+/// columns: each fails with a clear line, and every node stays up for the next query. (The
+/// first one, run as a new user would, used to kill the coordinating node, and the CLI's
+/// retry killed a second: the whole cluster went down.)
+#[test]
+fn allocation_bombs_fail_their_query_and_no_node_goes_down() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    cluster.put(&csv_of_t(cluster.path()), "t", &[]);
+    all_serving(&cluster, "the put");
+    let bombs = [
+        "SELECT repeat(arrow_cast('x','LargeUtf8'), 10000000000000) AS s",
+        "SELECT repeat(s, n) FROM t",
+        "SELECT lpad(s, 2000000000) FROM t",
+        "SELECT rpad(s, n, 'ab') FROM t",
+        "SELECT replace(repeat(s, 100000), 'a', repeat('b', 100000)) FROM t",
+        "SELECT regexp_replace(repeat(s, 1000000), '', repeat('b', 1000), 'g') FROM t",
+        "SELECT array_repeat(s, n) FROM t",
+        "SELECT array_resize([s], n) FROM t",
+        "SELECT range(0, n) FROM t",
+        "SELECT arrow_cast(NULL, 'FixedSizeBinary(2147483647)') FROM t",
+        "SELECT concat(s, repeat('x', 1000000)) FROM t",
+    ];
+    for sql in bombs {
+        let out = cluster.tern(&["sql", sql]);
+        one_line_error(&out, "more than", sql);
+        all_serving(&cluster, sql);
+    }
+}
+
+/// Crafted Arrow bytes (a compressed buffer declaring 2^40 bytes, what made every holder
+/// abort) stored as a dataset: the query fails with one line, once (not retried on the other
+/// holders: every copy is the same), and no node dies.
+#[test]
+fn a_hostile_block_fails_its_query_once_and_no_node_goes_down() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    cluster.put(&csv_of_t(cluster.path()), "t", &[]);
+    let rt = tern_e2e::runtime();
+    let _in = rt.enter();
+    let writer = cluster.client_as("writer");
+    let (bytes, schema) = hostile_block();
+    rt.block_on(async {
+        let mut put = writer.dataset_writer("evil", false).await.unwrap();
+        put.add_partition(&bytes, 10_000).await.unwrap();
+        put.commit("arrow-ipc", &tern_client::ingest::schema_json(&schema))
+            .await
+            .unwrap();
+    });
+    let out = cluster.tern(&["sql", "SELECT sum(x) FROM evil"]);
+    one_line_error(&out, "not a valid partition", "the hostile block's query");
+    all_serving(&cluster, "the hostile block's query");
+    // One attempt on one holder, not three.
+    let logs: usize = (1..=3)
+        .map(|id| {
+            let log = cluster.path().join("logs").join(format!("node-{id}.log"));
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("not its dataset's data")
+                .count()
+        })
+        .sum();
+    assert_eq!(logs, 1, "the bad block was tried {logs} times");
+}
+
+/// A zstd Arrow IPC stream of one Int64 column `x`, whose first compressed buffer declares
+/// 2^40 bytes uncompressed.
+fn hostile_block() -> (Vec<u8>, arrow::datatypes::Schema) {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+    let schema = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        std::sync::Arc::new(schema.clone()),
+        vec![std::sync::Arc::new(Int64Array::from_iter_values(0..10_000))],
+    )
+    .unwrap();
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+        .unwrap();
+    let mut w = StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let mut bytes = w.into_inner().unwrap();
+    // Skip the schema message, find the batch's body and its data buffer.
+    let mut at = 0;
+    let mut found = None;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        let meta = at + 8;
+        let message = arrow::ipc::root_as_message(&bytes[meta..meta + len]).unwrap();
+        let body = meta + len;
+        if let Some(batch) = message.header_as_record_batch() {
+            let buffer = batch
+                .buffers()
+                .unwrap()
+                .iter()
+                .find(|b| b.length() >= 8)
+                .unwrap();
+            found = Some(body + buffer.offset() as usize);
+        }
+        at = body + message.bodyLength() as usize;
+    }
+    let at = found.expect("a compressed buffer");
+    bytes[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    (bytes, schema)
+}
+
+/// Roles, replica chains, node identities, typed catalog writes and revocation, each tried
+/// the wrong way on one cluster.
+#[test]
+fn requests_are_checked_against_who_sent_them() {
+    setup();
+    let cluster = LocalCluster::up_args(3, &["--gc-grace-ms", "1500"]);
+    cluster.put(&csv_of_t(cluster.path()), "t", &[]);
+    let rt = tern_e2e::runtime();
+    let _in = rt.enter();
+
+    // Roles: a reader queries but does not write; a writer does not scrub or drain.
+    let out = cluster.tern_as("reader", &["sql", "SELECT count(*) FROM t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.tern_as(
+        "reader",
+        &[
+            "put",
+            csv_of_t(cluster.path()).to_str().unwrap(),
+            "--name",
+            "u",
+        ],
+    );
+    one_line_error(&out, "needs the write role", "a reader's put");
+    let out = cluster.tern_as("writer", &["scrub", "--now"]);
+    one_line_error(&out, "needs the admin role", "a writer's scrub");
+    let out = cluster.tern_as("writer", &["node", "drain", "2", "--no-wait"]);
+    one_line_error(&out, "needs the admin role", "a writer's drain");
+    let out = cluster.tern_as("reader", &["rm", "t"]);
+    one_line_error(&out, "needs the write role", "a reader's rm");
+
+    // Raw catalog writes: not for writers, and never to the tables typed requests keep.
+    let out = cluster.tern_as("writer", &["catalog", "put", "demo", "k", "v"]);
+    one_line_error(&out, "needs the admin role", "a writer's raw write");
+    let out = cluster.tern(&["catalog", "put", "datasets", "t", "garbage"]);
+    one_line_error(&out, "written only through", "a raw write to datasets");
+    let out = cluster.tern(&["catalog", "put", "demo", "k", "v"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let admin = cluster.client();
+    let writer = cluster.client_as("writer");
+    let t = rt.block_on(admin.dataset("t")).unwrap().unwrap();
+
+    // A block with a chain naming node 1 again and again: refused, not stored 200 times.
+    let data = tern_e2e::payload(1 << 20, 3);
+    let chain: Vec<String> = std::iter::repeat_n(cluster.addr(1), 200).collect();
+    let err = rt
+        .block_on(writer.put_block(&data, &chain, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("replica chain"), "{err}");
+    let twice = vec![cluster.addr(1), cluster.addr(2), cluster.addr(2)];
+    let err = rt
+        .block_on(writer.put_block(&data, &twice, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("appears twice"), "{err}");
+    let stranger = vec![cluster.addr(1), "127.0.0.1:9".to_string()];
+    let err = rt
+        .block_on(writer.put_block(&data, &stranger, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a node of this cluster"), "{err}");
+
+    // A dataset record whose holders are one node three times does not count as three
+    // replicas: the leader refuses it.
+    let put = PutId([7; 16]);
+    rt.block_on(writer.call(Request::BeginPut {
+        put,
+        dataset: "fake".into(),
+    }))
+    .unwrap();
+    let mut record = t.clone();
+    record.name = "fake".into();
+    record.version = 1;
+    record.partitions = vec![PartitionRecord {
+        holders: vec![1, 1, 1],
+        ..t.partitions[0].clone()
+    }];
+    let commit = Request::CommitDataset {
+        record: record.clone(),
+        replaces: None,
+        put,
+        renewals: 0,
+        write: PutId([8; 16]),
+    };
+    let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
+    assert!(err.contains("distinct holders"), "{err}");
+    record.partitions[0].holders = vec![1, 2, 99];
+    let commit = Request::CommitDataset {
+        record,
+        replaces: None,
+        put,
+        renewals: 0,
+        write: PutId([9; 16]),
+    };
+    let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
+    assert!(err.contains("not in the cluster"), "{err}");
+
+    // A node certificate speaks only for its own node.
+    let node2 = cluster.client_as("node-2");
+    let leader = rt
+        .block_on(tern_e2e::agreed_leader(
+            &admin,
+            &(1..=3).map(|id| cluster.addr(id)).collect::<Vec<_>>(),
+        ))
+        .expect("a leader")
+        .0;
+    let leader_addr = cluster.addr(leader);
+    refused(
+        rt.block_on(node2.call_node(&leader_addr, Request::Heartbeat { id: 3 })),
+        ErrorKind::Forbidden,
+        "node 2's certificate heartbeating for node 3",
+    );
+    let forged = NodeRecord {
+        id: 3,
+        addr: "127.0.0.1:9".into(),
+        zone: String::new(),
+        capacity_bytes: 1 << 40,
+        state: NodeState::Up,
+    };
+    refused(
+        rt.block_on(node2.call_node(&leader_addr, Request::Join(forged))),
+        ErrorKind::Forbidden,
+        "node 2's certificate joining as node 3",
+    );
+    // A client's certificate cannot send what only nodes send.
+    refused(
+        rt.block_on(admin.call_node(&leader_addr, Request::Heartbeat { id: 1 })),
+        ErrorKind::Forbidden,
+        "a client heartbeating",
+    );
+
+    // A revoked certificate is refused on every node within seconds.
+    let out = cluster.tern(&["cert", "issue", "--role", "read", "--name", "mallory"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.tern_as("mallory", &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mallory = cluster.path().join("mallory.pem");
+    let out = cluster.tern(&["cert", "revoke", mallory.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "mallory refused everywhere",
+        Duration::from_secs(15),
+        || {
+            (1..=3)
+                .all(|id| {
+                    let client = cluster.client_as("mallory");
+                    rt.block_on(client.call_node(&cluster.addr(id), Request::Ping))
+                        .is_err()
+                })
+                .then_some(())
+        },
+    );
+    all_serving(&cluster, "revoking mallory");
+
+    // Rotation: new certificates for everyone, picked up by the running nodes without a
+    // restart; the old ones then revoked, and the cluster goes on (its connections made again
+    // with the new certificates).
+    let old: Vec<String> = (1..=3).map(|id| serial_of(&cluster, id)).collect();
+    let out = cluster.tern(&["cert", "rotate", "--days", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "every node presents its new certificate",
+        Duration::from_secs(30),
+        || {
+            (1..=3)
+                .all(|id| {
+                    let log = cluster.path().join("logs").join(format!("node-{id}.log"));
+                    std::fs::read_to_string(log)
+                        .unwrap_or_default()
+                        .contains("presenting the rotated certificate")
+                })
+                .then_some(())
+        },
+    );
+    for (id, serial) in old.iter().enumerate() {
+        assert_ne!(
+            serial,
+            &serial_of(&cluster, id as u64 + 1),
+            "node {} rotated",
+            id + 1
+        );
+        let out = cluster.tern(&["cert", "revoke", "--serial", serial]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for(
+        "the cluster healthy on new certificates",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.tern(&["sql", "SELECT count(*) AS n FROM t"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("| 4 "))
+                .then_some(())
+        },
+    );
+    all_serving(&cluster, "rotating every certificate");
+
+    // Node 2's certificate again, as rotated (the old one is revoked now).
+    let node2 = cluster.client_as("node-2");
+
+    // Fail closed: a dataset record this version cannot decode (as a newer one might write)
+    // stops garbage collection on every node, which says why; nothing is deleted meanwhile.
+    let future = CatalogOp::Put {
+        table: "datasets".into(),
+        key: "from-the-future".into(),
+        value: vec![0xff; 40],
+    };
+    match rt.block_on(node2.call(Request::CatalogWrite(vec![future]))) {
+        Ok(Response::Written { .. }) => {}
+        other => panic!("a node's raw write: {other:?}"),
+    }
+    let status = wait_for("GC stopped on every node", Duration::from_secs(20), || {
+        let out = cluster.tern(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.matches("garbage collection stopped").count() == 3).then_some(text)
+    });
+    assert!(status.contains("from-the-future"), "{status}");
+    let stored_before = stored_blocks(&rt, &admin, &cluster);
+    let out = cluster.tern(&["rm", "t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Three grace periods pass: still every block, at every look.
+    let until = std::time::Instant::now() + Duration::from_millis(4500);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            stored_blocks(&rt, &admin, &cluster),
+            stored_before,
+            "a block was deleted while a record did not decode"
+        );
+    }
+    // Once every record reads again, collection resumes and the removed dataset's blocks go.
+    let gone = CatalogOp::Delete {
+        table: "datasets".into(),
+        key: "from-the-future".into(),
+    };
+    rt.block_on(node2.call(Request::CatalogWrite(vec![gone])))
+        .unwrap();
+    wait_for("GC resumed", Duration::from_secs(30), || {
+        (stored_blocks(&rt, &admin, &cluster) < stored_before).then_some(())
+    });
+}
+
+/// The serial number `tern cert show` prints for node `id`'s certificate.
+fn serial_of(cluster: &LocalCluster, id: u64) -> String {
+    let cert = cluster.path().join(format!("node-{id}.pem"));
+    let out = tern_e2e::tern(&["cert", "show", cert.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.rsplit("serial ").next().unwrap().trim().to_string()
+}
+
+/// Blocks stored on all nodes together.
+fn stored_blocks(
+    rt: &tokio::runtime::Runtime,
+    client: &tern_client::Client,
+    cluster: &LocalCluster,
+) -> u64 {
+    (1..=cluster.nodes)
+        .map(|id| {
+            rt.block_on(tern_e2e::local_metrics(client, &cluster.addr(id)))
+                .map_or(0, |m| m.blocks_stored)
+        })
+        .sum()
+}
