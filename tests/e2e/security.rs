@@ -193,6 +193,63 @@ fn requests_are_checked_against_who_sent_them() {
     let out = cluster.tern_as("reader", &["rm", "t"]);
     one_line_error(&out, "needs the write role", "a reader's rm");
 
+    // Quotas: the writer may own 100 bytes; its put of more is refused, nothing committed.
+    let out = cluster.tern(&["quota", "set", "writer", "100B"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.tern_as(
+        "writer",
+        &[
+            "put",
+            csv_of_t(cluster.path()).to_str().unwrap(),
+            "--name",
+            "w",
+        ],
+    );
+    one_line_error(&out, "quota", "a put past its quota");
+    let out = cluster.tern_as("writer", &["quota", "set", "writer", "none"]);
+    one_line_error(
+        &out,
+        "needs the admin role",
+        "a writer lifting its own quota",
+    );
+    let out = cluster.tern(&["quota", "set", "writer", "none"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.tern_as(
+        "writer",
+        &[
+            "put",
+            csv_of_t(cluster.path()).to_str().unwrap(),
+            "--name",
+            "w",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.tern(&["quota", "ls"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("writer") && listed.contains("admin"),
+        "{listed}"
+    );
+    // (Its blocks are t's, by content: gone, so that t's removal below frees them.)
+    let out = cluster.tern_as("writer", &["rm", "w"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Raw catalog writes: not for writers, and never to the tables typed requests keep.
     let out = cluster.tern_as("writer", &["catalog", "put", "demo", "k", "v"]);
     one_line_error(&out, "needs the admin role", "a writer's raw write");

@@ -3,7 +3,7 @@
 //! Cluster set-up (`cluster init`, `up`, `down`), running a node (`node run`), and talking to
 //! a cluster (`status`, `catalog`, `wait`). Errors print as one line on stderr.
 
-mod certs;
+mod access;
 mod data;
 mod local;
 mod output;
@@ -82,7 +82,10 @@ enum Command {
     Cluster(ClusterCommand),
     /// Client certificates with roles; rotation and revocation.
     #[command(subcommand)]
-    Cert(certs::CertCommand),
+    Cert(access::CertCommand),
+    /// Storage quotas per client (off unless set).
+    #[command(subcommand)]
+    Quota(access::QuotaCommand),
     /// Run or manage one node.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -380,7 +383,8 @@ async fn run(cli: Cli) -> Result<()> {
             quiet,
         }) => data::drain(&dir, id, no_wait, timeout_secs, quiet).await,
         Command::Catalog(cmd) => catalog(&dir, cmd).await,
-        Command::Cert(cmd) => certs::run(&dir, cmd).await,
+        Command::Cert(cmd) => access::run(&dir, cmd).await,
+        Command::Quota(cmd) => access::quota(&dir, cmd).await,
         Command::Wait(cmd) => wait(&dir, cmd).await,
     }
 }

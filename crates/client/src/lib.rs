@@ -546,24 +546,23 @@ impl Client {
             .open_bulk(first, &request)
             .await
             .map_err(|e| not_stored(e.to_string()))?;
+        // A node that refuses the block (its chain, its size, no room) answers before it has
+        // read the bytes and stops reading: its answer says why, not the broken write.
+        let mut sent = Ok(());
         for chunk in bytes.chunks(BLOCK_CHUNK_BYTES) {
-            writer
-                .write_chunk(chunk)
-                .await
-                .map_err(|e| not_stored(e.to_string()))?;
+            sent = writer.write_chunk(chunk).await;
+            if sent.is_err() {
+                break;
+            }
         }
-        writer
-            .finish()
-            .await
-            .map_err(|e| not_stored(e.to_string()))?;
-        match reader
-            .response()
-            .await
-            .map_err(|e| not_stored(e.to_string()))?
-        {
-            Response::BlockStored { holders } => Ok((hash, holders)),
-            Response::Error(e) => Err(not_stored(e.message)),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        if sent.is_ok() {
+            sent = writer.finish().await;
+        }
+        match (reader.response().await, sent) {
+            (Ok(Response::BlockStored { holders }), Ok(())) => Ok((hash, holders)),
+            (Ok(Response::Error(e)), _) => Err(not_stored(e.message)),
+            (_, Err(e)) | (Err(e), Ok(())) => Err(not_stored(e.to_string())),
+            (Ok(other), Ok(())) => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 

@@ -344,6 +344,77 @@ mod tests {
         }
     }
 
+    /// A task plan as a node decodes it from a coordinator, mutated and cut anywhere: refused
+    /// or decoded, never a panic; what decodes reads no file. (`make fuzz` runs the same
+    /// decoder coverage-guided; this runs a bounded share of it in `make test`.)
+    #[tokio::test]
+    async fn mutated_task_plans_never_panic_the_decoder() {
+        use proptest::prelude::*;
+        let ctx = session(
+            2,
+            Arc::new(NoBlocks),
+            Arc::new(NoBlocks),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
+        ctx.register_table("trips", Arc::new(StoredTable::new(&record()).unwrap()))
+            .unwrap();
+        let plan = ctx
+            .sql("SELECT city, count(*) FROM trips WHERE id > 3 GROUP BY city ORDER BY city")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let bytes = encode_plan(plan).unwrap();
+        let task = ctx.task_ctx();
+        proptest!(ProptestConfig::with_cases(400), |(at in 0usize..1 << 16, byte in any::<u8>(), cut in 0usize..1 << 16)| {
+            let mut mutated = bytes.clone();
+            let at = at % mutated.len();
+            mutated[at] = byte;
+            mutated.truncate(mutated.len() - cut % 16);
+            if let Ok(plan) = decode_plan(&mutated, &task) {
+                prop_assert!(check_sources(&plan).is_ok());
+            }
+        });
+    }
+
+    /// A plan naming a file (as DataFusion's encoding can) is refused by the node.
+    #[tokio::test]
+    async fn a_plan_reading_a_file_is_refused() {
+        let local = SessionContext::new();
+        let dir = std::env::temp_dir().join(format!("tern-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret.csv");
+        std::fs::write(&file, "a\n1\n").unwrap();
+        local
+            .register_csv("secret", file.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let plan = local
+            .sql("SELECT * FROM secret")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let bytes =
+            datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &TernCodec)
+                .unwrap();
+        let ctx = session(
+            2,
+            Arc::new(NoBlocks),
+            Arc::new(NoBlocks),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
+        let err = decode_plan(&bytes, &ctx.task_ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refused"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn a_planned_scan_travels_as_bytes_and_comes_back_the_same() {
         let ctx = session(

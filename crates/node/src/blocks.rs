@@ -389,14 +389,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .open_bulk(next, &request)
             .await
             .map_err(|e| e.to_string())?;
+        // The next holder may refuse before reading the bytes: its answer says why.
+        let mut sent = Ok(());
         for chunk in bytes.chunks(CHUNK_BYTES) {
-            writer.write_chunk(chunk).await.map_err(|e| e.to_string())?;
+            sent = writer.write_chunk(chunk).await;
+            if sent.is_err() {
+                break;
+            }
         }
-        writer.finish().await.map_err(|e| e.to_string())?;
-        match reader.response().await.map_err(|e| e.to_string())? {
-            Response::BlockStored { holders } => Ok(holders),
-            Response::Error(e) => Err(e.message),
-            other => Err(format!("unexpected answer {other:?}")),
+        if sent.is_ok() {
+            sent = writer.finish().await;
+        }
+        match (reader.response().await, sent) {
+            (Ok(Response::BlockStored { holders }), Ok(())) => Ok(holders),
+            (Ok(Response::Error(e)), _) => Err(e.message),
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
+            (Ok(other), Ok(())) => Err(format!("unexpected answer {other:?}")),
         }
     }
 }

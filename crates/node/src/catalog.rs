@@ -1,5 +1,6 @@
 //! Typed catalog writes, answered by the leader: a write's lease, a dataset's commit and
-//! removal, a certificate's revocation. Clients never write the system tables directly
+//! removal (each dataset's owner recorded, and held to its quota if it has one), a
+//! certificate's revocation, a quota. Clients never write the system tables directly
 //! ([`tern_proto::SYSTEM_TABLES`]): the leader checks each request against the catalog it
 //! leads (names, versions, formats and schemas, holders distinct and real, sizes within
 //! limits), composes the catalog changes itself, and guards them with preconditions, so a
@@ -11,8 +12,8 @@ use tern_meta::placement::REPLICAS;
 use tern_meta::{Command, MetaError};
 use tern_proto::{
     Caller, CatalogOp, Clock, DATASETS_TABLE, DatasetRecord, ErrorKind, MAX_BLOCK_BYTES,
-    PUTS_TABLE, PutId, PutLease, REVOKED_TABLE, Request, Response, Transport, WRITES_TABLE,
-    validate_dataset_name, write_once,
+    OWNERS_TABLE, PUTS_TABLE, PutId, PutLease, QUOTAS_TABLE, REVOKED_TABLE, Request, Response,
+    Transport, WRITES_TABLE, human_bytes, validate_dataset_name, write_once,
 };
 use tracing::info;
 
@@ -119,6 +120,17 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 )];
                 self.written(ops, "").await
             }
+            Request::SetQuota { client, bytes } => {
+                if let Err(reason) = tern_net::validate_client_name(client) {
+                    return Ok(invalid(reason));
+                }
+                info!(%client, ?bytes, %caller, "setting a storage quota");
+                let op = match bytes {
+                    Some(bytes) => put_op(QUOTAS_TABLE, client, bytes.to_le_bytes().to_vec()),
+                    None => delete(QUOTAS_TABLE, client),
+                };
+                self.written(vec![op], "").await
+            }
             other => Ok(invalid(format!("{} is not a typed write", other.name()))),
         }
     }
@@ -158,11 +170,19 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             },
             (Some(_), None) => return Ok(self.applied_or(&write, changed(&record.name))),
         };
+        if let Err(refusal) = self.check_quota(record, caller) {
+            return Ok(self.applied_or(&write, refusal));
+        }
+        let owner = match caller {
+            Caller::Client { name, .. } => name.clone(),
+            Caller::Node(id) => format!("node-{id}"),
+        };
         let ops = write_once(
             &write.key(),
             vec![
                 expect(DATASETS_TABLE, &record.name, old),
                 put_op(DATASETS_TABLE, &record.name, encode(record)),
+                put_op(OWNERS_TABLE, &record.name, owner.into_bytes()),
                 expect(PUTS_TABLE, &put.key(), Some(lease(&record.name, renewals))),
                 delete(PUTS_TABLE, &put.key()),
             ],
@@ -197,9 +217,52 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             vec![
                 expect(DATASETS_TABLE, name, Some(bytes)),
                 delete(DATASETS_TABLE, name),
+                delete(OWNERS_TABLE, name),
             ],
         );
         self.written(ops, "").await
+    }
+
+    /// A refusal if committing `record` would take its writer past its quota: the bytes of
+    /// the datasets it owns, the version `record` replaces not counted.
+    fn check_quota(&self, record: &DatasetRecord, caller: &Caller) -> Result<(), Response> {
+        let Caller::Client { name: client, .. } = caller else {
+            return Ok(());
+        };
+        let verdict = self.meta.read_local(|s| {
+            let quota = s
+                .catalog_get(QUOTAS_TABLE, client)
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_le_bytes)?;
+            let owned = s
+                .catalog
+                .get(OWNERS_TABLE)
+                .into_iter()
+                .flatten()
+                .filter(|(name, owner)| {
+                    owner.as_slice() == client.as_bytes() && **name != record.name
+                })
+                .filter_map(|(name, _)| s.catalog_get(DATASETS_TABLE, name))
+                .filter_map(|raw| postcard::from_bytes::<DatasetRecord>(raw).ok())
+                .map(|d| d.bytes())
+                .sum::<u64>();
+            Some((quota, owned))
+        });
+        match verdict {
+            Some((quota, owned)) if owned.saturating_add(record.bytes()) > quota => {
+                Err(Response::error(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "dataset {:?} ({}) would take client {client:?} past its quota of {} ({} owned already); nothing was committed",
+                        record.name,
+                        human_bytes(record.bytes()),
+                        human_bytes(quota),
+                        human_bytes(owned)
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Take the revocation list from this node's copy of the catalog (every node, each

@@ -280,7 +280,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             | Request::EndPut { .. }
             | Request::CommitDataset { .. }
             | Request::RemoveDataset { .. }
-            | Request::Revoke { .. } => self.answer_typed_write(request, caller).await?,
+            | Request::Revoke { .. }
+            | Request::SetQuota { .. } => self.answer_typed_write(request, caller).await?,
             // Blocks travel with their bytes on a bulk stream (see `blocks.rs`).
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,

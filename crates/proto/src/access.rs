@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `read` | status, catalog reads, reading blocks, SQL queries |
 //! | `write` | the above, storing blocks, putting, replacing and removing datasets |
-//! | `admin` | the above, drain, scrub, raw writes to operator tables, revoking certificates |
+//! | `admin` | the above, drain, scrub, raw writes to operator tables, revoking certificates, quotas |
 //!
 //! Requests only nodes send (Raft, joins, heartbeats, tasks, shuffles, forwarding, repair
 //! copies) need [`Access::Node`]. The mapping lives here, beside the requests, so adding a
@@ -152,7 +152,8 @@ impl Request {
             Request::CatalogWrite(_)
             | Request::ScrubNow
             | Request::Drain { .. }
-            | Request::Revoke { .. } => Access::Client(Admin),
+            | Request::Revoke { .. }
+            | Request::SetQuota { .. } => Access::Client(Admin),
             Request::Raft { .. }
             | Request::Join(_)
             | Request::Heartbeat { .. }

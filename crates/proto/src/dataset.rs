@@ -14,9 +14,23 @@ pub const PUTS_TABLE: &str = "puts";
 /// The catalog table of revoked certificates: key = serial number (hex), value = the reason.
 pub const REVOKED_TABLE: &str = "revoked";
 
+/// The catalog table of storage quotas: key = a client's name, value = the bytes (u64, little
+/// endian) of datasets it may own. A client without an entry has no quota.
+pub const QUOTAS_TABLE: &str = "quotas";
+/// Who wrote each dataset: key = the dataset's name, value = the client's name (what quotas
+/// count against).
+pub const OWNERS_TABLE: &str = "owners";
+
 /// Tables only typed requests write (the leader keeps them consistent); raw catalog writes
 /// from clients may not touch them.
-pub const SYSTEM_TABLES: [&str; 4] = [DATASETS_TABLE, PUTS_TABLE, WRITES_TABLE, REVOKED_TABLE];
+pub const SYSTEM_TABLES: [&str; 6] = [
+    DATASETS_TABLE,
+    PUTS_TABLE,
+    WRITES_TABLE,
+    REVOKED_TABLE,
+    QUOTAS_TABLE,
+    OWNERS_TABLE,
+];
 
 /// How often a writer renews its lease. Nodes expire a lease whose value has not changed for
 /// their `put_lease_expiry_ms` (measured on their own clock, so clocks need not agree).

@@ -250,6 +250,11 @@ pub enum Request {
         serial: String,
         reason: String,
     },
+    /// Limit the bytes of the datasets client `client` owns (`None`: no limit).
+    SetQuota {
+        client: String,
+        bytes: Option<u64>,
+    },
     /// Run a SQL query with this node as coordinator (bulk: answered with
     /// `Response::QueryRunning` and then the query's events, see [`crate::QueryEvent`]), or with
     /// `explain`, answered with `Response::Explained`, the stages and tasks it would run.
@@ -307,6 +312,7 @@ impl Request {
             Request::CommitDataset { .. } => "commit-dataset",
             Request::RemoveDataset { .. } => "remove-dataset",
             Request::Revoke { .. } => "revoke",
+            Request::SetQuota { .. } => "set-quota",
         }
     }
 }
@@ -478,6 +484,8 @@ pub enum ErrorKind {
     /// A write's lease expired before its commit (the writer stopped renewing it in time);
     /// nothing was committed.
     LeaseExpired,
+    /// The write would take its client past its storage quota; nothing was committed.
+    QuotaExceeded,
     /// Stored bytes cannot be used (a partition that is not the Arrow data its dataset
     /// declares): every copy is the same, so retrying elsewhere would fail the same way.
     BadData,

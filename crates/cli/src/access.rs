@@ -1,5 +1,6 @@
-//! `tern cert`: issue client certificates with a role, rotate every certificate of a cluster
-//! directory, revoke one cluster-wide.
+//! Who may do what, and how much: `tern cert` issues client certificates with a role, rotates
+//! every certificate of a cluster directory and revokes one cluster-wide; `tern quota` limits
+//! the bytes a client's datasets may take.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use tern_client::Client;
 use tern_net::{ClusterFiles, DEFAULT_CERT_DAYS};
-use tern_proto::{Caller, ClientRole, Request};
+use tern_proto::{Caller, ClientRole, OWNERS_TABLE, QUOTAS_TABLE, Request, human_bytes};
 
 #[derive(Subcommand)]
 pub enum CertCommand {
@@ -44,6 +45,67 @@ pub enum CertCommand {
     },
     /// Who a certificate names, and its serial number.
     Show { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCommand {
+    /// Limit the bytes of the datasets client NAME writes (SIZE like 10GiB, or `none`).
+    Set { name: String, size: String },
+    /// Every client's quota and what its datasets take.
+    Ls,
+}
+
+fn parse_quota(text: &str) -> Result<Option<u64>, String> {
+    match text {
+        "none" => Ok(None),
+        size => crate::data::parse_size(size)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+pub async fn quota(dir: &Path, command: QuotaCommand) -> Result<()> {
+    let client = Client::open(dir)?;
+    match command {
+        QuotaCommand::Set { name, size } => {
+            let size = parse_quota(&size).map_err(anyhow::Error::msg)?;
+            client
+                .call(Request::SetQuota {
+                    client: name.clone(),
+                    bytes: size,
+                })
+                .await?;
+            match size {
+                Some(bytes) => println!("client {name} may own {}", human_bytes(bytes)),
+                None => println!("client {name} has no quota"),
+            }
+        }
+        QuotaCommand::Ls => {
+            let owners = client.catalog_list(OWNERS_TABLE, "", u32::MAX).await?;
+            let mut used: std::collections::BTreeMap<String, u64> = Default::default();
+            for dataset in client.datasets().await? {
+                if let Some((_, owner)) = owners.iter().find(|(name, _)| *name == dataset.name) {
+                    *used
+                        .entry(String::from_utf8_lossy(owner).into_owned())
+                        .or_default() += dataset.bytes();
+                }
+            }
+            println!("{:<24} {:>12} {:>12}", "CLIENT", "QUOTA", "OWNS");
+            let quotas = client.catalog_list(QUOTAS_TABLE, "", u32::MAX).await?;
+            let mut names: std::collections::BTreeSet<String> = used.keys().cloned().collect();
+            names.extend(quotas.iter().map(|(name, _)| name.clone()));
+            for name in names {
+                let quota = quotas
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, v)| <[u8; 8]>::try_from(v.as_slice()).ok())
+                    .map_or("-".to_string(), |b| human_bytes(u64::from_le_bytes(b)));
+                let owns = human_bytes(used.get(&name).copied().unwrap_or(0));
+                println!("{name:<24} {quota:>12} {owns:>12}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cluster_files(dir: &Path) -> Result<ClusterFiles> {
