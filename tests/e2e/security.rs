@@ -55,7 +55,7 @@ fn csv_of_t(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn allocation_bombs_fail_their_query_and_no_node_goes_down() {
     setup();
-    let cluster = LocalCluster::up(3);
+    let cluster = LocalCluster::up_args(3, &["--query-timeout-secs", "3"]);
     cluster.put(&csv_of_t(cluster.path()), "t", &[]);
     all_serving(&cluster, "the put");
     let bombs = [
@@ -76,6 +76,37 @@ fn allocation_bombs_fail_their_query_and_no_node_goes_down() {
         one_line_error(&out, "more than", sql);
         all_serving(&cluster, sql);
     }
+
+    // What is only slow runs until its deadline, then stops, and its coordinator's CPU with it.
+    let endless = "SELECT count(*) FROM generate_series(1, 100000000000)";
+    let out = cluster.tern(&["sql", endless]);
+    one_line_error(&out, "deadline", endless);
+    let busy: Vec<u64> = (1..=3).map(|id| cpu_ticks(cluster.pid(id))).collect();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        all_serving(&cluster, "the query past its deadline");
+    }
+    for (i, before) in busy.iter().enumerate() {
+        let spent = cpu_ticks(cluster.pid(i as u64 + 1)) - before;
+        // Serving the checks above takes a little; a query still running would take all of
+        // a core (about 200 ticks in 2 s).
+        assert!(spent < 120, "node {} still spent {spent} ticks", i + 1);
+    }
+}
+
+/// CPU time a process has used, in clock ticks (user + system, from /proc).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the name.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 /// Crafted Arrow bytes (a compressed buffer declaring 2^40 bytes, what made every holder

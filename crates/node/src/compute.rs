@@ -207,6 +207,52 @@ impl ClientJobs {
     }
 }
 
+/// Task batches running on this node, by job, so that the job's end stops them: a
+/// coordinator that gave up on a query (its client went away, its deadline passed) releases
+/// the job, and tasks still computing for it are aborted instead of running to their end.
+#[derive(Default)]
+pub(crate) struct RunningJobs {
+    by_job: Mutex<BTreeMap<u64, BTreeMap<u64, tokio::task::AbortHandle>>>,
+    next: AtomicU64,
+}
+
+impl RunningJobs {
+    fn add(&self, job: u64, work: tokio::task::AbortHandle) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.by_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(job)
+            .or_default()
+            .insert(id, work);
+        id
+    }
+
+    fn remove(&self, job: u64, id: u64) {
+        let mut by_job = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = by_job.get_mut(&job) {
+            running.remove(&id);
+            if running.is_empty() {
+                by_job.remove(&job);
+            }
+        }
+    }
+
+    /// Abort every batch of `job` still running; returns how many.
+    pub(crate) fn abort(&self, job: u64) -> usize {
+        let running = self
+            .by_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job)
+            .unwrap_or_default();
+        for work in running.values() {
+            work.abort();
+        }
+        running.len()
+    }
+}
+
 /// Counts a batch of tasks as running (one slot's worth) while it lives.
 struct Running<'a>(&'a AtomicU64);
 
@@ -408,7 +454,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             in_place,
             delay: Duration::from_millis(self.compute.task_delay_ms),
         });
-        let result = tern_exec::on_runtime(self.compute_runtime.as_ref(), batch).await;
+        let result = self.run_for_job(job, batch).await;
         match result {
             Ok((tasks, bytes)) => {
                 respond_with_bytes(reply, &Response::TaskOutput { tasks }, &bytes).await;
@@ -433,6 +479,44 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 };
                 respond(reply, &answer).await;
             }
+        }
+    }
+
+    /// Run a batch of `job`'s tasks on the query runtime, until it ends, its job is released
+    /// ([`RunningJobs::abort`]), or the query deadline passes. (Without a query runtime, the
+    /// simulator's, it runs in place: a spawned task's timing would depend on more than the
+    /// seed.)
+    async fn run_for_job<R: Send + 'static>(
+        &self,
+        job: u64,
+        work: impl std::future::Future<Output = Result<R, tern_exec::ExecError>> + Send + 'static,
+    ) -> Result<R, tern_exec::ExecError> {
+        let Some(runtime) = &self.compute_runtime else {
+            return work.await;
+        };
+        let deadline = self.compute.query_timeout;
+        let bounded = async move {
+            tokio::time::timeout(deadline, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tern_exec::ExecError::Plan(format!(
+                        "the task ran past its query's deadline of {} s and was stopped",
+                        deadline.as_secs()
+                    )))
+                })
+        };
+        let handle = runtime.spawn(bounded);
+        let id = self.running_jobs.add(job, handle.abort_handle());
+        let ended = handle.await;
+        self.running_jobs.remove(job, id);
+        match ended {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err(tern_exec::ExecError::Plan(
+                "stopped: its query ended".into(),
+            )),
+            Err(e) => Err(tern_exec::ExecError::Plan(format!(
+                "query work stopped: {e}"
+            ))),
         }
     }
 

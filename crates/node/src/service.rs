@@ -48,6 +48,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) column_cache: Arc<tern_exec::ColumnCache>,
     /// Shuffle outputs of tasks this node ran, until their job ends.
     pub(crate) shuffles: Arc<crate::shuffle::ShuffleStore>,
+    /// Task batches running here, by job, so a released job's are stopped.
+    pub(crate) running_jobs: crate::compute::RunningJobs,
     /// Queries each client runs on this coordinator now (bounded per client).
     pub(crate) client_jobs: crate::compute::ClientJobs,
     /// Jobs this node coordinates, for their ids.
@@ -125,6 +127,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             compute,
             jobs_started: Default::default(),
             client_jobs: Default::default(),
+            running_jobs: Default::default(),
             tasks_running: Default::default(),
             compute_runtime: None,
             tasks_run: Default::default(),
@@ -287,6 +290,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
             Request::ScrubNow => Response::Scrubbed(self.scrub_now().await),
             Request::ReleaseJob { job } => {
+                let stopped = self.running_jobs.abort(*job);
+                if stopped > 0 {
+                    debug!(job, stopped, "stopped task batches of a released job");
+                }
                 let (shuffles, job) = (self.shuffles.clone(), *job);
                 // Removing spilled files is blocking work.
                 let inline = !self.blocks.blocks_thread();

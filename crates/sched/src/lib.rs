@@ -117,6 +117,19 @@ pub struct Answer {
     reports: Vec<StageReport>,
     started: Instant,
     rows: u64,
+    /// The final stage's work: stopped when the answer is dropped (its client went away, or
+    /// its deadline passed), even while it computes without sending (an aggregate over a huge
+    /// input sends nothing until the end).
+    _work: AbortOnDrop,
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Answer {
@@ -540,16 +553,17 @@ impl<'a, T: Transport> Coordinator<'a, T> {
                 }
             }
         };
-        match &self.runtime {
-            Some(runtime) => drop(runtime.spawn(work)),
-            None => drop(tokio::spawn(work)),
-        }
+        let work = match &self.runtime {
+            Some(runtime) => runtime.spawn(work),
+            None => tokio::spawn(work),
+        };
         Ok(Answer {
             schema,
             batches,
             reports,
             started: Instant::now(),
             rows: 0,
+            _work: AbortOnDrop(work.abort_handle()),
         })
     }
 
