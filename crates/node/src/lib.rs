@@ -15,11 +15,14 @@
 //! [`NodeService`] is generic over the `Transport` and `Clock` seams so the simulator can
 //! run it without sockets or real time.
 
+mod access;
 mod blocks;
 mod catalog;
 mod compute;
 mod config;
 mod gc;
+mod jobs;
+mod reader;
 mod repair;
 mod run;
 mod scrub;

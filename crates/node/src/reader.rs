@@ -1,0 +1,161 @@
+//! Where a task's inputs come from: [`NodeReader`] reads a stored partition from this node's
+//! store when it holds it, else from another holder (counted, and refused for good when the
+//! bytes are not the dataset's data), and fetches shuffle outputs from the nodes keeping them
+//! (this node's own in place).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tern_exec::arrow::buffer::Buffer;
+use tern_exec::{
+    BlockRead, BlockReader, ColumnCache, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey,
+};
+use tern_proto::{BlockHash, NodeId, Request, Transport};
+use tern_store::BlockStore;
+use tracing::warn;
+
+use crate::blocks::on_store;
+use crate::shuffle::ShuffleStore;
+
+/// Reads partitions for one task or query: own store first, then the holders.
+pub(crate) struct NodeReader<T: Transport> {
+    pub(crate) me: NodeId,
+    pub(crate) blocks: Arc<BlockStore>,
+    pub(crate) shuffles: Arc<ShuffleStore>,
+    pub(crate) transport: Arc<T>,
+    pub(crate) addrs: BTreeMap<NodeId, String>,
+    pub(crate) remote: Arc<AtomicU32>,
+    pub(crate) unavailable: Arc<AtomicBool>,
+    /// A block read was not its dataset's data: the task fails the same on any holder.
+    pub(crate) bad_data: Arc<AtomicBool>,
+    /// Read this node's blocks on the calling thread (it is one of the query runtime's).
+    pub(crate) in_place: bool,
+    /// The first shuffle input that could not be fetched: (stage, node, why).
+    pub(crate) lost: Arc<Mutex<Option<(u32, NodeId, String)>>>,
+    pub(crate) cache: Arc<ColumnCache>,
+}
+
+impl<T: Transport> ShuffleFetcher for NodeReader<T> {
+    fn fetch(
+        &self,
+        keys: Vec<ShuffleKey>,
+        columns: Option<Vec<usize>>,
+        node: NodeId,
+        addr: String,
+    ) -> ShuffleFuture {
+        let (me, shuffles, transport) = (self.me, self.shuffles.clone(), self.transport.clone());
+        let inline = !self.blocks.blocks_thread();
+        let lost = self.lost.clone();
+        Box::pin(async move {
+            let Some(first) = keys.first().copied() else {
+                return Ok(Vec::new());
+            };
+            let fetched = if node == me {
+                crate::blocks::off_runtime(inline, move || {
+                    keys.into_iter()
+                        .map(|key| shuffles.get(key))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            } else {
+                fetch_shuffle(transport.as_ref(), &addr, &keys, columns).await
+            };
+            if let Err(reason) = &fetched {
+                lost.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert((first.stage, node, reason.clone()));
+            }
+            fetched
+        })
+    }
+}
+
+/// One bucket of several tasks' outputs (all of one job and stage) kept on the node at
+/// `addr`, in the order of `keys`, only `columns` of them when given.
+async fn fetch_shuffle<T: Transport>(
+    transport: &T,
+    addr: &str,
+    keys: &[ShuffleKey],
+    columns: Option<Vec<usize>>,
+) -> Result<Vec<Buffer>, String> {
+    let request = Request::FetchShuffle {
+        job: keys[0].job,
+        stage: keys[0].stage,
+        tasks: keys.iter().map(|k| k.task).collect(),
+        bucket: keys[0].bucket,
+        columns: columns.map(|c| c.into_iter().map(|c| c as u32).collect()),
+    };
+    let fetch = tern_proto::fetch_bytes(transport, addr, &request);
+    let body = tern_sched::while_alive(transport, addr, fetch)
+        .await
+        .unwrap_or_else(|gone| Err(gone.to_string()))?;
+    let parts = tern_proto::split_parts(&body).map_err(|e| e.to_string())?;
+    if parts.len() != keys.len() {
+        return Err(format!(
+            "asked for {} buckets, got {}",
+            keys.len(),
+            parts.len()
+        ));
+    }
+    let body = Buffer::from_vec(body);
+    Ok(parts
+        .into_iter()
+        .map(|range| body.slice_with_length(range.start, range.len()))
+        .collect())
+}
+
+impl<T: Transport> BlockReader for NodeReader<T> {
+    fn read(&self, block: BlockHash, holders: Vec<NodeId>) -> ReadFuture {
+        let (blocks, transport) = (self.blocks.clone(), self.transport.clone());
+        let addrs: Vec<(NodeId, Option<String>)> = holders
+            .iter()
+            .map(|h| (*h, self.addrs.get(h).cloned()))
+            .collect();
+        let (remote, unavailable) = (self.remote.clone(), self.unavailable.clone());
+        let in_place = self.in_place;
+        Box::pin(async move {
+            let local = if in_place {
+                blocks.get(&block)
+            } else {
+                on_store(&blocks, move |b| b.get(&block)).await
+            };
+            if let Ok(bytes) = local {
+                return Ok(BlockRead { bytes, local: true });
+            }
+            remote.fetch_add(1, Ordering::Relaxed);
+            let mut reasons = Vec::new();
+            for (id, addr) in addrs {
+                let Some(addr) = addr else {
+                    reasons.push(format!("node {id}: unknown address"));
+                    continue;
+                };
+                let fetch = tern_proto::fetch_block(transport.as_ref(), &addr, &block);
+                let fetched = tern_sched::while_alive(transport.as_ref(), &addr, fetch)
+                    .await
+                    .unwrap_or_else(|gone| Err(gone.to_string()));
+                match fetched {
+                    Ok(bytes) => {
+                        return Ok(BlockRead {
+                            bytes,
+                            local: false,
+                        });
+                    }
+                    Err(e) => reasons.push(format!("node {id}: {e}")),
+                }
+            }
+            unavailable.store(true, Ordering::Relaxed);
+            Err(format!("no holder served it ({})", reasons.join("; ")))
+        })
+    }
+
+    fn cache(&self) -> Option<Arc<ColumnCache>> {
+        Some(self.cache.clone())
+    }
+
+    fn bad_block(&self, block: BlockHash, why: &tern_exec::BadBlock) {
+        warn!(%block, reason = %why.reason, "a stored partition is not its dataset's data");
+        self.bad_data.store(true, Ordering::Relaxed);
+    }
+}
