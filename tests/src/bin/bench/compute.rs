@@ -135,6 +135,7 @@ pub fn tpch(rt: &tokio::runtime::Runtime) {
         "tern's answers differ from DataFusion's: {differing:?}"
     );
     println!("\nevery answer identical to DataFusion's (22 queries, both clusters, every run)");
+    validation_cost(rt, &clients[0]);
     for (ratios, what) in ratios.iter().zip(["", " without the column cache"]) {
         let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
         let worst = ratios.iter().cloned().fold(0.0, f64::max);
@@ -142,6 +143,52 @@ pub fn tpch(rt: &tokio::runtime::Runtime) {
             "\ngeometric mean of tern / DataFusion{what}: {geomean:.2} (goal: at most 1.5); worst: {worst:.2} (goal: at most 3)"
         );
     }
+}
+
+/// What checking stored partitions before decoding costs (the scans of both clusters do it
+/// for every block they read): lineitem's blocks read once, then each checked
+/// (`tern_exec::check_block`) and decoded, both timed.
+fn validation_cost(rt: &tokio::runtime::Runtime, client: &tern_client::Client) {
+    let (dataset, blocks) = rt.block_on(async {
+        let dataset = client
+            .dataset("lineitem")
+            .await
+            .expect("catalog")
+            .expect("lineitem");
+        let addresses = client.node_addresses().await.expect("addresses");
+        let mut blocks = Vec::new();
+        for i in 0..dataset.partitions.len() {
+            blocks.push(
+                client
+                    .read_partition(&dataset, i, &addresses)
+                    .await
+                    .expect("a partition"),
+            );
+        }
+        (dataset, blocks)
+    });
+    let schema = tern_exec::schema_from_json("lineitem", &dataset.schema).expect("schema");
+    let (mut check, mut decode) = (Duration::ZERO, Duration::ZERO);
+    for (block, partition) in blocks.into_iter().zip(&dataset.partitions) {
+        let started = Instant::now();
+        tern_exec::check_block(&block, &schema, partition.rows).expect("a valid block");
+        check += started.elapsed();
+        let started = Instant::now();
+        let (_, batches) = tern_exec::ipc_to_batches(block).expect("decodes");
+        decode += started.elapsed();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
+            partition.rows
+        );
+    }
+    println!(
+        "\nchecking stored partitions before decoding: lineitem's {} blocks ({}) checked in {:.2} ms, decoded in {:.0} ms: the check costs {:.3} % of the decoding",
+        dataset.partitions.len(),
+        tern_proto::human_bytes(dataset.bytes()),
+        check.as_secs_f64() * 1000.0,
+        decode.as_secs_f64() * 1000.0,
+        100.0 * check.as_secs_f64() / decode.as_secs_f64().max(1e-9)
+    );
 }
 
 /// Wait (up to two minutes) until the machine's CPUs are mostly idle for a second: after a
