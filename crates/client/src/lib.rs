@@ -86,6 +86,8 @@ pub enum ClientError {
     BlockNotStored { hash: BlockHash, reason: String },
     #[error("no holder served block {hash} intact ({reasons})")]
     BlockUnavailable { hash: BlockHash, reasons: String },
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
 }
 
 /// `client.toml`: where the nodes are and which certificate to present. Relative paths are
