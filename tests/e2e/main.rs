@@ -4,6 +4,7 @@ mod blocks;
 mod compute;
 mod dataframe;
 mod datasets;
+mod file_types;
 mod foundation;
 mod ingest;
 mod lifecycle;

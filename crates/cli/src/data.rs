@@ -304,19 +304,17 @@ fn write_partitions(
         })?;
         let file = match sink.as_mut() {
             Some(s) => s,
-            None => {
-                sink.insert(FileSink::create(out, format, &schema).map_err(anyhow::Error::msg)?)
-            }
+            None => sink.insert(FileSink::create(out, format, &schema)?),
         };
         for batch in &batches {
-            file.write(batch).map_err(anyhow::Error::msg)?;
+            file.write(batch)?;
             rows += batch.num_rows() as u64;
         }
         bar.inc(partition.bytes);
         bar.set_message(format!("{rows} rows"));
     }
     if let Some(sink) = sink {
-        sink.finish().map_err(anyhow::Error::msg)?;
+        sink.finish()?;
     }
     Ok(rows)
 }
@@ -533,7 +531,6 @@ async fn run_query(
         })?),
         None => None,
     };
-    let sink_error = |e: String| tern_client::ClientError::Unexpected(e);
     let bar = query_progress(args.quiet);
     let mut stream = client.sql_stream(&args.query).await?;
     let mut sink: Option<FileSink> = None;
@@ -581,13 +578,10 @@ async fn run_query(
                 match (&args.out, format) {
                     (Some(out), Some(format)) => {
                         if sink.is_none() {
-                            sink = Some(
-                                FileSink::create(out, format, &batch.schema())
-                                    .map_err(sink_error)?,
-                            );
+                            sink = Some(FileSink::create(out, format, &batch.schema())?);
                         }
                         if let Some(sink) = sink.as_mut() {
-                            sink.write(&batch).map_err(sink_error)?;
+                            sink.write(&batch)?;
                         }
                     }
                     _ => batches.push(batch),
@@ -605,10 +599,10 @@ async fn run_query(
                 let schema = stream.schema().ok_or_else(|| {
                     tern_client::ClientError::Unexpected("the answer had no schema".into())
                 })?;
-                FileSink::create(out, format, &schema).map_err(sink_error)?
+                FileSink::create(out, format, &schema)?
             }
         };
-        sink.finish().map_err(sink_error)?;
+        sink.finish()?;
     }
     Ok(SqlOutcome {
         rows: stream.rows(),

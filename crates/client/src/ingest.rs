@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::CompressionType;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -114,14 +115,7 @@ impl InputFile {
                 let mut file = file;
                 let schema = match schema {
                     Some(s) => s,
-                    None => {
-                        let (inferred, _) = arrow::csv::reader::Format::default()
-                            .with_header(true)
-                            .infer_schema(&mut file, Some(SCHEMA_SAMPLE_ROWS))
-                            .map_err(|e| read_err(path, e))?;
-                        file.rewind().map_err(|e| read_err(path, e))?;
-                        Arc::new(inferred)
-                    }
+                    None => Arc::new(infer_csv_schema(&mut file).map_err(|e| read_err(path, e))?),
                 };
                 let counted = BufReader::new(Counting {
                     inner: file,
@@ -226,6 +220,88 @@ impl InputFile {
     }
 }
 
+/// A CSV file's columns, inferred from its first [`SCHEMA_SAMPLE_ROWS`] rows by arrow-csv, with
+/// one correction: arrow-csv reads timestamps that carry a zone (`2013-01-01T10:00:00Z`,
+/// `…+02:00`) as naive ones (converted to UTC), which drops the zone from the type. A timestamp
+/// column whose sampled values all carry a zone becomes `Timestamp(unit, "UTC")`, as pandas
+/// and DuckDB read it; the values are the same instants either way. A column mixing zoned and
+/// naive values stays naive. The file is left at its start.
+fn infer_csv_schema<R: Read + Seek>(file: &mut R) -> Result<Schema, ArrowError> {
+    let (inferred, _) = arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(&mut *file, Some(SCHEMA_SAMPLE_ROWS))?;
+    file.rewind()?;
+    let zoned = zoned_timestamp_columns(file, &inferred)?;
+    file.rewind()?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match field.data_type() {
+            DataType::Timestamp(unit, None) if zoned.contains(&i) => field
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*unit, Some("UTC".into()))),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+/// The indices of the naive timestamp columns of `inferred` whose sampled values all carry a
+/// zone, read from the same sample as the inference (as text).
+fn zoned_timestamp_columns<R: Read>(
+    file: &mut R,
+    inferred: &Schema,
+) -> Result<Vec<usize>, ArrowError> {
+    let candidates: Vec<usize> = inferred
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.data_type(), DataType::Timestamp(_, None)))
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let as_text: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), DataType::Utf8, true))
+        .collect();
+    let mut sample = arrow::csv::ReaderBuilder::new(Arc::new(Schema::new(as_text)))
+        .with_header(true)
+        .with_batch_size(SCHEMA_SAMPLE_ROWS)
+        .with_projection(candidates.clone())
+        .build(file)?;
+    let Some(batch) = sample.next().transpose()? else {
+        return Ok(Vec::new());
+    };
+    Ok(candidates
+        .into_iter()
+        .zip(batch.columns())
+        .filter(|(_, column)| {
+            let values = column.as_string::<i32>();
+            values.null_count() < values.len() && values.iter().flatten().all(carries_zone)
+        })
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// Whether an ISO-8601 timestamp as arrow-csv infers one (`YYYY-MM-DD?HH:MM:SS[.fff…]`, then
+/// anything) ends with a zone: `Z`, `+02:00`, `-0500`, a zone name.
+fn carries_zone(value: &str) -> bool {
+    const DATE_AND_TIME: usize = "2013-01-01T10:00:00".len();
+    let Some(rest) = value.get(DATE_AND_TIME..) else {
+        return false;
+    };
+    let rest = match rest.strip_prefix('.') {
+        Some(fraction) => fraction.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    !rest.trim().is_empty()
+}
+
 /// Check that every file has the first one's columns.
 pub fn check_same_schema(first: &InputFile, other: &InputFile) -> Result<(), IngestError> {
     let describe = |s: &Schema| {
@@ -294,5 +370,83 @@ impl PartitionBuilder {
     pub fn finish(mut self) -> Result<Vec<u8>, ArrowError> {
         self.writer.finish()?;
         self.writer.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use arrow::datatypes::{TimeUnit, TimestampMillisecondType, TimestampSecondType};
+
+    use super::*;
+
+    /// Zoned (`Z`, `+02:00`, `-05:00`), naive and mixed timestamp columns, one with fractions.
+    const TIMES_CSV: &str = "id,utc,offset,naive,mixed,millis\n\
+        1,2013-01-01T10:00:00Z,2013-01-01T12:00:00+02:00,2013-01-01 10:00:00,2013-01-01T10:00:00Z,2013-01-01T10:00:00.250Z\n\
+        2,,2013-07-01T09:30:00-05:00,2013-01-01 11:00:00,2013-01-01T11:00:00,2013-01-01T12:00:00.500+02:00\n";
+
+    fn column_type(schema: &Schema, name: &str) -> DataType {
+        schema.field_with_name(name).unwrap().data_type().clone()
+    }
+
+    #[test]
+    fn timestamps_with_a_zone_are_inferred_as_utc_and_naive_ones_stay_naive() {
+        let mut csv = Cursor::new(TIMES_CSV.as_bytes());
+        let schema = infer_csv_schema(&mut csv).unwrap();
+        let utc = |unit| DataType::Timestamp(unit, Some("UTC".into()));
+        assert_eq!(column_type(&schema, "id"), DataType::Int64);
+        assert_eq!(column_type(&schema, "utc"), utc(TimeUnit::Second));
+        assert_eq!(column_type(&schema, "offset"), utc(TimeUnit::Second));
+        assert_eq!(column_type(&schema, "millis"), utc(TimeUnit::Millisecond));
+        let naive = DataType::Timestamp(TimeUnit::Second, None);
+        assert_eq!(column_type(&schema, "naive"), naive);
+        assert_eq!(column_type(&schema, "mixed"), naive);
+        assert_eq!(csv.position(), 0, "the file is left at its start");
+    }
+
+    #[test]
+    fn zoned_timestamps_read_back_as_the_same_instants() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("times.csv");
+        std::fs::write(&path, TIMES_CSV).unwrap();
+        let mut input = InputFile::open(&path, None, None, Arc::default()).unwrap();
+        let batch = input.next_batch().unwrap().unwrap();
+        let seconds = |name: &str| {
+            let column = batch.column_by_name(name).unwrap();
+            column
+                .as_primitive::<TimestampSecondType>()
+                .iter()
+                .collect::<Vec<_>>()
+        };
+        // 2013-01-01T10:00:00Z; 2013-07-01T14:30:00Z.
+        assert_eq!(seconds("utc"), vec![Some(1_357_034_400), None]);
+        assert_eq!(
+            seconds("offset"),
+            vec![Some(1_357_034_400), Some(1_372_689_000)]
+        );
+        assert_eq!(
+            seconds("naive"),
+            vec![Some(1_357_034_400), Some(1_357_038_000)]
+        );
+        let millis = batch.column_by_name("millis").unwrap();
+        let millis: Vec<_> = millis
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .collect();
+        assert_eq!(
+            millis,
+            vec![Some(1_357_034_400_250), Some(1_357_034_400_500)]
+        );
+    }
+
+    #[test]
+    fn only_text_after_the_seconds_is_a_zone() {
+        assert!(carries_zone("2013-01-01T10:00:00Z"));
+        assert!(carries_zone("2013-01-01T10:00:00.123+02:00"));
+        assert!(carries_zone("2013-01-01 10:00:00 -0500"));
+        assert!(!carries_zone("2013-01-01T10:00:00"));
+        assert!(!carries_zone("2013-01-01T10:00:00.123456789"));
+        assert!(!carries_zone("2013-01-01"));
     }
 }

@@ -91,6 +91,8 @@ pub enum ClientError {
     BlockNotStored { hash: BlockHash, reason: String },
     #[error("no holder served block {hash} intact ({reasons})")]
     BlockUnavailable { hash: BlockHash, reasons: String },
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
 }
 
 impl ClientError {
