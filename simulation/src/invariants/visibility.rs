@@ -18,8 +18,22 @@ fn content(record: &DatasetRecord) -> (u64, &str, Vec<(BlockHash, u64)>) {
     )
 }
 
-/// A record a reader saw must be one whose commit was sent.
+/// A record a reader saw must be one whose commit was sent, and name each partition's holders
+/// once each (a node listed twice would count as two replicas of one copy: the leader refuses
+/// such a commit, and repair must never make one).
 pub fn check_visible(world: &World, record: &DatasetRecord) {
+    for (i, p) in record.partitions.iter().enumerate() {
+        let distinct: std::collections::BTreeSet<_> = p.holders.iter().collect();
+        if distinct.len() != p.holders.len() {
+            world.violated(
+                VISIBILITY,
+                format!(
+                    "{} version {} partition {i} lists holders {:?}: one node twice",
+                    record.name, record.version, p.holders
+                ),
+            );
+        }
+    }
     let seen = crate::world::lock(&world.datasets)
         .get(&record.name)
         .is_some_and(|m| m.maybe.iter().any(|r| content(r) == content(record)));
