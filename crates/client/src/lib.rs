@@ -423,7 +423,9 @@ impl Client {
     }
 
     /// Send `request` to the first node that answers; while the cluster has no leader, retry
-    /// for up to [`ELECTION_PATIENCE`]. Error answers become [`ClientError::Remote`].
+    /// for up to [`ELECTION_PATIENCE`]. Error answers become errors by their kind
+    /// ([`ClientError::Conflict`], [`ClientError::Exists`], [`ClientError::NotFound`], else
+    /// [`ClientError::Remote`]).
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
         loop {
@@ -940,7 +942,9 @@ impl Client {
             {
                 Ok(Response::Scrubbed(report)) => reports.push(report),
                 // Refused (a role the request needs): the same on every node.
-                Ok(Response::Error(e)) => return Err(ClientError::from_reply(e)),
+                Ok(Response::Error(e)) if e.kind == ErrorKind::Forbidden => {
+                    return Err(ClientError::from_reply(e));
+                }
                 // A node that does not answer is scrubbed by its own background pass.
                 _ => {}
             }

@@ -81,12 +81,16 @@ enum Bound {
     ArrayToString,
     /// `concat`, `concat_ws` and the like: about the sum of the arguments.
     Linear,
+    /// Functions that make a few times what they are given (`encode` to hex doubles it,
+    /// `upper` of some Unicode triples it, `to_char` makes tens of bytes per directive of
+    /// its format): the arguments' bytes times the factor.
+    Scaled(u64),
     /// `arrow_cast(x, 'Type')`: the type's fixed width for every row, checked at planning.
     Cast,
 }
 
 /// The functions that are guarded, by registered name.
-const GUARDED: [(&str, Bound); 20] = [
+const GUARDED: [(&str, Bound); 31] = [
     ("repeat", Bound::Repeat),
     ("lpad", Bound::Pad),
     ("rpad", Bound::Pad),
@@ -105,6 +109,17 @@ const GUARDED: [(&str, Bound); 20] = [
     ("array_concat", Bound::Linear),
     ("array_append", Bound::Linear),
     ("array_prepend", Bound::Linear),
+    ("flatten", Bound::Linear),
+    ("encode", Bound::Scaled(2)),
+    ("translate", Bound::Scaled(4)),
+    ("upper", Bound::Scaled(3)),
+    ("lower", Bound::Scaled(3)),
+    ("initcap", Bound::Scaled(3)),
+    ("overlay", Bound::Scaled(2)),
+    ("string_to_array", Bound::Scaled(17)),
+    ("regexp_match", Bound::Scaled(32)),
+    ("to_char", Bound::Scaled(32)),
+    ("date_format", Bound::Scaled(32)),
     ("arrow_cast", Bound::Cast),
     ("arrow_try_cast", Bound::Cast),
 ];
@@ -402,8 +417,9 @@ fn args_of(args: &ScalarFunctionArgs) -> (usize, Vec<Arg<'_>>) {
             ColumnarValue::Array(a) => Some(a.len()),
             ColumnarValue::Scalar(_) => None,
         })
-        .unwrap_or(1)
-        .max(args.number_rows.min(1));
+        // Only scalars: the call makes one value (a literal copied into every row is what
+        // `check_plan_literals` bounds).
+        .unwrap_or(1);
     let list = args.args.iter().map(|value| Arg { value, rows }).collect();
     (rows, list)
 }
@@ -527,6 +543,11 @@ fn output_bound(bound: Bound, args: &ScalarFunctionArgs) -> u64 {
             a.iter()
                 .fold(16u64, |total, arg| total.saturating_add(arg.bytes(i)))
         }),
+        Bound::Scaled(factor) => sum(&|i| {
+            a.iter()
+                .fold(16u64, |total, arg| total.saturating_add(arg.bytes(i)))
+                .saturating_mul(factor)
+        }),
         Bound::Cast => 0,
     }
 }
@@ -622,32 +643,35 @@ pub fn check_type_size(data_type: &DataType) -> std::result::Result<(), String> 
 }
 
 /// Refuse a plan whose literals, copied into every row of a batch, would make more than a
-/// function may ([`output_limit`]).
+/// function may ([`output_limit`]): each operator's literals together (a projection of forty
+/// copies of one large literal makes forty columns of it).
 pub fn check_plan_literals(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     use datafusion::physical_expr::expressions::Literal;
-    let per_literal = output_limit() / BATCH_ROWS;
     let mut found = None;
     plan.apply(|node| {
+        let mut bytes = 0u64;
         node.apply_expressions(&mut |expr| {
             expr.apply(|e| {
                 if let Some(lit) = e.downcast_ref::<Literal>() {
-                    let bytes = scalar_bytes(lit.value());
-                    if bytes > per_literal {
-                        found = Some(bytes);
-                        return Ok(TreeNodeRecursion::Stop);
-                    }
+                    bytes = bytes.saturating_add(scalar_bytes(lit.value()));
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
-        })
+        })?;
+        if bytes.saturating_mul(BATCH_ROWS) > output_limit() {
+            found = Some(bytes);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
     })?;
     match found {
         Some(bytes) => Err(DataFusionError::ResourcesExhausted(format!(
-            "a value of {} in the query would be copied into each of a batch's {BATCH_ROWS} rows, \
-             more than the {} a batch may hold; values in a query may take up to {} each",
+            "values of {} in one step of the query would be copied into each of a batch's \
+             {BATCH_ROWS} rows, more than the {} a batch may hold; the values of one step may \
+             take up to {} together",
             tern_proto::human_bytes(bytes),
             tern_proto::human_bytes(output_limit()),
-            tern_proto::human_bytes(per_literal)
+            tern_proto::human_bytes(output_limit() / BATCH_ROWS)
         ))),
         None => Ok(()),
     }
@@ -706,6 +730,10 @@ mod tests {
             "SELECT array_to_string(array_repeat('a', 10000000), repeat(',', 100))",
             "SELECT arrow_cast(NULL, 'FixedSizeBinary(2147483647)')",
             "SELECT arrow_cast(NULL, 'FixedSizeList(2147483647, Int64)')",
+            "SELECT length(encode(encode(encode(encode(repeat(s, 30000000), 'hex'), 'hex'), 'hex'), 'hex')) FROM t",
+            "SELECT to_char(now(), repeat(s, 10000000)) FROM t",
+            "SELECT upper(repeat(s, 60000000)) FROM t",
+            "SELECT repeat('a', 40000) AS c1, repeat('b', 40000) AS c2 FROM t",
         ];
         for sql in bombs {
             let err = run(&ctx, sql).await.expect_err(sql);

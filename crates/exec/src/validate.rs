@@ -20,7 +20,7 @@ const MAX_NODE_VALUES: i64 = 1 << 31;
 /// A compressed buffer may expand to at most this many times its bytes, plus a little.
 const MAX_EXPANSION: u64 = 1024;
 /// Everything a block's buffers may decompress to, together.
-const MAX_BLOCK_DECOMPRESSED: u64 = 8 << 30;
+const MAX_BLOCK_DECOMPRESSED: u64 = 1 << 30;
 /// Largest metadata (flatbuffer) of one message.
 const MAX_METADATA_BYTES: usize = 16 << 20;
 

@@ -159,7 +159,11 @@ impl ClusterFiles {
         days: u32,
     ) -> Result<TlsFiles, NetError> {
         validate_client_name(name).map_err(NetError::Invalid)?;
-        private_dir(out)?;
+        // A directory made for the keys is private; one the user named and that exists
+        // already (their home, say) is left as it is: the key files themselves are 0600.
+        if !out.exists() {
+            private_dir(out)?;
+        }
         let files = TlsFiles {
             ca: self.ca_cert(),
             cert: out.join(format!("{name}.pem")),
@@ -189,8 +193,19 @@ impl ClusterFiles {
             .collect();
         pems.sort();
         for pem in pems {
-            let Ok(Ok(caller)) = read_identity(&pem) else {
-                continue;
+            // A node certificate an older tern issued names no id: its file name does.
+            let from_name = pem
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("node-")?.strip_suffix(".pem")?.parse().ok())
+                .map(Caller::Node);
+            let caller = match read_identity(&pem) {
+                Ok(Ok(caller)) => caller,
+                Ok(Err(_)) => match from_name {
+                    Some(node) => node,
+                    None => continue,
+                },
+                Err(_) => continue,
             };
             match caller {
                 Caller::Node(id) => {
@@ -359,8 +374,8 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Caller, String> {
     Ok(Caller::Client { name, role })
 }
 
-/// The serial number of a certificate (DER), as lowercase hex without leading zeros' sign
-/// byte: what `tern cert revoke` and the revocation list use.
+/// The serial number of a certificate (DER), as lowercase hex of its bytes: what `tern cert
+/// show` prints and `tern cert revoke` and the revocation list use.
 pub fn serial_of(cert: &CertificateDer<'_>) -> Result<String, String> {
     let parsed = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| format!("unreadable certificate: {e}"))?;
@@ -491,8 +506,22 @@ mod tests {
         );
         // Serial numbers differ; rotation keeps who each certificate names.
         let before = serial_of(&read_cert(&files.node(1).cert).unwrap()).unwrap();
+        // A node certificate as an older tern issued it: no id. Refused, and rotation binds it.
+        files
+            .issue(
+                &files.node(3),
+                "node-3",
+                vec![SanType::DnsName(ia5(NODE_SERVER_NAME).unwrap())],
+                30,
+            )
+            .unwrap();
+        assert!(read_identity(&files.node(3).cert).unwrap().is_err());
         let rotated = files.rotate(10).unwrap();
-        assert!(rotated.len() >= 5, "{rotated:?}");
+        assert!(rotated.len() >= 6, "{rotated:?}");
+        assert_eq!(
+            read_identity(&files.node(3).cert).unwrap(),
+            Ok(Caller::Node(3))
+        );
         let after = serial_of(&read_cert(&files.node(1).cert).unwrap()).unwrap();
         assert_ne!(before, after);
         assert_eq!(

@@ -55,7 +55,8 @@ fn transport_config(options: &TransportOptions) -> Result<quinn::TransportConfig
 /// Outgoing calls over QUIC + mutual TLS; the production [`Transport`].
 pub struct QuicTransport {
     endpoint: Endpoint,
-    connections: Mutex<HashMap<SocketAddr, Connection>>,
+    /// One connection per peer, with the serial number of the certificate it presented.
+    connections: Mutex<HashMap<SocketAddr, (Connection, String)>>,
     options: TransportOptions,
     transport_config: Arc<quinn::TransportConfig>,
     /// What it presents when it dials (replaced when its certificate is rotated).
@@ -168,13 +169,17 @@ impl QuicTransport {
 
     async fn connection(&self, addr: &str) -> Result<Connection, TransportError> {
         let sa = Self::resolve(addr).await?;
-        if let Some(conn) = self
+        if let Some((conn, serial)) = self
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&sa)
         {
-            if conn.close_reason().is_none() {
+            // A peer whose certificate was revoked after this connection was made is dialled
+            // again (and refused at the handshake) instead of being talked to on.
+            if self.revoked.is_revoked(serial) {
+                conn.close(quinn::VarInt::from_u32(2), b"certificate revoked");
+            } else if conn.close_reason().is_none() {
                 return Ok(conn.clone());
             }
         }
@@ -198,10 +203,19 @@ impl QuicTransport {
                 millis: self.options.connect_timeout.as_millis() as u64,
             })?
             .map_err(|e| unreachable(e.to_string()))?;
+        let serial = conn
+            .peer_identity()
+            .and_then(|identity| {
+                identity
+                    .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| crate::certs::serial_of(chain.first()?).ok())
+            .unwrap_or_default();
         self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sa, conn.clone());
+            .insert(sa, (conn.clone(), serial));
         Ok(conn)
     }
 

@@ -104,6 +104,10 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// Bytes of request frames one connection may have buffered at once: without it, a peer
 /// opening many streams and sending frames slowly could pin gigabytes.
 const BUFFERED_PER_CONNECTION: usize = 64 << 20;
+/// Bytes of request frames a node reads and decodes at once, from all connections: a frame
+/// decodes to a few times its size at most (every list field that could grow more is bounded
+/// while decoding), so this bounds what requests hold before they are checked.
+const DECODING_PER_NODE: usize = 64 << 20;
 
 /// Open connections per remote address.
 #[derive(Default)]
@@ -157,6 +161,7 @@ impl Drop for Counted {
 /// Accept connections on `transport`'s endpoint until it is closed.
 pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
     let count = Arc::new(ConnectionCount::default());
+    let decoding = Arc::new(Semaphore::new(DECODING_PER_NODE));
     while let Some(incoming) = transport.endpoint().accept().await {
         let peer = incoming.remote_address();
         let counted = match count.admit(peer.ip()) {
@@ -169,9 +174,10 @@ pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
         };
         let handler = handler.clone();
         let revoked = transport.revocations().clone();
+        let decoding = decoding.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(conn) => serve_connection(conn, handler, revoked).await,
+                Ok(conn) => serve_connection(conn, handler, revoked, decoding).await,
                 // Most often a certificate not signed by the cluster CA.
                 Err(e) => warn!(%peer, error = %e, "refused connection"),
             }
@@ -180,7 +186,12 @@ pub async fn serve<H: Handler>(transport: Arc<QuicTransport>, handler: Arc<H>) {
     }
 }
 
-async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>, revoked: Revocations) {
+async fn serve_connection<H: Handler>(
+    conn: Connection,
+    handler: Arc<H>,
+    revoked: Revocations,
+    decoding: Arc<Semaphore>,
+) {
     let peer = peer_of(&conn);
     debug!(peer = %peer.addr, identity = ?peer.identity, "connection accepted");
     let buffered = Arc::new(Semaphore::new(BUFFERED_PER_CONNECTION));
@@ -194,13 +205,11 @@ async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>, revoked
                     return;
                 }
                 let handler = handler.clone();
-                tokio::spawn(serve_stream(
-                    send,
-                    recv,
-                    peer.clone(),
-                    handler,
-                    buffered.clone(),
-                ));
+                let budgets = Budgets {
+                    connection: buffered.clone(),
+                    node: decoding.clone(),
+                };
+                tokio::spawn(serve_stream(send, recv, peer.clone(), handler, budgets));
             }
             Err(e) => {
                 debug!(peer = %peer.addr, reason = %e, "connection closed");
@@ -210,27 +219,42 @@ async fn serve_connection<H: Handler>(conn: Connection, handler: Arc<H>, revoked
     }
 }
 
-/// The request frame of a stream, within [`REQUEST_DEADLINE`], its bytes counted against the
-/// connection's buffer budget while they are held.
+/// What a request frame counts against while it is read and decoded.
+struct Budgets {
+    /// Its connection's buffered bytes (released once it is read).
+    connection: Arc<Semaphore>,
+    /// The node's bytes being decoded (held until it is decoded).
+    node: Arc<Semaphore>,
+}
+
+/// The request frame of a stream, within [`REQUEST_DEADLINE`], its bytes counted against its
+/// connection's budget while read and the node's until the caller drops the permit returned.
 async fn read_request(
     recv: &mut RecvStream,
-    buffered: &Semaphore,
-) -> Result<Vec<u8>, ReadFrameError> {
+    budgets: &Budgets,
+) -> Result<(Vec<u8>, tokio::sync::OwnedSemaphorePermit), ReadFrameError> {
     let read = async {
         let mut header = [0u8; 4];
         recv.read_exact(&mut header)
             .await
             .map_err(ReadFrameError::Stream)?;
         let len = frame_len(header, MAX_FRAME_BYTES).map_err(ReadFrameError::Frame)?;
-        let _room = buffered
+        let _room = budgets
+            .connection
             .acquire_many(len as u32)
+            .await
+            .map_err(|_| ReadFrameError::TimedOut)?;
+        let decoding = budgets
+            .node
+            .clone()
+            .acquire_many_owned(len as u32)
             .await
             .map_err(|_| ReadFrameError::TimedOut)?;
         let mut body = vec![0u8; len];
         recv.read_exact(&mut body)
             .await
             .map_err(ReadFrameError::Stream)?;
-        Ok(body)
+        Ok((body, decoding))
     };
     tokio::time::timeout(REQUEST_DEADLINE, read)
         .await
@@ -242,12 +266,19 @@ async fn serve_stream<H: Handler>(
     mut recv: RecvStream,
     peer: Peer,
     handler: Arc<H>,
-    buffered: Arc<Semaphore>,
+    budgets: Budgets,
 ) {
-    let response = match read_request(&mut recv, &buffered).await {
-        Ok(body) => match decode_request(&body) {
+    let read = read_request(&mut recv, &budgets)
+        .await
+        .map(|(body, decoding)| {
+            let decoded = decode_request(&body);
+            // The frame's bytes leave the node's budget once decoded.
+            drop((body, decoding));
+            decoded
+        });
+    let response = match read {
+        Ok(decoded) => match decoded {
             Ok(request) if handler.is_bulk(&request) => {
-                drop(body);
                 let addr = peer.addr.to_string();
                 let body = BodyReader {
                     recv: crate::bulk::Receiving::Quic(recv),
@@ -260,10 +291,7 @@ async fn serve_stream<H: Handler>(
                 handler.handle_bulk(request, peer, body, reply).await;
                 return;
             }
-            Ok(request) => {
-                drop(body);
-                handler.handle(request, peer).await
-            }
+            Ok(request) => handler.handle(request, peer).await,
             Err(e) => {
                 warn!(peer = %peer.addr, error = %e, "bad request frame");
                 Response::error(e.kind(), e.to_string())

@@ -6,18 +6,22 @@
 //! limits), composes the catalog changes itself, and guards them with preconditions, so a
 //! record in the catalog is one the leader accepted, whoever sent it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use tern_meta::placement::REPLICAS;
 use tern_meta::{Command, MetaError};
 use tern_proto::{
-    Caller, CatalogOp, Clock, DATASETS_TABLE, DatasetRecord, ErrorKind, MAX_BLOCK_BYTES,
-    OWNERS_TABLE, PUTS_TABLE, PutId, PutLease, QUOTAS_TABLE, REVOKED_TABLE, Request, Response,
-    Transport, WRITES_TABLE, human_bytes, validate_dataset_name, write_once,
+    BlockHash, Caller, CatalogOp, Clock, DATASETS_TABLE, DatasetRecord, ErrorKind, MAX_BLOCK_BYTES,
+    NodeId, NodeState, OWNERS_TABLE, PUTS_TABLE, PutId, PutLease, QUOTAS_TABLE, REVOKED_TABLE,
+    Request, Response, Transport, WRITES_TABLE, human_bytes, validate_dataset_name, write_once,
 };
 use tracing::info;
 
 use crate::NodeService;
+
+/// How long the leader waits for a holder to say what it stores, at a commit.
+const HOLDER_CHECK: Duration = Duration::from_secs(10);
 
 /// What partitions may hold: Arrow IPC tables, or opaque bytes.
 const FORMATS: [&str; 2] = ["arrow-ipc", "bytes"];
@@ -173,6 +177,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         if let Err(refusal) = self.check_quota(record, caller) {
             return Ok(self.applied_or(&write, refusal));
         }
+        if let Err(refusal) = self.check_holders(record).await {
+            return Ok(self.applied_or(&write, refusal));
+        }
         let owner = match caller {
             Caller::Client { name, .. } => name.clone(),
             Caller::Node(id) => format!("node-{id}"),
@@ -221,6 +228,88 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             ],
         );
         self.written(ops, "").await
+    }
+
+    /// A refusal unless every holder a record names stores the block, of the size it declares:
+    /// the record is the leader's to trust, not the writer's (one block stored on one node
+    /// and committed as held by three would count as three replicas until a scrub noticed).
+    /// One call per holder node, for all its blocks.
+    async fn check_holders(&self, record: &DatasetRecord) -> Result<(), Response> {
+        let mut by_node: BTreeMap<NodeId, Vec<(usize, BlockHash, u64)>> = BTreeMap::new();
+        for (i, p) in record.partitions.iter().enumerate() {
+            for holder in &p.holders {
+                by_node
+                    .entry(*holder)
+                    .or_default()
+                    .push((i, p.block, p.bytes));
+            }
+        }
+        let addrs: BTreeMap<NodeId, String> = self
+            .meta
+            .read_local(|s| s.nodes.values().map(|n| (n.id, n.addr.clone())).collect());
+        let mut asks = Vec::new();
+        for (node, blocks) in by_node {
+            let hashes: Vec<BlockHash> = blocks.iter().map(|(_, h, _)| *h).collect();
+            let addr = addrs.get(&node).cloned().unwrap_or_default();
+            let ask = async move {
+                let sizes = if node == self.id() {
+                    let store = self.blocks.clone();
+                    crate::blocks::on_store(&store, move |b| {
+                        hashes
+                            .iter()
+                            .map(|h| b.size(h))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                } else {
+                    let request = Request::BlockSizes { hashes };
+                    match self
+                        .transport
+                        .call_within(&addr, request, HOLDER_CHECK)
+                        .await
+                    {
+                        Ok(Response::BlockSizes { sizes }) => Ok(sizes),
+                        Ok(Response::Error(e)) => Err(e.message),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                (node, blocks, sizes)
+            };
+            asks.push(ask);
+        }
+        for (node, blocks, sizes) in futures::future::join_all(asks).await {
+            let sizes = sizes.map_err(|reason| {
+                Response::error(
+                    ErrorKind::Unavailable,
+                    format!("could not confirm what node {node} holds ({reason}); nothing was committed, try again"),
+                )
+            })?;
+            for ((i, hash, bytes), size) in blocks
+                .iter()
+                .zip(sizes.iter().chain(std::iter::repeat(&None)))
+            {
+                match size {
+                    Some(size) if size == bytes => {}
+                    Some(size) => {
+                        return Err(invalid(format!(
+                            "dataset {:?} refused: partition {i} declares {bytes} bytes, and node {node} holds block {} of {size}",
+                            record.name,
+                            hash.prefix(12)
+                        )));
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "dataset {:?} refused: partition {i} names node {node} as a holder, and it does not hold block {}",
+                            record.name,
+                            hash.prefix(12)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A refusal if committing `record` would take its writer past its quota: the bytes of
@@ -342,7 +431,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             }
             _ => {}
         }
-        let nodes: BTreeSet<u64> = self.meta.read_local(|s| s.nodes.keys().copied().collect());
+        let nodes: BTreeMap<u64, NodeState> = self
+            .meta
+            .read_local(|s| s.nodes.values().map(|n| (n.id, n.state)).collect());
         for (i, p) in record.partitions.iter().enumerate() {
             if p.bytes > MAX_BLOCK_BYTES {
                 return Err(format!(
@@ -357,10 +448,20 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     p.holders
                 ));
             }
-            if let Some(stranger) = p.holders.iter().find(|h| !nodes.contains(h)) {
-                return Err(format!(
-                    "partition {i} names node {stranger}, which is not in the cluster"
-                ));
+            for holder in &p.holders {
+                match nodes.get(holder) {
+                    None => {
+                        return Err(format!(
+                            "partition {i} names node {holder}, which is not in the cluster"
+                        ));
+                    }
+                    Some(NodeState::Up | NodeState::Suspect) => {}
+                    Some(state) => {
+                        return Err(format!(
+                            "partition {i} names node {holder}, which is {state} and holds no new blocks"
+                        ));
+                    }
+                }
             }
         }
         Ok(())

@@ -277,7 +277,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 })
         };
         let handle = runtime.spawn(bounded);
-        let id = self.running_jobs.add(job, handle.abort_handle());
+        let Some(id) = self.running_jobs.add(job, handle.abort_handle()) else {
+            return Err(tern_exec::ExecError::Plan(
+                "not started: its query had ended".into(),
+            ));
+        };
         let ended = handle.await;
         self.running_jobs.remove(job, id);
         match ended {

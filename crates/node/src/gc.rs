@@ -67,8 +67,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let (mine, undecodable) = self.my_blocks_checked();
         if !undecodable.is_empty() {
             let reason = format!(
-                "garbage collection stopped: {} dataset record(s) do not decode on this node ({}{}); \
-                 written by a newer tern? no block is deleted until every record reads",
+                "garbage collection stopped (and, on the leader, repair and drain): {} dataset record(s) \
+                 do not decode on this node ({}{}); written by a newer tern? no block is deleted \
+                 until every record reads",
                 undecodable.len(),
                 undecodable
                     .iter()
@@ -191,5 +192,125 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 Err(e) => warn!(table, %key, error = %e, "could not expire a catalog entry"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tern_meta::{Meta, MetaOptions};
+    use tern_net::{ClusterFiles, QuicTransport, TlsIdentity, TransportOptions};
+    use tern_proto::{DATASETS_TABLE, NodeRecord, NodeState, SystemClock};
+    use tern_store::BlockStore;
+
+    use super::*;
+    use crate::{ComputeSettings, NodeService, NodeTimings};
+
+    /// A one-node cluster in this process, collecting garbage without a grace period.
+    async fn one_node(dir: &std::path::Path) -> NodeService<QuicTransport, SystemClock> {
+        let files = ClusterFiles::new(dir.join("certs"));
+        files.init(1).unwrap();
+        let identity = TlsIdentity::load(&files.node(1)).unwrap();
+        let transport = QuicTransport::server(
+            ([127, 0, 0, 1], 0).into(),
+            &identity,
+            TransportOptions::default(),
+        )
+        .unwrap();
+        let addr = transport.local_addr().unwrap().to_string();
+        let meta = Meta::open(
+            1,
+            &dir.join("meta"),
+            transport.clone(),
+            &MetaOptions::default(),
+        )
+        .await
+        .unwrap();
+        meta.bootstrap(&addr).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !meta.is_leader() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = NodeRecord {
+            id: 1,
+            addr,
+            zone: String::new(),
+            capacity_bytes: 1 << 30,
+            state: NodeState::Up,
+        };
+        meta.write(Command::RegisterNode(record.clone()))
+            .await
+            .unwrap();
+        let compute = ComputeSettings {
+            slots: 1,
+            task_memory_bytes: 64 << 20,
+            query_memory_bytes: 128 << 20,
+            query_timeout: Duration::from_secs(60),
+            shuffle_memory_bytes: 64 << 20,
+            answer_memory_bytes: 64 << 20,
+            cache_memory_bytes: 0,
+            task_delay_ms: 0,
+            sized_table_rows: None,
+            data_dir: dir.to_path_buf(),
+        };
+        let timings = NodeTimings {
+            gc_grace_ms: 0,
+            ..NodeTimings::default()
+        };
+        let blocks = Arc::new(BlockStore::open(&dir.join("blocks")).unwrap());
+        NodeService::new(
+            record,
+            meta,
+            transport,
+            Arc::new(SystemClock),
+            timings,
+            3,
+            blocks,
+            compute,
+        )
+    }
+
+    /// A dataset record this version cannot decode (as a newer version may write in a
+    /// rolling upgrade) stops collection, which says why; nothing is deleted until every
+    /// record reads again.
+    #[tokio::test]
+    async fn collection_stops_while_a_record_does_not_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = one_node(dir.path()).await;
+        let unneeded = node.blocks.put(b"a block nothing lists").unwrap();
+        let future = CatalogOp::Put {
+            table: DATASETS_TABLE.into(),
+            key: "from-the-future".into(),
+            value: vec![0xff; 40],
+        };
+        node.meta
+            .write(Command::Catalog(vec![future]))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(node.collect_garbage().await, 0);
+        }
+        assert!(node.blocks.contains(&unneeded).unwrap());
+        let stopped = node.local_metrics().health.gc_stopped.unwrap_or_default();
+        assert!(
+            stopped.contains("from-the-future") && stopped.contains("do not decode"),
+            "{stopped}"
+        );
+
+        let gone = CatalogOp::Delete {
+            table: DATASETS_TABLE.into(),
+            key: "from-the-future".into(),
+        };
+        node.meta.write(Command::Catalog(vec![gone])).await.unwrap();
+        // The grace period starts over when collection resumes: noted once, collected next.
+        let mut collected = 0;
+        for _ in 0..3 {
+            collected += node.collect_garbage().await;
+        }
+        assert_eq!(collected, 1);
+        assert!(!node.blocks.contains(&unneeded).unwrap());
+        assert_eq!(node.local_metrics().health.gc_stopped, None);
     }
 }

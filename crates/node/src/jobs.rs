@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tern_proto::Caller;
 
@@ -26,14 +26,21 @@ impl ClientJobs {
         &self,
         caller: &Caller,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
-        let client = caller.to_string();
-        let turns = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(client.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(QUERIES_PER_CLIENT)))
-            .clone();
+        // By name: one client's certificates with different roles share its turns.
+        let client = match caller {
+            Caller::Client { name, .. } => format!("client {name:?}"),
+            node => node.to_string(),
+        };
+        let turns = {
+            let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Clients with no query running are forgotten now and then.
+            if all.len() > 1024 {
+                all.retain(|_, t| t.available_permits() < QUERIES_PER_CLIENT);
+            }
+            all.entry(client.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(QUERIES_PER_CLIENT)))
+                .clone()
+        };
         match tokio::time::timeout(CLIENT_TURN_WAIT, turns.acquire_owned()).await {
             Ok(Ok(turn)) => Ok(turn),
             _ => Err(format!(
@@ -47,46 +54,83 @@ impl ClientJobs {
 
 /// Task batches running on this node, by job, so that the job's end stops them: a
 /// coordinator that gave up on a query (its client went away, its deadline passed) releases
-/// the job, and tasks still computing for it are aborted instead of running to their end.
+/// the job, and tasks still computing for it are aborted instead of running to their end. A
+/// batch that waited for a slot while its job was released is not started at all.
 #[derive(Default)]
 pub(crate) struct RunningJobs {
-    by_job: Mutex<BTreeMap<u64, BTreeMap<u64, tokio::task::AbortHandle>>>,
+    state: Mutex<Jobs>,
     next: AtomicU64,
 }
 
+#[derive(Default)]
+struct Jobs {
+    running: BTreeMap<u64, BTreeMap<u64, tokio::task::AbortHandle>>,
+    /// Jobs released lately, and when (forgotten after [`RELEASED_KEPT`]).
+    released: BTreeMap<u64, Instant>,
+}
+
+/// How long a released job is remembered: longer than any batch waits for a slot.
+const RELEASED_KEPT: Duration = Duration::from_secs(30 * 60);
+
 impl RunningJobs {
-    pub(crate) fn add(&self, job: u64, work: tokio::task::AbortHandle) -> u64 {
+    /// Count a batch of `job` as running; `None` if the job was released already.
+    pub(crate) fn add(&self, job: u64, work: tokio::task::AbortHandle) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.released.contains_key(&job) {
+            work.abort();
+            return None;
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.by_job
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(job)
-            .or_default()
-            .insert(id, work);
-        id
+        state.running.entry(job).or_default().insert(id, work);
+        Some(id)
     }
 
     pub(crate) fn remove(&self, job: u64, id: u64) {
-        let mut by_job = self.by_job.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(running) = by_job.get_mut(&job) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = state.running.get_mut(&job) {
             running.remove(&id);
             if running.is_empty() {
-                by_job.remove(&job);
+                state.running.remove(&job);
             }
         }
     }
 
-    /// Abort every batch of `job` still running; returns how many.
-    pub(crate) fn abort(&self, job: u64) -> usize {
-        let running = self
-            .by_job
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&job)
-            .unwrap_or_default();
+    /// The job ended: abort every batch of it still running, and refuse any that arrives
+    /// later. Returns how many were aborted.
+    pub(crate) fn release(&self, job: u64, now: Instant) -> usize {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .released
+            .retain(|_, at| now.saturating_duration_since(*at) < RELEASED_KEPT);
+        state.released.insert(job, now);
+        let running = state.running.remove(&job).unwrap_or_default();
         for work in running.values() {
             work.abort();
         }
         running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_released_job_stops_its_batches_and_starts_no_more() {
+        let jobs = RunningJobs::default();
+        let running = tokio::spawn(std::future::pending::<()>());
+        let id = jobs.add(7, running.abort_handle()).expect("not released");
+        assert_eq!(jobs.release(7, Instant::now()), 1);
+        assert!(running.await.unwrap_err().is_cancelled());
+        jobs.remove(7, id);
+        let late = tokio::spawn(std::future::pending::<()>());
+        assert_eq!(
+            jobs.add(7, late.abort_handle()),
+            None,
+            "released before it started"
+        );
+        assert!(late.await.unwrap_err().is_cancelled());
+        let other = tokio::spawn(async {});
+        assert!(jobs.add(8, other.abort_handle()).is_some());
     }
 }

@@ -140,7 +140,18 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         if !self.meta.is_leader() {
             return 0;
         }
-        let (nodes, mut found) = self.meta.read_local(|s| (s.nodes.clone(), datasets(s)));
+        let (nodes, mut found, undecodable) = self
+            .meta
+            .read_local(|s| (s.nodes.clone(), datasets(s), undecodable_datasets(s)));
+        // Fail closed, as garbage collection does: a record this node cannot read may list
+        // replicas, and a drain judged without it could retire their last holder.
+        if !undecodable.is_empty() {
+            warn!(
+                records = ?undecodable,
+                "repair and drain paused: dataset records do not decode on the leader"
+            );
+            return 0;
+        }
         let planted = self.planted_count_down_as_holder;
         let lost = |id: &NodeId| {
             nodes

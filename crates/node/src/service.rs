@@ -266,14 +266,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     .await?,
             ),
             Request::CatalogWrite(ops) => {
-                if let Some(table) =
-                    crate::access::system_table_written(ops).filter(|_| caller.node_id().is_none())
-                {
+                // From anyone, nodes included: what a node itself writes to these tables goes
+                // straight to Raft, never through a request.
+                if let Some(table) = crate::access::system_table_written(ops) {
                     return Ok(Response::error(
                         ErrorKind::Forbidden,
                         format!(
                             "the {table:?} table is written only through its own requests \
-                             (tern put, tern rm, tern cert revoke); raw writes may go to other tables"
+                             (tern put, tern rm, tern cert revoke, tern quota); raw writes may go to other tables"
                         ),
                     ));
                 }
@@ -292,8 +292,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Request::Place { sizes, pending } => self.place(sizes, pending).await?,
             Request::CopyBlock { hash, sources } => self.copy_block(*hash, sources).await,
             Request::ScrubNow => Response::Scrubbed(self.scrub_now().await),
+            Request::BlockSizes { hashes } => {
+                let hashes = hashes.clone();
+                match crate::blocks::on_store(&self.blocks, move |b| {
+                    hashes
+                        .iter()
+                        .map(|h| b.size(h))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                {
+                    Ok(sizes) => Response::BlockSizes { sizes },
+                    Err(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
+                }
+            }
             Request::ReleaseJob { job } => {
-                let stopped = self.running_jobs.abort(*job);
+                let stopped = self.running_jobs.release(*job, self.clock.now());
                 if stopped > 0 {
                     debug!(job, stopped, "stopped task batches of a released job");
                 }

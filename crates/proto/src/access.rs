@@ -161,7 +161,8 @@ impl Request {
             | Request::CopyBlock { .. }
             | Request::RunTask { .. }
             | Request::FetchShuffle { .. }
-            | Request::ReleaseJob { .. } => Access::Node,
+            | Request::ReleaseJob { .. }
+            | Request::BlockSizes { .. } => Access::Node,
         }
     }
 }

@@ -275,6 +275,43 @@ mod tests {
     }
 }
 
+/// Addresses a block's replica chain may name, as decoded (the node allows far fewer, and
+/// says so; see `tern_node`). Bounded while decoding: an address is one byte on the wire at its
+/// shortest and two dozen in memory, so an unbounded list could turn a 16 MiB frame into
+/// 400 MiB.
+pub const MAX_CHAIN: usize = 1024;
+/// Longest address in a chain.
+const MAX_ADDRESS: usize = 256;
+
+/// `#[serde(deserialize_with = "crate::frame::short_chain")]`: a list of at most
+/// [`MAX_CHAIN`] addresses of at most 256 bytes each.
+pub fn short_chain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::{Error, SeqAccess, Visitor};
+    struct Chain;
+    impl<'de> Visitor<'de> for Chain {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_CHAIN} addresses")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            if seq.size_hint().is_some_and(|n| n > MAX_CHAIN) {
+                return Err(A::Error::custom(format!(
+                    "a replica chain of more than {MAX_CHAIN} addresses"
+                )));
+            }
+            let mut out = Vec::new();
+            while let Some(addr) = seq.next_element::<String>()? {
+                if out.len() == MAX_CHAIN || addr.len() > MAX_ADDRESS {
+                    return Err(A::Error::custom("a replica chain too long"));
+                }
+                out.push(addr);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Chain)
+}
+
 /// `#[serde(with = "crate::frame::bytes")]` for a `Vec<u8>` field: serde's default writes a
 /// byte vector element by element (postcard then pushes one byte at a time); this writes it as
 /// one length-prefixed run of bytes, which matters for plans, Raft payloads and answer rows.

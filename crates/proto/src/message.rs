@@ -155,6 +155,8 @@ pub enum Request {
     PutBlock {
         hash: BlockHash,
         size: u64,
+        /// At most [`crate::frame::MAX_CHAIN`] addresses, refused while decoding otherwise.
+        #[serde(deserialize_with = "crate::frame::short_chain")]
         chain: Vec<String>,
         /// The write this block belongs to: while its lease lives, holders keep the block
         /// although no dataset references it yet (see [`crate::PutLease`]).
@@ -255,6 +257,12 @@ pub enum Request {
         client: String,
         bytes: Option<u64>,
     },
+    /// Which of these blocks this node stores, and their sizes (answered with
+    /// `Response::BlockSizes`): how the leader checks a commit's holders really hold what it
+    /// names.
+    BlockSizes {
+        hashes: Vec<BlockHash>,
+    },
     /// Run a SQL query with this node as coordinator (bulk: answered with
     /// `Response::QueryRunning` and then the query's events, see [`crate::QueryEvent`]), or with
     /// `explain`, answered with `Response::Explained`, the stages and tasks it would run.
@@ -313,6 +321,7 @@ impl Request {
             Request::RemoveDataset { .. } => "remove-dataset",
             Request::Revoke { .. } => "revoke",
             Request::SetQuota { .. } => "set-quota",
+            Request::BlockSizes { .. } => "block-sizes",
         }
     }
 }
@@ -555,6 +564,10 @@ pub enum Response {
         job: u64,
     },
     Explained(String),
+    /// Per block asked for, its size if this node stores it.
+    BlockSizes {
+        sizes: Vec<Option<u64>>,
+    },
     /// This node does not lead: a request that must reach the leader directly (a join, a
     /// heartbeat: they are bound to the sender's certificate, so they are not forwarded)
     /// should go to `leader`, when one is known.

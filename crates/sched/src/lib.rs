@@ -578,6 +578,11 @@ impl<'a, T: Transport> Coordinator<'a, T> {
         let Some(exec) = subquery::outermost(&plan.whole) else {
             return Ok(plan);
         };
+        // Each runs as a job whose id sets the top four bits (below): at most 15 distinct
+        // ones, or two would share an id (and a released job's id is refused by the nodes).
+        if exec.subqueries().len() > 15 {
+            return Ok(plan);
+        }
         for (i, link) in exec.subqueries().iter().enumerate() {
             // Job ids use the bits below 60 (node, time, a counter): a subquery's job sets
             // the top four, so its kept outputs never mix with another job's.

@@ -251,6 +251,15 @@ impl BlockStore {
         Ok(bytes)
     }
 
+    /// The size of block `hash` if it is stored here (from the index; its bytes are not read).
+    pub fn size(&self, hash: &BlockHash) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .disk
+            .get(INDEX, &hash.0)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_le_bytes))
+    }
+
     /// Whether a block of that name is stored here (its bytes are not checked).
     pub fn contains(&self, hash: &BlockHash) -> Result<bool, StoreError> {
         Ok(self.disk.get(INDEX, &hash.0)?.is_some())
