@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TERN_DEBUG := $(TARGET_DIR)/debug/tern
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench sim sim-long fuzz deps build fmt clippy clean
+.PHONY: run test bench sim sim-long fuzz fuzz-smoke fuzz-tool deps build fmt clippy clean
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
@@ -41,15 +41,27 @@ sim-long: deps
 	$(TARGET_DIR)/debug/tern-sim --chaos $(CHAOS) --minutes $(MINUTES) --from $(FROM)
 
 ## Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of what nodes decode from others: frames
-## and messages, stored Arrow blocks, task plans. SECONDS per target (default 300); crashes
-## land in fuzz/artifacts/TARGET. Needs network once, to install cargo-fuzz.
-FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= frame ipc_block task_plan
-fuzz: deps
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in $(FUZZ_TARGETS); do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -malloc_limit_mb=2048 || exit 1; \
+## and messages, stored Arrow blocks (fuzz/), task plans (fuzz/plan/, which instruments all of
+## DataFusion). FUZZ_SECONDS per target (default 300); crashes land in fuzz/artifacts/TARGET.
+## cargo-fuzz is installed from crates.io when missing. `make test` runs the light targets for
+## FUZZ_SMOKE_SECONDS each (fuzz-smoke).
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O
+FUZZ_LIMITS = -rss_limit_mb=4096 -malloc_limit_mb=2048
+fuzz: deps fuzz-tool
+	cd fuzz && for t in frame ipc_block; do \
+	  $(FUZZ_RUN) $$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS) || exit 1; \
 	done
+	cd fuzz/plan && $(FUZZ_RUN) task_plan -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS)
+
+fuzz-smoke: deps fuzz-tool
+	cd fuzz && for t in frame ipc_block; do \
+	  $(FUZZ_RUN) $$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) $(FUZZ_LIMITS) || exit 1; \
+	done
+
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 
 ## Install what building needs: a Rust toolchain must be present; the C++ compiler and
 ## libclang (for the RocksDB bindings) are installed with apt-get when missing.

@@ -122,6 +122,35 @@ pub fn session(
     Ok(ctx)
 }
 
+/// A session for queries over data handed to it in this process (a graph task's `sql`
+/// kernel): tern's settings, the guarded functions, no object stores, no stored tables.
+pub fn local_session(target_partitions: usize) -> Result<SessionContext, ExecError> {
+    struct Nothing;
+    impl BlockReader for Nothing {
+        fn read(&self, block: tern_proto::BlockHash, _holders: Vec<u64>) -> ReadFuture {
+            Box::pin(async move { Err(format!("block {block}: no stored data here")) })
+        }
+    }
+    impl ShuffleFetcher for Nothing {
+        fn fetch(
+            &self,
+            _keys: Vec<ShuffleKey>,
+            _columns: Option<Vec<usize>>,
+            _node: u64,
+            _addr: String,
+        ) -> ShuffleFuture {
+            Box::pin(async move { Err("no shuffle outputs here".to_string()) })
+        }
+    }
+    let nothing = Arc::new(Nothing);
+    session(
+        target_partitions,
+        nothing.clone(),
+        nothing,
+        &MemoryLimit::default(),
+    )
+}
+
 /// The functions DataFusion knows, gathered once per process: a task's context is made from
 /// them ([`task_context`]) instead of a whole session per request, which registers every
 /// function and optimizer rule again.

@@ -12,6 +12,7 @@ pub mod block;
 pub mod dataset;
 pub mod env;
 pub mod frame;
+pub mod graph;
 pub mod message;
 pub mod query;
 pub mod transport;
@@ -27,6 +28,9 @@ pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
     FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,
     encode_response, join_parts, split_parts,
+};
+pub use graph::{
+    Arg, Datum, Graph, GraphError, Kernel, MAX_GRAPH_TASKS, Resources, Task, TaskKey, Value,
 };
 pub use message::*;
 pub use query::{

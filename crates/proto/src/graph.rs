@@ -1,0 +1,414 @@
+//! Task graphs, the one model every piece of work becomes (as in Dask): a task has a key, a
+//! kernel (what it computes), arguments (literals, stored partitions, other tasks' outputs)
+//! and what it needs to run; a graph is a set of tasks and the keys its submitter wants.
+//!
+//! A key is `name-token`: a readable name and a token, the blake3 hash of what the task
+//! computes (its kernel and arguments, upstream keys included), so the same work submitted
+//! twice has the same key and is computed once. What a task makes is a [`Datum`]: an Arrow
+//! table (IPC bytes) or a single value.
+//!
+//! This module is plain data with its checks ([`Graph::validate`]); running graphs is the
+//! business of `tern-graph` (kernels, the single-machine schedulers) and `tern-sched`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Tasks one graph may hold.
+pub const MAX_GRAPH_TASKS: usize = 2_000_000;
+/// Arguments one task may take.
+pub const MAX_TASK_ARGS: usize = 100_000;
+/// Bytes of one task's literal arguments, all together.
+pub const MAX_LITERAL_BYTES: usize = 1 << 20;
+/// Longest key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// A task's key: `name-token` (see the module docs).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskKey(String);
+
+impl TaskKey {
+    /// The key of a task named `name` computing `kernel` over `args`: the token hashes the
+    /// kernel and every argument (an upstream task by its key, which hashes what it computes).
+    pub fn of(name: &str, kernel: &Kernel, args: &[Arg]) -> TaskKey {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&postcard::to_allocvec(&(kernel, args)).expect("plain data encodes"));
+        let token = hasher.finalize().to_hex();
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+            .take(64)
+            .collect();
+        let name = if name.is_empty() { "task".into() } else { name };
+        TaskKey(format!("{name}-{}", &token[..32]))
+    }
+
+    /// A key given as text (from a client), checked.
+    pub fn parse(text: &str) -> Result<TaskKey, GraphError> {
+        let ok = !text.is_empty()
+            && text.len() <= MAX_KEY_BYTES
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'));
+        if ok {
+            Ok(TaskKey(text.to_string()))
+        } else {
+            Err(GraphError::BadKey {
+                key: text.chars().take(80).collect(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The readable part before the token.
+    pub fn name(&self) -> &str {
+        self.0.rsplit_once('-').map_or(&self.0, |(name, _)| name)
+    }
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskKey({})", self.0)
+    }
+}
+
+/// What a task computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Kernel {
+    /// A kernel compiled into every node, by name and version (`tern_graph::kernels` lists
+    /// them); a node that lacks it fails the task saying so.
+    Builtin { name: String, version: u32 },
+    /// A function another runtime runs out of the node's process (the Python package's
+    /// worker processes): `function` is opaque to tern, inputs and output cross as bytes.
+    External { runtime: String, function: Vec<u8> },
+}
+
+impl Kernel {
+    pub fn builtin(name: &str) -> Kernel {
+        Kernel::Builtin {
+            name: name.into(),
+            version: 1,
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kernel::Builtin { name, version } => write!(f, "{name}/v{version}"),
+            Kernel::External { runtime, .. } => write!(f, "{runtime} function"),
+        }
+    }
+}
+
+/// A single value, as a literal argument or a task's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+    List(Vec<Value>),
+}
+
+/// What a task makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Datum {
+    /// One value.
+    Value(Value),
+    /// A table, as one Arrow IPC stream.
+    Table(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+}
+
+/// One argument of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Arg {
+    Value(Value),
+    /// Partition `index` of version `version` of a stored dataset (a table).
+    Partition {
+        dataset: String,
+        version: u64,
+        index: u32,
+    },
+    /// What another task of the graph (or one kept from an earlier graph) made.
+    Output(TaskKey),
+}
+
+/// What a task needs of the node that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory it may hold (0: the node's task limit).
+    pub memory_bytes: u64,
+}
+
+/// One task of a graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub key: TaskKey,
+    pub kernel: Kernel,
+    pub args: Vec<Arg>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+impl Task {
+    /// A task whose key is derived from what it computes (see [`TaskKey::of`]).
+    pub fn new(name: &str, kernel: Kernel, args: Vec<Arg>) -> Task {
+        Task {
+            key: TaskKey::of(name, &kernel, &args),
+            kernel,
+            args,
+            resources: Resources::default(),
+        }
+    }
+
+    /// The keys of the tasks whose outputs this one reads.
+    pub fn upstream(&self) -> impl Iterator<Item = &TaskKey> {
+        self.args.iter().filter_map(|a| match a {
+            Arg::Output(key) => Some(key),
+            _ => None,
+        })
+    }
+}
+
+/// A set of tasks and the keys its submitter wants.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Graph {
+    pub tasks: Vec<Task>,
+    pub wanted: Vec<TaskKey>,
+}
+
+/// Why a graph cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum GraphError {
+    #[error("{key:?} is not a task key (letters, digits, '_', '.', '-', '/', at most 256)")]
+    BadKey { key: String },
+    #[error("the graph has {tasks} tasks; a graph may have at most {limit}")]
+    TooManyTasks { tasks: usize, limit: usize },
+    #[error("task {key} has {args} arguments; at most {limit}")]
+    TooManyArgs {
+        key: String,
+        args: usize,
+        limit: usize,
+    },
+    #[error("task {key} carries {bytes} bytes of literals; at most {limit}")]
+    LiteralsTooLarge {
+        key: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("two tasks have the key {key} but compute different things")]
+    DuplicateKey { key: String },
+    #[error("task {key} reads {missing}, which no task of the graph makes")]
+    MissingInput { key: String, missing: String },
+    #[error("the graph has a cycle through {key}")]
+    Cycle { key: String },
+    #[error("{key} is wanted, but no task of the graph makes it")]
+    UnknownWanted { key: String },
+}
+
+impl Graph {
+    /// Check the graph and return its tasks in an order where every task comes after the
+    /// tasks it reads (indexes into `tasks`). `known` are keys outside the graph whose
+    /// outputs exist already (kept from an earlier graph).
+    pub fn validate(&self, known: &BTreeSet<TaskKey>) -> Result<Vec<usize>, GraphError> {
+        if self.tasks.len() > MAX_GRAPH_TASKS {
+            return Err(GraphError::TooManyTasks {
+                tasks: self.tasks.len(),
+                limit: MAX_GRAPH_TASKS,
+            });
+        }
+        let mut index: BTreeMap<&TaskKey, usize> = BTreeMap::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            TaskKey::parse(task.key.as_str())?;
+            if task.args.len() > MAX_TASK_ARGS {
+                return Err(GraphError::TooManyArgs {
+                    key: task.key.to_string(),
+                    args: task.args.len(),
+                    limit: MAX_TASK_ARGS,
+                });
+            }
+            let literals: usize = task.args.iter().map(literal_bytes).sum::<usize>()
+                + match &task.kernel {
+                    Kernel::External { function, .. } => function.len(),
+                    Kernel::Builtin { .. } => 0,
+                };
+            if literals > MAX_LITERAL_BYTES {
+                return Err(GraphError::LiteralsTooLarge {
+                    key: task.key.to_string(),
+                    bytes: literals,
+                    limit: MAX_LITERAL_BYTES,
+                });
+            }
+            if let Some(&first) = index.get(&task.key) {
+                let other = &self.tasks[first];
+                if other.kernel != task.kernel || other.args != task.args {
+                    return Err(GraphError::DuplicateKey {
+                        key: task.key.to_string(),
+                    });
+                }
+                continue;
+            }
+            index.insert(&task.key, i);
+        }
+        for task in &self.tasks {
+            for up in task.upstream() {
+                if !index.contains_key(up) && !known.contains(up) {
+                    return Err(GraphError::MissingInput {
+                        key: task.key.to_string(),
+                        missing: up.to_string(),
+                    });
+                }
+            }
+        }
+        for key in &self.wanted {
+            if !index.contains_key(key) && !known.contains(key) {
+                return Err(GraphError::UnknownWanted {
+                    key: key.to_string(),
+                });
+            }
+        }
+        // Kahn's order over the distinct tasks.
+        let mut waiting: Vec<usize> = vec![0; self.tasks.len()];
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.tasks.len()];
+        for (&key, &i) in &index {
+            let _ = key;
+            let mut ups: BTreeSet<usize> = BTreeSet::new();
+            for up in self.tasks[i].upstream() {
+                if let Some(&j) = index.get(up) {
+                    ups.insert(j);
+                }
+            }
+            waiting[i] = ups.len();
+            for j in ups {
+                readers[j].push(i);
+            }
+        }
+        let mut ready: Vec<usize> = index
+            .values()
+            .copied()
+            .filter(|&i| waiting[i] == 0)
+            .collect();
+        ready.sort_unstable();
+        let mut order = Vec::with_capacity(index.len());
+        while let Some(i) = ready.pop() {
+            order.push(i);
+            for &r in &readers[i] {
+                waiting[r] -= 1;
+                if waiting[r] == 0 {
+                    ready.push(r);
+                }
+            }
+        }
+        if order.len() != index.len() {
+            let stuck = index
+                .values()
+                .find(|&&i| waiting[i] > 0)
+                .map(|&i| self.tasks[i].key.to_string())
+                .unwrap_or_default();
+            return Err(GraphError::Cycle { key: stuck });
+        }
+        Ok(order)
+    }
+}
+
+fn literal_bytes(arg: &Arg) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::List(items) => items.iter().map(value).sum::<usize>() + 8,
+            _ => 8,
+        }
+    }
+    match arg {
+        Arg::Value(v) => value(v),
+        Arg::Partition { dataset, .. } => dataset.len() + 12,
+        Arg::Output(key) => key.as_str().len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc(x: Arg) -> Task {
+        Task::new("inc", Kernel::builtin("inc"), vec![x])
+    }
+
+    #[test]
+    fn keys_name_what_is_computed() {
+        let a = inc(Arg::Value(Value::Int(1)));
+        let b = inc(Arg::Value(Value::Int(1)));
+        let c = inc(Arg::Value(Value::Int(2)));
+        assert_eq!(a.key, b.key, "the same work has the same key");
+        assert_ne!(a.key, c.key);
+        assert_eq!(a.key.name(), "inc");
+        let d = inc(Arg::Output(a.key.clone()));
+        let e = inc(Arg::Output(c.key.clone()));
+        assert_ne!(d.key, e.key, "upstream keys are part of the token");
+        assert!(TaskKey::parse(a.key.as_str()).is_ok());
+        assert!(TaskKey::parse("no spaces").is_err());
+    }
+
+    #[test]
+    fn graphs_are_ordered_and_bad_ones_named() {
+        let a = inc(Arg::Value(Value::Int(1)));
+        let b = inc(Arg::Output(a.key.clone()));
+        let c = Task::new(
+            "add",
+            Kernel::builtin("add"),
+            vec![Arg::Output(a.key.clone()), Arg::Output(b.key.clone())],
+        );
+        let graph = Graph {
+            tasks: vec![c.clone(), b.clone(), a.clone(), a.clone()],
+            wanted: vec![c.key.clone()],
+        };
+        let order = graph.validate(&BTreeSet::new()).unwrap();
+        let keys: Vec<&TaskKey> = order.iter().map(|&i| &graph.tasks[i].key).collect();
+        assert_eq!(keys, vec![&a.key, &b.key, &c.key]);
+
+        let missing = Graph {
+            tasks: vec![b.clone()],
+            wanted: vec![],
+        };
+        assert!(matches!(
+            missing.validate(&BTreeSet::new()),
+            Err(GraphError::MissingInput { .. })
+        ));
+        assert!(missing.validate(&BTreeSet::from([a.key.clone()])).is_ok());
+
+        let mut x = inc(Arg::Value(Value::Int(7)));
+        let y = inc(Arg::Output(x.key.clone()));
+        x.args = vec![Arg::Output(y.key.clone())];
+        let cycle = Graph {
+            tasks: vec![x, y],
+            wanted: vec![],
+        };
+        assert!(matches!(
+            cycle.validate(&BTreeSet::new()),
+            Err(GraphError::Cycle { .. })
+        ));
+        let big = inc(Arg::Value(Value::Bytes(vec![0; MAX_LITERAL_BYTES + 1])));
+        let too_big = Graph {
+            tasks: vec![big],
+            wanted: vec![],
+        };
+        assert!(matches!(
+            too_big.validate(&BTreeSet::new()),
+            Err(GraphError::LiteralsTooLarge { .. })
+        ));
+    }
+}
