@@ -566,6 +566,19 @@ fn every_type_comes_back_out_as_other_readers_read_it() {
     // Arrow IPC: every type exactly as stored.
     ok(&get("every", "every_back.arrow"));
     assert_eq!(read_ipc(&path("every_back.arrow")), every_batch);
+    // Scanned by a query, every stored type passes the nodes' check of stored partitions
+    // (the block's schema against the dataset's, field by field).
+    let out = cluster.tern(&[
+        "sql",
+        "SELECT * FROM every",
+        "--out",
+        path("every_sql.arrow").to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert_eq!(
+        read_ipc(&path("every_sql.arrow")).num_rows(),
+        every_batch.num_rows()
+    );
 
     // Parquet by its own types: the units and logical types other readers know.
     ok(&get("every", "every.parquet"));

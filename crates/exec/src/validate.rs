@@ -5,12 +5,13 @@
 //! [`check_block`] walks the stream's messages without decoding any array: every metadata and
 //! body length within the bytes that are there, every buffer inside its body, every
 //! compressed buffer's declared size within a bound and the block's total within a budget,
-//! batch and node lengths sane, and the stream's schema the dataset's. Only then is it
-//! decoded, and a panic Arrow might still raise on what the walk does not follow is caught.
+//! batch and node lengths sane, and the stream's schema the dataset's, field by field on the
+//! flatbuffer. Only then is it decoded, and a panic Arrow might still raise on what the walk
+//! does not follow is caught.
 //! A block that fails is bad on every holder (its hash matched, so all copies are the same):
 //! [`BadBlock`] says so, and a task failing on it is not retried elsewhere.
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use arrow::ipc;
 
 /// Rows one stored batch may declare (tern writes batches of 8,192).
@@ -124,40 +125,192 @@ fn le_u32(bytes: &[u8], at: usize) -> Result<u32, BadBlock> {
         .ok_or_else(|| bad("the stream is cut short"))
 }
 
-/// The stream's own schema must be the dataset's: the scan takes columns by position.
+/// The stream's own schema must be the dataset's: the scan takes columns by position. Checked
+/// on the flatbuffer itself, field by field against the dataset's (trusted) schema, so Arrow's
+/// own conversion, which panics on types it does not know, only ever sees what matches.
 fn check_schema(found: ipc::Schema<'_>, expected: &Schema) -> Result<(), BadBlock> {
     if found.endianness() != ipc::Endianness::Little {
         return Err(bad("big-endian data"));
     }
-    // Arrow's conversion panics on some malformed schemas; the walk above kept every length
-    // in bounds, so a panic here is the only failure left, and it is caught.
-    let decoded = std::panic::catch_unwind(|| ipc::convert::fb_to_schema(found))
-        .map_err(|_| bad("a malformed schema"))?;
-    let same = decoded.fields().len() == expected.fields().len()
-        && decoded
-            .fields()
-            .iter()
-            .zip(expected.fields())
-            .all(|(a, b)| {
-                a.name() == b.name()
-                    && a.data_type() == b.data_type()
-                    && (b.is_nullable() || !a.is_nullable())
-            });
-    if !same {
-        let show = |s: &Schema| {
-            s.fields()
-                .iter()
-                .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+    let fields = found
+        .fields()
+        .ok_or_else(|| bad("a schema without fields"))?;
+    if fields.len() != expected.fields().len() {
         return Err(bad(format!(
-            "its columns are ({}), the dataset's ({})",
-            show(&decoded),
-            show(expected)
+            "it has {} columns, the dataset {}",
+            fields.len(),
+            expected.fields().len()
         )));
     }
+    for (field, want) in fields.iter().zip(expected.fields()) {
+        check_field(field, want, 0)?;
+    }
     Ok(())
+}
+
+/// One field against the dataset's: its name, nullability, type and parameters, children.
+fn check_field(field: ipc::Field<'_>, want: &Field, depth: usize) -> Result<(), BadBlock> {
+    let name = field.name().unwrap_or_default();
+    let mismatch = |what: &str| {
+        bad(format!(
+            "column {name:?} is not the dataset's {:?} ({}): {what}",
+            want.name(),
+            want.data_type()
+        ))
+    };
+    if depth > 32 {
+        return Err(bad("types nested too deep"));
+    }
+    if name != want.name() {
+        return Err(mismatch("another name"));
+    }
+    if field.nullable() && !want.is_nullable() {
+        return Err(mismatch("nullable"));
+    }
+    let value_type = match (want.data_type(), field.dictionary()) {
+        (DataType::Dictionary(key, value), Some(dictionary)) => {
+            let index = dictionary
+                .indexType()
+                .ok_or_else(|| mismatch("a dictionary without its index type"))?;
+            if !int_is(index, key) {
+                return Err(mismatch("another dictionary index type"));
+            }
+            value.as_ref()
+        }
+        (DataType::Dictionary(..), None) | (_, Some(_)) => {
+            return Err(mismatch("dictionary encoding differs"));
+        }
+        (other, None) => other,
+    };
+    use ipc::Type as T;
+    let t = field.type_type();
+    let ok = match value_type {
+        DataType::Null => t == T::Null,
+        DataType::Boolean => t == T::Bool,
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => field.type_as_int().is_some_and(|i| int_is(i, value_type)),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            field.type_as_floating_point().is_some_and(|f| {
+                f.precision()
+                    == match value_type {
+                        DataType::Float16 => ipc::Precision::HALF,
+                        DataType::Float32 => ipc::Precision::SINGLE,
+                        _ => ipc::Precision::DOUBLE,
+                    }
+            })
+        }
+        DataType::Utf8 => t == T::Utf8 && field.type_as_utf_8().is_some(),
+        DataType::LargeUtf8 => t == T::LargeUtf8 && field.type_as_large_utf_8().is_some(),
+        DataType::Utf8View => t == T::Utf8View && field.type_as_utf_8_view().is_some(),
+        DataType::Binary => t == T::Binary && field.type_as_binary().is_some(),
+        DataType::LargeBinary => t == T::LargeBinary && field.type_as_large_binary().is_some(),
+        DataType::BinaryView => t == T::BinaryView && field.type_as_binary_view().is_some(),
+        DataType::FixedSizeBinary(n) => field
+            .type_as_fixed_size_binary()
+            .is_some_and(|f| f.byteWidth() == *n),
+        DataType::Date32 => field
+            .type_as_date()
+            .is_some_and(|d| d.unit() == ipc::DateUnit::DAY),
+        DataType::Date64 => field
+            .type_as_date()
+            .is_some_and(|d| d.unit() == ipc::DateUnit::MILLISECOND),
+        DataType::Time32(unit) => field
+            .type_as_time()
+            .is_some_and(|x| x.bitWidth() == 32 && x.unit() == time_unit(unit)),
+        DataType::Time64(unit) => field
+            .type_as_time()
+            .is_some_and(|x| x.bitWidth() == 64 && x.unit() == time_unit(unit)),
+        DataType::Timestamp(unit, zone) => field
+            .type_as_timestamp()
+            .is_some_and(|x| x.unit() == time_unit(unit) && x.timezone() == zone.as_deref()),
+        DataType::Duration(unit) => field
+            .type_as_duration()
+            .is_some_and(|x| x.unit() == time_unit(unit)),
+        DataType::Interval(unit) => field.type_as_interval().is_some_and(|x| {
+            x.unit()
+                == match unit {
+                    IntervalUnit::YearMonth => ipc::IntervalUnit::YEAR_MONTH,
+                    IntervalUnit::DayTime => ipc::IntervalUnit::DAY_TIME,
+                    IntervalUnit::MonthDayNano => ipc::IntervalUnit::MONTH_DAY_NANO,
+                }
+        }),
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => {
+            let bits = match value_type {
+                DataType::Decimal32(..) => 32,
+                DataType::Decimal64(..) => 64,
+                DataType::Decimal128(..) => 128,
+                _ => 256,
+            };
+            field.type_as_decimal().is_some_and(|d| {
+                d.precision() == i32::from(*p) && d.scale() == i32::from(*s) && d.bitWidth() == bits
+            })
+        }
+        DataType::List(_) => t == T::List && field.type_as_list().is_some(),
+        DataType::LargeList(_) => t == T::LargeList && field.type_as_large_list().is_some(),
+        DataType::FixedSizeList(_, n) => field
+            .type_as_fixed_size_list()
+            .is_some_and(|l| l.listSize() == *n),
+        DataType::Struct(_) => t == T::Struct_ && field.type_as_struct_().is_some(),
+        DataType::Map(_, sorted) => field
+            .type_as_map()
+            .is_some_and(|m| m.keysSorted() == *sorted),
+        other => return Err(mismatch(&format!("{other} is not a type tern stores"))),
+    };
+    if !ok {
+        return Err(mismatch("another type"));
+    }
+    let children: Vec<&Field> = match value_type {
+        DataType::List(c)
+        | DataType::LargeList(c)
+        | DataType::FixedSizeList(c, _)
+        | DataType::Map(c, _) => vec![c.as_ref()],
+        DataType::Struct(fields) => fields.iter().map(|f| f.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    let found: Vec<ipc::Field<'_>> = field
+        .children()
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    if found.len() != children.len() {
+        return Err(mismatch("another number of children"));
+    }
+    for (child, want) in found.into_iter().zip(children) {
+        check_field(child, want, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn int_is(int: ipc::Int<'_>, data_type: &DataType) -> bool {
+    let (bits, signed) = match data_type {
+        DataType::Int8 => (8, true),
+        DataType::Int16 => (16, true),
+        DataType::Int32 => (32, true),
+        DataType::Int64 => (64, true),
+        DataType::UInt8 => (8, false),
+        DataType::UInt16 => (16, false),
+        DataType::UInt32 => (32, false),
+        DataType::UInt64 => (64, false),
+        _ => return false,
+    };
+    int.bitWidth() == bits && int.is_signed() == signed
+}
+
+fn time_unit(unit: &TimeUnit) -> ipc::TimeUnit {
+    match unit {
+        TimeUnit::Second => ipc::TimeUnit::SECOND,
+        TimeUnit::Millisecond => ipc::TimeUnit::MILLISECOND,
+        TimeUnit::Microsecond => ipc::TimeUnit::MICROSECOND,
+        TimeUnit::Nanosecond => ipc::TimeUnit::NANOSECOND,
+    }
 }
 
 /// One batch's lengths: returns its rows.
@@ -348,12 +501,22 @@ mod tests {
             assert!(check_block(&bytes[..cut], &schema(), 10_000).is_err());
         }
         // Another schema, another row count.
-        let other = Schema::new(vec![Field::new("id", DataType::Utf8, false)]);
+        let fewer = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        assert!(
+            check_block(&bytes, &fewer, 10_000)
+                .unwrap_err()
+                .reason
+                .contains("2 columns")
+        );
+        let other = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, true),
+        ]);
         assert!(
             check_block(&bytes, &other, 10_000)
                 .unwrap_err()
                 .reason
-                .contains("columns are")
+                .contains("is not the dataset's")
         );
         assert!(
             check_block(&bytes, &schema(), 9_999)
