@@ -11,6 +11,8 @@
 //! A block that fails is bad on every holder (its hash matched, so all copies are the same):
 //! [`BadBlock`] says so, and a task failing on it is not retried elsewhere.
 
+use std::collections::BTreeMap;
+
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use arrow::ipc;
 
@@ -42,7 +44,12 @@ fn bad(reason: impl Into<String>) -> BadBlock {
 /// decoding it cannot allocate without bound, and return nothing else: see the module docs.
 pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBlock> {
     let mut at = 0usize;
-    let mut schema_seen = false;
+    let mut dictionaries: Option<BTreeMap<i64, DataType>> = None;
+    let columns: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
     let mut total_rows = 0u64;
     let mut budget = MAX_BLOCK_DECOMPRESSED.min(bytes.len() as u64 * MAX_EXPANSION + (64 << 20));
     while at < bytes.len() {
@@ -78,27 +85,34 @@ pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBl
         let body = &bytes[at..at + body_len as usize];
         at += body_len as usize;
         match message.header_type() {
-            ipc::MessageHeader::Schema if !schema_seen => {
+            ipc::MessageHeader::Schema if dictionaries.is_none() => {
                 let found = message
                     .header_as_schema()
                     .ok_or_else(|| bad("a schema message without a schema"))?;
-                check_schema(found, schema)?;
-                schema_seen = true;
+                dictionaries = Some(check_schema(found, schema)?);
             }
-            ipc::MessageHeader::RecordBatch if schema_seen => {
+            ipc::MessageHeader::RecordBatch if dictionaries.is_some() => {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| bad("a batch message without a batch"))?;
-                total_rows += check_batch(batch, body, &mut budget)?;
+                total_rows += check_batch(batch, body, &columns, &mut budget)?;
             }
-            ipc::MessageHeader::DictionaryBatch if schema_seen => {
-                let dictionary = message
-                    .header_as_dictionary_batch()
-                    .ok_or_else(|| bad("a dictionary message without a dictionary"))?;
+            ipc::MessageHeader::DictionaryBatch => {
+                let value = dictionaries.as_ref().and_then(|known| {
+                    let dictionary = message.header_as_dictionary_batch()?;
+                    known.get(&dictionary.id()).cloned()
+                });
+                let (Some(value), Some(dictionary)) = (value, message.header_as_dictionary_batch())
+                else {
+                    return Err(bad("a dictionary the schema does not name"));
+                };
+                if dictionary.isDelta() {
+                    return Err(bad("delta dictionaries are not accepted"));
+                }
                 let data = dictionary
                     .data()
                     .ok_or_else(|| bad("a dictionary without data"))?;
-                check_batch(data, body, &mut budget)?;
+                check_batch(data, body, &[value], &mut budget)?;
             }
             other => {
                 return Err(bad(format!(
@@ -107,7 +121,7 @@ pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBl
             }
         }
     }
-    if !schema_seen {
+    if dictionaries.is_none() {
         return Err(bad("no schema"));
     }
     if total_rows != rows {
@@ -128,7 +142,10 @@ fn le_u32(bytes: &[u8], at: usize) -> Result<u32, BadBlock> {
 /// The stream's own schema must be the dataset's: the scan takes columns by position. Checked
 /// on the flatbuffer itself, field by field against the dataset's (trusted) schema, so Arrow's
 /// own conversion, which panics on types it does not know, only ever sees what matches.
-fn check_schema(found: ipc::Schema<'_>, expected: &Schema) -> Result<(), BadBlock> {
+fn check_schema(
+    found: ipc::Schema<'_>,
+    expected: &Schema,
+) -> Result<BTreeMap<i64, DataType>, BadBlock> {
     if found.endianness() != ipc::Endianness::Little {
         return Err(bad("big-endian data"));
     }
@@ -142,14 +159,20 @@ fn check_schema(found: ipc::Schema<'_>, expected: &Schema) -> Result<(), BadBloc
             expected.fields().len()
         )));
     }
+    let mut dictionaries = BTreeMap::new();
     for (field, want) in fields.iter().zip(expected.fields()) {
-        check_field(field, want, 0)?;
+        check_field(field, want, 0, &mut dictionaries)?;
     }
-    Ok(())
+    Ok(dictionaries)
 }
 
 /// One field against the dataset's: its name, nullability, type and parameters, children.
-fn check_field(field: ipc::Field<'_>, want: &Field, depth: usize) -> Result<(), BadBlock> {
+fn check_field(
+    field: ipc::Field<'_>,
+    want: &Field,
+    depth: usize,
+    dictionaries: &mut BTreeMap<i64, DataType>,
+) -> Result<(), BadBlock> {
     let name = field.name().unwrap_or_default();
     let mismatch = |what: &str| {
         bad(format!(
@@ -174,6 +197,12 @@ fn check_field(field: ipc::Field<'_>, want: &Field, depth: usize) -> Result<(), 
                 .ok_or_else(|| mismatch("a dictionary without its index type"))?;
             if !int_is(index, key) {
                 return Err(mismatch("another dictionary index type"));
+            }
+            if dictionaries
+                .insert(dictionary.id(), value.as_ref().clone())
+                .is_some()
+            {
+                return Err(mismatch("a dictionary id used twice"));
             }
             value.as_ref()
         }
@@ -284,7 +313,7 @@ fn check_field(field: ipc::Field<'_>, want: &Field, depth: usize) -> Result<(), 
         return Err(mismatch("another number of children"));
     }
     for (child, want) in found.into_iter().zip(children) {
-        check_field(child, want, depth + 1)?;
+        check_field(child, want, depth + 1, dictionaries)?;
     }
     Ok(())
 }
@@ -313,10 +342,14 @@ fn time_unit(unit: &TimeUnit) -> ipc::TimeUnit {
     }
 }
 
-/// One batch's lengths: returns its rows.
+/// One batch's lengths: returns its rows. Every buffer inside the body and its declared
+/// uncompressed size within bounds, then every column walked as Arrow reads it (its nodes and
+/// buffers, in order), each buffer large enough for the values its node declares: Arrow
+/// itself panics on a validity bitmap shorter than its rows.
 fn check_batch(
     batch: ipc::RecordBatch<'_>,
     body: &[u8],
+    columns: &[DataType],
     budget: &mut u64,
 ) -> Result<u64, BadBlock> {
     let rows = batch.length();
@@ -332,19 +365,7 @@ fn check_batch(
         },
         Some(_) => return Err(bad("an unknown compression method")),
     };
-    for node in batch.nodes().iter().flatten() {
-        let (len, nulls) = (node.length(), node.null_count());
-        if len < 0 || len > MAX_NODE_VALUES || nulls < 0 || nulls > len {
-            return Err(bad(format!(
-                "a column declares {len} values with {nulls} nulls"
-            )));
-        }
-    }
-    if let Some(counts) = batch.variadicBufferCounts() {
-        if counts.iter().any(|c| !(0..=1 << 16).contains(&c)) {
-            return Err(bad("a view column declares a bad number of data buffers"));
-        }
-    }
+    let mut sizes = Vec::new();
     for buffer in batch.buffers().iter().flatten() {
         let (offset, len) = (buffer.offset(), buffer.length());
         let end = offset.checked_add(len);
@@ -378,8 +399,161 @@ fn check_batch(
         *budget = budget
             .checked_sub(size)
             .ok_or_else(|| bad("the block decompresses to more than a block may"))?;
+        sizes.push(size);
+    }
+    let nodes: Vec<(i64, i64)> = batch
+        .nodes()
+        .iter()
+        .flatten()
+        .map(|n| (n.length(), n.null_count()))
+        .collect();
+    let variadic: Vec<i64> = batch
+        .variadicBufferCounts()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let mut walk = Walk {
+        nodes: nodes.into_iter(),
+        sizes: sizes.into_iter(),
+        variadic: variadic.into_iter(),
+    };
+    for column in columns {
+        walk.column(column, Some(rows), 0)?;
+    }
+    if walk.nodes.next().is_some() || walk.sizes.next().is_some() || walk.variadic.next().is_some()
+    {
+        return Err(bad("more columns or buffers than the schema has"));
     }
     Ok(rows as u64)
+}
+
+/// The nodes, buffer sizes and view buffer counts of one batch, taken in the order Arrow's
+/// reader takes them.
+struct Walk {
+    nodes: std::vec::IntoIter<(i64, i64)>,
+    sizes: std::vec::IntoIter<u64>,
+    variadic: std::vec::IntoIter<i64>,
+}
+
+impl Walk {
+    fn column(&mut self, t: &DataType, rows: Option<i64>, depth: usize) -> Result<(), BadBlock> {
+        let (len, nulls) = self
+            .nodes
+            .next()
+            .ok_or_else(|| bad("a column is missing"))?;
+        if len < 0 || len > MAX_NODE_VALUES || nulls < 0 || nulls > len {
+            return Err(bad(format!(
+                "a column declares {len} values with {nulls} nulls"
+            )));
+        }
+        if rows.is_some_and(|rows| rows != len) {
+            return Err(bad("a column's length is not its batch's"));
+        }
+        if depth > 32 {
+            return Err(bad("columns nested too deep"));
+        }
+        let n = len as u64;
+        // Every layout but Null's starts with a validity bitmap, which may be empty when
+        // nothing is null.
+        let mut validity = |walk: &mut Walk| -> Result<(), BadBlock> {
+            let size = walk.buffer()?;
+            if nulls > 0 && size < n.div_ceil(8) {
+                return Err(bad("a validity bitmap shorter than its column"));
+            }
+            Ok(())
+        };
+        let fixed = |walk: &mut Walk, width: u64| -> Result<(), BadBlock> {
+            walk.at_least(n.checked_mul(width).ok_or_else(|| bad("overflow"))?)
+        };
+        match t {
+            DataType::Null => {}
+            DataType::Boolean => {
+                validity(self)?;
+                self.at_least(n.div_ceil(8))?;
+            }
+            DataType::FixedSizeBinary(width) => {
+                validity(self)?;
+                fixed(self, (*width).max(0) as u64)?;
+            }
+            DataType::Utf8 | DataType::Binary => {
+                validity(self)?;
+                self.offsets(n, 4)?;
+                self.buffer()?;
+            }
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                validity(self)?;
+                self.offsets(n, 8)?;
+                self.buffer()?;
+            }
+            DataType::Utf8View | DataType::BinaryView => {
+                let data = self
+                    .variadic
+                    .next()
+                    .ok_or_else(|| bad("a view column without its buffer count"))?;
+                if !(0..=1 << 16).contains(&data) {
+                    return Err(bad("a view column declares a bad number of buffers"));
+                }
+                validity(self)?;
+                fixed(self, 16)?;
+                for _ in 0..data {
+                    self.buffer()?;
+                }
+            }
+            DataType::List(child) | DataType::Map(child, _) => {
+                validity(self)?;
+                self.offsets(n, 4)?;
+                self.column(child.data_type(), None, depth + 1)?;
+            }
+            DataType::LargeList(child) => {
+                validity(self)?;
+                self.offsets(n, 8)?;
+                self.column(child.data_type(), None, depth + 1)?;
+            }
+            DataType::FixedSizeList(child, size) => {
+                validity(self)?;
+                let values = len
+                    .checked_mul(i64::from(*size))
+                    .ok_or_else(|| bad("overflow"))?;
+                self.column(child.data_type(), Some(values), depth + 1)?;
+            }
+            DataType::Struct(fields) => {
+                validity(self)?;
+                for field in fields {
+                    self.column(field.data_type(), Some(len), depth + 1)?;
+                }
+            }
+            DataType::Dictionary(key, _) => {
+                validity(self)?;
+                fixed(self, key.primitive_width().unwrap_or(8) as u64)?;
+            }
+            other => match other.primitive_width() {
+                Some(width) => {
+                    validity(self)?;
+                    fixed(self, width as u64)?;
+                }
+                None => return Err(bad(format!("{other} is not a type tern stores"))),
+            },
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self) -> Result<u64, BadBlock> {
+        self.sizes.next().ok_or_else(|| bad("a buffer is missing"))
+    }
+
+    fn at_least(&mut self, bytes: u64) -> Result<(), BadBlock> {
+        if self.buffer()? < bytes {
+            return Err(bad("a buffer shorter than its column's values"));
+        }
+        Ok(())
+    }
+
+    fn offsets(&mut self, n: u64, width: u64) -> Result<(), BadBlock> {
+        let size = self.buffer()?;
+        if n > 0 && size < (n + 1) * width {
+            return Err(bad("an offsets buffer shorter than its column"));
+        }
+        Ok(())
+    }
 }
 
 /// Decode `bytes` with `decode` after [`check_block`] passed, turning a panic into a
