@@ -46,6 +46,15 @@ pub const MAX_FIXED_ROW_BYTES: u64 = 1 << 20;
 const BATCH_ROWS: u64 = 8192;
 
 static OUTPUT_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_OUTPUT_LIMIT);
+/// The node's memory for queries, which every guarded call draws its bound from while it
+/// runs (set by the node; none in a process that runs no node).
+static NODE_MEMORY: OnceLock<Arc<crate::NodeMemory>> = OnceLock::new();
+
+/// Count guarded calls against `memory` (the node's budget for queries, which operators'
+/// reservations draw from too), once per process.
+pub fn count_calls_against(memory: Arc<crate::NodeMemory>) {
+    let _ = NODE_MEMORY.set(memory);
+}
 
 /// Bytes a guarded function may make in one call.
 pub fn output_limit() -> u64 {
@@ -235,7 +244,28 @@ impl ScalarUDFImpl for Guarded {
         if bytes > output_limit() {
             return Err(too_large(self.name(), bytes));
         }
-        self.inner.invoke_with_args(args)
+        // While the call makes its output, that memory counts against the node's budget for
+        // queries, with everything else its tasks hold: many calls at once cannot add up
+        // past it.
+        let held = usize::try_from(bytes).unwrap_or(usize::MAX);
+        let memory = NODE_MEMORY.get();
+        if let Some(memory) = memory {
+            if !memory.try_take(held) {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "{}() would make about {}, and the node's memory for queries is taken by \
+                     other work ({} of {} in use); retry when it is less busy",
+                    self.name(),
+                    tern_proto::human_bytes(bytes),
+                    tern_proto::human_bytes(memory.used() as u64),
+                    tern_proto::human_bytes(memory.limit() as u64)
+                )));
+            }
+        }
+        let made = self.inner.invoke_with_args(args);
+        if let Some(memory) = memory {
+            memory.give(held);
+        }
+        made
     }
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         match self.inner.inner().simplify(args, info)? {

@@ -42,7 +42,8 @@ pub use cache::{CachedColumn, ColumnCache};
 pub use codec::{TernCodec, check_sources, decode_plan, encode_plan};
 pub use datafusion;
 pub use guard::{
-    DEFAULT_OUTPUT_LIMIT, check_plan_literals, check_type_size, output_limit, set_output_limit,
+    DEFAULT_OUTPUT_LIMIT, check_plan_literals, check_type_size, count_calls_against, output_limit,
+    set_output_limit,
 };
 pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches, project_ipc};
 pub use memory::NodeMemory;

@@ -454,7 +454,7 @@ impl Walk {
         let n = len as u64;
         // Every layout but Null's starts with a validity bitmap, which may be empty when
         // nothing is null.
-        let mut validity = |walk: &mut Walk| -> Result<(), BadBlock> {
+        let validity = |walk: &mut Walk| -> Result<(), BadBlock> {
             let size = walk.buffer()?;
             if nulls > 0 && size < n.div_ceil(8) {
                 return Err(bad("a validity bitmap shorter than its column"));

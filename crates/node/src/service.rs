@@ -121,9 +121,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 compute.shuffle_memory_bytes,
             )),
             column_cache: Arc::new(tern_exec::ColumnCache::new(compute.cache_memory_bytes)),
-            query_memory: tern_exec::NodeMemory::new(
-                usize::try_from(compute.query_memory_bytes).unwrap_or(usize::MAX),
-            ),
+            query_memory: {
+                let memory = tern_exec::NodeMemory::new(
+                    usize::try_from(compute.query_memory_bytes).unwrap_or(usize::MAX),
+                );
+                tern_exec::count_calls_against(memory.clone());
+                memory
+            },
             compute,
             jobs_started: Default::default(),
             client_jobs: Default::default(),
