@@ -1,19 +1,22 @@
 //! Plans on the wire: DataFusion's protobuf encoding of physical plans, with tern's scan and
-//! shuffle reader encoded by [`TernCodec`] (postcard; schemas as empty Arrow IPC streams).
+//! shuffle reader encoded by [`TernCodec`] (postcard; schemas as DataFusion's protobuf `Schema`,
+//! whose decoding refuses what it does not know where Arrow's IPC schema reader would panic).
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use datafusion::physical_plan::Partitioning;
 
 use crate::scan::ScanPartition;
 use crate::shuffle::{ReadMode, ShuffleReaderExec, TaskLocation};
-use crate::{ExecError, PartitionScanExec, batches_to_ipc, ipc_to_batches};
+use crate::{ExecError, PartitionScanExec};
 
 /// Encodes and decodes tern's own operators inside DataFusion plans.
 #[derive(Debug, Default)]
@@ -22,7 +25,7 @@ pub struct TernCodec;
 #[derive(Serialize, Deserialize)]
 struct ScanWire {
     dataset: String,
-    /// The table's schema as an Arrow IPC stream without batches.
+    /// The table's schema (see [`schema_to_wire`]).
     schema: Vec<u8>,
     projection: Option<Vec<usize>>,
     partitions: Vec<ScanPartition>,
@@ -51,6 +54,19 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
+/// A schema as the protobuf message DataFusion's plan encoding uses for schemas elsewhere in
+/// the plan. (Arrow's IPC schema reader panics on type ids it does not know, and a task plan
+/// comes from the network.)
+fn schema_to_wire(schema: &SchemaRef) -> Result<Vec<u8>> {
+    let proto = datafusion_proto::protobuf::Schema::try_from(schema.as_ref())?;
+    Ok(proto.encode_to_vec())
+}
+
+fn schema_from_wire(bytes: &[u8]) -> Result<SchemaRef> {
+    let proto = datafusion_proto::protobuf::Schema::decode(bytes).map_err(external)?;
+    Ok(Arc::new(Schema::try_from(&proto)?))
+}
+
 impl PhysicalExtensionCodec for TernCodec {
     fn try_decode(
         &self,
@@ -66,7 +82,7 @@ impl PhysicalExtensionCodec for TernCodec {
         }
         match postcard::from_bytes(buf).map_err(external)? {
             Wire::Scan(wire) => {
-                let (schema, _) = ipc_to_batches(wire.schema).map_err(external)?;
+                let schema = schema_from_wire(&wire.schema)?;
                 Ok(Arc::new(PartitionScanExec::new(
                     wire.dataset,
                     schema,
@@ -76,7 +92,7 @@ impl PhysicalExtensionCodec for TernCodec {
                 )?))
             }
             Wire::Reader(wire) => {
-                let (schema, _) = ipc_to_batches(wire.schema).map_err(external)?;
+                let schema = schema_from_wire(&wire.schema)?;
                 // The exact hash expressions only mattered for planning, done on the
                 // coordinator; here the count of partitions is what runs.
                 let reader = ShuffleReaderExec::new(
@@ -103,7 +119,7 @@ impl PhysicalExtensionCodec for TernCodec {
         let wire = if let Some(scan) = node.downcast_ref::<PartitionScanExec>() {
             Wire::Scan(ScanWire {
                 dataset: scan.dataset.clone(),
-                schema: batches_to_ipc(&scan.table_schema, &[]).map_err(external)?,
+                schema: schema_to_wire(&scan.table_schema)?,
                 projection: scan.projection.clone(),
                 partitions: scan.partitions.clone(),
                 limit: scan.limit,
@@ -115,7 +131,7 @@ impl PhysicalExtensionCodec for TernCodec {
                 mode: reader.mode,
                 tasks: reader.tasks,
                 partitions: reader.properties().partitioning.partition_count(),
-                schema: batches_to_ipc(&reader.schema(), &[]).map_err(external)?,
+                schema: schema_to_wire(&reader.schema())?,
                 locations: reader.locations.clone(),
                 columns: reader.columns.clone(),
             })
@@ -143,9 +159,18 @@ pub fn decode_plan(
     bytes: &[u8],
     context: &TaskContext,
 ) -> Result<Arc<dyn ExecutionPlan>, ExecError> {
-    let plan = datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
-        bytes, context, &TernCodec,
-    )?;
+    // DataFusion's decoders assume the plan came from its own encoder and panic on some
+    // inconsistencies (an aggregate with grouping sets but no grouping expressions divides
+    // by zero, found by the mutation test below and by `make fuzz`). Decoding only builds new
+    // values, so a panic leaves nothing half-changed: it becomes a refused plan, not a
+    // dead task runner.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
+            bytes, context, &TernCodec,
+        )
+    }))
+    .map_err(|_| ExecError::Plan("the task plan is malformed: it could not be decoded".into()))?;
+    let plan = decoded?;
     check_sources(&plan)?;
     crate::guard::check_plan_literals(&plan)?;
     Ok(plan)
