@@ -43,8 +43,8 @@ sim-long: deps
 ## Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of what nodes decode from others: frames
 ## and messages, stored Arrow blocks (fuzz/), task plans (fuzz/plan/, which instruments all of
 ## DataFusion). FUZZ_SECONDS per target (default 300); crashes land in fuzz/artifacts/TARGET.
-## cargo-fuzz is installed from crates.io when missing. `make test` runs the light targets for
-## FUZZ_SMOKE_SECONDS each (fuzz-smoke).
+## cargo-fuzz is installed from crates.io when missing. fuzz-smoke runs the light targets for
+## FUZZ_SMOKE_SECONDS each (by hand: it builds its own instrumented Arrow, so not in `make test`).
 FUZZ_SECONDS       ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O
