@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tern_proto::{
-    BulkRead, BulkWrite, Request, Response, Transport, TransportError, decode_request,
+    BulkRead, BulkWrite, NodeId, Request, Response, Transport, TransportError, decode_request,
     decode_response, encode_request, encode_response,
 };
 use tokio::sync::oneshot;
 use turmoil::net::UdpSocket;
 
+use crate::invariants;
 use crate::world::World;
 
 /// The port every simulated node serves on.
@@ -53,7 +54,9 @@ struct Inner {
     /// Ids are unique across restarts (the incarnation is in the high bits), so a late answer
     /// to a call made before a crash never completes a call made after it.
     next_id: AtomicU64,
-    from_node: bool,
+    /// The node this host runs (`None` for the client host, whose calls present no node
+    /// identity).
+    node: Option<NodeId>,
     world: Arc<World>,
 }
 
@@ -76,20 +79,21 @@ fn split_addr(addr: &str) -> Result<(String, u16), TransportError> {
 }
 
 impl SimTransport {
-    /// Bind this host's socket. `from_node`: whether calls present a node's identity.
+    /// Bind this host's socket. `node`: the node it runs, whose identity its calls present
+    /// (`None` for the client).
     pub async fn bind(
         world: Arc<World>,
         incarnation: u64,
-        from_node: bool,
+        node: Option<NodeId>,
     ) -> std::io::Result<Self> {
-        let port = if from_node { PORT } else { 0 };
+        let port = if node.is_some() { PORT } else { 0 };
         let socket = UdpSocket::bind(("0.0.0.0", port)).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 socket,
                 waiting: Mutex::default(),
                 next_id: AtomicU64::new(incarnation << 40),
-                from_node,
+                node,
                 world,
             }),
         })
@@ -130,7 +134,7 @@ impl SimTransport {
         lock(&self.inner.waiting).insert(id, tx);
         let wire = Wire::Call {
             id,
-            from_node: self.inner.from_node,
+            from_node: self.inner.node.is_some(),
             request: encode_request(request),
             body,
         };
@@ -189,8 +193,10 @@ impl SimTransport {
                     tokio::spawn(async move {
                         let world = &this.inner.world;
                         let to = this.inner.socket.local_addr().ok();
+                        let node = this.inner.node;
                         let frames =
-                            answer(&*handler, world, to, from, from_node, &request, body).await;
+                            answer(&*handler, world, node, to, from, from_node, &request, body)
+                                .await;
                         this.send(from, &Wire::Answer { id, frames }).await;
                     });
                 }
@@ -218,10 +224,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Run one call through `handler` and return the frames of its answer.
+/// Run one call through `handler` and return the frames of its answer. The answers of node
+/// `node` to Raft vote requests go to the Raft invariant (who voted for whom, and when).
+#[allow(clippy::too_many_arguments)]
 async fn answer<H: tern_net::Handler>(
     handler: &H,
     world: &World,
+    node: Option<NodeId>,
     to: Option<SocketAddr>,
     from: SocketAddr,
     from_node: bool,
@@ -254,7 +263,21 @@ async fn answer<H: tern_net::Handler>(
         },
     };
     if !handler.is_bulk(&request) {
-        return vec![encode_response(&handler.handle(request, peer).await)];
+        let vote = match (&request, node) {
+            (
+                Request::Raft {
+                    kind: tern_proto::RaftKind::Vote,
+                    payload,
+                },
+                Some(node),
+            ) => Some((node, payload.clone())),
+            _ => None,
+        };
+        let response = handler.handle(request, peer).await;
+        if let Some((node, payload)) = vote {
+            invariants::check_vote_answer(world, node, &payload, &response);
+        }
+        return vec![encode_response(&response)];
     }
     let (mut body_in, body_out) = tern_net::pipe(&from.to_string());
     for chunk in &body {

@@ -627,7 +627,7 @@ impl SimClient {
 
 /// The client host's software: form, run with faults, stop the faults, check healing.
 pub async fn run(world: Arc<World>, phases: Phases) -> turmoil::Result {
-    let transport = SimTransport::bind(world.clone(), 1, false).await?;
+    let transport = SimTransport::bind(world.clone(), 1, None).await?;
     tokio::spawn(transport.clone().receive_answers());
     let client = Arc::new(SimClient {
         transport,
