@@ -26,7 +26,7 @@ pub use answers::check_answer;
 pub use durability::{check_crash_kept_acknowledged, check_durable};
 pub use integrity::check_served;
 pub use liveness::check_replicas;
-pub use raft::{RaftObserver, check_vote, check_vote_answer};
+pub use raft::{RaftObserver, check_vote, trace_vote_answer};
 pub use visibility::check_visible;
 
 pub const RAFT: &str = "raft-safety";
