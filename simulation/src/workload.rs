@@ -187,14 +187,13 @@ impl SimClient {
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
         let table = name.starts_with('t');
         let old = self.catalog_get(name).await?;
-        let old_version = match &old {
+        let old_record = match &old {
             Some(bytes) => {
-                postcard::from_bytes::<DatasetRecord>(bytes)
-                    .map_err(|e| e.to_string())?
-                    .version
+                Some(postcard::from_bytes::<DatasetRecord>(bytes).map_err(|e| e.to_string())?)
             }
-            None => 0,
+            None => None,
         };
+        let old_version = old_record.as_ref().map_or(0, |r| r.version);
         let mut raw = [0u8; 16];
         self.world.with_rng(|r| r.fill(&mut raw));
         let put = PutId(raw);
@@ -303,19 +302,29 @@ impl SimClient {
                 key: put.key(),
             },
         ];
-        lock(&self.world.datasets)
-            .entry(name.into())
-            .or_default()
-            .maybe
-            .push(record.clone());
+        {
+            let mut all = lock(&self.world.datasets);
+            let model = all.entry(name.into()).or_default();
+            model.maybe.push(record.clone());
+            model.superseded.extend(old_record);
+        }
         match self.write(commit).await {
             Ok(true) => {
-                self.world
-                    .event(format!("put {name} v{} acknowledged", record.version));
                 let mut all = lock(&self.world.datasets);
                 let model = all.entry(name.into()).or_default();
-                model.acked = Some(record);
-                model.uncertain_remove = false;
+                if model.superseded.contains(&record) {
+                    // Committed, then read and replaced or removed by the other loop before
+                    // this answer came back: that write decides what the catalog holds.
+                    self.world.event(format!(
+                        "put {name} v{} acknowledged after it was superseded",
+                        record.version
+                    ));
+                } else {
+                    self.world
+                        .event(format!("put {name} v{} acknowledged", record.version));
+                    model.acked = Some(record);
+                    model.uncertain_remove = false;
+                }
                 Ok(())
             }
             Ok(false) => Err("the dataset changed meanwhile".into()),
@@ -330,6 +339,13 @@ impl SimClient {
         let Some(current) = self.catalog_get(name).await? else {
             return Ok(());
         };
+        let removing: Option<DatasetRecord> = postcard::from_bytes(&current).ok();
+        let version = removing.as_ref().map_or(0, |r| r.version);
+        lock(&self.world.datasets)
+            .entry(name.into())
+            .or_default()
+            .superseded
+            .extend(removing);
         let ops = vec![
             CatalogOp::Expect {
                 table: DATASETS_TABLE.into(),
@@ -346,7 +362,8 @@ impl SimClient {
         let model = all.entry(name.into()).or_default();
         match outcome {
             Ok(true) => {
-                self.world.event(format!("remove {name} acknowledged"));
+                self.world
+                    .event(format!("remove {name} v{version} acknowledged"));
                 model.acked = None;
                 model.uncertain_remove = false;
                 Ok(())

@@ -102,6 +102,11 @@ pub struct DatasetModel {
     pub acked: Option<DatasetRecord>,
     /// A removal was sent and its outcome is unknown (the dataset may be gone).
     pub uncertain_remove: bool,
+    /// Records that an operation read as current and then sent a write to replace or remove.
+    /// The workload's two loops race: a put's acknowledgment can come back after the other
+    /// loop read the new record and replaced or removed it, and then it says nothing about
+    /// what the catalog holds.
+    pub superseded: Vec<DatasetRecord>,
 }
 
 /// The run's event trace: a running hash of every event (compared between two runs of one

@@ -99,11 +99,18 @@ fn many_seeds_keep_every_invariant() {
 
 /// Seeds found failing beyond the ones above, with the seconds of faults they ran under and
 /// what they found: each must keep every invariant.
-const REGRESSION_SEEDS: &[(u64, u64, &str)] = &[(
-    777297,
-    30,
-    "issue #24: nodes 1 and 4 both led term 4, as T4-N1 and T4-N4 (openraft's leader ids allow it)",
-)];
+const REGRESSION_SEEDS: &[(u64, u64, &str)] = &[
+    (
+        777297,
+        30,
+        "issue #24: nodes 1 and 4 both led term 4, as T4-N1 and T4-N4 (openraft's leader ids allow it)",
+    ),
+    (
+        952068,
+        30,
+        "issue #24: a put's acknowledgment came back after the other loop had removed its record",
+    ),
+];
 
 #[test]
 fn regression_seeds_keep_every_invariant() {

@@ -8,9 +8,10 @@
 //! | `state`    | `n/<id>`, `c/<table>\0<key>`, `m/...`  | the applied state, per key  |
 //! | `snapshot` | `meta`, `data`                         | the last built snapshot     |
 //!
-//! Appends, votes, truncations and purges are synced before they are acknowledged (a vote
-//! forgotten in a crash could be granted twice). The state machine is persisted per changed key on every apply, so a restart
-//! resumes from the last applied entry instead of replaying the whole log.
+//! Appends, votes, truncations and purges are synced before they are acknowledged (a node
+//! that forgot its vote in a crash could grant a lesser one). The state machine is persisted
+//! per changed key on every apply, so a restart resumes from the last applied entry instead of
+//! replaying the whole log.
 
 use std::fmt::Debug;
 use std::io::Cursor;
