@@ -293,20 +293,23 @@ async fn answer<H: tern_net::Handler>(
     frames
 }
 
+/// A bulk call's answer once `finish` has sent the call: its id and where the answer arrives.
+type PendingAnswer = Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>;
+
 /// The writing half of a simulated bulk call: chunks wait until `finish` sends the call.
 pub struct SimWriter {
     transport: SimTransport,
     addr: String,
     request: Request,
     body: Vec<Vec<u8>>,
-    answer: Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>,
+    answer: PendingAnswer,
 }
 
 /// The reading half: the answer, then its chunks.
 pub struct SimReader {
     transport: SimTransport,
     addr: String,
-    answer: Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>,
+    answer: PendingAnswer,
     frames: Option<std::vec::IntoIter<Vec<u8>>>,
 }
 
