@@ -24,14 +24,15 @@ bench: deps
 	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
 
-## The simulator: SEEDS seeds (from FROM), or one SEED with its trace; PLANT=<bug> plants a
-## known bug; sim-long runs seed after seed for MINUTES (default 240). Like `make run`, it uses
-## the build `make test` makes (no second, release build of the whole stack).
+## The simulator: SEEDS seeds (from FROM), or one SEED with its trace (its last EVENTS events,
+## 60 unless set); PLANT=<bug> plants a known bug; sim-long runs seed after seed for MINUTES
+## (default 240). Like `make run`, it uses the build `make test` makes (no second, release
+## build of the whole stack).
 SEEDS   ?= 50
 FROM    ?= 1
 CHAOS   ?= 20
 MINUTES ?= 240
-SIM_ARGS = --chaos $(CHAOS) $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --from $(FROM)) $(if $(PLANT),--plant $(PLANT))
+SIM_ARGS = --chaos $(CHAOS) $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --from $(FROM)) $(if $(PLANT),--plant $(PLANT)) $(if $(EVENTS),--events $(EVENTS))
 sim: deps
 	$(CARGO) test --workspace --no-run
 	$(TARGET_DIR)/debug/tern-sim $(SIM_ARGS)

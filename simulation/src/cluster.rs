@@ -70,7 +70,11 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
     };
     let disks = &world.disks[&id];
     let shared = Arc::new(transport.clone());
-    let meta = Meta::open_on(id, disks.meta.clone(), shared.clone(), &options).await?;
+    let (mut log, state) = tern_meta::stores_on(disks.meta.clone())?;
+    if world.bug == Some(PlantedBug::VoteBeforeSync) {
+        log.plant_bug_vote_before_sync();
+    }
+    let meta = Meta::start(id, log, state, shared.clone(), &options).await?;
     let mut blocks = BlockStore::on(disks.blocks.clone())?;
     match world.bug {
         Some(PlantedBug::AckBeforeSync) => blocks.plant_bug_ack_before_sync(),

@@ -26,12 +26,16 @@ struct Args {
     /// Seconds of faults per run.
     #[arg(long, default_value_t = 20)]
     chaos: u64,
-    /// Plant a known bug: ack-before-sync, skip-read-hash-check, count-down-node-as-holder.
+    /// Plant a known bug: ack-before-sync, skip-read-hash-check, count-down-node-as-holder,
+    /// vote-before-sync.
     #[arg(long)]
     plant: Option<String>,
     /// Print the last events of every run, not only of failing ones.
     #[arg(long)]
     trace: bool,
+    /// How many of its last events a run prints (Raft votes and leaders are among them).
+    #[arg(long, default_value_t = tern_simulation::world::RECENT_EVENTS)]
+    events: usize,
     /// Worker threads (each runs whole seeds, one at a time).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -52,9 +56,8 @@ fn main() {
         None => None,
         Some((_, Some(bug))) => Some(bug),
         Some((name, None)) => {
-            eprintln!(
-                "error: unknown planted bug {name:?} (ack-before-sync, skip-read-hash-check, count-down-node-as-holder)"
-            );
+            let known: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            eprintln!("error: unknown planted bug {name:?} ({})", known.join(", "));
             std::process::exit(2);
         }
     };
@@ -64,6 +67,7 @@ fn main() {
             ..SimOptions::default().phases
         },
         bug,
+        recent_events: args.events,
         ..SimOptions::default()
     };
     let (first, count) = match args.seed {

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tern_proto::{
-    BulkRead, BulkWrite, Caller, Request, Response, Transport, TransportError, decode_request,
-    decode_response, encode_request, encode_response,
+    BulkRead, BulkWrite, Caller, NodeId, Request, Response, Transport, TransportError,
+    decode_request, decode_response, encode_request, encode_response,
 };
 use tokio::sync::oneshot;
 use turmoil::net::UdpSocket;
 
+use crate::invariants;
 use crate::world::World;
 
 /// The port every simulated node serves on.
@@ -194,8 +195,9 @@ impl SimTransport {
                     tokio::spawn(async move {
                         let world = &this.inner.world;
                         let to = this.inner.socket.local_addr().ok();
+                        let node = this.inner.identity.node_id();
                         let frames =
-                            answer(&*handler, world, to, from, caller, &request, body).await;
+                            answer(&*handler, world, node, to, from, caller, &request, body).await;
                         this.send(from, &Wire::Answer { id, frames }).await;
                     });
                 }
@@ -223,10 +225,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Run one call through `handler` and return the frames of its answer.
+/// Run one call through `handler` and return the frames of its answer. The answers of node
+/// `node` to Raft vote requests go into the trace (who voted for whom, and when).
+#[allow(clippy::too_many_arguments)]
 async fn answer<H: tern_net::Handler>(
     handler: &H,
     world: &World,
+    node: Option<NodeId>,
     to: Option<SocketAddr>,
     from: SocketAddr,
     caller: Caller,
@@ -252,7 +257,21 @@ async fn answer<H: tern_net::Handler>(
     };
     let peer = tern_net::Peer::trusted(from, caller);
     if !handler.is_bulk(&request) {
-        return vec![encode_response(&handler.handle(request, peer).await)];
+        let vote = match (&request, node) {
+            (
+                Request::Raft {
+                    kind: tern_proto::RaftKind::Vote,
+                    payload,
+                },
+                Some(node),
+            ) => Some((node, payload.clone())),
+            _ => None,
+        };
+        let response = handler.handle(request, peer).await;
+        if let Some((node, payload)) = vote {
+            invariants::trace_vote_answer(world, node, &payload, &response);
+        }
+        return vec![encode_response(&response)];
     }
     let (mut body_in, body_out) = tern_net::pipe(&from.to_string());
     for chunk in &body {
@@ -268,20 +287,23 @@ async fn answer<H: tern_net::Handler>(
     frames
 }
 
+/// A bulk call's answer once `finish` has sent the call: its id and where the answer arrives.
+type PendingAnswer = Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>;
+
 /// The writing half of a simulated bulk call: chunks wait until `finish` sends the call.
 pub struct SimWriter {
     transport: SimTransport,
     addr: String,
     request: Request,
     body: Vec<Vec<u8>>,
-    answer: Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>,
+    answer: PendingAnswer,
 }
 
 /// The reading half: the answer, then its chunks.
 pub struct SimReader {
     transport: SimTransport,
     addr: String,
-    answer: Arc<Mutex<Option<(u64, oneshot::Receiver<Vec<Vec<u8>>>)>>>,
+    answer: PendingAnswer,
     frames: Option<std::vec::IntoIter<Vec<u8>>>,
 }
 

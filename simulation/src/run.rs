@@ -25,6 +25,8 @@ pub struct SimOptions {
     pub nodes: u64,
     pub phases: Phases,
     pub bug: Option<PlantedBug>,
+    /// How many of its last events a run keeps to print.
+    pub recent_events: usize,
 }
 
 impl Default for SimOptions {
@@ -36,6 +38,7 @@ impl Default for SimOptions {
                 heal: Duration::from_secs(120),
             },
             bug: None,
+            recent_events: crate::world::RECENT_EVENTS,
         }
     }
 }
@@ -163,13 +166,19 @@ impl Driver {
         let disks = &self.world.disks[&node];
         let family = tern_store::disk::DEFAULT_FAMILY;
         let before = disks.blocks.keys(family);
+        self.check_stored_vote(node, "on its disk when it crashed");
         let keep_meta = self
             .world
             .with_rng(|r| r.gen_range(0..=disks.meta.unsynced()));
         let keep_blocks = self
             .world
             .with_rng(|r| r.gen_range(0..=disks.blocks.unsynced()));
-        let lost = disks.meta.crash(keep_meta) + disks.blocks.crash(keep_blocks);
+        let lost_meta = disks.meta.crash(keep_meta);
+        let lost = lost_meta + disks.blocks.crash(keep_blocks);
+        self.check_stored_vote(
+            node,
+            &format!("what its disk kept in the crash, {lost_meta} unsynced metadata writes lost"),
+        );
         let after: std::collections::BTreeSet<Vec<u8>> =
             disks.blocks.keys(family).into_iter().collect();
         let gone: Vec<tern_proto::BlockHash> = before
@@ -397,22 +406,36 @@ impl Driver {
         self.ongoing = still;
     }
 
-    /// Read every running node's Raft view.
+    /// The Raft vote on `node`'s metadata disk must not be less than any it held before.
+    fn check_stored_vote(&self, node: NodeId, how: &str) {
+        match tern_meta::stored_vote(&*self.world.disks[&node].meta) {
+            Ok(Some(vote)) => invariants::check_vote(&self.world, node, &vote, how),
+            Ok(None) => {}
+            Err(e) => self
+                .world
+                .violated(invariants::RAFT, format!("node {node}'s vote: {e}")),
+        }
+    }
+
+    /// Read every running node's Raft view, and every node's stored vote.
     fn observe(&mut self, now: Duration) {
         if now < self.next_observe {
             return;
         }
         self.next_observe = now + OBSERVE_EVERY;
+        for id in 1..=self.world.nodes {
+            if Some(id) != self.lost {
+                self.check_stored_vote(id, "on its disk");
+            }
+        }
         for (id, node) in self.world.running() {
             let metrics = node.meta().raft().metrics().borrow().clone();
-            let leading =
-                (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term);
             let (applied, state) = node.meta().read_applied(|index, state| {
                 let bytes = postcard::to_allocvec(state).unwrap_or_default();
                 (index, blake3::hash(&bytes))
             });
             self.observer
-                .observe(&self.world, id, leading, applied, state);
+                .observe(&self.world, id, &metrics, applied, state);
         }
     }
 }
@@ -420,7 +443,12 @@ impl Driver {
 /// Run one seed to its end (or its first violation).
 pub fn run_seed(seed: u64, options: &SimOptions) -> Outcome {
     tern_meta::seed_election_randomness(Some(seed.rotate_left(17) ^ 0x7465_726e));
-    let world = Arc::new(World::new(seed, options.nodes, options.bug));
+    let world = Arc::new(World::new(
+        seed,
+        options.nodes,
+        options.bug,
+        options.recent_events,
+    ));
     for (id, rate) in &world.drift {
         world.event(format!("node {id} clock runs at {rate:.4}x"));
     }

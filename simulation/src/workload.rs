@@ -199,14 +199,13 @@ impl SimClient {
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
         let table = name.starts_with('t');
         let old = self.catalog_get(name).await?;
-        let replaces = match &old {
-            Some(bytes) => Some(
-                postcard::from_bytes::<DatasetRecord>(bytes)
-                    .map_err(|e| e.to_string())?
-                    .version,
-            ),
+        let old_record = match &old {
+            Some(bytes) => {
+                Some(postcard::from_bytes::<DatasetRecord>(bytes).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
+        let replaces = old_record.as_ref().map(|r| r.version);
         let put = self.new_id();
         let begin = Request::BeginPut {
             put,
@@ -285,19 +284,29 @@ impl SimClient {
             renewals: 0,
             write: self.new_id(),
         };
-        lock(&self.world.datasets)
-            .entry(name.into())
-            .or_default()
-            .maybe
-            .push(record.clone());
+        {
+            let mut all = lock(&self.world.datasets);
+            let model = all.entry(name.into()).or_default();
+            model.maybe.push(record.clone());
+            model.superseded.extend(old_record);
+        }
         match self.write(commit).await {
             Ok(true) => {
-                self.world
-                    .event(format!("put {name} v{} acknowledged", record.version));
                 let mut all = lock(&self.world.datasets);
                 let model = all.entry(name.into()).or_default();
-                model.acked = Some(record);
-                model.uncertain_remove = false;
+                if model.superseded.contains(&record) {
+                    // Committed, then read and replaced or removed by the other loop before
+                    // this answer came back: that write decides what the catalog holds.
+                    self.world.event(format!(
+                        "put {name} v{} acknowledged after it was superseded",
+                        record.version
+                    ));
+                } else {
+                    self.world
+                        .event(format!("put {name} v{} acknowledged", record.version));
+                    model.acked = Some(record);
+                    model.uncertain_remove = false;
+                }
                 Ok(())
             }
             Ok(false) => Err("the dataset changed meanwhile".into()),
@@ -312,9 +321,14 @@ impl SimClient {
         let Some(current) = self.catalog_get(name).await? else {
             return Ok(());
         };
-        let version = postcard::from_bytes::<DatasetRecord>(&current)
-            .map_err(|e| e.to_string())?
-            .version;
+        let removing =
+            postcard::from_bytes::<DatasetRecord>(&current).map_err(|e| e.to_string())?;
+        let version = removing.version;
+        lock(&self.world.datasets)
+            .entry(name.into())
+            .or_default()
+            .superseded
+            .push(removing);
         let remove = Request::RemoveDataset {
             name: name.into(),
             version,
@@ -325,7 +339,8 @@ impl SimClient {
         let model = all.entry(name.into()).or_default();
         match outcome {
             Ok(true) => {
-                self.world.event(format!("remove {name} acknowledged"));
+                self.world
+                    .event(format!("remove {name} v{version} acknowledged"));
                 model.acked = None;
                 model.uncertain_remove = false;
                 Ok(())

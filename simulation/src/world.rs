@@ -23,9 +23,11 @@ pub enum PlantedBug {
     AckBeforeSync,
     /// Blocks are served without checking them against their hash.
     SkipReadHashCheck,
-    /// The workload's reader trusts a dataset record before its commit is acknowledged
-    /// (a reader that can see half-written data).
+    /// Repair counts nodes marked down as holders (blocks of a lost node stay at two copies).
     CountDownNodeAsHolder,
+    /// Raft votes are saved without a sync, so a crash can make a node forget a vote it
+    /// granted.
+    VoteBeforeSync,
 }
 
 impl PlantedBug {
@@ -34,6 +36,7 @@ impl PlantedBug {
             "ack-before-sync" => Some(Self::AckBeforeSync),
             "skip-read-hash-check" => Some(Self::SkipReadHashCheck),
             "count-down-node-as-holder" => Some(Self::CountDownNodeAsHolder),
+            "vote-before-sync" => Some(Self::VoteBeforeSync),
             _ => None,
         }
     }
@@ -43,8 +46,16 @@ impl PlantedBug {
             Self::AckBeforeSync => "ack-before-sync",
             Self::SkipReadHashCheck => "skip-read-hash-check",
             Self::CountDownNodeAsHolder => "count-down-node-as-holder",
+            Self::VoteBeforeSync => "vote-before-sync",
         }
     }
+
+    pub const ALL: [Self; 4] = [
+        Self::AckBeforeSync,
+        Self::SkipReadHashCheck,
+        Self::CountDownNodeAsHolder,
+        Self::VoteBeforeSync,
+    ];
 }
 
 /// A node's two disks: the metadata store and the block store.
@@ -91,6 +102,11 @@ pub struct DatasetModel {
     pub acked: Option<DatasetRecord>,
     /// A removal was sent and its outcome is unknown (the dataset may be gone).
     pub uncertain_remove: bool,
+    /// Records that an operation read as current and then sent a write to replace or remove.
+    /// The workload's two loops race: a put's acknowledgment can come back after the other
+    /// loop read the new record and replaced or removed it, and then it says nothing about
+    /// what the catalog holds.
+    pub superseded: Vec<DatasetRecord>,
 }
 
 /// The run's event trace: a running hash of every event (compared between two runs of one
@@ -102,7 +118,8 @@ pub struct Trace {
     messages: u64,
 }
 
-const RECENT_EVENTS: usize = 60;
+/// The last events a failing seed prints, unless asked for more.
+pub const RECENT_EVENTS: usize = 60;
 
 pub struct World {
     pub seed: u64,
@@ -132,7 +149,12 @@ pub struct World {
     pub drained: Mutex<Option<NodeId>>,
     /// Raft snapshot chunks delivered (followers catching up from a snapshot).
     pub snapshot_chunks: AtomicU64,
+    /// The greatest Raft vote each node was seen to hold (stored, or answered with): it must
+    /// never go back, not even across a crash.
+    pub votes: Mutex<BTreeMap<NodeId, openraft::Vote<u64>>>,
     trace: Mutex<Trace>,
+    /// How many of the last events the trace keeps to print.
+    recent_events: usize,
     now_ms: AtomicU64,
     /// Set by the workload while faults may be injected.
     pub chaos: AtomicBool,
@@ -147,8 +169,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl World {
-    /// A world of `initial_nodes` nodes that form the cluster, and one more that joins later.
-    pub fn new(seed: u64, initial_nodes: u64, bug: Option<PlantedBug>) -> Self {
+    /// A world of `initial_nodes` nodes that form the cluster, and one more that joins later;
+    /// its trace keeps the last `recent_events` events to print.
+    pub fn new(
+        seed: u64,
+        initial_nodes: u64,
+        bug: Option<PlantedBug>,
+        recent_events: usize,
+    ) -> Self {
         let nodes = initial_nodes + 1;
         let mut rng = StdRng::seed_from_u64(seed);
         let join_at = Duration::from_millis(rng.gen_range(2_000..15_000));
@@ -184,6 +212,7 @@ impl World {
             faults: Mutex::default(),
             ops: Mutex::default(),
             snapshot_chunks: AtomicU64::new(0),
+            votes: Mutex::default(),
             drained: Mutex::default(),
             trace: Mutex::new(Trace {
                 hasher: blake3::Hasher::new(),
@@ -191,6 +220,7 @@ impl World {
                 events: 0,
                 messages: 0,
             }),
+            recent_events: recent_events.max(1),
             now_ms: AtomicU64::new(0),
             chaos: AtomicBool::new(false),
             calm: AtomicBool::new(false),
@@ -254,7 +284,7 @@ impl World {
         trace.hasher.update(line.as_bytes());
         trace.hasher.update(b"\n");
         trace.events += 1;
-        if trace.recent.len() == RECENT_EVENTS {
+        if trace.recent.len() >= self.recent_events {
             trace.recent.pop_front();
         }
         trace.recent.push_back(line);

@@ -23,7 +23,7 @@ pub use network::{MetaNetwork, answer_raft_rpc};
 pub use runtime::{TernRuntime, seed_election_randomness};
 pub use service::{Meta, MetaOptions};
 pub use state::{Command, CommandResult, MetaState};
-pub use store::{LogStore, StateMachineStore, open_stores, stores_on};
+pub use store::{LogStore, StateMachineStore, open_stores, stored_vote, stores_on};
 
 openraft::declare_raft_types!(
     /// openraft's type parameters for tern's metadata group.

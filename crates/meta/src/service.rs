@@ -109,7 +109,8 @@ impl Meta {
         Self::start(id, log, sm, transport, options).await
     }
 
-    async fn start<T: Transport>(
+    /// Start this node's Raft on stores already open (the simulator's, with a planted bug).
+    pub async fn start<T: Transport>(
         id: NodeId,
         log: LogStore,
         sm: StateMachineStore,

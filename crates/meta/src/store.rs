@@ -8,8 +8,10 @@
 //! | `state`    | `n/<id>`, `c/<table>\0<key>`, `m/...`  | the applied state, per key  |
 //! | `snapshot` | `meta`, `data`                         | the last built snapshot     |
 //!
-//! Appends, votes, truncations and purges are synced before they are acknowledged. The state machine is persisted per changed key on every apply, so a restart
-//! resumes from the last applied entry instead of replaying the whole log.
+//! Appends, votes, truncations and purges are synced before they are acknowledged (a node
+//! that forgot its vote in a crash could grant a lesser one). The state machine is persisted
+//! per changed key on every apply, so a restart resumes from the last applied entry instead of
+//! replaying the whole log.
 
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -73,7 +75,26 @@ pub fn open_stores(path: &Path) -> Result<(LogStore, StateMachineStore), MetaErr
 pub fn stores_on(disk: Arc<dyn Disk>) -> Result<(LogStore, StateMachineStore), MetaError> {
     let sm =
         StateMachineStore::load(disk.clone()).map_err(|e| MetaError::Storage(e.to_string()))?;
-    Ok((LogStore { db: disk }, sm))
+    Ok((
+        LogStore {
+            db: disk,
+            vote_before_sync: false,
+        },
+        sm,
+    ))
+}
+
+/// The Raft vote stored on `disk`: what the node would start with (for checks from outside).
+pub fn stored_vote(disk: &dyn Disk) -> Result<Option<Vote<u64>>, MetaError> {
+    let storage = |e: StorageError<u64>| MetaError::Storage(e.to_string());
+    match disk
+        .get(CF_RAFT, b"vote")
+        .map_err(read_err)
+        .map_err(storage)?
+    {
+        Some(bytes) => decode(&bytes).map(Some).map_err(storage),
+        None => Ok(None),
+    }
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -114,9 +135,18 @@ fn put_synced<T: Serialize>(
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    /// A bug planted for the simulator to find: votes saved without a sync. Never set
+    /// outside the simulator's tests.
+    vote_before_sync: bool,
 }
 
 impl LogStore {
+    /// Plant a known bug: votes are saved (and so granted) before they are synced.
+    #[doc(hidden)]
+    pub fn plant_bug_vote_before_sync(&mut self) {
+        self.vote_before_sync = true;
+    }
+
     fn last_entry_id(&self) -> StorageResult<Option<LogId<u64>>> {
         let mut iter = self
             .db
@@ -177,6 +207,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
+        // openraft answers a vote request only once this returns: the vote must be durable,
+        // or a node that crashes could grant a second, lesser vote after it restarts.
+        if self.vote_before_sync {
+            let mut batch = Batch::default();
+            batch.put(CF_RAFT, b"vote", encode(vote)?);
+            return self.db.write(batch, false).map_err(io_err);
+        }
         put_synced(&self.db, CF_RAFT, b"vote", vote)
     }
 

@@ -1,8 +1,10 @@
 //! The invariants, checked during and after every run. Each names itself in violations.
 //!
-//! - [`RAFT`]: at most one leader per term; nodes that applied the same log index hold the same
-//!   state (so committed entries are never lost or changed); the applied index of a node never
-//!   goes back, even across its restarts.
+//! - [`RAFT`]: what openraft promises with its default leader ids `(term, node)` (see
+//!   [`raft`]): a leader leads under its own id, one node per id; the leader ids of committed
+//!   entries never decrease along the log (a superseded leader commits nothing more); nodes
+//!   that applied the same log index hold the same state; a running node's applied index never
+//!   goes back; a node's vote never goes back, even across a crash.
 //! - [`DURABILITY`]: an acknowledged dataset is still there after the faults (every fault
 //!   leaves at least one intact copy of each block: crashes keep synced data, and bit flips
 //!   spare the last intact copy).
@@ -24,7 +26,7 @@ pub use answers::check_answer;
 pub use durability::{check_crash_kept_acknowledged, check_durable};
 pub use integrity::check_served;
 pub use liveness::check_replicas;
-pub use raft::RaftObserver;
+pub use raft::{RaftObserver, check_vote, trace_vote_answer};
 pub use visibility::check_visible;
 
 pub const RAFT: &str = "raft-safety";
