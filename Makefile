@@ -15,9 +15,12 @@ run: deps
 	$(CARGO) test --workspace --no-run
 	TERN=$(TERN_DEBUG) ./deploy/demo.sh
 
-## Every test: unit tests, the openraft storage suite, property tests, end-to-end tests.
+## Every test: unit tests, the openraft storage suite, property tests, end-to-end tests,
+## the simulator's seeds and planted bugs.
+## Then a few seconds of coverage-guided fuzzing of what nodes decode (fuzz-smoke).
 test: deps
 	$(CARGO) test --workspace
+	$(MAKE) fuzz-smoke
 
 ## Benchmarks (release build): failover time and metadata commit rate.
 bench: deps
@@ -44,21 +47,25 @@ sim-long: deps
 ## Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of what nodes decode from others: frames
 ## and messages, stored Arrow blocks (fuzz/), task plans (fuzz/plan/, which instruments all of
 ## DataFusion). FUZZ_SECONDS per target (default 300); crashes land in fuzz/artifacts/TARGET.
-## cargo-fuzz is installed from crates.io when missing. fuzz-smoke runs the light targets for
-## FUZZ_SMOKE_SECONDS each (by hand: it builds its own instrumented Arrow, so not in `make test`).
+## cargo-fuzz is installed from crates.io when missing. `make test` runs the light targets
+## (no DataFusion) for FUZZ_SMOKE_SECONDS each (fuzz-smoke), from the committed seeds and the
+## corpus earlier runs grew. Fuzz builds go to $(TARGET_DIR)/fuzz (their own instrumentation).
 FUZZ_SECONDS       ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
-FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O --target-dir $(TARGET_DIR)/fuzz
+# A target's arguments: its corpus (grown by each run, not committed) and its committed seeds.
+FUZZ_INPUTS = corpus/$$t $$([ -d seeds/$$t ] && echo seeds/$$t)
 FUZZ_LIMITS = -rss_limit_mb=4096 -malloc_limit_mb=2048
 fuzz: deps fuzz-tool
-	cd fuzz && for t in frame ipc_block; do \
-	  $(FUZZ_RUN) $$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS) || exit 1; \
+	cd fuzz && for t in frame ipc_block; do mkdir -p corpus/$$t; \
+	  $(FUZZ_RUN) $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS) || exit 1; \
 	done
-	cd fuzz/plan && $(FUZZ_RUN) task_plan -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS)
+	cd fuzz/plan && t=task_plan && mkdir -p corpus/$$t && \
+	  $(FUZZ_RUN) $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS)
 
 fuzz-smoke: deps fuzz-tool
-	cd fuzz && for t in frame ipc_block; do \
-	  $(FUZZ_RUN) $$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) $(FUZZ_LIMITS) || exit 1; \
+	cd fuzz && for t in frame ipc_block; do mkdir -p corpus/$$t; \
+	  $(FUZZ_RUN) $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SMOKE_SECONDS) -seed=1 $(FUZZ_LIMITS) || exit 1; \
 	done
 
 fuzz-tool:

@@ -216,3 +216,29 @@ pub fn check_sources(plan: &Arc<dyn ExecutionPlan>) -> Result<(), ExecError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field};
+
+    use super::*;
+
+    #[test]
+    fn schemas_travel_and_unknown_types_are_refused() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new_list(
+                "tags",
+                Field::new_list_field(DataType::Utf8View, true),
+                true,
+            ),
+        ]));
+        let bytes = schema_to_wire(&schema).unwrap();
+        assert_eq!(schema_from_wire(&bytes).unwrap(), schema);
+        // A field without a type (what a type id the decoder does not know decodes to).
+        let mut proto = datafusion_proto::protobuf::Schema::decode(bytes.as_slice()).unwrap();
+        proto.columns[0].arrow_type = None;
+        assert!(schema_from_wire(&proto.encode_to_vec()).is_err());
+        assert!(schema_from_wire(b"\xff\xff not protobuf").is_err());
+    }
+}

@@ -407,6 +407,49 @@ mod tests {
         });
     }
 
+    /// Regression (CI's mutation run): an aggregate declaring grouping sets without grouping
+    /// expressions made DataFusion's decoder divide by zero; the node refuses the plan.
+    #[tokio::test]
+    async fn an_aggregate_with_grouping_sets_and_no_groups_is_refused() {
+        use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
+        use datafusion_proto::protobuf::{AggregateExecNode, PhysicalPlanNode};
+        use prost::Message;
+        let ctx = session(
+            2,
+            Arc::new(NoBlocks),
+            Arc::new(NoBlocks),
+            &MemoryLimit::default(),
+        )
+        .unwrap();
+        ctx.register_table("trips", Arc::new(StoredTable::new(&record()).unwrap()))
+            .unwrap();
+        let plan = ctx
+            .sql("SELECT sum(id) FROM trips WHERE id > 3")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let bytes = encode_plan(plan).unwrap();
+        let task = ctx.task_ctx();
+        decode_plan(&bytes, &task).unwrap();
+        let mut node = PhysicalPlanNode::decode(bytes.as_slice()).unwrap();
+        fn aggregate(node: &mut PhysicalPlanNode) -> &mut AggregateExecNode {
+            match node.physical_plan_type.as_mut().unwrap() {
+                PhysicalPlanType::Aggregate(aggregate) => aggregate,
+                PhysicalPlanType::Projection(p) => aggregate(p.input.as_mut().unwrap()),
+                PhysicalPlanType::Merge(p) => aggregate(p.input.as_mut().unwrap()),
+                PhysicalPlanType::Repartition(p) => aggregate(p.input.as_mut().unwrap()),
+                other => panic!("no aggregate above {other:?}"),
+            }
+        }
+        let aggregate = aggregate(&mut node);
+        assert!(aggregate.group_expr.is_empty());
+        aggregate.groups = vec![true];
+        let err = decode_plan(&node.encode_to_vec(), &task).unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
+    }
+
     /// A plan naming a file (as DataFusion's encoding can) is refused by the node.
     #[tokio::test]
     async fn a_plan_reading_a_file_is_refused() {

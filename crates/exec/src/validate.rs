@@ -701,6 +701,56 @@ mod tests {
         assert!(check_block(b"not arrow at all", &schema(), 0).is_err());
     }
 
+    /// Regression (found by the ipc_block fuzz target): a field whose type id Arrow does not
+    /// know made Arrow's schema conversion panic.
+    #[test]
+    fn a_field_of_an_unknown_type_is_refused() {
+        let mut bytes = stream();
+        let (meta, end) = messages(&bytes)[0];
+        let message = ipc::root_as_message(&bytes[meta..end]).unwrap();
+        let field = message.header_as_schema().unwrap().fields().unwrap().get(1);
+        let at =
+            meta + field._tab.loc() + field._tab.vtable().get(ipc::Field::VT_TYPE_TYPE) as usize;
+        for unknown in [0u8, 200] {
+            bytes[at] = unknown;
+            let err = check_block(&bytes, &schema(), 10_000).unwrap_err();
+            assert!(err.reason.contains("name"), "{err}");
+        }
+    }
+
+    /// Regression (found by the ipc_block fuzz target): a validity bitmap shorter than its
+    /// column made Arrow index past it.
+    #[test]
+    fn a_validity_bitmap_shorter_than_its_column_is_refused() {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..1_000)),
+                Arc::new(StringArray::from_iter(
+                    (0..1_000).map(|i| (i % 3 != 0).then(|| format!("row {i}"))),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut writer = StreamWriter::try_new(Vec::new(), &schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let mut bytes = writer.into_inner().unwrap();
+        check_block(&bytes, &schema(), 1_000).unwrap();
+        // The batch's buffers: id's validity and values, then name's validity, offsets, data.
+        let (meta, end) = messages(&bytes)[1];
+        let message = ipc::root_as_message(&bytes[meta..end]).unwrap();
+        let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
+        let validity = buffers.get(2);
+        assert!(validity.length() >= 125, "the name column has a bitmap");
+        // A Buffer struct is (offset: i64, length: i64), stored inline in the vector.
+        let vector = buffers.bytes().as_ptr() as usize - bytes[meta..].as_ptr() as usize;
+        let at = meta + vector + 2 * 16 + 8;
+        bytes[at..at + 8].copy_from_slice(&8i64.to_le_bytes());
+        let err = check_block(&bytes, &schema(), 1_000).unwrap_err();
+        assert!(err.reason.contains("shorter"), "{err}");
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_the_check() {
         use proptest::prelude::*;
