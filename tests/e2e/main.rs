@@ -6,6 +6,7 @@ mod dataframe;
 mod datasets;
 mod file_types;
 mod foundation;
+mod graphs;
 mod ingest;
 mod lifecycle;
 mod security;

@@ -22,9 +22,11 @@
 
 mod dataframe;
 pub mod export;
+mod graphs;
 pub mod ingest;
 
 pub use dataframe::{DataFrame, JoinKind};
+pub use graphs::{GraphAnswer, GraphStream, GraphUpdate};
 pub use tern_proto::{StagePlanned, StageReport};
 
 use std::path::{Path, PathBuf};
@@ -856,7 +858,7 @@ impl Client {
 
     /// Send a bulk request without a body to whichever node answers (retrying while there is
     /// no leader): its answer (never an error), the reader of what follows, and the node.
-    async fn bulk_open(
+    pub(crate) async fn bulk_open(
         &self,
         request: &Request,
     ) -> Result<(Response, tern_net::BodyReader, String), ClientError> {
@@ -908,7 +910,7 @@ impl Client {
         addr: &str,
         request: &Request,
     ) -> Result<(Response, tern_net::BodyReader), BulkFailure> {
-        if matches!(request, Request::Query { .. }) {
+        if matches!(request, Request::Query { .. } | Request::SubmitGraph { .. }) {
             // A connection kept from earlier may lead to a node that has since died: check
             // the node answers before handing it a query, so a failure after that means the
             // coordinator itself went away.
@@ -1056,7 +1058,7 @@ enum BulkFailure {
 }
 
 /// The node at `addr` stopped answering after it took the request.
-fn lost(addr: &str, e: impl std::fmt::Display) -> ClientError {
+pub(crate) fn lost(addr: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::CoordinatorLost {
         addr: addr.into(),
         reason: e.to_string(),

@@ -6,9 +6,11 @@
 //! It does not place tasks on nodes, keep their outputs or move bytes between nodes (that is
 //! `tern-sched` and the node), nor read stored partitions (the caller hands them over).
 
+pub mod delayed;
 pub mod kernels;
 pub mod local;
 mod sql;
 
+pub use delayed::{Delayed, Input, delayed, graph_of, partition};
 pub use kernels::{BUILTINS, KernelError};
 pub use local::{Inputs, Local, NoInputs, Outcome, compute};

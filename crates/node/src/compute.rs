@@ -132,14 +132,18 @@ async fn respond_with_bytes(mut reply: tern_net::BodyWriter, answer: &Response, 
     let _ = reply.finish().await;
 }
 
-async fn respond(mut reply: tern_net::BodyWriter, answer: &Response) {
+pub(crate) async fn respond(mut reply: tern_net::BodyWriter, answer: &Response) {
     if reply.respond(answer).await.is_ok() {
         let _ = reply.finish().await;
     }
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
-    fn reader(&self, addrs: BTreeMap<NodeId, String>, in_place: bool) -> Arc<NodeReader<T>> {
+    pub(crate) fn reader(
+        &self,
+        addrs: BTreeMap<NodeId, String>,
+        in_place: bool,
+    ) -> Arc<NodeReader<T>> {
         Arc::new(NodeReader {
             me: self.id(),
             blocks: self.blocks.clone(),
@@ -155,7 +159,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         })
     }
 
-    fn addresses(&self) -> BTreeMap<NodeId, String> {
+    pub(crate) fn addresses(&self) -> BTreeMap<NodeId, String> {
         self.meta
             .read_local(|s| s.nodes.values().map(|n| (n.id, n.addr.clone())).collect())
     }
@@ -402,17 +406,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             };
             return respond(reply, &answer).await;
         }
-        let views = nodes
-            .values()
-            .map(|n| NodeView {
-                id: n.id,
-                addr: n.addr.clone(),
-                // A drained node is retired (and may be gone without being marked down):
-                // it gets no tasks, like a down one. The simulator found queries waiting on
-                // a drained node that had died.
-                live: !matches!(n.state, NodeState::Down | NodeState::Drained),
-            })
-            .collect();
+        let views = node_views(&nodes);
         let job = self.new_job_id();
         let plan = match Coordinator::<T>::plan(&ctx, &sql, job).await {
             Ok(plan) => plan,
@@ -624,7 +618,7 @@ fn rows_events(
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// The datasets a query sees, as the leader has them (a follower asks the leader, so a
     /// dataset just committed is never missing), and the nodes as this node knows them.
-    async fn query_catalog(
+    pub(crate) async fn query_catalog(
         &self,
     ) -> Result<
         (
@@ -673,7 +667,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 
     /// An id for a job this node coordinates, unique across the cluster and across restarts
     /// of this node (it mixes in the node id and the time it started the job).
-    fn new_job_id(&self) -> u64 {
+    pub(crate) fn new_job_id(&self) -> u64 {
         let n = self.jobs_started.fetch_add(1, Ordering::Relaxed);
         (self.id() << 48) ^ ((self.clock.wall().as_millis() as u64) << 16) ^ n
     }
@@ -695,4 +689,20 @@ fn sched_reply(e: SchedError) -> tern_proto::ErrorReply {
         kind,
         message: e.to_string(),
     }
+}
+
+/// The nodes as a coordinator sees them. A drained node is retired (and may be gone without
+/// being marked down): it gets no tasks, like a down one. The simulator found queries waiting
+/// on a drained node that had died.
+pub(crate) fn node_views(
+    nodes: &std::collections::BTreeMap<NodeId, tern_proto::NodeRecord>,
+) -> Vec<NodeView> {
+    nodes
+        .values()
+        .map(|n| NodeView {
+            id: n.id,
+            addr: n.addr.clone(),
+            live: !matches!(n.state, NodeState::Down | NodeState::Drained),
+        })
+        .collect()
 }

@@ -21,6 +21,7 @@ mod catalog;
 mod compute;
 mod config;
 mod gc;
+mod graphs;
 mod jobs;
 mod reader;
 mod repair;

@@ -310,6 +310,15 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     Err(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
                 }
             }
+            Request::RunGraphTask {
+                job,
+                index,
+                task,
+                sources,
+            } => {
+                self.run_graph_task(*job, *index, task.clone(), sources.clone())
+                    .await
+            }
             Request::ReleaseJob { job } => {
                 let stopped = self.running_jobs.release(*job, self.clock.now());
                 if stopped > 0 {
@@ -331,7 +340,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             | Request::GetBlock { .. }
             | Request::RunTask { .. }
             | Request::FetchShuffle { .. }
-            | Request::Query { .. } => Response::error(
+            | Request::Query { .. }
+            | Request::SubmitGraph { .. } => Response::error(
                 ErrorKind::Invalid,
                 format!("{} must be sent as a bulk request", request.name()),
             ),

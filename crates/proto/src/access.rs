@@ -139,7 +139,8 @@ impl Request {
             | Request::CatalogGet { .. }
             | Request::CatalogList { .. }
             | Request::GetBlock { .. }
-            | Request::Query { .. } => Access::Client(Read),
+            | Request::Query { .. }
+            | Request::SubmitGraph { .. } => Access::Client(Read),
             Request::PutBlock { .. }
             | Request::Place { .. }
             | Request::BeginPut { .. }
@@ -160,6 +161,7 @@ impl Request {
             | Request::Forwarded { .. }
             | Request::CopyBlock { .. }
             | Request::RunTask { .. }
+            | Request::RunGraphTask { .. }
             | Request::FetchShuffle { .. }
             | Request::ReleaseJob { .. }
             | Request::BlockSizes { .. } => Access::Node,

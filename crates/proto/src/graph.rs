@@ -83,7 +83,7 @@ impl fmt::Debug for TaskKey {
 }
 
 /// What a task computes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kernel {
     /// A kernel compiled into every node, by name and version (`tern_graph::kernels` lists
     /// them); a node that lacks it fails the task saying so.
@@ -111,8 +111,9 @@ impl fmt::Display for Kernel {
     }
 }
 
-/// A single value, as a literal argument or a task's output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A single value, as a literal argument or a task's output. Floats compare by their bits
+/// (so a value equals itself, NaN included, as keys of the same work must).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -123,8 +124,25 @@ pub enum Value {
     List(Vec<Value>),
 }
 
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
 /// What a task makes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Datum {
     /// One value.
     Value(Value),
@@ -133,7 +151,7 @@ pub enum Datum {
 }
 
 /// One argument of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arg {
     Value(Value),
     /// Partition `index` of version `version` of a stored dataset (a table).
@@ -154,7 +172,7 @@ pub struct Resources {
 }
 
 /// One task of a graph.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub key: TaskKey,
     pub kernel: Kernel,
@@ -184,7 +202,7 @@ impl Task {
 }
 
 /// A set of tasks and the keys its submitter wants.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Graph {
     pub tasks: Vec<Task>,
     pub wanted: Vec<TaskKey>,
@@ -322,6 +340,113 @@ impl Graph {
         }
         Ok(order)
     }
+}
+
+/// The stage number under which a node keeps graph task outputs with the shuffle outputs of
+/// SQL stages (same store, same release with the job, same fetch).
+pub const GRAPH_STAGE: u32 = u32::MAX;
+
+/// Where a node finds one argument of a graph task (`Request::RunGraphTask`), in the order
+/// of the task's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArgSource {
+    /// A literal: the argument itself.
+    Inline,
+    /// A stored partition: its block, checked against the dataset's schema and row count
+    /// before a kernel sees it, read from this node or one of `holders`.
+    Block {
+        block: crate::BlockHash,
+        rows: u64,
+        /// The dataset's schema as its record keeps it (JSON).
+        schema: String,
+        holders: Vec<(crate::NodeId, String)>,
+        /// Named in errors: `partition 3 of trips`.
+        partition: String,
+    },
+    /// Another task's output, kept on `node` as task `task` of the job.
+    Kept {
+        task: u32,
+        node: crate::NodeId,
+        addr: String,
+    },
+}
+
+/// Why a task has no output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskFailure {
+    /// Its kernel refused its inputs or failed (the message is the kernel's).
+    Raised { message: String },
+    /// A task it reads failed (named), so it never ran.
+    Upstream { key: TaskKey, message: String },
+    /// A stored partition it reads has no holder that can serve it.
+    InputUnavailable { message: String },
+    /// Its attempts failed on this many nodes (each died or stopped answering while running
+    /// it): it is not tried again, as Dask marks a task that kills its workers.
+    Abandoned { attempts: u32, message: String },
+    /// The graph was cancelled or ran past its deadline before this task finished.
+    Stopped { message: String },
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskFailure::Raised { message } => f.write_str(message),
+            TaskFailure::Upstream { key, message } => {
+                write!(f, "upstream task {key} failed: {message}")
+            }
+            TaskFailure::InputUnavailable { message } => f.write_str(message),
+            TaskFailure::Abandoned { attempts, message } => {
+                write!(
+                    f,
+                    "gave up after {attempts} attempts on failing nodes: {message}"
+                )
+            }
+            TaskFailure::Stopped { message } => f.write_str(message),
+        }
+    }
+}
+
+/// How a wanted task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    Done(Datum),
+    Failed(TaskFailure),
+}
+
+/// How a graph ran on the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphReport {
+    /// Distinct tasks (a key submitted twice counts once).
+    pub tasks: u64,
+    /// Task runs on a node holding the most bytes of their inputs, and elsewhere.
+    pub local: u64,
+    pub remote: u64,
+    /// Runs per node.
+    pub per_node: BTreeMap<crate::NodeId, u64>,
+    /// Attempts that failed on a node and were tried again elsewhere.
+    pub retries: u64,
+    /// Tasks run again because the node keeping their output was lost.
+    pub recomputed: u64,
+    pub millis: u64,
+}
+
+/// What a coordinator sends a client while its graph runs, after `Response::GraphRunning`,
+/// encoded as query events are ([`crate::encode_event`], [`crate::EventDecoder`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GraphEvent {
+    /// `done` of `tasks` distinct tasks are done (or failed).
+    Progress {
+        done: u64,
+        tasks: u64,
+    },
+    /// A wanted task ended.
+    Output {
+        key: TaskKey,
+        outcome: TaskOutcome,
+    },
+    Finished(GraphReport),
+    /// The graph as a whole could not run (the client may resubmit it).
+    Failed(crate::message::ErrorReply),
 }
 
 fn literal_bytes(arg: &Arg) -> usize {

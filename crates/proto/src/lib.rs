@@ -30,7 +30,8 @@ pub use frame::{
     encode_response, join_parts, split_parts,
 };
 pub use graph::{
-    Arg, Datum, Graph, GraphError, Kernel, MAX_GRAPH_TASKS, Resources, Task, TaskKey, Value,
+    Arg, ArgSource, Datum, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport, Kernel,
+    MAX_GRAPH_TASKS, Resources, Task, TaskFailure, TaskKey, TaskOutcome, Value,
 };
 pub use message::*;
 pub use query::{

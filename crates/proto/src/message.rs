@@ -270,6 +270,22 @@ pub enum Request {
         sql: String,
         explain: bool,
     },
+    /// Run a task graph with this node as coordinator (bulk: answered with
+    /// `Response::GraphRunning` and then the graph's [`crate::GraphEvent`]s: progress, each
+    /// wanted task's outcome, and last how it ended).
+    SubmitGraph {
+        graph: crate::Graph,
+    },
+    /// Run one task of graph job `job` (a coordinator sends it) and keep its output as task
+    /// `index` of the job (see [`crate::GRAPH_STAGE`]); `sources` says where each argument is.
+    /// Answered with `Response::GraphTaskRan`, `Response::TaskRaised` when the kernel failed,
+    /// or `Response::ShuffleLost` when an input kept on another node is gone.
+    RunGraphTask {
+        job: u64,
+        index: u32,
+        task: crate::Task,
+        sources: Vec<crate::ArgSource>,
+    },
 }
 
 impl Request {
@@ -314,6 +330,8 @@ impl Request {
             Request::FetchShuffle { .. } => "fetch-shuffle",
             Request::ReleaseJob { .. } => "release-job",
             Request::Query { .. } => "query",
+            Request::SubmitGraph { .. } => "submit graph",
+            Request::RunGraphTask { .. } => "run graph task",
             Request::BeginPut { .. } => "begin-put",
             Request::RenewPut { .. } => "renew-put",
             Request::EndPut { .. } => "end-put",
@@ -567,6 +585,19 @@ pub enum Response {
     /// Per block asked for, its size if this node stores it.
     BlockSizes {
         sizes: Vec<Option<u64>>,
+    },
+    /// The coordinator took graph `job` of `tasks` distinct tasks: its events follow.
+    GraphRunning {
+        job: u64,
+        tasks: u64,
+    },
+    /// A graph task ran; its output (`bytes` long) is kept on the node.
+    GraphTaskRan {
+        bytes: u64,
+    },
+    /// A graph task's kernel failed: the same inputs fail the same way anywhere.
+    TaskRaised {
+        message: String,
     },
     /// This node does not lead: a request that must reach the leader directly (a join, a
     /// heartbeat: they are bound to the sender's certificate, so they are not forwarded)

@@ -66,8 +66,8 @@ pub enum QueryEvent {
 pub const MAX_EVENT_BYTES: usize = 256 << 20;
 
 /// `event` with its length in front, as it travels.
-pub fn encode_event(event: &QueryEvent) -> Vec<u8> {
-    let body = postcard::to_allocvec(event).expect("query events always serialize");
+pub fn encode_event<E: Serialize>(event: &E) -> Vec<u8> {
+    let body = postcard::to_allocvec(event).expect("events always serialize");
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
@@ -77,13 +77,13 @@ pub fn encode_event(event: &QueryEvent) -> Vec<u8> {
 /// Why a stream of events could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
-    #[error("a query event of {0} bytes is over the limit")]
+    #[error("an event of {0} bytes is over the limit")]
     TooLarge(usize),
-    #[error("unreadable query event: {0}")]
+    #[error("unreadable event: {0}")]
     Malformed(String),
-    #[error("the query's answer ended in the middle of an event")]
+    #[error("the answer ended in the middle of an event")]
     Truncated,
-    #[error("the query's answer ended before the query finished")]
+    #[error("the answer ended before the job finished (its coordinator stopped)")]
     Ended,
     #[error(transparent)]
     Transport(#[from] crate::TransportError),
@@ -106,7 +106,7 @@ impl EventDecoder {
     }
 
     /// The next complete event, if one has arrived whole.
-    pub fn next_event(&mut self) -> Result<Option<QueryEvent>, EventError> {
+    pub fn next_event<E: serde::de::DeserializeOwned>(&mut self) -> Result<Option<E>, EventError> {
         let rest = &self.pending[self.start..];
         let Some(header) = rest.get(..4) else {
             return Ok(None);
@@ -160,7 +160,7 @@ impl<R: crate::BulkRead> QueryEvents<R> {
             if self.over {
                 return Ok(None);
             }
-            if let Some(event) = self.decoder.next_event()? {
+            if let Some(event) = self.decoder.next_event::<QueryEvent>()? {
                 self.over = matches!(event, QueryEvent::Finished { .. } | QueryEvent::Failed(_));
                 return Ok(Some(event));
             }
@@ -214,7 +214,7 @@ mod tests {
                 let end = at.saturating_add(cut).min(bytes.len());
                 decoder.push(&bytes[at..end]);
                 at = end;
-                while let Some(event) = decoder.next_event().unwrap() {
+                while let Some(event) = decoder.next_event::<QueryEvent>().unwrap() {
                     out.push(event);
                 }
                 if at == bytes.len() {
@@ -230,7 +230,7 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut decoder = EventDecoder::default();
             decoder.push(&bytes);
-            while let Ok(Some(_)) = decoder.next_event() {}
+            while let Ok(Some(_)) = decoder.next_event::<QueryEvent>() {}
         }
     }
 
@@ -239,7 +239,7 @@ mod tests {
         let bytes = encode_event(&sample()[2]);
         let mut decoder = EventDecoder::default();
         decoder.push(&bytes[..bytes.len() - 1]);
-        assert_eq!(decoder.next_event(), Ok(None));
+        assert_eq!(decoder.next_event::<QueryEvent>(), Ok(None));
         assert_eq!(decoder.finish(), Err(EventError::Truncated));
     }
 
@@ -247,6 +247,9 @@ mod tests {
     fn oversized_length_is_refused() {
         let mut decoder = EventDecoder::default();
         decoder.push(&u32::MAX.to_be_bytes());
-        assert!(matches!(decoder.next_event(), Err(EventError::TooLarge(_))));
+        assert!(matches!(
+            decoder.next_event::<QueryEvent>(),
+            Err(EventError::TooLarge(_))
+        ));
     }
 }

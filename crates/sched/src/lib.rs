@@ -13,6 +13,7 @@
 
 pub mod board;
 pub mod broadcast;
+pub mod graph;
 pub mod keyfilter;
 pub mod liveness;
 pub mod stages;
@@ -38,6 +39,7 @@ use tern_proto::{
 use tracing::{debug, info, warn};
 
 pub use board::LoadBoard;
+pub use graph::GraphCoordinator;
 pub use liveness::{NodeGone, while_alive};
 pub use stages::{Stage, StageInputExec, StageOutput, StagePlan, cut, describe};
 

@@ -1,0 +1,139 @@
+//! Task graphs on the cluster: [`Client::compute_graph`] hands a graph to a node, which
+//! coordinates it (every task on the least busy holder of its inputs) and sends back progress
+//! and each wanted task's outcome as it ends; [`Client::graph_stream`] follows it update by
+//! update. Building graphs (and running them in this process) is `tern-graph`'s business.
+
+use std::collections::BTreeMap;
+
+use tern_proto::{
+    EventDecoder, Graph, GraphEvent, GraphReport, Request, Response, TaskKey, TaskOutcome,
+};
+
+use crate::{Client, ClientError, lost};
+
+/// What a graph computed: each wanted task's outcome, and how it ran.
+#[derive(Debug, Clone)]
+pub struct GraphAnswer {
+    pub job: u64,
+    pub outcomes: BTreeMap<TaskKey, TaskOutcome>,
+    pub report: GraphReport,
+}
+
+/// What a running graph reports, as [`GraphStream::next_update`] hands it over.
+#[derive(Debug, Clone)]
+pub enum GraphUpdate {
+    /// `done` of `tasks` distinct tasks have ended.
+    Progress { done: u64, tasks: u64 },
+    /// A wanted task ended.
+    Output { key: TaskKey, outcome: TaskOutcome },
+    /// Every wanted task has ended; how the graph ran.
+    Finished(GraphReport),
+}
+
+/// A running graph. Dropping it closes the stream, and the coordinator stops the graph and
+/// releases what it kept.
+pub struct GraphStream {
+    /// The job id the coordinator gave the graph (its logs and `tern jobs` name it).
+    pub job: u64,
+    /// Distinct tasks in the graph.
+    pub tasks: u64,
+    addr: String,
+    reader: tern_net::BodyReader,
+    decoder: EventDecoder,
+    over: bool,
+}
+
+impl GraphStream {
+    /// The address of the node coordinating the graph.
+    pub fn coordinator(&self) -> &str {
+        &self.addr
+    }
+
+    /// The next update, `None` after `Finished`. A graph that could not run is an error.
+    pub async fn next_update(&mut self) -> Result<Option<GraphUpdate>, ClientError> {
+        loop {
+            if self.over {
+                return Ok(None);
+            }
+            let event = self
+                .decoder
+                .next_event::<GraphEvent>()
+                .map_err(|e| lost(&self.addr, e))?;
+            match event {
+                Some(GraphEvent::Progress { done, tasks }) => {
+                    return Ok(Some(GraphUpdate::Progress { done, tasks }));
+                }
+                Some(GraphEvent::Output { key, outcome }) => {
+                    return Ok(Some(GraphUpdate::Output { key, outcome }));
+                }
+                Some(GraphEvent::Finished(report)) => {
+                    self.over = true;
+                    return Ok(Some(GraphUpdate::Finished(report)));
+                }
+                Some(GraphEvent::Failed(e)) => {
+                    self.over = true;
+                    return Err(ClientError::Remote(e));
+                }
+                None => {}
+            }
+            match self
+                .reader
+                .next_chunk()
+                .await
+                .map_err(|e| lost(&self.addr, e))?
+            {
+                Some(chunk) => self.decoder.push(&chunk),
+                None => {
+                    return Err(lost(
+                        &self.addr,
+                        "the answer ended before the graph finished",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Start `graph` on the cluster and follow it.
+    pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream, ClientError> {
+        let request = Request::SubmitGraph {
+            graph: graph.clone(),
+        };
+        let (answer, reader, addr) = self.bulk_open(&request).await?;
+        match answer {
+            Response::GraphRunning { job, tasks } => Ok(GraphStream {
+                job,
+                tasks,
+                addr,
+                reader,
+                decoder: EventDecoder::default(),
+                over: false,
+            }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Run `graph` on the cluster and wait for every wanted task's outcome (every task's,
+    /// when it names none).
+    pub async fn compute_graph(&self, graph: &Graph) -> Result<GraphAnswer, ClientError> {
+        let mut stream = self.graph_stream(graph).await?;
+        let mut outcomes = BTreeMap::new();
+        while let Some(update) = stream.next_update().await? {
+            match update {
+                GraphUpdate::Progress { .. } => {}
+                GraphUpdate::Output { key, outcome } => {
+                    outcomes.insert(key, outcome);
+                }
+                GraphUpdate::Finished(report) => {
+                    return Ok(GraphAnswer {
+                        job: stream.job,
+                        outcomes,
+                        report,
+                    });
+                }
+            }
+        }
+        Err(lost(&stream.addr, "the graph ended without finishing"))
+    }
+}

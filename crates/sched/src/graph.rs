@@ -1,0 +1,653 @@
+//! Task graphs on the cluster ([`GraphCoordinator`]): every ready task goes to the least busy
+//! of the nodes holding the most bytes of its inputs (a stored partition's holders, the node
+//! keeping an upstream output), through the same [`LoadBoard`] as SQL tasks, so a node's
+//! slots are shared between queries and graphs; after the locality wait it goes to the least
+//! busy node, which fetches its inputs.
+//!
+//! A task's output stays on the node that made it (with the shuffle outputs, under
+//! [`GRAPH_STAGE`]) until the job is released; the wanted outputs are fetched from there. A
+//! task whose node fails is tried on another (at most [`MAX_ATTEMPTS`] nodes); outputs lost
+//! with a node are made again from their inputs (lineage); a kernel that fails fails its task
+//! and every task that reads it, naming the first failure, and the others go on.
+//!
+//! Ready tasks go out in the graph's order (a depth-first order: a task that finishes a
+//! branch before another branch starts, so its inputs can be dropped early), and no more are
+//! in flight than twice the cluster's slots, so a graph of many root tasks queues them here
+//! rather than flooding the nodes.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tern_proto::{
+    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, Graph, GraphEvent, GraphReport,
+    NodeId, Request, Response, TaskFailure, TaskKey, TaskOutcome, Transport,
+};
+use tracing::{debug, warn};
+
+use crate::{LoadBoard, NodeView, Patience, SchedError};
+
+/// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// How one attempt at a task ended.
+enum Attempt {
+    Ran {
+        node: NodeId,
+        bytes: u64,
+        local: bool,
+    },
+    Raised(String),
+    /// The node keeping an input is gone (or dropped it).
+    InputLost {
+        node: NodeId,
+    },
+    /// The node failed while running it (died, stopped answering, refused for its own
+    /// reasons): try another.
+    NodeFailed {
+        node: NodeId,
+        reason: String,
+    },
+    /// A stored input cannot be read anywhere, or is not the data its dataset declares.
+    Unavailable(String),
+    /// A task was sent with an input that is no longer kept anywhere known (it was lost
+    /// while the task waited for a slot): made again first.
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting,
+    Ready,
+    Running,
+    Done { node: NodeId },
+    Failed(TaskFailure),
+}
+
+/// Runs graph jobs with this node as coordinator.
+pub struct GraphCoordinator<'a, T: Transport> {
+    transport: &'a T,
+    board: &'a LoadBoard,
+    nodes: BTreeMap<NodeId, NodeView>,
+    job: u64,
+    patience: Patience,
+    /// Nodes found dead during this job: they get no more tasks.
+    dead: Mutex<BTreeSet<NodeId>>,
+}
+
+/// One graph as it runs: its distinct tasks by index into `graph.tasks`.
+struct Run<'g> {
+    graph: &'g Graph,
+    state: HashMap<usize, State>,
+    /// Upstream tasks not done yet, per waiting task.
+    waiting: HashMap<usize, usize>,
+    ups: HashMap<usize, Vec<usize>>,
+    readers: HashMap<usize, Vec<usize>>,
+    /// Rank in the graph's order (earlier first).
+    rank: HashMap<usize, usize>,
+    index: HashMap<&'g TaskKey, usize>,
+    ready: BinaryHeap<Reverse<(usize, usize)>>,
+    attempts: HashMap<usize, u32>,
+    /// Bytes of each kept output.
+    sizes: HashMap<usize, u64>,
+    ended: u64,
+    report: GraphReport,
+}
+
+impl<'g> Run<'g> {
+    fn new(graph: &'g Graph, order: &[usize]) -> Self {
+        let mut index = HashMap::with_capacity(order.len());
+        for &i in order {
+            index.insert(&graph.tasks[i].key, i);
+        }
+        let mut run = Run {
+            graph,
+            state: HashMap::with_capacity(order.len()),
+            waiting: HashMap::with_capacity(order.len()),
+            ups: HashMap::with_capacity(order.len()),
+            readers: HashMap::new(),
+            rank: order.iter().enumerate().map(|(r, &i)| (i, r)).collect(),
+            index,
+            ready: BinaryHeap::new(),
+            attempts: HashMap::new(),
+            sizes: HashMap::new(),
+            ended: 0,
+            report: GraphReport {
+                tasks: order.len() as u64,
+                ..Default::default()
+            },
+        };
+        for &i in order {
+            let ups: BTreeSet<usize> = graph.tasks[i]
+                .upstream()
+                .filter_map(|k| run.index.get(k).copied())
+                .collect();
+            for &u in &ups {
+                run.readers.entry(u).or_default().push(i);
+            }
+            run.ups.insert(i, ups.into_iter().collect());
+            run.state.insert(i, State::Waiting);
+        }
+        for &i in order {
+            run.requeue_if_ready(i);
+        }
+        run
+    }
+
+    /// A waiting task whose inputs are all done becomes ready.
+    fn requeue_if_ready(&mut self, i: usize) {
+        if self.state[&i] != State::Waiting {
+            return;
+        }
+        let left = self.ups[&i]
+            .iter()
+            .filter(|u| !matches!(self.state[u], State::Done { .. }))
+            .count();
+        self.waiting.insert(i, left);
+        if left == 0 {
+            self.state.insert(i, State::Ready);
+            self.ready.push(Reverse((self.rank[&i], i)));
+        }
+    }
+
+    fn done(&mut self, i: usize, node: NodeId) {
+        self.state.insert(i, State::Done { node });
+        self.ended += 1;
+        for r in self.readers.get(&i).cloned().unwrap_or_default() {
+            if self.state[&r] == State::Waiting {
+                let left = self.waiting.get_mut(&r).expect("a waiting task is counted");
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.state.insert(r, State::Ready);
+                    self.ready.push(Reverse((self.rank[&r], r)));
+                }
+            }
+        }
+    }
+
+    /// Task `i` failed: so does every task that reads it, directly or not.
+    fn fail(&mut self, i: usize, failure: TaskFailure) {
+        let key = self.graph.tasks[i].key.clone();
+        let message = failure.to_string();
+        self.state.insert(i, State::Failed(failure));
+        self.ended += 1;
+        let mut stack = self.readers.get(&i).cloned().unwrap_or_default();
+        while let Some(r) = stack.pop() {
+            if matches!(self.state[&r], State::Failed(_) | State::Done { .. }) {
+                continue;
+            }
+            self.state.insert(
+                r,
+                State::Failed(TaskFailure::Upstream {
+                    key: key.clone(),
+                    message: message.clone(),
+                }),
+            );
+            self.ended += 1;
+            stack.extend(self.readers.get(&r).cloned().unwrap_or_default());
+        }
+    }
+
+    /// Node `node` is gone: what it kept is made again where still needed.
+    fn lose(&mut self, node: NodeId) {
+        let lost: Vec<usize> = self
+            .state
+            .iter()
+            .filter(|(_, s)| **s == State::Done { node })
+            .map(|(&i, _)| i)
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        for &i in &lost {
+            self.state.insert(i, State::Waiting);
+            self.ended -= 1;
+            self.report.recomputed += 1;
+        }
+        // Readers that were ready now wait for what they read to be made again.
+        let waiting: Vec<usize> = self
+            .state
+            .iter()
+            .filter(|(_, s)| matches!(s, State::Waiting | State::Ready))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in waiting {
+            self.state.insert(i, State::Waiting);
+            self.requeue_if_ready(i);
+        }
+    }
+
+    fn node_of(&self, key: &TaskKey) -> Option<(usize, NodeId)> {
+        let &i = self.index.get(key)?;
+        match self.state[&i] {
+            State::Done { node } => Some((i, node)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a, T: Transport> GraphCoordinator<'a, T> {
+    pub fn new(transport: &'a T, board: &'a LoadBoard, nodes: Vec<NodeView>, job: u64) -> Self {
+        Self {
+            transport,
+            board,
+            nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
+            job,
+            patience: Patience::default(),
+            dead: Mutex::default(),
+        }
+    }
+
+    pub fn with_patience(mut self, patience: Patience) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    fn live(&self) -> Vec<NodeId> {
+        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        self.nodes
+            .values()
+            .filter(|n| n.live && !dead.contains(&n.id))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn mark_dead(&self, node: NodeId) {
+        self.dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node);
+    }
+
+    /// Run `graph` over the stored `datasets`, sending `events` as tasks end (progress, and
+    /// each wanted task's outcome once fetched). Wanted: `graph.wanted`, or every task when
+    /// none is named. The outputs stay kept until [`Self::release`].
+    pub async fn run(
+        &self,
+        graph: &Graph,
+        datasets: &BTreeMap<String, DatasetRecord>,
+        events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
+    ) -> Result<GraphReport, SchedError> {
+        let started = Instant::now();
+        let order = graph
+            .validate(&BTreeSet::new())
+            .map_err(|e| SchedError::Query(e.to_string()))?;
+        let mut run = Run::new(graph, &order);
+        let wanted: Vec<usize> = if graph.wanted.is_empty() {
+            order.clone()
+        } else {
+            let mut seen = BTreeSet::new();
+            graph
+                .wanted
+                .iter()
+                .filter_map(|k| run.index.get(k).copied())
+                .filter(|i| seen.insert(*i))
+                .collect()
+        };
+        let mut sent: BTreeSet<usize> = BTreeSet::new();
+        let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
+        loop {
+            self.compute(&mut run, datasets, in_flight, events).await?;
+            // Every task ended; fetch what is wanted. A holder lost meanwhile makes its
+            // outputs again and the loop runs once more.
+            let mut lost_any = false;
+            for &i in &wanted {
+                if sent.contains(&i) {
+                    continue;
+                }
+                let outcome = match run.state[&i].clone() {
+                    State::Done { node } => match self.fetch(i, node).await {
+                        Ok(datum) => TaskOutcome::Done(datum),
+                        Err(reason) => {
+                            warn!(job = self.job, node, %reason, "a kept output is lost");
+                            self.mark_dead(node);
+                            run.lose(node);
+                            lost_any = true;
+                            continue;
+                        }
+                    },
+                    State::Failed(failure) => TaskOutcome::Failed(failure),
+                    other => {
+                        return Err(SchedError::Query(format!(
+                            "task {} ended {other:?}, neither done nor failed",
+                            graph.tasks[i].key
+                        )));
+                    }
+                };
+                sent.insert(i);
+                let _ = events.send(GraphEvent::Output {
+                    key: graph.tasks[i].key.clone(),
+                    outcome,
+                });
+            }
+            if !lost_any {
+                break;
+            }
+        }
+        run.report.millis = started.elapsed().as_millis() as u64;
+        Ok(run.report)
+    }
+
+    /// Run ready tasks until none is running or ready.
+    async fn compute<'g>(
+        &self,
+        run: &mut Run<'g>,
+        datasets: &BTreeMap<String, DatasetRecord>,
+        in_flight: usize,
+        events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
+    ) -> Result<(), SchedError> {
+        let mut running: FuturesUnordered<BoxFuture<'_, (usize, Attempt)>> =
+            FuturesUnordered::new();
+        loop {
+            while running.len() < in_flight {
+                let Some(Reverse((_, i))) = run.ready.pop() else {
+                    break;
+                };
+                if run.state[&i] != State::Ready {
+                    continue;
+                }
+                let sources = match self.sources(run, i, datasets) {
+                    Ok(sources) => sources,
+                    Err(Attempt::Unavailable(message)) => {
+                        run.fail(i, TaskFailure::InputUnavailable { message });
+                        continue;
+                    }
+                    Err(_) => {
+                        // An input is not kept anywhere now: wait for it to be made again.
+                        run.state.insert(i, State::Waiting);
+                        run.requeue_if_ready(i);
+                        continue;
+                    }
+                };
+                run.state.insert(i, State::Running);
+                let task = run.graph.tasks[i].clone();
+                running.push(Box::pin(async move {
+                    (i, self.attempt(i, task, sources).await)
+                }));
+            }
+            let Some((i, attempt)) = running.next().await else {
+                break;
+            };
+            match attempt {
+                Attempt::Ran { node, bytes, local } => {
+                    run.sizes.insert(i, bytes);
+                    if local {
+                        run.report.local += 1;
+                    } else {
+                        run.report.remote += 1;
+                    }
+                    *run.report.per_node.entry(node).or_default() += 1;
+                    run.done(i, node);
+                }
+                Attempt::Raised(message) => run.fail(i, TaskFailure::Raised { message }),
+                Attempt::Unavailable(message) => {
+                    run.fail(i, TaskFailure::InputUnavailable { message })
+                }
+                Attempt::InputLost { node } => {
+                    self.mark_dead(node);
+                    run.state.insert(i, State::Waiting);
+                    run.lose(node);
+                    run.requeue_if_ready(i);
+                }
+                Attempt::NotReady => {
+                    run.state.insert(i, State::Waiting);
+                    run.requeue_if_ready(i);
+                }
+                Attempt::NodeFailed { node, reason } => {
+                    let attempts = run.attempts.entry(i).or_default();
+                    *attempts += 1;
+                    let attempts = *attempts;
+                    run.report.retries += 1;
+                    debug!(job = self.job, node, %reason, attempts, "graph task failed on a node");
+                    // A node that stopped answering keeps nothing we can count on.
+                    if self.ping(node).await.is_err() {
+                        self.mark_dead(node);
+                        run.lose(node);
+                    }
+                    if attempts >= MAX_ATTEMPTS {
+                        run.fail(
+                            i,
+                            TaskFailure::Abandoned {
+                                attempts,
+                                message: reason,
+                            },
+                        );
+                    } else if self.live().is_empty() {
+                        run.fail(
+                            i,
+                            TaskFailure::Stopped {
+                                message: "no live node is left to run it".into(),
+                            },
+                        );
+                    } else {
+                        run.state.insert(i, State::Waiting);
+                        run.requeue_if_ready(i);
+                    }
+                }
+            }
+            let _ = events.send(GraphEvent::Progress {
+                done: run.ended,
+                tasks: run.report.tasks,
+            });
+        }
+        // Nothing runs and nothing is ready: anything still waiting reads a task that can no
+        // longer be made.
+        let stuck: Vec<usize> = run
+            .state
+            .iter()
+            .filter(|(_, s)| matches!(s, State::Waiting | State::Ready))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in stuck {
+            if matches!(run.state[&i], State::Waiting | State::Ready) {
+                run.fail(
+                    i,
+                    TaskFailure::Stopped {
+                        message: "its inputs could not be made: no live node is left".into(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Where task `i` finds each argument, and which nodes hold most of its input bytes.
+    fn sources(
+        &self,
+        run: &Run<'_>,
+        i: usize,
+        datasets: &BTreeMap<String, DatasetRecord>,
+    ) -> Result<(Vec<ArgSource>, Vec<NodeId>), Attempt> {
+        let mut bytes: BTreeMap<NodeId, u64> = BTreeMap::new();
+        let mut sources = Vec::with_capacity(run.graph.tasks[i].args.len());
+        for arg in &run.graph.tasks[i].args {
+            sources.push(match arg {
+                Arg::Value(_) => ArgSource::Inline,
+                Arg::Partition {
+                    dataset,
+                    version,
+                    index,
+                } => {
+                    let record = datasets.get(dataset).ok_or_else(|| {
+                        Attempt::Unavailable(format!("no dataset {dataset} is stored"))
+                    })?;
+                    if record.version != *version {
+                        return Err(Attempt::Unavailable(format!(
+                            "dataset {dataset} is at version {}, not {version}",
+                            record.version
+                        )));
+                    }
+                    if record.format != "arrow-ipc" {
+                        return Err(Attempt::Unavailable(format!(
+                            "dataset {dataset} holds {} data, not a table",
+                            record.format
+                        )));
+                    }
+                    let part = record.partitions.get(*index as usize).ok_or_else(|| {
+                        Attempt::Unavailable(format!(
+                            "dataset {dataset} has {} partitions, not {}",
+                            record.partitions.len(),
+                            index + 1
+                        ))
+                    })?;
+                    for h in &part.holders {
+                        *bytes.entry(*h).or_default() += part.bytes.max(1);
+                    }
+                    ArgSource::Block {
+                        block: part.block,
+                        rows: part.rows,
+                        schema: record.schema.clone(),
+                        holders: part
+                            .holders
+                            .iter()
+                            .filter_map(|h| self.nodes.get(h).map(|n| (*h, n.addr.clone())))
+                            .collect(),
+                        partition: format!("partition {index} of {dataset}"),
+                    }
+                }
+                Arg::Output(key) => {
+                    let (task, node) = run.node_of(key).ok_or(Attempt::NotReady)?;
+                    *bytes.entry(node).or_default() +=
+                        run.sizes.get(&task).copied().unwrap_or(0).max(1);
+                    let addr = self
+                        .nodes
+                        .get(&node)
+                        .map(|n| n.addr.clone())
+                        .ok_or(Attempt::NotReady)?;
+                    ArgSource::Kept {
+                        task: task as u32,
+                        node,
+                        addr,
+                    }
+                }
+            });
+        }
+        let live = self.live();
+        let most = bytes
+            .iter()
+            .filter(|(n, _)| live.contains(n))
+            .map(|(_, b)| *b)
+            .max();
+        let holders = match most {
+            Some(most) => bytes
+                .iter()
+                .filter(|(n, b)| **b == most && live.contains(n))
+                .map(|(n, _)| *n)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((sources, holders))
+    }
+
+    async fn attempt(
+        &self,
+        i: usize,
+        task: tern_proto::Task,
+        (sources, holders): (Vec<ArgSource>, Vec<NodeId>),
+    ) -> Attempt {
+        let live = self.live();
+        if live.is_empty() {
+            return Attempt::NodeFailed {
+                node: 0,
+                reason: "no live node".into(),
+            };
+        }
+        // Tasks without inputs may go anywhere at once.
+        let wait = if holders.is_empty() {
+            std::time::Duration::ZERO
+        } else {
+            self.patience.locality_wait
+        };
+        let candidates = if holders.is_empty() { &live } else { &holders };
+        let slot = self
+            .board
+            .take(self.job, candidates, &live, None, wait)
+            .await;
+        let node = slot.node;
+        let local = holders.is_empty() || holders.contains(&node);
+        let Some(addr) = self.nodes.get(&node).map(|n| n.addr.clone()) else {
+            return Attempt::NodeFailed {
+                node,
+                reason: "an unknown node".into(),
+            };
+        };
+        let request = Request::RunGraphTask {
+            job: self.job,
+            index: i as u32,
+            task,
+            sources,
+        };
+        let answer = self
+            .transport
+            .call_within(&addr, request, self.patience.task_deadline)
+            .await;
+        drop(slot);
+        match answer {
+            Ok(Response::GraphTaskRan { bytes }) => Attempt::Ran { node, bytes, local },
+            Ok(Response::TaskRaised { message }) => Attempt::Raised(message),
+            Ok(Response::ShuffleLost { node: lost, .. }) => Attempt::InputLost { node: lost },
+            Ok(Response::Error(e))
+                if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadData) =>
+            {
+                Attempt::Unavailable(e.message)
+            }
+            Ok(Response::Error(e)) => Attempt::NodeFailed {
+                node,
+                reason: e.message,
+            },
+            Ok(other) => Attempt::NodeFailed {
+                node,
+                reason: format!("unexpected answer {other:?}"),
+            },
+            Err(e) => Attempt::NodeFailed {
+                node,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    async fn ping(&self, node: NodeId) -> Result<(), String> {
+        let addr = self.nodes.get(&node).ok_or("unknown node")?.addr.clone();
+        match self
+            .transport
+            .call_within(&addr, Request::Ping, std::time::Duration::from_secs(2))
+            .await
+        {
+            Ok(Response::Pong { .. }) => Ok(()),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Task `i`'s output, from the node keeping it.
+    async fn fetch(&self, i: usize, node: NodeId) -> Result<Datum, String> {
+        let addr = self.nodes.get(&node).ok_or("unknown node")?.addr.clone();
+        let request = Request::FetchShuffle {
+            job: self.job,
+            stage: GRAPH_STAGE,
+            tasks: vec![i as u32],
+            bucket: 0,
+            columns: None,
+        };
+        let bytes = tern_proto::fetch_bytes(self.transport, &addr, &request).await?;
+        let parts = tern_proto::split_parts(&bytes).map_err(|e| e.to_string())?;
+        let part = parts.first().ok_or("no output in the answer")?.clone();
+        postcard::from_bytes(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
+    }
+
+    /// Tell every node the job is over, so they drop its kept outputs.
+    pub async fn release(&self) {
+        let request = Request::ReleaseJob { job: self.job };
+        let calls = self.nodes.values().filter(|n| n.live).map(|n| {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.transport.call(&n.addr, request.clone()),
+            )
+        });
+        futures::future::join_all(calls).await;
+    }
+}

@@ -1,0 +1,393 @@
+//! Task graphs on a cluster: every shape gives the single-machine schedulers' answers, a
+//! task that fails fails only what reads it, a node lost mid-graph costs a recomputation, and
+//! a partition with no live holder fails the tasks reading it, naming it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tern_e2e::LocalCluster;
+use tern_graph::{Delayed, Inputs, Local, delayed, graph_of, partition};
+use tern_proto::{Datum, Graph, TaskFailure, TaskKey, TaskOutcome, Value};
+
+use crate::setup;
+
+/// The stored partitions, read once from the cluster, for the single-machine schedulers.
+struct Fetched {
+    dataset: String,
+    parts: HashMap<u32, Vec<u8>>,
+}
+
+impl Inputs for Fetched {
+    fn partition(&self, dataset: &str, _version: u64, index: u32) -> Result<Datum, String> {
+        if dataset != self.dataset {
+            return Err(format!("no dataset {dataset}"));
+        }
+        self.parts
+            .get(&index)
+            .map(|b| Datum::Table(b.clone()))
+            .ok_or_else(|| format!("no partition {index}"))
+    }
+}
+
+fn fetch_partitions(
+    rt: &tokio::runtime::Runtime,
+    client: &tern_client::Client,
+    name: &str,
+) -> (u64, Fetched) {
+    rt.block_on(async {
+        let record = client.dataset(name).await.unwrap().expect("stored");
+        let addresses = client.node_addresses().await.unwrap();
+        let mut parts = HashMap::new();
+        for i in 0..record.partitions.len() {
+            let bytes = client.read_partition(&record, i, &addresses).await.unwrap();
+            parts.insert(i as u32, bytes);
+        }
+        (
+            record.version,
+            Fetched {
+                dataset: name.into(),
+                parts,
+            },
+        )
+    })
+}
+
+/// Per partition, its rows and the sum of `amount`; a tree of pairwise sums of those; the
+/// mean of `amount` from partials.
+fn map_and_reduce(name: &str, version: u64, partitions: u32) -> Vec<Delayed> {
+    let rows: Vec<Delayed> = (0..partitions)
+        .map(|i| delayed("row_count", [partition(name, version, i)]))
+        .collect();
+    let sums: Vec<Delayed> = (0..partitions)
+        .map(|i| delayed("column_sum", [partition(name, version, i), "amount".into()]))
+        .collect();
+    let mut level = sums.clone();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| delayed("add", pair.iter().map(Into::into)))
+            .collect();
+    }
+    let partials: Vec<_> = (0..partitions)
+        .map(|i| {
+            delayed(
+                "column_mean_partial",
+                [partition(name, version, i), "amount".into()],
+            )
+            .into()
+        })
+        .collect();
+    let mean = delayed("mean_final", partials);
+    let total_rows = delayed("add", rows.iter().map(Into::into));
+    let mut wanted = vec![level.remove(0), mean, total_rows];
+    wanted.extend(rows);
+    wanted
+}
+
+/// A random DAG of `n` distinct tasks (seeded): each takes the largest of up to three
+/// earlier outputs, or one plus an earlier output.
+fn random_dag(n: usize, seed: u64) -> Vec<Delayed> {
+    let mut state = seed;
+    let mut next = move |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    let mut all: Vec<Delayed> = (0..10)
+        .map(|i| delayed("inc", [(i as i64).into()]))
+        .collect();
+    while all.len() < n {
+        let pick = |next: &mut dyn FnMut(usize) -> usize, all: &Vec<Delayed>| {
+            let window = all.len().min(200);
+            all[all.len() - 1 - next(window)].clone()
+        };
+        // Literals that cancel out make every task distinct (the same work would share a
+        // key and run once).
+        let i = all.len() as i64;
+        let task = if next(3) == 0 {
+            delayed(
+                "add",
+                [pick(&mut next, &all).into(), i.into(), (1 - i).into()],
+            )
+        } else {
+            let mut inputs = vec!["max".into(), (-i).into()];
+            for _ in 0..1 + next(3) {
+                inputs.push(pick(&mut next, &all).into());
+            }
+            delayed("reduce", inputs)
+        };
+        all.push(task);
+    }
+    // Every tenth task is wanted, and every task nothing reads (so all are in the graph).
+    let read: std::collections::BTreeSet<TaskKey> = all
+        .iter()
+        .flat_map(|d| d.task().upstream().cloned().collect::<Vec<_>>())
+        .collect();
+    all.iter()
+        .enumerate()
+        .filter(|(i, d)| i % 10 == 0 || !read.contains(d.key()))
+        .map(|(_, d)| d.clone())
+        .collect()
+}
+
+fn on_cluster(
+    rt: &tokio::runtime::Runtime,
+    client: &tern_client::Client,
+    graph: &Graph,
+) -> tern_client::GraphAnswer {
+    rt.block_on(client.compute_graph(graph))
+        .expect("graph runs")
+}
+
+/// The cluster's outcomes equal the single-machine schedulers' (failures compared by their
+/// message).
+fn assert_same_as_local(
+    cluster: &BTreeMap<TaskKey, TaskOutcome>,
+    graph: &Graph,
+    inputs: &dyn Inputs,
+) {
+    for scheduler in [Local::Sync, Local::Threads(4)] {
+        let local = tern_graph::compute(graph, scheduler, inputs).unwrap();
+        assert_eq!(local.len(), cluster.len(), "{scheduler:?}");
+        for (key, outcome) in &local {
+            match (outcome, &cluster[key]) {
+                (Ok(a), TaskOutcome::Done(b)) => assert_eq!(a, b, "{key} on {scheduler:?}"),
+                (Err(a), TaskOutcome::Failed(b)) => {
+                    assert!(b.to_string().contains(a.as_str()), "{key}: {a} vs {b}")
+                }
+                (a, b) => panic!("{key} on {scheduler:?}: {a:?} here, {b:?} on the cluster"),
+            }
+        }
+    }
+}
+
+#[test]
+fn graphs_give_the_single_machine_answers_and_a_failing_task_fails_only_its_readers() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    crate::compute::store_sales(&cluster, "sales", 120_000, "16KiB");
+    let client = cluster.client();
+    let (version, fetched) = fetch_partitions(&rt, &client, "sales");
+    let partitions = fetched.parts.len() as u32;
+    assert!(partitions >= 6, "{partitions} partitions");
+
+    // Map and tree reduction over the stored partitions.
+    let graph = graph_of(&map_and_reduce("sales", version, partitions));
+    let answer = on_cluster(&rt, &client, &graph);
+    assert_same_as_local(&answer.outcomes, &graph, &fetched);
+    let rows = &answer.outcomes[&graph.wanted[2]];
+    assert_eq!(rows, &TaskOutcome::Done(Datum::Value(Value::Int(120_000))));
+    let report = &answer.report;
+    assert!(
+        report.local * 4 >= (report.local + report.remote) * 3,
+        "tasks run where their data is: {report:?}"
+    );
+    assert!(report.per_node.len() >= 2, "{report:?}");
+
+    // A diamond, and a random DAG of 10,000 tasks.
+    let a = delayed("inc", [1.into()]);
+    let diamond = delayed(
+        "add",
+        [
+            delayed("inc", [(&a).into()]).into(),
+            delayed("add", [(&a).into(), 10.into()]).into(),
+        ],
+    );
+    let graph = diamond.graph();
+    assert_same_as_local(&on_cluster(&rt, &client, &graph).outcomes, &graph, &fetched);
+    let graph = graph_of(&random_dag(10_000, 7));
+    assert_eq!(graph.tasks.len(), 10_000);
+    let answer = on_cluster(&rt, &client, &graph);
+    assert_eq!(answer.report.tasks, 10_000);
+    assert_same_as_local(&answer.outcomes, &graph, &fetched);
+
+    // A task that raises: it and what reads it fail with its message; the rest complete.
+    let bad = delayed(
+        "column_sum",
+        [partition("sales", version, 0), "no_such".into()],
+    );
+    let good = delayed("row_count", [partition("sales", version, 1)]);
+    let reads_bad = delayed("add", [(&bad).into(), (&good).into()]);
+    let graph = graph_of(&[bad.clone(), good.clone(), reads_bad.clone()]);
+    let answer = on_cluster(&rt, &client, &graph);
+    assert_same_as_local(&answer.outcomes, &graph, &fetched);
+    match &answer.outcomes[reads_bad.key()] {
+        TaskOutcome::Failed(TaskFailure::Upstream { key, message }) => {
+            assert_eq!(key, bad.key());
+            assert!(message.contains("no_such"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        answer.outcomes[good.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int(_)))
+    ));
+
+    // A stale version names the dataset and fails only its tasks.
+    let stale = delayed("row_count", [partition("sales", version + 5, 0)]);
+    let answer = on_cluster(&rt, &client, &stale.graph());
+    match &answer.outcomes[stale.key()] {
+        TaskOutcome::Failed(TaskFailure::InputUnavailable { message }) => {
+            assert!(
+                message.contains("sales") && message.contains("version"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What a client may not do with graphs: run a task on a node directly (only coordinating
+/// nodes may), or submit a graph that cannot run; each gets one clear error.
+#[test]
+fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    let task = tern_proto::Task::new("inc", tern_proto::Kernel::builtin("inc"), vec![]);
+    let direct = tern_proto::Request::RunGraphTask {
+        job: 1,
+        index: 0,
+        task: task.clone(),
+        sources: vec![],
+    };
+    match rt.block_on(client.call(direct)) {
+        Err(tern_client::ClientError::Remote(e)) => {
+            assert_eq!(e.kind, tern_proto::ErrorKind::Forbidden, "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A cycle, a literal past the limit, a wanted key nothing makes.
+    let mut x = tern_proto::Task::new("inc", tern_proto::Kernel::builtin("inc"), vec![]);
+    let y = tern_proto::Task::new(
+        "inc",
+        tern_proto::Kernel::builtin("inc"),
+        vec![tern_proto::Arg::Output(x.key.clone())],
+    );
+    x.args = vec![tern_proto::Arg::Output(y.key.clone())];
+    let huge = delayed("inc", [Value::Bytes(vec![7; 2 << 20]).into()]);
+    let bad_graphs = [
+        (
+            Graph {
+                tasks: vec![x, y],
+                wanted: vec![],
+            },
+            "cycle",
+        ),
+        (huge.graph(), "literals"),
+        (
+            Graph {
+                tasks: vec![task],
+                wanted: vec![TaskKey::parse("nothing-makes-this").unwrap()],
+            },
+            "no task of the graph makes it",
+        ),
+    ];
+    for (graph, says) in bad_graphs {
+        match rt.block_on(client.compute_graph(&graph)) {
+            Err(e) => assert!(e.to_string().contains(says), "{e}"),
+            Ok(answer) => panic!("{:?}", answer.outcomes),
+        }
+    }
+    // The nodes are all still up and answer graphs.
+    let fine = delayed("inc", [41.into()]);
+    let answer = on_cluster(&rt, &client, &fine.graph());
+    assert_eq!(
+        answer.outcomes[fine.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int(42)))
+    );
+}
+
+#[test]
+fn a_node_lost_mid_graph_costs_a_recomputation_and_lost_inputs_are_named() {
+    setup();
+    // Node 3's tasks are slow, so it is still running some and keeping others when it dies.
+    // Node 1 is the catalog's only voter, so the cluster keeps a leader whatever else dies.
+    let cluster = LocalCluster::up_args(
+        4,
+        &[
+            "--slow-node",
+            "3:700",
+            "--task-slots",
+            "2",
+            "--max-voters",
+            "1",
+        ],
+    );
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    crate::compute::store_sales(&cluster, "sales", 120_000, "16KiB");
+    let client = cluster.client_of(1);
+    let (version, fetched) = fetch_partitions(&rt, &client, "sales");
+    let partitions = fetched.parts.len() as u32;
+    // Two rounds over every partition, so outputs kept on node 3 are read after it dies.
+    let wanted: Vec<Delayed> = (0..partitions)
+        .map(|i| {
+            let rows = delayed("row_count", [partition("sales", version, i)]);
+            delayed("inc", [rows.into()])
+        })
+        .collect();
+    let graph = graph_of(&[delayed("add", wanted.iter().map(Into::into))]);
+    let answer = rt.block_on(async {
+        let mut stream = client.graph_stream(&graph).await.unwrap();
+        assert_eq!(stream.coordinator(), cluster.addr(1));
+        let mut killed = false;
+        let mut outcomes = BTreeMap::new();
+        loop {
+            match stream.next_update().await.expect("the graph survives") {
+                Some(tern_client::GraphUpdate::Progress { done, tasks }) => {
+                    if !killed && done * 4 >= tasks {
+                        cluster.kill(3);
+                        killed = true;
+                    }
+                }
+                Some(tern_client::GraphUpdate::Output { key, outcome }) => {
+                    outcomes.insert(key, outcome);
+                }
+                Some(tern_client::GraphUpdate::Finished(report)) => break (outcomes, report),
+                None => panic!("ended without finishing"),
+            }
+        }
+    });
+    let (outcomes, report) = answer;
+    assert_same_as_local(&outcomes, &graph, &fetched);
+    assert!(
+        report.retries + report.recomputed > 0,
+        "node 3 ran or kept something: {report:?}"
+    );
+
+    // Every node but the coordinator dies: partitions it does not hold have no live holder
+    // left, and only the tasks reading them fail, naming them.
+    let record = rt.block_on(client.dataset("sales")).unwrap().unwrap();
+    for id in [2, 4] {
+        cluster.kill(id);
+    }
+    let counts: Vec<Delayed> = (0..partitions)
+        .map(|i| delayed("row_count", [partition("sales", version, i)]))
+        .collect();
+    let started = std::time::Instant::now();
+    let answer = on_cluster(&rt, &client, &graph_of(&counts));
+    let mut failed = 0;
+    for (i, count) in counts.iter().enumerate() {
+        let on_node_1 = record.partitions[i].holders.contains(&1);
+        match &answer.outcomes[count.key()] {
+            TaskOutcome::Done(Datum::Value(Value::Int(rows))) if on_node_1 => {
+                assert_eq!(*rows as u64, record.partitions[i].rows)
+            }
+            TaskOutcome::Failed(TaskFailure::InputUnavailable { message }) if !on_node_1 => {
+                failed += 1;
+                assert!(
+                    message.contains(&format!("partition {i} of sales")),
+                    "{message}"
+                )
+            }
+            other => panic!("partition {i} (on node 1: {on_node_1}): {other:?}"),
+        }
+    }
+    assert!(failed > 0, "some partition is not on node 1");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
