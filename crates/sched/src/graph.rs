@@ -34,6 +34,10 @@ use crate::{LoadBoard, NodeView, Patience, SchedError};
 /// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// Wanted outputs fetched per request, and requests in flight while fetching them.
+const FETCH_BATCH: usize = 1024;
+const FETCHES_IN_FLIGHT: usize = 4;
+
 /// How one attempt at a task ended.
 enum Attempt {
     Ran {
@@ -295,34 +299,62 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             // Every task ended; fetch what is wanted. A holder lost meanwhile makes its
             // outputs again and the loop runs once more.
             let mut lost_any = false;
+            let mut done_on: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
             for &i in &wanted {
                 if sent.contains(&i) {
                     continue;
                 }
-                let outcome = match run.state[&i].clone() {
-                    State::Done { node } => match self.fetch(i, node).await {
-                        Ok(datum) => TaskOutcome::Done(datum),
-                        Err(reason) => {
-                            warn!(job = self.job, node, %reason, "a kept output is lost");
-                            self.mark_dead(node);
-                            run.lose(node);
-                            lost_any = true;
-                            continue;
-                        }
-                    },
-                    State::Failed(failure) => TaskOutcome::Failed(failure),
+                match run.state[&i].clone() {
+                    State::Done { node } => done_on.entry(node).or_default().push(i),
+                    State::Failed(failure) => {
+                        sent.insert(i);
+                        let _ = events.send(GraphEvent::Output {
+                            key: graph.tasks[i].key.clone(),
+                            outcome: TaskOutcome::Failed(failure),
+                        });
+                    }
                     other => {
                         return Err(SchedError::Query(format!(
                             "task {} ended {other:?}, neither done nor failed",
                             graph.tasks[i].key
                         )));
                     }
-                };
-                sent.insert(i);
-                let _ = events.send(GraphEvent::Output {
-                    key: graph.tasks[i].key.clone(),
-                    outcome,
-                });
+                }
+            }
+            // Many outputs per request, a few requests at once.
+            let batches: Vec<(NodeId, Vec<usize>)> = done_on
+                .into_iter()
+                .flat_map(|(node, tasks)| {
+                    tasks
+                        .chunks(FETCH_BATCH)
+                        .map(|c| (node, c.to_vec()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let mut fetched = futures::stream::iter(batches)
+                .map(|(node, tasks)| async move {
+                    let got = self.fetch(&tasks, node).await;
+                    (node, tasks, got)
+                })
+                .buffer_unordered(FETCHES_IN_FLIGHT);
+            while let Some((node, tasks, got)) = fetched.next().await {
+                match got {
+                    Ok(data) => {
+                        for (i, datum) in tasks.into_iter().zip(data) {
+                            sent.insert(i);
+                            let _ = events.send(GraphEvent::Output {
+                                key: graph.tasks[i].key.clone(),
+                                outcome: TaskOutcome::Done(datum),
+                            });
+                        }
+                    }
+                    Err(reason) => {
+                        warn!(job = self.job, node, %reason, "kept outputs are lost");
+                        self.mark_dead(node);
+                        run.lose(node);
+                        lost_any = true;
+                    }
+                }
             }
             if !lost_any {
                 break;
@@ -623,20 +655,31 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         }
     }
 
-    /// Task `i`'s output, from the node keeping it.
-    async fn fetch(&self, i: usize, node: NodeId) -> Result<Datum, String> {
+    /// The outputs of `tasks`, from the node keeping them.
+    async fn fetch(&self, tasks: &[usize], node: NodeId) -> Result<Vec<Datum>, String> {
         let addr = self.nodes.get(&node).ok_or("unknown node")?.addr.clone();
         let request = Request::FetchShuffle {
             job: self.job,
             stage: GRAPH_STAGE,
-            tasks: vec![i as u32],
+            tasks: tasks.iter().map(|&i| i as u32).collect(),
             bucket: 0,
             columns: None,
         };
         let bytes = tern_proto::fetch_bytes(self.transport, &addr, &request).await?;
         let parts = tern_proto::split_parts(&bytes).map_err(|e| e.to_string())?;
-        let part = parts.first().ok_or("no output in the answer")?.clone();
-        postcard::from_bytes(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
+        if parts.len() != tasks.len() {
+            return Err(format!(
+                "asked for {} outputs, got {}",
+                tasks.len(),
+                parts.len()
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|part| {
+                postcard::from_bytes(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
+            })
+            .collect()
     }
 
     /// Tell every node the job is over, so they drop its kept outputs.

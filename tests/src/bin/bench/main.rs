@@ -1,5 +1,5 @@
 //! `make bench`: measurements on a real local cluster (release build). `tern-bench
-//! [foundation|storage|compute|tpch|scheduling|hot|fair]` runs one part (compute is the last
+//! [foundation|storage|compute|tpch|scheduling|hot|fair|graphs]` runs one part (compute is the last
 //! four);
 //! without an argument, all of them.
 //!
@@ -10,9 +10,11 @@
 //!   writers in flight (openraft batches concurrent proposals into one append and one fsync),
 //!   and with 100 ops per entry.
 //!
-//! Storage: see `storage.rs`. Compute: see `compute.rs`.
+//! Storage: see `storage.rs`. Compute: see `compute.rs`. Task graphs against Dask: see
+//! `graphs.rs`.
 
 mod compute;
+mod graphs;
 mod storage;
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ fn main() {
         "scheduling" => compute::scheduling(&rt),
         "hot" => compute::hot_partition(&rt),
         "fair" => compute::fair_share(&rt),
+        "graphs" => graphs::run(&rt),
         // For experiments by hand: the TPC-H SF1 tables as Parquet in the directory given.
         "gen-tpch" => {
             let dir = std::path::PathBuf::from(std::env::args().nth(2).expect("gen-tpch DIR"));
@@ -65,10 +68,11 @@ fn main() {
             foundation(&rt);
             storage::run(&rt);
             compute::run(&rt);
+            graphs::run(&rt);
         }
         other => {
             eprintln!(
-                "unknown part {other:?}: foundation, storage, compute (tpch, scheduling, hot), gen-lineitem PATH, or nothing for all"
+                "unknown part {other:?}: foundation, storage, compute (tpch, scheduling, hot, fair), graphs, gen-lineitem PATH, or nothing for all"
             );
             std::process::exit(2);
         }
