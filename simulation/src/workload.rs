@@ -489,6 +489,174 @@ impl SimClient {
         Ok(())
     }
 
+    /// Run a task graph over table `name` as the client's `compute_graph` does: per
+    /// partition its rows and the sum of `v`, both added up, and beside them a small graph of
+    /// literals. What completes must be what the partitions hold and what the literals make;
+    /// a task may fail only for want of a node or a holder (never because a kernel refused
+    /// good data), and the graph must end within its window. Once the cluster has healed
+    /// (`healed`), every task must complete.
+    async fn check_graph(&self, name: &str, op: u64, healed: bool) -> OpResult<()> {
+        use tern_proto::{Arg, Datum, Graph, Kernel, Task, TaskFailure, TaskOutcome, Value};
+        let Some(bytes) = self.catalog_get(name).await? else {
+            self.world
+                .event(format!("graph over {name}: no such table"));
+            return Ok(());
+        };
+        let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let task = |kernel: &str, args: Vec<Arg>| Task::new(kernel, Kernel::builtin(kernel), args);
+        let part = |i: usize| Arg::Partition {
+            dataset: name.into(),
+            version: record.version,
+            index: i as u32,
+        };
+        let mut tasks = Vec::new();
+        let (mut counts, mut sums) = (Vec::new(), Vec::new());
+        for i in 0..record.partitions.len() {
+            let count = task("row_count", vec![part(i)]);
+            let sum = task(
+                "column_sum",
+                vec![part(i), Arg::Value(Value::Str("v".into()))],
+            );
+            counts.push(Arg::Output(count.key.clone()));
+            sums.push(Arg::Output(sum.key.clone()));
+            tasks.extend([count, sum]);
+        }
+        let rows = task("add", counts);
+        let total = task("add", sums);
+        let a = task("inc", vec![Arg::Value(Value::Int(op as i64))]);
+        let b = task(
+            "add",
+            vec![Arg::Output(a.key.clone()), Arg::Value(Value::Int(2))],
+        );
+        let c = task(
+            "add",
+            vec![Arg::Output(a.key.clone()), Arg::Output(b.key.clone())],
+        );
+        let wanted = vec![rows.key.clone(), total.key.clone(), c.key.clone()];
+        tasks.extend([rows.clone(), total.clone(), a, b, c.clone()]);
+        let graph = Graph { tasks, wanted };
+        let window = Duration::from_secs(120);
+        let outcomes =
+            match tokio::time::timeout(window, self.graph_on(&self.any_node(), &graph)).await {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.world.violated(
+                        invariants::LIVENESS,
+                        format!(
+                            "a graph over {name} was still pending after {} s",
+                            window.as_secs()
+                        ),
+                    );
+                    return Err("pending past its window".into());
+                }
+            };
+        // Failing for want of a node or a holder is allowed under faults; a kernel refusing
+        // the data a table holds is not.
+        let allowed = |f: &TaskFailure| {
+            matches!(
+                f,
+                TaskFailure::InputUnavailable { .. }
+                    | TaskFailure::Abandoned { .. }
+                    | TaskFailure::Stopped { .. }
+            )
+        };
+        let int = |key: &tern_proto::TaskKey| match outcomes.get(key) {
+            Some(TaskOutcome::Done(Datum::Value(Value::Int(v)))) => Ok(Some(*v)),
+            Some(TaskOutcome::Failed(TaskFailure::Upstream { cause, .. })) if allowed(cause) => {
+                Ok(None)
+            }
+            Some(TaskOutcome::Failed(f)) if allowed(f) => Ok(None),
+            other => Err(format!("{other:?}")),
+        };
+        let expected_c = 2 * (op as i64 + 1) + 2;
+        match int(&c.key) {
+            Ok(Some(v)) if v == expected_c => {}
+            Ok(None) => {}
+            got => self.world.violated(
+                invariants::ANSWERS,
+                format!("a graph of literals made {got:?}, not {expected_c}"),
+            ),
+        }
+        self.world.event(format!(
+            "graph over {name} v{}: rows {:?}, sum {:?}, literals {:?}",
+            record.version,
+            int(&rows.key),
+            int(&total.key),
+            int(&c.key)
+        ));
+        let expected = self.world.expected_total(&record);
+        for (what, key, want) in [
+            ("rows", &rows.key, expected.map(|e| e.0 as i64)),
+            ("sum of v", &total.key, expected.map(|e| e.1)),
+        ] {
+            match (int(key), want) {
+                (Ok(Some(v)), Some(want)) if v == want => {}
+                (Ok(None), _) | (Ok(Some(_)), None) => {}
+                (got, want) => self.world.violated(
+                    invariants::ANSWERS,
+                    format!(
+                        "a graph over {name} v{} made {what} {got:?}, not {want:?}",
+                        record.version
+                    ),
+                ),
+            }
+        }
+        let incomplete = [&rows.key, &total.key, &c.key]
+            .into_iter()
+            .any(|k| !matches!(outcomes.get(k), Some(TaskOutcome::Done(_))));
+        if healed && incomplete {
+            return Err(format!(
+                "a graph over {name} did not complete: {outcomes:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Submit `graph` to the node at `addr` and collect the wanted outcomes.
+    async fn graph_on(
+        &self,
+        addr: &str,
+        graph: &tern_proto::Graph,
+    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
+        use tern_proto::{BulkRead, BulkWrite, GraphEvent};
+        let request = Request::SubmitGraph {
+            graph: graph.clone(),
+        };
+        let (writer, mut reader) = self
+            .transport
+            .open_bulk(addr, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        writer.finish().await.map_err(|e| e.to_string())?;
+        match reader.response().await.map_err(|e| e.to_string())? {
+            Response::GraphRunning { .. } => {}
+            Response::Error(e) => return Err(e.message),
+            other => return Err(format!("{other:?}")),
+        }
+        let mut decoder = tern_proto::EventDecoder::default();
+        let mut outcomes = BTreeMap::new();
+        loop {
+            while let Some(event) = decoder
+                .next_event::<GraphEvent>()
+                .map_err(|e| e.to_string())?
+            {
+                match event {
+                    GraphEvent::Output { key, outcome } => {
+                        outcomes.insert(key, outcome);
+                    }
+                    GraphEvent::Finished(_) => return Ok(outcomes),
+                    GraphEvent::Failed(e) => return Err(e.message),
+                    GraphEvent::Progress { .. } => {}
+                }
+            }
+            match reader.next_chunk().await.map_err(|e| e.to_string())? {
+                Some(chunk) => decoder.push(&chunk),
+                None => return Err("the coordinator stopped before the graph finished".into()),
+            }
+        }
+    }
+
     async fn op_loop(&self, writer: usize, until: tokio::time::Instant) {
         let mut op = writer as u64 * 1_000_000;
         while tokio::time::Instant::now() < until && self.world.violation().is_none() {
@@ -503,7 +671,10 @@ impl SimClient {
             let (kind, outcome) = match pick {
                 0..40 => ("put", self.put(&name, op).await),
                 40..65 => ("read", self.read(&name, false).await.map(|_| ())),
-                65..80 if name.starts_with('t') => ("query", self.check_queries(&name).await),
+                65..73 if name.starts_with('t') => ("query", self.check_queries(&name).await),
+                73..80 if name.starts_with('t') => {
+                    ("graph", self.check_graph(&name, op, false).await)
+                }
                 65..80 => ("read", self.read(&name, false).await.map(|_| ())),
                 80..89 => ("remove", self.remove(&name).await),
                 89 => ("drain", self.drain().await),
@@ -613,6 +784,7 @@ impl SimClient {
             invariants::check_durable(&self.world, &name, &model, record.as_ref());
             if record.is_some() && name.starts_with('t') {
                 self.check_queries(&name).await?;
+                self.check_graph(&name, 0, true).await?;
             }
         }
         Ok(())

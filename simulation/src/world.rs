@@ -349,6 +349,20 @@ impl World {
 
     /// The answers a query of table `name` may give: one per version whose commit was sent.
     /// Rows are (k, count, sum), `k` = -1 for the whole-table query.
+    /// The rows and the sum of `v` in the partitions of `record`, from what was written to
+    /// each of its blocks (`None` when a block is not one the workload wrote).
+    pub fn expected_total(&self, record: &DatasetRecord) -> Option<(u64, i64)> {
+        let stats = lock(&self.block_stats);
+        let mut total = (0u64, 0i64);
+        for p in &record.partitions {
+            for (n, sum) in stats.get(&p.block)? {
+                total.0 += n;
+                total.1 += sum;
+            }
+        }
+        Some(total)
+    }
+
     pub fn expected_answers(&self, name: &str, grouped: bool) -> Vec<Vec<(i64, u64, i64)>> {
         let stats = lock(&self.block_stats);
         let datasets = lock(&self.datasets);

@@ -214,9 +214,12 @@ fn graphs_give_the_single_machine_answers_and_a_failing_task_fails_only_its_read
     let answer = on_cluster(&rt, &client, &graph);
     assert_same_as_local(&answer.outcomes, &graph, &fetched);
     match &answer.outcomes[reads_bad.key()] {
-        TaskOutcome::Failed(TaskFailure::Upstream { key, message }) => {
+        TaskOutcome::Failed(TaskFailure::Upstream { key, cause }) => {
             assert_eq!(key, bad.key());
-            assert!(message.contains("no_such"), "{message}");
+            assert!(
+                matches!(&**cause, TaskFailure::Raised { message } if message.contains("no_such")),
+                "{cause:?}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -376,8 +376,12 @@ pub enum ArgSource {
 pub enum TaskFailure {
     /// Its kernel refused its inputs or failed (the message is the kernel's).
     Raised { message: String },
-    /// A task it reads failed (named), so it never ran.
-    Upstream { key: TaskKey, message: String },
+    /// A task it reads failed (named, with why: the first failure, never another
+    /// `Upstream`), so it never ran.
+    Upstream {
+        key: TaskKey,
+        cause: Box<TaskFailure>,
+    },
     /// A stored partition it reads has no holder that can serve it.
     InputUnavailable { message: String },
     /// Its attempts failed on this many nodes (each died or stopped answering while running
@@ -391,8 +395,8 @@ impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TaskFailure::Raised { message } => f.write_str(message),
-            TaskFailure::Upstream { key, message } => {
-                write!(f, "upstream task {key} failed: {message}")
+            TaskFailure::Upstream { key, cause } => {
+                write!(f, "upstream task {key} failed: {cause}")
             }
             TaskFailure::InputUnavailable { message } => f.write_str(message),
             TaskFailure::Abandoned { attempts, message } => {

@@ -176,7 +176,7 @@ impl<'g> Run<'g> {
     /// Task `i` failed: so does every task that reads it, directly or not.
     fn fail(&mut self, i: usize, failure: TaskFailure) {
         let key = self.graph.tasks[i].key.clone();
-        let message = failure.to_string();
+        let cause = Box::new(failure.clone());
         self.state.insert(i, State::Failed(failure));
         self.ended += 1;
         let mut stack = self.readers.get(&i).cloned().unwrap_or_default();
@@ -188,7 +188,7 @@ impl<'g> Run<'g> {
                 r,
                 State::Failed(TaskFailure::Upstream {
                     key: key.clone(),
-                    message: message.clone(),
+                    cause: cause.clone(),
                 }),
             );
             self.ended += 1;
