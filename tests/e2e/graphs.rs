@@ -394,3 +394,86 @@ fn a_node_lost_mid_graph_costs_a_recomputation_and_lost_inputs_are_named() {
     assert!(failed > 0, "some partition is not on node 1");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+/// `tern jobs` shows a running graph with its progress and where its tasks run; `tern cancel`
+/// by another client is refused, by the graph's own client stops it, and the cluster then
+/// runs the next graph at once.
+#[test]
+fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
+    setup();
+    let cluster = LocalCluster::up_args(3, &["--task-slots", "1"]);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    // Each task joins a 3,000-row table with itself: long enough to be seen running.
+    let table = delayed("table_from_values", (0..3000).map(|i: i64| i.into()));
+    let heavy: Vec<Delayed> = (0..40)
+        .map(|i| {
+            let sql = format!(
+                "SELECT count(*) + {i} AS n FROM input a, input b WHERE a.value < b.value + {i}"
+            );
+            delayed("sql", [(&table).into(), sql.as_str().into()])
+        })
+        .collect();
+    let graph = graph_of(&heavy);
+    let running = {
+        let client = client.clone();
+        rt.spawn(async move { client.compute_graph(&graph).await })
+    };
+    let json = tern_e2e::wait_for(
+        "the graph to show running",
+        std::time::Duration::from_secs(60),
+        || {
+            let out = cluster.tern(&["jobs", "--json"]);
+            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            jobs.as_array()?
+                .iter()
+                .find(|j| {
+                    j["kind"] == "graph" && j["state"] == "running" && j["done"].as_u64() >= Some(1)
+                })
+                .cloned()
+        },
+    );
+    assert_eq!(json["total"], 41, "{json}");
+    assert_eq!(json["client"], "admin", "{json}");
+    let id = json["job"].as_str().unwrap().to_string();
+    let listed = String::from_utf8_lossy(&cluster.tern(&["jobs"]).stdout).to_string();
+    assert!(
+        listed.contains(&id) && listed.contains("running"),
+        "{listed}"
+    );
+
+    let refused = cluster.tern_as("reader", &["cancel", &id]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("only it or an admin"),
+        "{refused:?}"
+    );
+    let cancelled = cluster.tern(&["cancel", &id]);
+    assert!(cancelled.status.success(), "{cancelled:?}");
+    let outcome = rt.block_on(running).unwrap();
+    match outcome {
+        Err(tern_client::ClientError::Remote(e)) => {
+            assert_eq!(e.kind, tern_proto::ErrorKind::Cancelled, "{e:?}")
+        }
+        other => panic!("{:?}", other.map(|a| a.report)),
+    }
+    tern_e2e::wait_for(
+        "the job to show cancelled",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = cluster.tern(&["jobs", "--json"]);
+            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            jobs.as_array()?
+                .iter()
+                .any(|j| j["job"] == id.as_str() && j["state"] == "cancelled")
+                .then_some(())
+        },
+    );
+    let next = delayed("inc", [1.into()]);
+    let answer = on_cluster(&rt, &client, &next.graph());
+    assert_eq!(
+        answer.outcomes[next.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int(2)))
+    );
+}

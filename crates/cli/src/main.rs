@@ -77,6 +77,16 @@ enum Command {
     Rm { name: String },
     /// Run a SQL query over the datasets (each is a table; quote names with dots or capitals).
     Sql(data::SqlArgs),
+    /// Running and recent jobs (queries and task graphs): tasks done, where they run.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running job (its own client or an admin may): `tern jobs` shows the ids.
+    Cancel {
+        /// The job id, in hex as `tern jobs` prints it.
+        job: String,
+    },
     /// Certificates and membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -342,6 +352,26 @@ async fn run(cli: Cli) -> Result<()> {
                 "scrub: {} blocks checked, {} corrupt, {} missing, {} repaired, {} unreadable now (kept, checked again later)",
                 total.checked, total.corrupt, total.missing, total.repaired, total.unreadable
             );
+            Ok(())
+        }
+        Command::Jobs { json } => {
+            let jobs = Client::open(&dir)?.jobs().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::jobs_json(&jobs))?
+                );
+            } else {
+                print!("{}", output::jobs_table(&jobs));
+            }
+            Ok(())
+        }
+        Command::Cancel { job } => {
+            let id = u64::from_str_radix(job.trim_start_matches("0x"), 16).map_err(|_| {
+                anyhow::anyhow!("{job:?} is not a job id (hex, as `tern jobs` prints)")
+            })?;
+            Client::open(&dir)?.cancel_job(id).await?;
+            println!("cancelled job {id:x}");
             Ok(())
         }
         Command::Rm { name } => {

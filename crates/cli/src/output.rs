@@ -212,3 +212,65 @@ pub fn stages_table(stages: &[tern_proto::StageReport]) -> String {
     }
     out
 }
+
+/// `tern jobs`: one line per job.
+pub fn jobs_table(jobs: &[tern_proto::JobInfo]) -> String {
+    let mut out = format!(
+        "{:<16} {:<5} {:<10} {:>5} {:<9} {:>13} {:>9}  {:<16} WHAT\n",
+        "JOB", "KIND", "CLIENT", "COORD", "STATE", "TASKS", "SECONDS", "RUNNING ON"
+    );
+    for j in jobs {
+        let running: Vec<String> = j
+            .running_on
+            .iter()
+            .map(|(node, n)| format!("{node}:{n}"))
+            .collect();
+        let what: String = j.what.chars().take(60).collect();
+        out.push_str(&format!(
+            "{:<16x} {:<5} {:<10} {:>5} {:<9} {:>13} {:>9.1}  {:<16} {}\n",
+            j.job,
+            j.kind,
+            j.client,
+            j.coordinator,
+            j.state.to_string(),
+            format!("{}/{}", j.done, j.total),
+            j.millis as f64 / 1000.0,
+            if running.is_empty() {
+                "-".into()
+            } else {
+                running.join(",")
+            },
+            what.replace('\n', " ")
+        ));
+    }
+    if jobs.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
+pub fn jobs_json(jobs: &[tern_proto::JobInfo]) -> serde_json::Value {
+    serde_json::Value::Array(
+        jobs.iter()
+            .map(|j| {
+                serde_json::json!({
+                    "job": format!("{:x}", j.job),
+                    "kind": j.kind,
+                    "what": j.what,
+                    "client": j.client,
+                    "coordinator": j.coordinator,
+                    "started_ms": j.started_ms,
+                    "millis": j.millis,
+                    "done": j.done,
+                    "total": j.total,
+                    "running_on": j.running_on,
+                    "state": j.state.to_string(),
+                    "error": match &j.state {
+                        tern_proto::JobState::Failed(e) => Some(e.clone()),
+                        _ => None,
+                    },
+                })
+            })
+            .collect(),
+    )
+}

@@ -95,6 +95,57 @@ impl GraphStream {
 }
 
 impl Client {
+    /// Every node's running and recent jobs (queries and graphs), running first, then
+    /// newest first. Nodes that do not answer are left out.
+    pub async fn jobs(&self) -> Result<Vec<tern_proto::JobInfo>, ClientError> {
+        let mut all = Vec::new();
+        for node in self.status().await?.nodes {
+            let asked = self
+                .transport
+                .call_with_timeout(
+                    &node.address,
+                    &Request::Jobs,
+                    std::time::Duration::from_secs(5),
+                )
+                .await;
+            match asked {
+                Ok(Response::Jobs(jobs)) => all.extend(jobs),
+                Ok(Response::Error(e)) => return Err(ClientError::from_reply(e)),
+                _ => {}
+            }
+        }
+        all.sort_by_key(|j| {
+            (
+                j.state != tern_proto::JobState::Running,
+                std::cmp::Reverse(j.started_ms),
+            )
+        });
+        Ok(all)
+    }
+
+    /// Cancel job `job` on whichever node coordinates it.
+    pub async fn cancel_job(&self, job: u64) -> Result<(), ClientError> {
+        for node in self.status().await?.nodes {
+            let asked = self
+                .transport
+                .call_with_timeout(
+                    &node.address,
+                    &Request::CancelJob { job },
+                    std::time::Duration::from_secs(5),
+                )
+                .await;
+            match asked {
+                Ok(Response::Ack) => return Ok(()),
+                Ok(Response::Error(e)) if e.kind == tern_proto::ErrorKind::NotFound => {}
+                Ok(Response::Error(e)) => return Err(ClientError::from_reply(e)),
+                _ => {}
+            }
+        }
+        Err(ClientError::NotFound(format!(
+            "no node is running job {job:x} (`tern jobs` lists them)"
+        )))
+    }
+
     /// Start `graph` on the cluster and follow it.
     pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream, ClientError> {
         let request = Request::SubmitGraph {

@@ -99,7 +99,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The error an error answer means, by its kind (never by its text).
-    fn from_reply(e: ErrorReply) -> Self {
+    pub(crate) fn from_reply(e: ErrorReply) -> Self {
         match e.kind {
             ErrorKind::Conflict => ClientError::Conflict(e.message),
             ErrorKind::Exists => ClientError::Exists(e.message),

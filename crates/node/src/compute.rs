@@ -430,10 +430,35 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         // Nothing runs without a deadline: a query past its time fails, saying so, and its
         // tasks and kept outputs are released as for any other end.
         let deadline = self.compute.query_timeout;
-        let streamed = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply);
-        let ended = match tokio::time::timeout(deadline, streamed).await {
-            Ok(ended) => ended,
-            Err(_) => {
+        let entry = self.coordinated.start(
+            job,
+            "sql",
+            &sql,
+            caller,
+            self.id(),
+            self.clock.wall().as_millis() as u64,
+        );
+        let streamed = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply, &entry);
+        let bounded = async {
+            tokio::select! {
+                ended = tokio::time::timeout(deadline, streamed) => Some(ended),
+                _ = entry.cancelled() => None,
+            }
+        };
+        let mut how = tern_proto::JobState::Finished;
+        let ended = match bounded.await {
+            None => {
+                how = tern_proto::JobState::Cancelled;
+                let cancelled = tern_proto::ErrorReply {
+                    kind: ErrorKind::Cancelled,
+                    message: format!("query {job:x} was cancelled"),
+                };
+                let event = tern_proto::QueryEvent::Failed(cancelled);
+                reply.write_chunk(&tern_proto::encode_event(&event)).await
+            }
+            Some(Ok(ended)) => ended,
+            Some(Err(_)) => {
+                how = tern_proto::JobState::Failed("past its deadline".into());
                 warn!(
                     job,
                     secs = deadline.as_secs(),
@@ -453,9 +478,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         if let Err(e) = ended {
             // The client went away (Ctrl-C, a lost connection): the query stops with it.
             warn!(job, error = %e, "query abandoned: its client stopped reading");
+            how = tern_proto::JobState::Failed("its client went away".into());
         }
         let _ = reply.finish().await;
         coordinator.release().await;
+        self.coordinated.end(job, how);
     }
 }
 
@@ -475,6 +502,7 @@ async fn stream_query<T: Transport>(
     plan: tern_sched::StagePlan,
     progress: &mut tokio::sync::mpsc::UnboundedReceiver<tern_proto::QueryEvent>,
     reply: &mut tern_net::BodyWriter,
+    job: &crate::jobs::JobEntry,
 ) -> Result<(), tern_proto::TransportError> {
     use tern_proto::{QueryEvent, encode_event};
     let running = coordinator.run_planned(ctx, plan);
@@ -483,6 +511,7 @@ async fn stream_query<T: Transport>(
     // went away (Ctrl-C) is noticed by the failed write within that, not when the stage ends.
     let mut resend = tokio::time::interval(PROGRESS_RESEND);
     let mut newest: Option<QueryEvent> = None;
+    let (mut planned, mut stage_done): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let answer = loop {
         tokio::select! {
             answer = &mut running => break answer,
@@ -492,6 +521,22 @@ async fn stream_query<T: Transport>(
                     pending.push(event);
                 }
                 for event in newest_progress(pending) {
+                    match &event {
+                        QueryEvent::Planned { stages } => {
+                            planned = stages.iter().map(|s| s.tasks).collect();
+                            job.progress(0, planned.iter().sum());
+                        }
+                        QueryEvent::Progress { stage, done, .. } => {
+                            if let Some(d) = stage_done.get_mut(*stage as usize - 1) {
+                                *d = *done;
+                            } else if *stage >= 1 {
+                                stage_done.resize(*stage as usize, 0);
+                                stage_done[*stage as usize - 1] = *done;
+                            }
+                            job.progress(stage_done.iter().sum(), planned.iter().sum());
+                        }
+                        _ => {}
+                    }
                     reply.write_chunk(&encode_event(&event)).await?;
                     if matches!(event, QueryEvent::Progress { .. }) {
                         newest = Some(event);

@@ -180,6 +180,16 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         {
             return;
         }
+        let started_ms = self.clock.wall().as_millis() as u64;
+        let entry = self.coordinated.start(
+            job,
+            "graph",
+            &format!("{tasks} tasks, {} wanted", graph.wanted.len()),
+            caller,
+            self.id(),
+            started_ms,
+        );
+        entry.progress(0, tasks);
         let coordinator = GraphCoordinator::new(self.transport.as_ref(), &self.board, views, job);
         let (events, mut pending) = tokio::sync::mpsc::unbounded_channel();
         let running = coordinator.run(&graph, &datasets, &events);
@@ -204,7 +214,8 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                     }
                     let mut gone = false;
                     for event in batch {
-                        if let GraphEvent::Progress { .. } = event {
+                        if let GraphEvent::Progress { done, tasks } = event {
+                            entry.progress(done, tasks);
                             newest_progress = Some(event);
                             continue;
                         }
@@ -218,6 +229,12 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                         break Err(());
                     }
                 }
+                _ = entry.cancelled() => {
+                    break Ok(GraphEvent::Failed(tern_proto::ErrorReply {
+                        kind: ErrorKind::Cancelled,
+                        message: format!("graph {job:x} was cancelled"),
+                    }));
+                }
                 _ = &mut deadline => {
                     warn!(job, "graph stopped at its deadline");
                     break Ok(GraphEvent::Failed(tern_proto::ErrorReply {
@@ -230,16 +247,24 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                 }
             }
         };
-        if let Ok(last) = ended {
+        if let Ok(last) = &ended {
             // Outputs the coordinator sent before it ended are still queued.
             while let Ok(event) = pending.try_recv() {
                 if !matches!(event, GraphEvent::Progress { .. }) {
                     let _ = reply.write_chunk(&tern_proto::encode_event(&event)).await;
                 }
             }
-            let _ = reply.write_chunk(&tern_proto::encode_event(&last)).await;
+            let _ = reply.write_chunk(&tern_proto::encode_event(last)).await;
         }
         let _ = reply.finish().await;
         coordinator.release().await;
+        self.coordinated.end(
+            job,
+            match ended {
+                Ok(GraphEvent::Finished(_)) => tern_proto::JobState::Finished,
+                Ok(GraphEvent::Failed(e)) => tern_proto::JobState::Failed(e.message),
+                _ => tern_proto::JobState::Failed("its client went away".into()),
+            },
+        );
     }
 }

@@ -1,13 +1,14 @@
 //! Work a node keeps count of by job and by client: the turns each client's queries take on
-//! this coordinator ([`ClientJobs`]), and the task batches running for each job
-//! ([`RunningJobs`]), so a job's end stops them.
+//! this coordinator ([`ClientJobs`]), the task batches running for each job
+//! ([`RunningJobs`]), so a job's end stops them, and the jobs it coordinates
+//! ([`CoordinatedJobs`]: what `tern jobs` lists and `tern cancel` stops).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tern_proto::Caller;
+use tern_proto::{Caller, ClientRole, ErrorKind, ErrorReply, JobInfo, JobState, NodeId};
 
 /// Queries one client may have running at once on one coordinator; more wait their turn.
 pub(crate) const QUERIES_PER_CLIENT: usize = 32;
@@ -111,6 +112,162 @@ impl RunningJobs {
     }
 }
 
+/// Ended jobs a coordinator still lists.
+const RECENT_JOBS: usize = 50;
+
+/// The jobs this node coordinates, and the last [`RECENT_JOBS`] it ended.
+#[derive(Default)]
+pub(crate) struct CoordinatedJobs {
+    state: Mutex<Coordinated>,
+}
+
+#[derive(Default)]
+struct Coordinated {
+    running: BTreeMap<u64, Arc<JobEntry>>,
+    recent: std::collections::VecDeque<JobInfo>,
+}
+
+/// One coordinated job: its row in `tern jobs` and the signal that cancels it.
+pub(crate) struct JobEntry {
+    info: Mutex<JobInfo>,
+    started: Instant,
+    /// The certificate name of the client that started it.
+    owner: String,
+    cancel: tokio::sync::Notify,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl JobEntry {
+    pub(crate) fn progress(&self, done: u64, total: u64) {
+        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        info.done = done;
+        info.total = total;
+    }
+
+    /// Resolves once the job is cancelled.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.cancel.notified();
+            if self.cancelled.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The name a caller is known by in jobs (its certificate's).
+fn caller_name(caller: &Caller) -> String {
+    match caller {
+        Caller::Client { name, .. } => name.clone(),
+        node => node.to_string(),
+    }
+}
+
+impl CoordinatedJobs {
+    /// Count job `job` of `caller` as running here until [`Self::end`].
+    pub(crate) fn start(
+        &self,
+        job: u64,
+        kind: &str,
+        what: &str,
+        caller: &Caller,
+        coordinator: NodeId,
+        started_ms: u64,
+    ) -> Arc<JobEntry> {
+        let entry = Arc::new(JobEntry {
+            info: Mutex::new(JobInfo {
+                job,
+                kind: kind.into(),
+                what: what.chars().take(200).collect(),
+                client: caller_name(caller),
+                coordinator,
+                started_ms,
+                millis: 0,
+                done: 0,
+                total: 0,
+                running_on: BTreeMap::new(),
+                state: JobState::Running,
+            }),
+            started: Instant::now(),
+            owner: caller_name(caller),
+            cancel: tokio::sync::Notify::new(),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.running.insert(job, entry.clone());
+        entry
+    }
+
+    /// The job ended as `how`: it moves to the recent ones.
+    pub(crate) fn end(&self, job: u64, how: JobState) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = state.running.remove(&job) else {
+            return;
+        };
+        let mut info = entry.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        info.millis = entry.started.elapsed().as_millis() as u64;
+        info.state = if entry.cancelled.load(Ordering::SeqCst) {
+            JobState::Cancelled
+        } else {
+            how
+        };
+        info.running_on.clear();
+        state.recent.push_back(info);
+        while state.recent.len() > RECENT_JOBS {
+            state.recent.pop_front();
+        }
+    }
+
+    /// Every job running here, with `running_on(job)` (tasks in flight per node), then the
+    /// recent ones, newest first.
+    pub(crate) fn list(&self, running_on: impl Fn(u64) -> BTreeMap<NodeId, u64>) -> Vec<JobInfo> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<JobInfo> = state
+            .running
+            .values()
+            .map(|entry| {
+                let mut info = entry.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                info.millis = entry.started.elapsed().as_millis() as u64;
+                info.running_on = running_on(info.job);
+                info
+            })
+            .collect();
+        out.extend(state.recent.iter().rev().cloned());
+        out
+    }
+
+    /// Cancel job `job` for `caller`: its own client or an admin.
+    pub(crate) fn cancel(&self, job: u64, caller: &Caller) -> Result<(), ErrorReply> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = state.running.get(&job) else {
+            return Err(ErrorReply {
+                kind: ErrorKind::NotFound,
+                message: format!("no job {job:x} is running on this node"),
+            });
+        };
+        let admin = matches!(
+            caller,
+            Caller::Client {
+                role: Some(ClientRole::Admin),
+                ..
+            }
+        );
+        if !admin && entry.owner != caller_name(caller) {
+            return Err(ErrorReply {
+                kind: ErrorKind::Forbidden,
+                message: format!(
+                    "job {job:x} belongs to {:?}; only it or an admin may cancel it",
+                    entry.owner
+                ),
+            });
+        }
+        entry.cancelled.store(true, Ordering::SeqCst);
+        entry.cancel.notify_waiters();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +289,33 @@ mod tests {
         assert!(late.await.unwrap_err().is_cancelled());
         let other = tokio::spawn(async {});
         assert!(jobs.add(8, other.abort_handle()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_job_is_cancelled_by_its_client_or_an_admin_only() {
+        let jobs = CoordinatedJobs::default();
+        let alice = Caller::Client {
+            name: "alice".into(),
+            role: Some(ClientRole::Read),
+        };
+        let bob = Caller::Client {
+            name: "bob".into(),
+            role: Some(ClientRole::Write),
+        };
+        let entry = jobs.start(9, "graph", "3 tasks", &alice, 1, 0);
+        entry.progress(1, 3);
+        assert_eq!(jobs.list(|_| BTreeMap::new())[0].done, 1);
+        assert_eq!(jobs.cancel(9, &bob).unwrap_err().kind, ErrorKind::Forbidden);
+        assert_eq!(
+            jobs.cancel(8, &alice).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        jobs.cancel(9, &alice).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), entry.cancelled())
+            .await
+            .expect("cancelled");
+        jobs.end(9, JobState::Finished);
+        let listed = jobs.list(|_| BTreeMap::new());
+        assert_eq!(listed[0].state, JobState::Cancelled);
     }
 }

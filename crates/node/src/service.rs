@@ -52,6 +52,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) running_jobs: crate::jobs::RunningJobs,
     /// Queries each client runs on this coordinator now (bounded per client).
     pub(crate) client_jobs: crate::jobs::ClientJobs,
+    /// Queries and graphs this node coordinates, and those it ended lately (`tern jobs`).
+    pub(crate) coordinated: crate::jobs::CoordinatedJobs,
     /// Jobs this node coordinates, for their ids.
     pub(crate) jobs_started: std::sync::atomic::AtomicU64,
     pub(crate) tasks_running: std::sync::atomic::AtomicU64,
@@ -131,6 +133,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             compute,
             jobs_started: Default::default(),
             client_jobs: Default::default(),
+            coordinated: Default::default(),
             running_jobs: Default::default(),
             tasks_running: Default::default(),
             compute_runtime: None,
@@ -319,6 +322,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 self.run_graph_task(*job, *index, task.clone(), sources.clone())
                     .await
             }
+            Request::Jobs => Response::Jobs(self.coordinated.list(|job| self.board.job_load(job))),
+            Request::CancelJob { job } => match self.coordinated.cancel(*job, caller) {
+                Ok(()) => Response::Ack,
+                Err(e) => Response::Error(e),
+            },
             Request::ReleaseJob { job } => {
                 let stopped = self.running_jobs.release(*job, self.clock.now());
                 if stopped > 0 {

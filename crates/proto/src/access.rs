@@ -140,7 +140,10 @@ impl Request {
             | Request::CatalogList { .. }
             | Request::GetBlock { .. }
             | Request::Query { .. }
-            | Request::SubmitGraph { .. } => Access::Client(Read),
+            | Request::SubmitGraph { .. }
+            | Request::Jobs
+            // Only the job's own client or an admin: the coordinator checks which.
+            | Request::CancelJob { .. } => Access::Client(Read),
             Request::PutBlock { .. }
             | Request::Place { .. }
             | Request::BeginPut { .. }

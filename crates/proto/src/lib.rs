@@ -35,6 +35,7 @@ pub use graph::{
 };
 pub use message::*;
 pub use query::{
-    EventDecoder, EventError, QueryEvent, QueryEvents, StagePlanned, StageReport, encode_event,
+    EventDecoder, EventError, JobInfo, JobState, QueryEvent, QueryEvents, StagePlanned,
+    StageReport, encode_event,
 };
 pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block, fetch_bytes};

@@ -286,6 +286,14 @@ pub enum Request {
         task: crate::Task,
         sources: Vec<crate::ArgSource>,
     },
+    /// The jobs (queries and graphs) this node coordinates or coordinated lately (answered
+    /// with `Response::Jobs`).
+    Jobs,
+    /// Stop job `job`, coordinated by this node: only the client that started it, or an
+    /// admin, may.
+    CancelJob {
+        job: u64,
+    },
 }
 
 impl Request {
@@ -332,6 +340,8 @@ impl Request {
             Request::Query { .. } => "query",
             Request::SubmitGraph { .. } => "submit graph",
             Request::RunGraphTask { .. } => "run graph task",
+            Request::Jobs => "jobs",
+            Request::CancelJob { .. } => "cancel job",
             Request::BeginPut { .. } => "begin-put",
             Request::RenewPut { .. } => "renew-put",
             Request::EndPut { .. } => "end-put",
@@ -516,6 +526,8 @@ pub enum ErrorKind {
     /// Stored bytes cannot be used (a partition that is not the Arrow data its dataset
     /// declares): every copy is the same, so retrying elsewhere would fail the same way.
     BadData,
+    /// The job was cancelled (`tern cancel`) before it ended.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +611,7 @@ pub enum Response {
     TaskRaised {
         message: String,
     },
+    Jobs(Vec<crate::JobInfo>),
     /// This node does not lead: a request that must reach the leader directly (a join, a
     /// heartbeat: they are bound to the sender's certificate, so they are not forwarded)
     /// should go to `leader`, when one is known.

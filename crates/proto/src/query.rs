@@ -28,6 +28,47 @@ pub struct StageReport {
     pub spilled: u64,
 }
 
+/// One job a node coordinates (a SQL query or a task graph), as `tern jobs` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job: u64,
+    /// `sql` or `graph`.
+    pub kind: String,
+    /// The query's text, or the graph's size (cut to 200 characters).
+    pub what: String,
+    /// The certificate name of the client that started it.
+    pub client: String,
+    pub coordinator: NodeId,
+    /// Wall-clock milliseconds since the Unix epoch when it started.
+    pub started_ms: u64,
+    pub millis: u64,
+    /// Tasks ended and planned so far.
+    pub done: u64,
+    pub total: u64,
+    /// Tasks of it running now, per node.
+    pub running_on: BTreeMap<NodeId, u64>,
+    pub state: JobState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    Finished,
+    Failed(String),
+    Cancelled,
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobState::Running => f.write_str("running"),
+            JobState::Finished => f.write_str("finished"),
+            JobState::Failed(_) => f.write_str("failed"),
+            JobState::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
 /// A stage as planned, before it runs: what the client's progress display counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagePlanned {

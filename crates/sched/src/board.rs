@@ -114,6 +114,16 @@ impl LoadBoard {
             .map(|(node, _)| node)
     }
 
+    /// Tasks of `job` this coordinator has running, per node.
+    pub fn job_load(&self, job: u64) -> BTreeMap<NodeId, u64> {
+        self.by_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range((job, NodeId::MIN)..=(job, NodeId::MAX))
+            .map(|(&(_, node), &n)| (node, n as u64))
+            .collect()
+    }
+
     /// Tasks each node runs at once.
     pub fn slots(&self) -> usize {
         self.slots
