@@ -476,4 +476,55 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         answer.outcomes[next.key()],
         TaskOutcome::Done(Datum::Value(Value::Int(2)))
     );
+
+    // Futures: values as they end, equal to the in-process answers; a failing task's future
+    // says why; dropping every future of a running submission stops it.
+    let small: Vec<Delayed> = (0..50).map(|i| delayed("inc", [i.into()])).collect();
+    let bad = delayed("add", [Value::Str("x".into()).into()]);
+    let mut wanted = small.clone();
+    wanted.push(bad.clone());
+    let futures = client.submit(graph_of(&wanted));
+    let ended: Vec<_> = rt.block_on(async {
+        use futures::StreamExt;
+        tern_client::as_completed(futures.clone()).collect().await
+    });
+    assert_eq!(ended.len(), 51);
+    assert!(futures.iter().all(|f| f.done()));
+    let values = rt.block_on(tern_client::gather(&futures));
+    for (i, value) in values[..50].iter().enumerate() {
+        assert_eq!(
+            value.as_ref().unwrap(),
+            &Datum::Value(Value::Int(i as i64 + 1))
+        );
+    }
+    match &values[50] {
+        Err(tern_client::FutureError::Task { key, .. }) => assert_eq!(key, bad.key()),
+        other => panic!("{other:?}"),
+    }
+    let futures = client.submit(graph_of(&heavy));
+    let running_id = tern_e2e::wait_for(
+        "the submission to run",
+        std::time::Duration::from_secs(60),
+        || {
+            let out = cluster.tern(&["jobs", "--json"]);
+            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            jobs.as_array()?
+                .iter()
+                .find(|j| j["state"] == "running")
+                .map(|j| j["job"].as_str().unwrap_or_default().to_string())
+        },
+    );
+    drop(futures);
+    tern_e2e::wait_for(
+        "the dropped submission to stop",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = cluster.tern(&["jobs", "--json"]);
+            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            jobs.as_array()?
+                .iter()
+                .any(|j| j["job"] == running_id.as_str() && j["state"] != "running")
+                .then_some(())
+        },
+    );
 }

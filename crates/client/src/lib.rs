@@ -24,9 +24,11 @@ mod dataframe;
 pub mod export;
 mod graphs;
 pub mod ingest;
+mod submit;
 
 pub use dataframe::{DataFrame, JoinKind};
 pub use graphs::{GraphAnswer, GraphStream, GraphUpdate};
+pub use submit::{FutureError, TaskFuture, as_completed, gather, wait};
 pub use tern_proto::{StagePlanned, StageReport};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,87 @@
+//! Futures in Dask's manner: submit a graph, print each task's value as it ends
+//! (`as_completed`), gather them all, and check them against the thread-pool scheduler in this
+//! process (exit status 1 when they differ). Without a dataset it submits 100 independent
+//! tasks; with `--dataset NAME` one task per partition counting its rows, where it is stored.
+//!
+//! ```sh
+//! tern up --detach && tern put sales.csv --name sales
+//! cargo run -p tern-examples --example futures -- --cluster .tern --dataset sales
+//! ```
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tern_client::{Client, as_completed, cluster_dir, gather};
+use tern_graph::{Delayed, Inputs, Local, delayed, graph_of, partition};
+use tern_proto::Datum;
+
+/// Partitions fetched once from the cluster, for the in-process run.
+struct Fetched(Vec<Vec<u8>>);
+
+impl Inputs for Fetched {
+    fn partition(&self, _dataset: &str, _version: u64, index: u32) -> Result<Datum, String> {
+        self.0
+            .get(index as usize)
+            .map(|b| Datum::Table(b.clone()))
+            .ok_or_else(|| format!("no partition {index}"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = flag("--cluster").map(std::path::PathBuf::from);
+    let client = Arc::new(Client::open(&cluster_dir(dir.as_deref()))?);
+
+    let (tasks, inputs): (Vec<Delayed>, Fetched) = match flag("--dataset") {
+        Some(name) => {
+            let record = client
+                .dataset(&name)
+                .await?
+                .ok_or_else(|| format!("no dataset {name}"))?;
+            let addresses = client.node_addresses().await?;
+            let mut parts = Vec::new();
+            for i in 0..record.partitions.len() {
+                parts.push(client.read_partition(&record, i, &addresses).await?);
+            }
+            let counts = (0..record.partitions.len() as u32)
+                .map(|i| delayed("row_count", [partition(&name, record.version, i)]))
+                .collect();
+            (counts, Fetched(parts))
+        }
+        None => (
+            (0..100).map(|i| delayed("inc", [i.into()])).collect(),
+            Fetched(Vec::new()),
+        ),
+    };
+    let graph = graph_of(&tasks);
+    let futures = client.submit(graph.clone());
+    let mut ended = as_completed(futures.clone());
+    let mut n = 0;
+    while let Some((future, value)) = ended.next().await {
+        n += 1;
+        if n <= 5 || n == futures.len() {
+            println!("{n:>4}. {} = {:?}", future.key(), value?);
+        }
+    }
+    let values = gather(&futures).await;
+    let here = tern_graph::compute(&graph, Local::Threads(4), &inputs)?;
+    for (future, value) in futures.iter().zip(values) {
+        let expected = here[future.key()].clone();
+        if value.as_ref().ok() != expected.as_ref().ok() {
+            eprintln!(
+                "{}: {value:?} on the cluster, {expected:?} here",
+                future.key()
+            );
+            std::process::exit(1);
+        }
+    }
+    println!("{} futures, every value as in this process", futures.len());
+    Ok(())
+}
