@@ -117,6 +117,16 @@ impl SimClient {
         node_addr(self.world.with_rng(|r| r.gen_range(1..=n)))
     }
 
+    /// `k` distinct nodes from a random one on, as a client tries the nodes it knows in
+    /// turn (three random picks could all be the one dead node: seed 6001337 at 30 s).
+    fn some_nodes(&self, k: u64) -> Vec<String> {
+        let n = self.world.nodes;
+        let first = self.world.with_rng(|r| r.gen_range(0..n));
+        (0..k.min(n))
+            .map(|i| node_addr((first + i) % n + 1))
+            .collect()
+    }
+
     /// One request, tried on up to four nodes.
     async fn call(&self, request: Request) -> OpResult<Response> {
         let mut last = String::new();
@@ -406,8 +416,8 @@ impl SimClient {
     /// answer's rows as (k or -1, n, s).
     async fn query(&self, sql: &str) -> OpResult<Vec<(i64, u64, i64)>> {
         let mut last = String::new();
-        for _ in 0..3 {
-            match self.query_on(&self.any_node(), sql).await {
+        for node in self.some_nodes(3) {
+            match self.query_on(&node, sql).await {
                 Ok(Ok(rows)) => return Ok(rows),
                 Ok(Err(refused)) => return Err(refused),
                 Err(unreachable) => last = unreachable,
@@ -536,21 +546,20 @@ impl SimClient {
         tasks.extend([rows.clone(), total.clone(), a, b, c.clone()]);
         let graph = Graph { tasks, wanted };
         let window = Duration::from_secs(120);
-        let outcomes =
-            match tokio::time::timeout(window, self.graph_on(&self.any_node(), &graph)).await {
-                Ok(Ok(outcomes)) => outcomes,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    self.world.violated(
-                        invariants::LIVENESS,
-                        format!(
-                            "a graph over {name} was still pending after {} s",
-                            window.as_secs()
-                        ),
-                    );
-                    return Err("pending past its window".into());
-                }
-            };
+        let outcomes = match tokio::time::timeout(window, self.graph(&graph)).await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                self.world.violated(
+                    invariants::LIVENESS,
+                    format!(
+                        "a graph over {name} was still pending after {} s",
+                        window.as_secs()
+                    ),
+                );
+                return Err("pending past its window".into());
+            }
+        };
         // Failing for want of a node or a holder is allowed under faults; a kernel refusing
         // the data a table holds is not.
         let allowed = |f: &TaskFailure| {
@@ -613,13 +622,29 @@ impl SimClient {
         Ok(())
     }
 
-    /// Submit `graph` to the node at `addr` and collect the wanted outcomes.
+    /// Submit `graph` as the client does: to another node when one does not take it.
+    async fn graph(
+        &self,
+        graph: &tern_proto::Graph,
+    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
+        let mut last = String::new();
+        for node in self.some_nodes(3) {
+            match self.graph_on(&node, graph).await {
+                Ok(answer) => return answer,
+                Err(unreachable) => last = unreachable,
+            }
+        }
+        Err(last)
+    }
+
+    /// Submit `graph` to the node at `addr` and collect the wanted outcomes. `Err`: the node
+    /// did not take it; `Ok(Err)`: it took it and then failed.
     async fn graph_on(
         &self,
         addr: &str,
         graph: &tern_proto::Graph,
-    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
-        use tern_proto::{BulkRead, BulkWrite, GraphEvent};
+    ) -> Result<OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>>, String> {
+        use tern_proto::{BulkRead, BulkWrite};
         let request = Request::SubmitGraph {
             graph: graph.clone(),
         };
@@ -631,9 +656,16 @@ impl SimClient {
         writer.finish().await.map_err(|e| e.to_string())?;
         match reader.response().await.map_err(|e| e.to_string())? {
             Response::GraphRunning { .. } => {}
-            Response::Error(e) => return Err(e.message),
-            other => return Err(format!("{other:?}")),
+            Response::Error(e) => return Ok(Err(e.message)),
+            other => return Ok(Err(format!("{other:?}"))),
         }
+        Ok(Self::graph_events(reader).await)
+    }
+
+    async fn graph_events(
+        mut reader: <SimTransport as Transport>::Reader,
+    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
+        use tern_proto::{BulkRead, GraphEvent};
         let mut decoder = tern_proto::EventDecoder::default();
         let mut outcomes = BTreeMap::new();
         loop {
@@ -776,15 +808,22 @@ impl SimClient {
             invariants::check_replicas(&record, &up, &zone_of)?;
         }
         for name in names {
-            let record = self.read(&name, true).await?;
+            let record = self
+                .read(&name, true)
+                .await
+                .map_err(|e| format!("reading {name}: {e}"))?;
             let model = lock(&self.world.datasets)
                 .get(&name)
                 .cloned()
                 .unwrap_or_default();
             invariants::check_durable(&self.world, &name, &model, record.as_ref());
             if record.is_some() && name.starts_with('t') {
-                self.check_queries(&name).await?;
-                self.check_graph(&name, 0, true).await?;
+                self.check_queries(&name)
+                    .await
+                    .map_err(|e| format!("queries over {name}: {e}"))?;
+                self.check_graph(&name, 0, true)
+                    .await
+                    .map_err(|e| format!("a graph over {name}: {e}"))?;
             }
         }
         Ok(())

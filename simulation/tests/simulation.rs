@@ -110,6 +110,11 @@ const REGRESSION_SEEDS: &[(u64, u64, &str)] = &[
         30,
         "issue #24: a put's acknowledgment came back after the other loop had removed its record",
     ),
+    (
+        6001337,
+        30,
+        "sim-long: the workload's queries picked the one lost node three times running (clients try nodes in turn now)",
+    ),
 ];
 
 #[test]

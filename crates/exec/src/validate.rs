@@ -461,8 +461,17 @@ impl Walk {
             }
             Ok(())
         };
+        // Arrow reads fixed-width buffers as slices of their type, and asserts (panics) that
+        // a buffer's length is a whole number of values (found by the ipc_block fuzz target).
         let fixed = |walk: &mut Walk, width: u64| -> Result<(), BadBlock> {
-            walk.at_least(n.checked_mul(width).ok_or_else(|| bad("overflow"))?)
+            let size = walk.buffer()?;
+            if size < n.checked_mul(width).ok_or_else(|| bad("overflow"))? {
+                return Err(bad("a buffer shorter than its column's values"));
+            }
+            if width.is_power_of_two() && size % width != 0 {
+                return Err(bad("a buffer that is not a whole number of its values"));
+            }
+            Ok(())
         };
         match t {
             DataType::Null => {}
@@ -551,6 +560,11 @@ impl Walk {
         let size = self.buffer()?;
         if n > 0 && size < (n + 1) * width {
             return Err(bad("an offsets buffer shorter than its column"));
+        }
+        if size % width != 0 {
+            return Err(bad(
+                "an offsets buffer that is not a whole number of offsets",
+            ));
         }
         Ok(())
     }
@@ -749,6 +763,15 @@ mod tests {
         bytes[at..at + 8].copy_from_slice(&8i64.to_le_bytes());
         let err = check_block(&bytes, &schema(), 1_000).unwrap_err();
         assert!(err.reason.contains("shorter"), "{err}");
+    }
+
+    /// Regression (found by the ipc_block fuzz target): a compressed offsets buffer whose
+    /// declared length is not a whole number of offsets made Arrow's decoder panic.
+    #[test]
+    fn an_offsets_buffer_of_a_partial_offset_is_refused() {
+        let bytes = include_bytes!("../../../fuzz/seeds/ipc_block/regression-partial-offsets");
+        let err = check_block(bytes, &schema(), 1).unwrap_err();
+        assert!(err.reason.contains("whole number"), "{err}");
     }
 
     #[test]
