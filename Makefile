@@ -61,7 +61,7 @@ fuzz: deps fuzz-tool
 	  $(FUZZ_RUN) $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS) || exit 1; \
 	done
 	cd fuzz/plan && t=task_plan && mkdir -p corpus/$$t && \
-	  $(FUZZ_RUN) $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS)
+	  $(FUZZ_RUN) --fuzz-dir . $$t $(FUZZ_INPUTS) -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_LIMITS)
 
 fuzz-smoke: deps fuzz-tool
 	cd fuzz && for t in frame ipc_block; do mkdir -p corpus/$$t; \
