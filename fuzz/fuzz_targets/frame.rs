@@ -1,5 +1,5 @@
 //! Frames and the postcard messages inside them, as a node reads them from any peer: a
-//! request, a response, a forwarded request, a query event stream, a bucket body. Nothing may
+//! request, a response, a forwarded request, a query or graph event stream, a bucket body. Nothing may
 //! panic, and what decodes encodes back to itself.
 #![no_main]
 
@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = decode_response(data);
     let _ = split_parts(data);
+    // The bodies of a query's and a graph's answers.
     let mut events = tern_proto::EventDecoder::default();
     events.push(data);
-    while let Ok(Some(_)) = events.next_event() {}
+    while let Ok(Some(_)) = events.next_event::<tern_proto::QueryEvent>() {}
+    let mut events = tern_proto::EventDecoder::default();
+    events.push(data);
+    while let Ok(Some(_)) = events.next_event::<tern_proto::GraphEvent>() {}
 });

@@ -395,6 +395,13 @@ fn a_node_lost_mid_graph_costs_a_recomputation_and_lost_inputs_are_named() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
 
+/// `tern jobs --json` from a fresh CLI process, as its list of jobs.
+fn jobs_now(cluster: &LocalCluster) -> Option<Vec<serde_json::Value>> {
+    let out = cluster.tern(&["jobs", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    jobs.as_array().cloned()
+}
+
 /// `tern jobs` shows a running graph with its progress and where its tasks run; `tern cancel`
 /// by another client is refused, by the graph's own client stops it, and the cluster then
 /// runs the next graph at once.
@@ -424,9 +431,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         "the graph to show running",
         std::time::Duration::from_secs(60),
         || {
-            let out = cluster.tern(&["jobs", "--json"]);
-            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            jobs.as_array()?
+            jobs_now(&cluster)?
                 .iter()
                 .find(|j| {
                     j["kind"] == "graph" && j["state"] == "running" && j["done"].as_u64() >= Some(1)
@@ -462,9 +467,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         "the job to show cancelled",
         std::time::Duration::from_secs(30),
         || {
-            let out = cluster.tern(&["jobs", "--json"]);
-            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            jobs.as_array()?
+            jobs_now(&cluster)?
                 .iter()
                 .any(|j| j["job"] == id.as_str() && j["state"] == "cancelled")
                 .then_some(())
@@ -506,9 +509,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         "the submission to run",
         std::time::Duration::from_secs(60),
         || {
-            let out = cluster.tern(&["jobs", "--json"]);
-            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            jobs.as_array()?
+            jobs_now(&cluster)?
                 .iter()
                 .find(|j| j["state"] == "running")
                 .map(|j| j["job"].as_str().unwrap_or_default().to_string())
@@ -519,9 +520,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         "the dropped submission to stop",
         std::time::Duration::from_secs(30),
         || {
-            let out = cluster.tern(&["jobs", "--json"]);
-            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            jobs.as_array()?
+            jobs_now(&cluster)?
                 .iter()
                 .any(|j| j["job"] == running_id.as_str() && j["state"] != "running")
                 .then_some(())

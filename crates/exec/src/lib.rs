@@ -374,12 +374,9 @@ mod tests {
         }
     }
 
-    /// A task plan as a node decodes it from a coordinator, mutated and cut anywhere: refused
-    /// or decoded, never a panic. (`make fuzz` runs the same
-    /// decoder coverage-guided; this runs a bounded share of it in `make test`.)
-    #[tokio::test]
-    async fn mutated_task_plans_never_panic_the_decoder() {
-        use proptest::prelude::*;
+    /// `sql` over the stored table `trips`, planned and encoded as a coordinator sends it,
+    /// and a task context to decode it in.
+    async fn encoded(sql: &str) -> (Vec<u8>, Arc<datafusion::execution::TaskContext>) {
         let ctx = session(
             2,
             Arc::new(NoBlocks),
@@ -390,14 +387,24 @@ mod tests {
         ctx.register_table("trips", Arc::new(StoredTable::new(&record()).unwrap()))
             .unwrap();
         let plan = ctx
-            .sql("SELECT city, count(*) FROM trips WHERE id > 3 GROUP BY city ORDER BY city")
+            .sql(sql)
             .await
             .unwrap()
             .create_physical_plan()
             .await
             .unwrap();
-        let bytes = encode_plan(plan).unwrap();
-        let task = ctx.task_ctx();
+        (encode_plan(plan).unwrap(), ctx.task_ctx())
+    }
+
+    /// A task plan as a node decodes it from a coordinator, mutated and cut anywhere: refused
+    /// or decoded, never a panic. (`make fuzz` runs the same
+    /// decoder coverage-guided; this runs a bounded share of it in `make test`.)
+    #[tokio::test]
+    async fn mutated_task_plans_never_panic_the_decoder() {
+        use proptest::prelude::*;
+        let (bytes, task) =
+            encoded("SELECT city, count(*) FROM trips WHERE id > 3 GROUP BY city ORDER BY city")
+                .await;
         proptest!(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(1917), failure_persistence: None, ..ProptestConfig::default() }, |(at in 0usize..1 << 16, byte in any::<u8>(), cut in 0usize..1 << 16)| {
             let mut mutated = bytes.clone();
             let at = at % mutated.len();
@@ -414,24 +421,7 @@ mod tests {
         use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
         use datafusion_proto::protobuf::{AggregateExecNode, PhysicalPlanNode};
         use prost::Message;
-        let ctx = session(
-            2,
-            Arc::new(NoBlocks),
-            Arc::new(NoBlocks),
-            &MemoryLimit::default(),
-        )
-        .unwrap();
-        ctx.register_table("trips", Arc::new(StoredTable::new(&record()).unwrap()))
-            .unwrap();
-        let plan = ctx
-            .sql("SELECT sum(id) FROM trips WHERE id > 3")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let bytes = encode_plan(plan).unwrap();
-        let task = ctx.task_ctx();
+        let (bytes, task) = encoded("SELECT sum(id) FROM trips WHERE id > 3").await;
         decode_plan(&bytes, &task).unwrap();
         let mut node = PhysicalPlanNode::decode(bytes.as_slice()).unwrap();
         fn aggregate(node: &mut PhysicalPlanNode) -> &mut AggregateExecNode {
