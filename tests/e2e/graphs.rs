@@ -402,6 +402,30 @@ fn jobs_now(cluster: &LocalCluster) -> Option<Vec<serde_json::Value>> {
     jobs.as_array().cloned()
 }
 
+/// Wait until no node keeps any output (shuffle or graph) any more.
+fn wait_until_nothing_is_kept(
+    rt: &tokio::runtime::Runtime,
+    cluster: &LocalCluster,
+    client: &tern_client::Client,
+    nodes: u64,
+) {
+    tern_e2e::wait_for(
+        "every node to drop its kept outputs",
+        std::time::Duration::from_secs(30),
+        || {
+            rt.block_on(async {
+                for id in 1..=nodes {
+                    let metrics = tern_e2e::local_metrics(client, &cluster.addr(id)).await?;
+                    if metrics.shuffle_outputs > 0 {
+                        return None;
+                    }
+                }
+                Some(())
+            })
+        },
+    );
+}
+
 /// `tern jobs` shows a running graph with its progress and where its tasks run; `tern cancel`
 /// by another client is refused, by the graph's own client stops it, and the cluster then
 /// runs the next graph at once.
@@ -473,6 +497,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
                 .then_some(())
         },
     );
+    wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
     let next = delayed("inc", [1.into()]);
     let answer = on_cluster(&rt, &client, &next.graph());
     assert_eq!(
@@ -526,4 +551,5 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
                 .then_some(())
         },
     );
+    wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
 }

@@ -132,12 +132,23 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             Ok(bytes) => bytes,
             Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
         };
+        // A task still running when its job was released (cancelled, its client gone, its
+        // deadline passed) keeps nothing: nobody would release it again.
+        if self.running_jobs.is_released(job) {
+            return Response::error(ErrorKind::Cancelled, format!("job {job:x} was released"));
+        }
         let shuffles = self.shuffles.clone();
         let inline = !self.blocks.blocks_thread();
         let kept = crate::blocks::off_runtime(inline, move || {
             shuffles.put(job, GRAPH_STAGE, index, vec![bytes])
         })
         .await;
+        if self.running_jobs.is_released(job) {
+            // Released while the output was being kept.
+            let shuffles = self.shuffles.clone();
+            let _ = crate::blocks::off_runtime(inline, move || shuffles.release(job)).await;
+            return Response::error(ErrorKind::Cancelled, format!("job {job:x} was released"));
+        }
         match kept {
             Ok(Ok(bytes)) => Response::GraphTaskRan { bytes },
             Ok(Err(e)) => Response::error(ErrorKind::Unavailable, e.to_string()),

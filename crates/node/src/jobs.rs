@@ -96,6 +96,12 @@ impl RunningJobs {
         }
     }
 
+    /// Whether job `job` was released (lately).
+    pub(crate) fn is_released(&self, job: u64) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.released.contains_key(&job)
+    }
+
     /// The job ended: abort every batch of it still running, and refuse any that arrives
     /// later. Returns how many were aborted.
     pub(crate) fn release(&self, job: u64, now: Instant) -> usize {
