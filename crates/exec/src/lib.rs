@@ -440,6 +440,16 @@ mod tests {
         assert!(err.to_string().contains("malformed"), "{err}");
     }
 
+    /// Regression (found by the task_plan fuzz target): a plan naming an Avro scan made
+    /// DataFusion's decoder panic (tern builds it without Avro); the node refuses the plan.
+    #[tokio::test]
+    async fn a_plan_naming_an_avro_scan_is_refused() {
+        let (_, task) = encoded("SELECT 1").await;
+        let plan = include_bytes!("../../../fuzz/plan/seeds/task_plan/regression-avro-scan");
+        let err = decode_plan(plan, &task).unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
+    }
+
     /// A plan naming a file (as DataFusion's encoding can) is refused by the node.
     #[tokio::test]
     async fn a_plan_reading_a_file_is_refused() {
