@@ -9,20 +9,9 @@
 //! ```
 
 use tern_client::{Client, cluster_dir};
-use tern_graph::{Delayed, Inputs, Local, delayed, partition};
-use tern_proto::{Datum, TaskOutcome};
-
-/// Partitions fetched once from the cluster, for the in-process run.
-struct Fetched(Vec<Vec<u8>>);
-
-impl Inputs for Fetched {
-    fn partition(&self, _dataset: &str, _version: u64, index: u32) -> Result<Datum, String> {
-        self.0
-            .get(index as usize)
-            .map(|b| Datum::Table(b.clone()))
-            .ok_or_else(|| format!("no partition {index}"))
-    }
-}
+use tern_examples::{Fetched, flag, row_counts};
+use tern_graph::{Delayed, Local, delayed};
+use tern_proto::TaskOutcome;
 
 /// Pairwise sums, level by level, down to one.
 fn tree_sum(mut level: Vec<Delayed>) -> Delayed {
@@ -37,31 +26,13 @@ fn tree_sum(mut level: Vec<Delayed>) -> Delayed {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let dir = flag("--cluster").map(std::path::PathBuf::from);
     let client = Client::open(&cluster_dir(dir.as_deref()))?;
 
     let (total, inputs) = match flag("--dataset") {
         Some(name) => {
-            let record = client
-                .dataset(&name)
-                .await?
-                .ok_or_else(|| format!("no dataset {name}"))?;
-            let addresses = client.node_addresses().await?;
-            let mut parts = Vec::new();
-            for i in 0..record.partitions.len() {
-                parts.push(client.read_partition(&record, i, &addresses).await?);
-            }
-            let counts = (0..record.partitions.len() as u32)
-                .map(|i| delayed("row_count", [partition(&name, record.version, i)]))
-                .collect();
-            (tree_sum(counts), Fetched(parts))
+            let (counts, fetched) = row_counts(&client, &name).await?;
+            (tree_sum(counts), fetched)
         }
         None => {
             let leaves = (0..1000).map(|i| delayed("inc", [i.into()])).collect();

@@ -355,15 +355,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         caller: &Caller,
         reply: tern_net::BodyWriter,
     ) {
-        // One client cannot fill a coordinator with queries; others' go on meanwhile.
-        let _turn = match self.client_jobs.enter(caller).await {
-            Ok(turn) => turn,
-            Err(reason) => {
-                return respond(reply, &Response::error(ErrorKind::Unavailable, reason)).await;
-            }
-        };
-        let (datasets, nodes) = match self.query_catalog().await {
-            Ok(state) => state,
+        let (_turn, datasets, nodes) = match self.start_job(caller).await {
+            Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };
         let addrs = nodes.values().map(|n| (n.id, n.addr.clone())).collect();
@@ -661,6 +654,29 @@ fn rows_events(
 }
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
+    /// What a job this node coordinates starts with: a turn of its client's (one client
+    /// cannot fill a coordinator with jobs; others' go on meanwhile), then the datasets and
+    /// nodes from the catalog.
+    pub(crate) async fn start_job(
+        &self,
+        caller: &Caller,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            Vec<tern_proto::DatasetRecord>,
+            std::collections::BTreeMap<NodeId, tern_proto::NodeRecord>,
+        ),
+        Response,
+    > {
+        let turn = self
+            .client_jobs
+            .enter(caller)
+            .await
+            .map_err(|reason| Response::error(ErrorKind::Unavailable, reason))?;
+        let (datasets, nodes) = self.query_catalog().await?;
+        Ok((turn, datasets, nodes))
+    }
+
     /// The datasets a query sees, as the leader has them (a follower asks the leader, so a
     /// dataset just committed is never missing), and the nodes as this node knows them.
     pub(crate) async fn query_catalog(

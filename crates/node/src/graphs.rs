@@ -164,14 +164,8 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         caller: &Caller,
         reply: tern_net::BodyWriter,
     ) {
-        let _turn = match self.client_jobs.enter(caller).await {
-            Ok(turn) => turn,
-            Err(reason) => {
-                return respond(reply, &Response::error(ErrorKind::Unavailable, reason)).await;
-            }
-        };
-        let (datasets, nodes) = match self.query_catalog().await {
-            Ok(state) => state,
+        let (_turn, datasets, nodes) = match self.start_job(caller).await {
+            Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };
         let tasks = match graph.validate(&Default::default()) {

@@ -163,7 +163,7 @@ impl<'g> Run<'g> {
         self.ended += 1;
         for r in self.readers.get(&i).cloned().unwrap_or_default() {
             if self.state[&r] == State::Waiting {
-                let left = self.waiting.get_mut(&r).expect("a waiting task is counted");
+                let left = self.waiting.entry(r).or_insert(1);
                 *left = left.saturating_sub(1);
                 if *left == 0 {
                     self.state.insert(r, State::Ready);
