@@ -645,14 +645,16 @@ impl SimClient {
         graph: &tern_proto::Graph,
     ) -> Result<OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>>, String> {
         use tern_proto::{BulkRead, BulkWrite};
+        let body = postcard::to_allocvec(graph).map_err(|e| e.to_string())?;
         let request = Request::SubmitGraph {
-            graph: graph.clone(),
+            bytes: body.len() as u64,
         };
-        let (writer, mut reader) = self
+        let (mut writer, mut reader) = self
             .transport
             .open_bulk(addr, &request)
             .await
             .map_err(|e| e.to_string())?;
+        writer.write_chunk(&body).await.map_err(|e| e.to_string())?;
         writer.finish().await.map_err(|e| e.to_string())?;
         match reader.response().await.map_err(|e| e.to_string())? {
             Response::GraphRunning { .. } => {}

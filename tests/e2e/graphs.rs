@@ -252,11 +252,13 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
     let _in_runtime = rt.enter();
     let client = cluster.client();
     let task = tern_proto::Task::new("inc", tern_proto::Kernel::builtin("inc"), vec![]);
-    let direct = tern_proto::Request::RunGraphTask {
+    let direct = tern_proto::Request::RunGraphTasks {
         job: 1,
-        index: 0,
-        task: task.clone(),
-        sources: vec![],
+        tasks: vec![tern_proto::TaskRun {
+            index: 0,
+            task: task.clone(),
+            sources: vec![],
+        }],
     };
     match rt.block_on(client.call(direct)) {
         Err(tern_client::ClientError::Remote(e)) => {
@@ -294,6 +296,43 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
         match rt.block_on(client.compute_graph(&graph)) {
             Err(e) => assert!(e.to_string().contains(says), "{e}"),
             Ok(answer) => panic!("{:?}", answer.outcomes),
+        }
+    }
+    // Uploads that are not graphs: past the size limit, not a graph's encoding, a list
+    // nested a million deep (two bytes a level), shorter than announced.
+    let mut nested = [6u8, 1].repeat(1_000_000);
+    nested.extend([2, 14]);
+    let listed = delayed("inc", [Value::List(vec![Value::Int(7)]).into()]);
+    let encoded = postcard::to_allocvec(&listed.graph()).unwrap();
+    let at = encoded
+        .windows(4)
+        .position(|w| w == [6, 1, 2, 14])
+        .expect("the list's encoding");
+    let deep_graph = [&encoded[..at], &nested, &encoded[at + 4..]].concat();
+    let uploads: [(u64, Vec<u8>, &str); 4] = [
+        (tern_proto::MAX_GRAPH_BYTES + 1, vec![], "past the limit"),
+        (5, vec![0xff; 5], "not readable"),
+        (deep_graph.len() as u64, deep_graph, "not readable"),
+        (100, vec![0; 10], "has 10 bytes, 100 were announced"),
+    ];
+    for (bytes, body, says) in uploads {
+        let refusal = rt.block_on(async {
+            use tern_proto::{BulkRead, BulkWrite, Transport};
+            let request = tern_proto::Request::SubmitGraph { bytes };
+            let (mut writer, mut reader) = client
+                .transport()
+                .open_bulk(&cluster.addr(1), &request)
+                .await
+                .unwrap();
+            // A refusal may come before the body is read: then the write fails, and the
+            // answer says why.
+            let _ = writer.write_chunk(&body).await;
+            let _ = writer.finish().await;
+            reader.response().await.unwrap()
+        });
+        match refusal {
+            tern_proto::Response::Error(e) => assert!(e.message.contains(says), "{e:?}"),
+            other => panic!("{other:?}"),
         }
     }
     // The nodes are all still up and answer graphs.

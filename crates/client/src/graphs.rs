@@ -148,10 +148,12 @@ impl Client {
 
     /// Start `graph` on the cluster and follow it.
     pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream, ClientError> {
+        let body = postcard::to_allocvec(graph)
+            .map_err(|e| ClientError::Unexpected(format!("the graph cannot be encoded: {e}")))?;
         let request = Request::SubmitGraph {
-            graph: graph.clone(),
+            bytes: body.len() as u64,
         };
-        let (answer, reader, addr) = self.bulk_open(&request).await?;
+        let (answer, reader, addr) = self.bulk_open(&request, &body).await?;
         match answer {
             Response::GraphRunning { job, tasks } => Ok(GraphStream {
                 job,

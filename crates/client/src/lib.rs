@@ -786,7 +786,7 @@ impl Client {
     /// A bulk call without a body to whichever node answers (retrying while there is no
     /// leader): the answer and the bytes that follow it.
     async fn bulk_call(&self, request: &Request) -> Result<(Response, Vec<u8>), ClientError> {
-        let (answer, mut reader, addr) = self.bulk_open(request).await?;
+        let (answer, mut reader, addr) = self.bulk_open(request, &[]).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = reader.next_chunk().await.map_err(|e| lost(&addr, e))? {
             bytes.extend_from_slice(&chunk);
@@ -794,11 +794,13 @@ impl Client {
         Ok((answer, bytes))
     }
 
-    /// Send a bulk request without a body to whichever node answers (retrying while there is
-    /// no leader): its answer (never an error), the reader of what follows, and the node.
+    /// Send a bulk request and its `body` (empty for most) to whichever node answers
+    /// (retrying while there is no leader): its answer (never an error), the reader of what
+    /// follows, and the node.
     pub(crate) async fn bulk_open(
         &self,
         request: &Request,
+        body: &[u8],
     ) -> Result<(Response, tern_net::BodyReader, String), ClientError> {
         let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
         loop {
@@ -808,7 +810,7 @@ impl Client {
             for i in 0..self.nodes.len() {
                 let index = (start + i) % self.nodes.len();
                 let addr = &self.nodes[index];
-                match self.bulk_open_node(addr, request).await {
+                match self.bulk_open_node(addr, request, body).await {
                     // A node that took the query and then vanished ran part of it: say so
                     // rather than silently starting it again elsewhere.
                     Err(BulkFailure::AfterSending(reason)) => {
@@ -847,6 +849,7 @@ impl Client {
         &self,
         addr: &str,
         request: &Request,
+        body: &[u8],
     ) -> Result<(Response, tern_net::BodyReader), BulkFailure> {
         if matches!(request, Request::Query { .. } | Request::SubmitGraph { .. }) {
             // A connection kept from earlier may lead to a node that has since died: check
@@ -857,9 +860,13 @@ impl Client {
                 .await
                 .map_err(BulkFailure::Connecting)?;
         }
-        let (writer, mut reader) = self
+        let (mut writer, mut reader) = self
             .transport
             .open_bulk(addr, request)
+            .await
+            .map_err(BulkFailure::Connecting)?;
+        writer
+            .write_chunk(body)
             .await
             .map_err(BulkFailure::Connecting)?;
         writer.finish().await.map_err(BulkFailure::Connecting)?;

@@ -46,7 +46,7 @@ impl Client {
             sql: sql.into(),
             explain: false,
         };
-        let (answer, reader, addr) = self.bulk_open(&request).await?;
+        let (answer, reader, addr) = self.bulk_open(&request, &[]).await?;
         match answer {
             Response::QueryRunning { job } => Ok(QueryStream {
                 job,

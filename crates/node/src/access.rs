@@ -124,7 +124,7 @@ impl<T: Transport, C: Clock> tern_net::Handler for NodeService<T, C> {
                 self.serve_shuffle(keys, columns, reply).await
             }
             Request::Query { sql, explain } => self.run_query(sql, explain, &caller, reply).await,
-            Request::SubmitGraph { graph } => self.run_graph(graph, &caller, reply).await,
+            Request::SubmitGraph { bytes } => self.submit_graph(bytes, body, &caller, reply).await,
             request => self.serve_bulk(request, body, reply).await,
         }
     }

@@ -34,10 +34,10 @@ fn body_deadline(size: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs_f64(size as f64 / (4 << 20) as f64)
 }
 
-/// Read a block's `size` bytes from `body`, within its deadline and with no chunk later than
-/// [`CHUNK_IDLE`] after the one before.
-async fn receive_body(
-    hash: BlockHash,
+/// Read the `size` bytes of `what` (a block, a graph) from `body`, within its deadline and
+/// with no chunk later than [`CHUNK_IDLE`] after the one before.
+pub(crate) async fn receive_body(
+    what: &str,
     size: u64,
     body: &mut impl BulkRead,
 ) -> Result<Vec<u8>, Response> {
@@ -53,7 +53,7 @@ async fn receive_body(
                 return Err(Response::error(
                     ErrorKind::Unavailable,
                     format!(
-                        "block {hash} arrived too slowly: {} of {} after the deadline",
+                        "{what} arrived too slowly: {} of {} after the deadline",
                         human_bytes(bytes.len() as u64),
                         human_bytes(size)
                     ),
@@ -65,7 +65,7 @@ async fn receive_body(
                 if bytes.len() as u64 + chunk.len() as u64 > size {
                     return Err(Response::error(
                         ErrorKind::Invalid,
-                        format!("block {hash} is longer than the {size} bytes announced"),
+                        format!("{what} is longer than the {size} bytes announced"),
                     ));
                 }
                 bytes.extend_from_slice(&chunk);
@@ -74,7 +74,7 @@ async fn receive_body(
             Err(e) => {
                 return Err(Response::error(
                     ErrorKind::BadFrame,
-                    format!("block {hash} arrived incomplete: {e}"),
+                    format!("{what} arrived incomplete: {e}"),
                 ));
             }
         }
@@ -82,10 +82,7 @@ async fn receive_body(
     if bytes.len() as u64 != size {
         return Err(Response::error(
             ErrorKind::Invalid,
-            format!(
-                "block {hash} has {} bytes, {size} were announced",
-                bytes.len()
-            ),
+            format!("{what} has {} bytes, {size} were announced", bytes.len()),
         ));
     }
     Ok(bytes)
@@ -243,7 +240,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 ),
             );
         };
-        let bytes = match receive_body(hash, size, body).await {
+        let bytes = match receive_body(&format!("block {hash}"), size, body).await {
             Ok(bytes) => bytes,
             Err(refusal) => return refusal,
         };

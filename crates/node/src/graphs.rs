@@ -1,13 +1,17 @@
 //! Task graphs on a node: coordinating a client's graph (`SubmitGraph`, with
 //! `tern_sched::GraphCoordinator`) and running the graph tasks coordinators send
-//! (`RunGraphTask`): inputs read (stored partitions checked against their dataset before a
+//! (`RunGraphTasks`, in batches): inputs read (stored partitions checked against their dataset before a
 //! kernel sees them, other tasks' outputs fetched from the nodes keeping them), the kernel
 //! run in a task slot off the async threads, the output kept with the shuffle outputs under
 //! `GRAPH_STAGE` until the job is released.
 
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
 use tern_exec::{BlockReader, ShuffleFetcher, ShuffleKey};
 use tern_proto::{
-    Arg, ArgSource, Caller, Datum, ErrorKind, GRAPH_STAGE, GraphEvent, Response, Task, Transport,
+    Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
+    MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
 };
 use tern_sched::GraphCoordinator;
 use tracing::warn;
@@ -15,23 +19,36 @@ use tracing::warn;
 use crate::compute::respond;
 use crate::service::NodeService;
 
+/// Keys of other tasks' outputs fetched per request.
+const FETCH_BATCH: usize = 1024;
+
+/// Stored partitions read at once for one batch.
+const READS_IN_FLIGHT: usize = 8;
+
+/// What one task of a batch reads, or how it ended before its kernel ran.
+type Inputs = Result<Vec<Datum>, TaskRan>;
+
 impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
-    /// Run one graph task and keep its output (see the module docs).
-    pub(crate) async fn run_graph_task(
-        &self,
-        job: u64,
-        index: u32,
-        task: Task,
-        sources: Vec<ArgSource>,
-    ) -> Response {
-        if sources.len() != task.args.len() {
+    /// Run a batch of graph tasks in one task slot and keep their outputs (see the module
+    /// docs); each task ends on its own: one that raises or lacks an input fails alone.
+    pub(crate) async fn run_graph_tasks(&self, job: u64, runs: Vec<TaskRun>) -> Response {
+        if runs.len() > MAX_TASK_BATCH {
+            return Response::error(
+                ErrorKind::Invalid,
+                format!(
+                    "a batch of {} graph tasks (at most {MAX_TASK_BATCH})",
+                    runs.len()
+                ),
+            );
+        }
+        if let Some(run) = runs.iter().find(|r| r.sources.len() != r.task.args.len()) {
             return Response::error(
                 ErrorKind::Invalid,
                 format!(
                     "task {} has {} arguments but {} sources",
-                    task.key,
-                    task.args.len(),
-                    sources.len()
+                    run.task.key,
+                    run.task.args.len(),
+                    run.sources.len()
                 ),
             );
         }
@@ -40,125 +57,139 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         };
         if self.compute.task_delay_ms > 0 {
             // A slow node (`tern up --slow-node`), for tests of placement and failures.
-            tokio::time::sleep(std::time::Duration::from_millis(self.compute.task_delay_ms)).await;
+            let delay = self.compute.task_delay_ms * runs.len() as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
         let reader = self.reader(self.addresses(), false);
-        let mut inputs = Vec::with_capacity(task.args.len());
-        for (arg, source) in task.args.iter().zip(sources) {
-            let input = match (arg, source) {
-                (Arg::Value(value), ArgSource::Inline) => Datum::Value(value.clone()),
-                (
-                    Arg::Partition { .. },
-                    ArgSource::Block {
-                        block,
-                        rows,
-                        schema,
-                        holders,
-                        partition,
-                    },
-                ) => {
-                    let ids = holders.iter().map(|(id, _)| *id).collect();
-                    let read = match reader.read(block, ids).await {
-                        Ok(read) => read,
-                        Err(reason) => {
-                            return Response::error(
-                                ErrorKind::NotFound,
-                                format!("{partition} is unavailable: {reason}"),
-                            );
-                        }
-                    };
-                    let checked = tern_exec::schema_from_json(&partition, &schema)
-                        .map_err(|e| e.to_string())
-                        .and_then(|schema| {
-                            tern_exec::check_block(&read.bytes, &schema, rows)
-                                .map_err(|e| e.to_string())
-                        });
-                    if let Err(why) = checked {
-                        warn!(%block, %why, "a stored partition is not its dataset's data");
-                        return Response::error(ErrorKind::BadData, format!("{partition}: {why}"));
-                    }
-                    Datum::Table(read.bytes)
-                }
-                (Arg::Output(key), ArgSource::Kept { task, node, addr }) => {
-                    let kept = ShuffleKey {
-                        job,
-                        stage: GRAPH_STAGE,
-                        task,
-                        bucket: 0,
-                    };
-                    let fetched = reader.fetch(vec![kept], None, node, addr).await;
-                    let datum = fetched.map_err(|e| e.to_string()).and_then(|parts| {
-                        let part = parts.into_iter().next().ok_or("no output came")?;
-                        postcard::from_bytes::<Datum>(part.as_slice())
-                            .map_err(|e| format!("an unreadable output: {e}"))
-                    });
-                    match datum {
-                        Ok(datum) => datum,
-                        Err(reason) => {
-                            return Response::ShuffleLost {
-                                stage: GRAPH_STAGE,
-                                node,
-                                reason: format!("{key}: {reason}"),
-                            };
-                        }
-                    }
-                }
-                (arg, source) => {
-                    return Response::error(
-                        ErrorKind::Invalid,
-                        format!("argument {arg:?} cannot come from {source:?}"),
-                    );
-                }
-            };
-            inputs.push(input);
-        }
-        let kernel = task.kernel.clone();
-        let ran = tokio::task::spawn_blocking(move || tern_graph::kernels::run(&kernel, inputs));
-        let output = match ran.await {
-            Ok(Ok(datum)) => datum,
-            Ok(Err(e)) => {
-                return Response::TaskRaised {
-                    message: e.to_string(),
-                };
-            }
-            Err(e) => {
-                // A kernel that panics would panic anywhere with these inputs.
-                return Response::TaskRaised {
-                    message: format!("{} stopped: {e}", task.kernel),
-                };
-            }
-        };
-        let bytes = match postcard::to_allocvec(&output) {
-            Ok(bytes) => bytes,
-            Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
+        let kept = fetch_kept(&reader, job, &runs).await;
+        let (reader_ref, runs_ref, kept_ref) = (&reader, &runs, &kept);
+        let inputs: Vec<Inputs> = futures::stream::iter(0..runs.len())
+            .map(move |k| task_inputs(reader_ref, &runs_ref[k], kept_ref))
+            .buffered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+        drop(kept);
+        let work: Vec<(Kernel, Inputs)> = runs
+            .iter()
+            .map(|r| r.task.kernel.clone())
+            .zip(inputs)
+            .collect();
+        // The kernels, one after another off the async threads; each output encoded as kept.
+        let inline = !self.blocks.blocks_thread();
+        let outputs = crate::blocks::off_runtime(inline, move || {
+            work.into_iter()
+                .map(|(kernel, inputs)| inputs.map(|inputs| run_kernel(&kernel, inputs)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(e) => return Response::error(ErrorKind::Unavailable, e),
         };
         // A task still running when its job was released (cancelled, its client gone, its
         // deadline passed) keeps nothing: nobody would release it again.
+        let released = || {
+            Response::GraphTasksRan(
+                runs.iter()
+                    .map(|_| {
+                        TaskRan::Failed(ErrorReply {
+                            kind: ErrorKind::Cancelled,
+                            message: format!("job {job:x} was released"),
+                        })
+                    })
+                    .collect(),
+            )
+        };
         if self.running_jobs.is_released(job) {
-            return Response::error(ErrorKind::Cancelled, format!("job {job:x} was released"));
+            return released();
         }
+        let indexes: Vec<u32> = runs.iter().map(|r| r.index).collect();
         let shuffles = self.shuffles.clone();
-        let inline = !self.blocks.blocks_thread();
-        let kept = crate::blocks::off_runtime(inline, move || {
-            shuffles.put(job, GRAPH_STAGE, index, vec![bytes])
+        let ended = crate::blocks::off_runtime(inline, move || {
+            indexes
+                .into_iter()
+                .zip(outputs)
+                .map(|(index, output)| match output {
+                    Ok(Ok(bytes)) => match shuffles.put(job, GRAPH_STAGE, index, vec![bytes]) {
+                        Ok(bytes) => TaskRan::Kept { bytes },
+                        Err(e) => TaskRan::Failed(ErrorReply {
+                            kind: ErrorKind::Unavailable,
+                            message: e.to_string(),
+                        }),
+                    },
+                    Ok(Err(message)) => TaskRan::Raised { message },
+                    Err(ended) => ended,
+                })
+                .collect::<Vec<_>>()
         })
         .await;
         if self.running_jobs.is_released(job) {
-            // Released while the output was being kept.
+            // Released while the outputs were being kept.
             let shuffles = self.shuffles.clone();
             let _ = crate::blocks::off_runtime(inline, move || shuffles.release(job)).await;
-            return Response::error(ErrorKind::Cancelled, format!("job {job:x} was released"));
+            return released();
         }
-        match kept {
-            Ok(Ok(bytes)) => Response::GraphTaskRan { bytes },
-            Ok(Err(e)) => Response::error(ErrorKind::Unavailable, e.to_string()),
-            Err(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
+        match ended {
+            Ok(ended) => Response::GraphTasksRan(ended),
+            Err(e) => Response::error(ErrorKind::Unavailable, e),
         }
+    }
+
+    /// Receive a client's graph (`bytes` of it in `body`, within the node's budget for bytes
+    /// being received) and coordinate it.
+    pub(crate) async fn submit_graph(
+        &self,
+        bytes: u64,
+        mut body: tern_net::BodyReader,
+        caller: &Caller,
+        reply: tern_net::BodyWriter,
+    ) {
+        let graph = match self.receive_graph(bytes, &mut body).await {
+            Ok(graph) => graph,
+            Err(refusal) => return respond(reply, &refusal).await,
+        };
+        self.run_graph(graph, caller, reply).await
+    }
+
+    async fn receive_graph(
+        &self,
+        bytes: u64,
+        body: &mut tern_net::BodyReader,
+    ) -> Result<tern_proto::Graph, Response> {
+        if bytes > MAX_GRAPH_BYTES {
+            return Err(Response::error(
+                ErrorKind::TooLarge,
+                format!(
+                    "a graph of {} is past the limit of {} (split it, or make its literals stored datasets)",
+                    human_bytes(bytes),
+                    human_bytes(MAX_GRAPH_BYTES)
+                ),
+            ));
+        }
+        let Some(_budget) = self.receiving.reserve(bytes).await else {
+            return Err(Response::error(
+                ErrorKind::Unavailable,
+                format!(
+                    "node {} is busy receiving other blocks and graphs; retry shortly",
+                    self.id()
+                ),
+            ));
+        };
+        let encoded = crate::blocks::receive_body("the graph", bytes, body).await?;
+        let inline = !self.blocks.blocks_thread();
+        let decoded = crate::blocks::off_runtime(inline, move || {
+            postcard::from_bytes::<tern_proto::Graph>(&encoded)
+                .map_err(|e| format!("the graph is not readable: {e}"))
+        })
+        .await;
+        decoded
+            .and_then(|graph| graph)
+            .map_err(|e| Response::error(ErrorKind::Invalid, e))
     }
 
     /// Coordinate a client's graph: its events go back as they happen, and the outputs it
     /// kept on the nodes are released when it ends.
-    pub(crate) async fn run_graph(
+    async fn run_graph(
         &self,
         graph: tern_proto::Graph,
         caller: &Caller,
@@ -271,5 +302,144 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                 _ => tern_proto::JobState::Failed("its client went away".into()),
             },
         );
+    }
+}
+
+/// The outputs of other tasks that a batch reads, fetched once each, in one request per node
+/// keeping them (a chunk of [`FETCH_BATCH`] keys at a time): by task, the output or which
+/// node lost it and why.
+async fn fetch_kept<T: Transport>(
+    reader: &crate::reader::NodeReader<T>,
+    job: u64,
+    runs: &[TaskRun],
+) -> HashMap<u32, Result<Datum, (NodeId, String)>> {
+    let mut by_node: BTreeMap<(NodeId, &str), Vec<u32>> = BTreeMap::new();
+    for run in runs {
+        for source in &run.sources {
+            if let ArgSource::Kept { task, node, addr } = source {
+                by_node
+                    .entry((*node, addr.as_str()))
+                    .or_default()
+                    .push(*task);
+            }
+        }
+    }
+    let mut requests = Vec::new();
+    for ((node, addr), mut tasks) in by_node {
+        tasks.sort_unstable();
+        tasks.dedup();
+        for chunk in tasks.chunks(FETCH_BATCH) {
+            let keys = chunk
+                .iter()
+                .map(|&task| ShuffleKey {
+                    job,
+                    stage: GRAPH_STAGE,
+                    task,
+                    bucket: 0,
+                })
+                .collect();
+            let chunk = chunk.to_vec();
+            let fetched = reader.fetch(keys, None, node, addr.to_string());
+            requests.push(async move { (node, chunk, fetched.await) });
+        }
+    }
+    let mut kept = HashMap::new();
+    for (node, tasks, fetched) in futures::future::join_all(requests).await {
+        match fetched {
+            Ok(parts) => {
+                for (task, part) in tasks.into_iter().zip(parts) {
+                    let datum = postcard::from_bytes::<Datum>(part.as_slice())
+                        .map_err(|e| (node, format!("an unreadable output: {e}")));
+                    kept.insert(task, datum);
+                }
+            }
+            Err(reason) => {
+                for task in tasks {
+                    kept.insert(task, Err((node, reason.clone())));
+                }
+            }
+        }
+    }
+    kept
+}
+
+/// Task `run`'s inputs in argument order: literals as sent, stored partitions read and
+/// checked against their dataset, other tasks' outputs from `kept`.
+async fn task_inputs<T: Transport>(
+    reader: &crate::reader::NodeReader<T>,
+    run: &TaskRun,
+    kept: &HashMap<u32, Result<Datum, (NodeId, String)>>,
+) -> Inputs {
+    let failed = |kind, message: String| TaskRan::Failed(ErrorReply { kind, message });
+    let mut inputs = Vec::with_capacity(run.task.args.len());
+    for (arg, source) in run.task.args.iter().zip(&run.sources) {
+        let input = match (arg, source) {
+            (Arg::Value(value), ArgSource::Inline) => Datum::Value(value.clone()),
+            (
+                Arg::Partition { .. },
+                ArgSource::Block {
+                    block,
+                    rows,
+                    schema,
+                    holders,
+                    partition,
+                },
+            ) => {
+                let ids = holders.iter().map(|(id, _)| *id).collect();
+                let read = reader.read(*block, ids).await.map_err(|reason| {
+                    failed(
+                        ErrorKind::NotFound,
+                        format!("{partition} is unavailable: {reason}"),
+                    )
+                })?;
+                let checked = tern_exec::schema_from_json(partition, schema)
+                    .map_err(|e| e.to_string())
+                    .and_then(|schema| {
+                        tern_exec::check_block(&read.bytes, &schema, *rows)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(why) = checked {
+                    warn!(%block, %why, "a stored partition is not its dataset's data");
+                    return Err(failed(ErrorKind::BadData, format!("{partition}: {why}")));
+                }
+                Datum::Table(read.bytes)
+            }
+            (Arg::Output(key), ArgSource::Kept { task, node, .. }) => match kept.get(task) {
+                Some(Ok(datum)) => datum.clone(),
+                Some(Err((lost, reason))) => {
+                    return Err(TaskRan::InputLost {
+                        node: *lost,
+                        reason: format!("{key}: {reason}"),
+                    });
+                }
+                None => {
+                    return Err(TaskRan::InputLost {
+                        node: *node,
+                        reason: format!("{key}: not fetched"),
+                    });
+                }
+            },
+            (arg, source) => {
+                return Err(failed(
+                    ErrorKind::Invalid,
+                    format!("argument {arg:?} cannot come from {source:?}"),
+                ));
+            }
+        };
+        inputs.push(input);
+    }
+    Ok(inputs)
+}
+
+/// Run one kernel and encode its output as it is kept: `Err` is the message it raised. A
+/// kernel that panics would panic anywhere with these inputs, so it raises too.
+fn run_kernel(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Vec<u8>, String> {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tern_graph::kernels::run(kernel, inputs)
+    }));
+    match ran {
+        Ok(Ok(datum)) => postcard::to_allocvec(&datum).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("{kernel} stopped: it panicked")),
     }
 }

@@ -313,14 +313,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     Err(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
                 }
             }
-            Request::RunGraphTask {
-                job,
-                index,
-                task,
-                sources,
-            } => {
-                self.run_graph_task(*job, *index, task.clone(), sources.clone())
-                    .await
+            Request::RunGraphTasks { job, tasks } => {
+                self.run_graph_tasks(*job, tasks.clone()).await
             }
             Request::Jobs => Response::Jobs(self.coordinated.list(|job| self.board.job_load(job))),
             Request::CancelJob { job } => match self.coordinated.cancel(*job, caller) {

@@ -164,7 +164,7 @@ impl Request {
             | Request::Forwarded { .. }
             | Request::CopyBlock { .. }
             | Request::RunTask { .. }
-            | Request::RunGraphTask { .. }
+            | Request::RunGraphTasks { .. }
             | Request::FetchShuffle { .. }
             | Request::ReleaseJob { .. }
             | Request::BlockSizes { .. } => Access::Node,

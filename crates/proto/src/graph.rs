@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 /// Tasks one graph may hold.
 pub const MAX_GRAPH_TASKS: usize = 2_000_000;
+/// Bytes one graph may take as it is sent (`Request::SubmitGraph`): a few hundred per task.
+pub const MAX_GRAPH_BYTES: u64 = 512 << 20;
 /// Arguments one task may take.
 pub const MAX_TASK_ARGS: usize = 100_000;
 /// Bytes of one task's literal arguments, all together.
@@ -112,8 +114,10 @@ impl fmt::Display for Kernel {
 }
 
 /// A single value, as a literal argument or a task's output. Floats compare by their bits
-/// (so a value equals itself, NaN included, as keys of the same work must).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// (so a value equals itself, NaN included, as keys of the same work must). Lists nest at most
+/// [`MAX_VALUE_DEPTH`] deep: decoding refuses deeper ones (a few bytes per level would
+/// otherwise take a decoder, and the node with it, past the end of its stack).
+#[derive(Debug, Clone, Serialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -122,6 +126,65 @@ pub enum Value {
     Str(String),
     Bytes(#[serde(with = "crate::frame::bytes")] Vec<u8>),
     List(Vec<Value>),
+}
+
+/// Lists a [`Value`] may nest.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+std::thread_local! {
+    /// Lists being decoded on this thread, outermost first: decoders are synchronous, so
+    /// the count is the depth of the value being decoded.
+    static DECODING_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of a value being decoded, counted while it lasts.
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter() -> Result<Self, String> {
+        DECODING_DEPTH.with(|depth| {
+            if depth.get() >= MAX_VALUE_DEPTH {
+                return Err(format!("a value nests more than {MAX_VALUE_DEPTH} lists"));
+            }
+            depth.set(depth.get() + 1);
+            Ok(DepthGuard)
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DECODING_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
+/// [`Value`] as it is decoded: the same variants in the same order (so the same encoding),
+/// its lists' items decoded through [`Value`]'s depth check.
+#[derive(Deserialize)]
+#[serde(rename = "Value")]
+enum ValueWire {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+    List(Vec<Value>),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
+        let _level = DepthGuard::enter().map_err(serde::de::Error::custom)?;
+        Ok(match ValueWire::deserialize(decoder)? {
+            ValueWire::Null => Value::Null,
+            ValueWire::Bool(b) => Value::Bool(b),
+            ValueWire::Int(i) => Value::Int(i),
+            ValueWire::Float(f) => Value::Float(f),
+            ValueWire::Str(s) => Value::Str(s),
+            ValueWire::Bytes(b) => Value::Bytes(b),
+            ValueWire::List(items) => Value::List(items),
+        })
+    }
 }
 
 impl PartialEq for Value {
@@ -346,7 +409,7 @@ impl Graph {
 /// SQL stages (same store, same release with the job, same fetch).
 pub const GRAPH_STAGE: u32 = u32::MAX;
 
-/// Where a node finds one argument of a graph task (`Request::RunGraphTask`), in the order
+/// Where a node finds one argument of a graph task (`Request::RunGraphTasks`), in the order
 /// of the task's arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ArgSource {
@@ -369,6 +432,33 @@ pub enum ArgSource {
         node: crate::NodeId,
         addr: String,
     },
+}
+
+/// Most tasks a coordinator sends a node in one `Request::RunGraphTasks`: many tiny tasks
+/// cost one request per batch instead of one each, and a batch still fits a frame.
+pub const MAX_TASK_BATCH: usize = 256;
+
+/// One task of a `Request::RunGraphTasks` batch: kept as task `index` of its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRun {
+    pub index: u32,
+    pub task: Task,
+    pub sources: Vec<ArgSource>,
+}
+
+/// How one task of a batch ended on the node that ran it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRan {
+    /// Its output, `bytes` long, is kept on the node.
+    Kept { bytes: u64 },
+    /// Its kernel failed: the same inputs fail the same way anywhere.
+    Raised { message: String },
+    /// An input kept on `node` could not be fetched: that node is gone or dropped it.
+    InputLost { node: crate::NodeId, reason: String },
+    /// The node could not run it (a stored input unreadable or not its dataset's data:
+    /// `NotFound`, `BadData`; the node stopping: `Unavailable`; its job released:
+    /// `Cancelled`).
+    Failed(crate::ErrorReply),
 }
 
 /// Why a task has no output.
@@ -475,6 +565,26 @@ mod tests {
 
     fn inc(x: Arg) -> Task {
         Task::new("inc", Kernel::builtin("inc"), vec![x])
+    }
+
+    /// A value nested past the limit is refused when decoded, not followed down the stack:
+    /// two bytes a level, a frame's worth would take any decoder's thread past its end.
+    #[test]
+    fn deeply_nested_values_are_refused_when_decoded() {
+        let mut nested = Value::Int(7);
+        for _ in 0..MAX_VALUE_DEPTH - 1 {
+            nested = Value::List(vec![nested]);
+        }
+        let bytes = postcard::to_allocvec(&nested).unwrap();
+        assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), nested);
+        let deeper = postcard::to_allocvec(&Value::List(vec![nested.clone()])).unwrap();
+        assert!(postcard::from_bytes::<Value>(&deeper).is_err());
+        // A hostile encoding: a million levels of one-item lists (List is variant 6).
+        let mut hostile = [6u8, 1].repeat(1_000_000);
+        hostile.extend([2, 14]);
+        assert!(postcard::from_bytes::<Value>(&hostile).is_err());
+        // A refused decode leaves the count at zero for the next one.
+        assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), nested);
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub use frame::{
 };
 pub use graph::{
     Arg, ArgSource, Datum, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport, Kernel,
-    MAX_GRAPH_TASKS, Resources, Task, TaskFailure, TaskKey, TaskOutcome, Value,
+    MAX_GRAPH_BYTES, MAX_GRAPH_TASKS, MAX_TASK_BATCH, MAX_VALUE_DEPTH, Resources, Task,
+    TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun, Value,
 };
 pub use message::*;
 pub use query::{

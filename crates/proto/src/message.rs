@@ -273,18 +273,18 @@ pub enum Request {
     /// Run a task graph with this node as coordinator (bulk: answered with
     /// `Response::GraphRunning` and then the graph's [`crate::GraphEvent`]s: progress, each
     /// wanted task's outcome, and last how it ended).
+    /// The graph follows in the body: `bytes` of a postcard-encoded [`crate::Graph`], at most
+    /// [`crate::MAX_GRAPH_BYTES`] (a graph of a million tasks is past any frame).
     SubmitGraph {
-        graph: crate::Graph,
+        bytes: u64,
     },
-    /// Run one task of graph job `job` (a coordinator sends it) and keep its output as task
-    /// `index` of the job (see [`crate::GRAPH_STAGE`]); `sources` says where each argument is.
-    /// Answered with `Response::GraphTaskRan`, `Response::TaskRaised` when the kernel failed,
-    /// or `Response::ShuffleLost` when an input kept on another node is gone.
-    RunGraphTask {
+    /// Run a batch of tasks of graph job `job` (a coordinator sends it, at most
+    /// [`crate::MAX_TASK_BATCH`] of them, in one task slot one after another) and keep each
+    /// output as task `index` of the job (see [`crate::GRAPH_STAGE`]). Answered with
+    /// `Response::GraphTasksRan`: how each task ended, in the order sent.
+    RunGraphTasks {
         job: u64,
-        index: u32,
-        task: crate::Task,
-        sources: Vec<crate::ArgSource>,
+        tasks: Vec<crate::TaskRun>,
     },
     /// The jobs (queries and graphs) this node coordinates or coordinated lately (answered
     /// with `Response::Jobs`).
@@ -339,7 +339,7 @@ impl Request {
             Request::ReleaseJob { .. } => "release-job",
             Request::Query { .. } => "query",
             Request::SubmitGraph { .. } => "submit graph",
-            Request::RunGraphTask { .. } => "run graph task",
+            Request::RunGraphTasks { .. } => "run graph tasks",
             Request::Jobs => "jobs",
             Request::CancelJob { .. } => "cancel job",
             Request::BeginPut { .. } => "begin-put",
@@ -603,14 +603,8 @@ pub enum Response {
         job: u64,
         tasks: u64,
     },
-    /// A graph task ran; its output (`bytes` long) is kept on the node.
-    GraphTaskRan {
-        bytes: u64,
-    },
-    /// A graph task's kernel failed: the same inputs fail the same way anywhere.
-    TaskRaised {
-        message: String,
-    },
+    /// How each task of a `Request::RunGraphTasks` batch ended, in the order sent.
+    GraphTasksRan(Vec<crate::TaskRan>),
     Jobs(Vec<crate::JobInfo>),
     /// This node does not lead: a request that must reach the leader directly (a join, a
     /// heartbeat: they are bound to the sender's certificate, so they are not forwarded)

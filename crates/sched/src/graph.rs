@@ -11,9 +11,11 @@
 //! and every task that reads it, naming the first failure, and the others go on.
 //!
 //! Ready tasks go out in the graph's order (a depth-first order: a task that finishes a
-//! branch before another branch starts, so its inputs can be dropped early), and no more are
-//! in flight than twice the cluster's slots, so a graph of many root tasks queues them here
-//! rather than flooding the nodes.
+//! branch before another branch starts, so its inputs can be dropped early), in batches: the
+//! ready tasks that share a holder of their inputs go to one node in one request, as many as
+//! run there in about [`BATCH_TIME`] (so many tiny tasks cost one request, not one each, and a
+//! slow task still goes alone). No more batches are in flight than twice the cluster's
+//! slots, so a graph of many root tasks queues them here rather than flooding the nodes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -25,7 +27,8 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tern_proto::{
     Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, Graph, GraphEvent, GraphReport,
-    NodeId, Request, Response, TaskFailure, TaskKey, TaskOutcome, Transport,
+    MAX_TASK_BATCH, NodeId, Request, Response, TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun,
+    Transport,
 };
 use tracing::{debug, warn};
 
@@ -37,6 +40,23 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// Wanted outputs fetched per request, and requests in flight while fetching them.
 const FETCH_BATCH: usize = 1024;
 const FETCHES_IN_FLIGHT: usize = 4;
+
+/// Ready tasks sent together to one node: each with where its arguments are.
+struct Batch {
+    tasks: Vec<(usize, Vec<ArgSource>)>,
+    /// The nodes holding the most input bytes of every task in it (empty: any node).
+    holders: Vec<NodeId>,
+}
+
+/// How each task of a batch ended, and how long the batch took on its node.
+type BatchFuture<'a> = BoxFuture<'a, (Vec<(usize, Attempt)>, std::time::Duration)>;
+
+/// What a batch of graph tasks should take on its node: long enough that a request's cost
+/// is small beside its tasks', short enough that the slots stay shared out.
+const BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Batch size before any task has run (and its pace is unknown).
+const FIRST_BATCH: usize = 16;
 
 /// How one attempt at a task ended.
 enum Attempt {
@@ -98,6 +118,8 @@ struct Run<'g> {
     attempts: HashMap<usize, u32>,
     /// Bytes of each kept output.
     sizes: HashMap<usize, u64>,
+    /// Microseconds a task has taken on its node, as batches came back (a moving average).
+    task_micros: Option<f64>,
     ended: u64,
     report: GraphReport,
 }
@@ -119,6 +141,7 @@ impl<'g> Run<'g> {
             ready: BinaryHeap::new(),
             attempts: HashMap::new(),
             sizes: HashMap::new(),
+            task_micros: None,
             ended: 0,
             report: GraphReport {
                 tasks: order.len() as u64,
@@ -372,92 +395,95 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         in_flight: usize,
         events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
     ) -> Result<(), SchedError> {
-        let mut running: FuturesUnordered<BoxFuture<'_, (usize, Attempt)>> =
-            FuturesUnordered::new();
+        let mut running: FuturesUnordered<BatchFuture<'_>> = FuturesUnordered::new();
         loop {
             while running.len() < in_flight {
-                let Some(Reverse((_, i))) = run.ready.pop() else {
+                let Some(batch) = self.next_batch(run, datasets) else {
                     break;
                 };
-                if run.state[&i] != State::Ready {
-                    continue;
+                for (i, _) in &batch.tasks {
+                    run.state.insert(*i, State::Running);
                 }
-                let sources = match self.sources(run, i, datasets) {
-                    Ok(sources) => sources,
-                    Err(Attempt::Unavailable(message)) => {
-                        run.fail(i, TaskFailure::InputUnavailable { message });
-                        continue;
-                    }
-                    Err(_) => {
-                        // An input is not kept anywhere now: wait for it to be made again.
-                        run.state.insert(i, State::Waiting);
-                        run.requeue_if_ready(i);
-                        continue;
-                    }
-                };
-                run.state.insert(i, State::Running);
-                let task = run.graph.tasks[i].clone();
-                running.push(Box::pin(async move {
-                    (i, self.attempt(i, task, sources).await)
-                }));
+                let tasks = batch
+                    .tasks
+                    .into_iter()
+                    .map(|(i, sources)| (i, run.graph.tasks[i].clone(), sources))
+                    .collect();
+                let holders = batch.holders;
+                running.push(Box::pin(self.attempt(tasks, holders)));
             }
-            let Some((i, attempt)) = running.next().await else {
+            let Some((ended, took)) = running.next().await else {
                 break;
             };
-            match attempt {
-                Attempt::Ran { node, bytes, local } => {
-                    run.sizes.insert(i, bytes);
-                    if local {
-                        run.report.local += 1;
-                    } else {
-                        run.report.remote += 1;
+            if ended.iter().any(|(_, a)| matches!(a, Attempt::Ran { .. })) {
+                let micros = took.as_micros() as f64 / ended.len() as f64;
+                run.task_micros = Some(match run.task_micros {
+                    None => micros,
+                    Some(pace) => 0.8 * pace + 0.2 * micros,
+                });
+            }
+            // A node that failed a batch is asked once whether it still answers.
+            let mut answers: BTreeMap<NodeId, bool> = BTreeMap::new();
+            for (i, attempt) in ended {
+                match attempt {
+                    Attempt::Ran { node, bytes, local } => {
+                        run.sizes.insert(i, bytes);
+                        if local {
+                            run.report.local += 1;
+                        } else {
+                            run.report.remote += 1;
+                        }
+                        *run.report.per_node.entry(node).or_default() += 1;
+                        run.done(i, node);
                     }
-                    *run.report.per_node.entry(node).or_default() += 1;
-                    run.done(i, node);
-                }
-                Attempt::Raised(message) => run.fail(i, TaskFailure::Raised { message }),
-                Attempt::Unavailable(message) => {
-                    run.fail(i, TaskFailure::InputUnavailable { message })
-                }
-                Attempt::InputLost { node } => {
-                    self.mark_dead(node);
-                    run.state.insert(i, State::Waiting);
-                    run.lose(node);
-                    run.requeue_if_ready(i);
-                }
-                Attempt::NotReady => {
-                    run.state.insert(i, State::Waiting);
-                    run.requeue_if_ready(i);
-                }
-                Attempt::NodeFailed { node, reason } => {
-                    let attempts = run.attempts.entry(i).or_default();
-                    *attempts += 1;
-                    let attempts = *attempts;
-                    run.report.retries += 1;
-                    debug!(job = self.job, node, %reason, attempts, "graph task failed on a node");
-                    // A node that stopped answering keeps nothing we can count on.
-                    if self.ping(node).await.is_err() {
+                    Attempt::Raised(message) => run.fail(i, TaskFailure::Raised { message }),
+                    Attempt::Unavailable(message) => {
+                        run.fail(i, TaskFailure::InputUnavailable { message })
+                    }
+                    Attempt::InputLost { node } => {
                         self.mark_dead(node);
+                        run.state.insert(i, State::Waiting);
                         run.lose(node);
+                        run.requeue_if_ready(i);
                     }
-                    if attempts >= MAX_ATTEMPTS {
-                        run.fail(
-                            i,
-                            TaskFailure::Abandoned {
-                                attempts,
-                                message: reason,
-                            },
-                        );
-                    } else if self.live().is_empty() {
-                        run.fail(
-                            i,
-                            TaskFailure::Stopped {
-                                message: "no live node is left to run it".into(),
-                            },
-                        );
-                    } else {
+                    Attempt::NotReady => {
                         run.state.insert(i, State::Waiting);
                         run.requeue_if_ready(i);
+                    }
+                    Attempt::NodeFailed { node, reason } => {
+                        let attempts = run.attempts.entry(i).or_default();
+                        *attempts += 1;
+                        let attempts = *attempts;
+                        run.report.retries += 1;
+                        debug!(job = self.job, node, %reason, attempts, "graph task failed on a node");
+                        if !answers.contains_key(&node) {
+                            let up = self.ping(node).await.is_ok();
+                            // A node that stopped answering keeps nothing we can count on.
+                            if !up {
+                                self.mark_dead(node);
+                                run.lose(node);
+                            }
+                            answers.insert(node, up);
+                        }
+                        if attempts >= MAX_ATTEMPTS {
+                            run.fail(
+                                i,
+                                TaskFailure::Abandoned {
+                                    attempts,
+                                    message: reason,
+                                },
+                            );
+                        } else if self.live().is_empty() {
+                            run.fail(
+                                i,
+                                TaskFailure::Stopped {
+                                    message: "no live node is left to run it".into(),
+                                },
+                            );
+                        } else {
+                            run.state.insert(i, State::Waiting);
+                            run.requeue_if_ready(i);
+                        }
                     }
                 }
             }
@@ -575,18 +601,95 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         Ok((sources, holders))
     }
 
+    /// The next ready tasks to send together, in the graph's order: as many as share a node
+    /// holding the most of their input bytes, up to a batch size that spreads what is ready
+    /// over every slot (four batches a slot) and keeps a batch near [`BATCH_TIME`] at the
+    /// pace tasks have run so far (one task at a time for slow tasks, [`MAX_TASK_BATCH`] at
+    /// most). Tasks met on the way that cannot run are failed, or wait again.
+    fn next_batch(
+        &self,
+        run: &mut Run<'_>,
+        datasets: &BTreeMap<String, DatasetRecord>,
+    ) -> Option<Batch> {
+        let slots = (self.live().len() * self.board.slots()).max(1);
+        let by_time = match run.task_micros {
+            None => FIRST_BATCH,
+            Some(micros) => (BATCH_TIME.as_micros() as f64 / micros.max(1.0)) as usize,
+        };
+        let size = by_time
+            .min(run.ready.len() / (slots * 4))
+            .clamp(1, MAX_TASK_BATCH);
+        let mut tasks = Vec::new();
+        // Nodes holding the most input bytes of every task so far (None: any node).
+        let mut shared: Option<Vec<NodeId>> = None;
+        while tasks.len() < size {
+            let Some(&Reverse((_, i))) = run.ready.peek() else {
+                break;
+            };
+            if run.state[&i] != State::Ready {
+                run.ready.pop();
+                continue;
+            }
+            let (sources, holders) = match self.sources(run, i, datasets) {
+                Ok(found) => found,
+                Err(Attempt::Unavailable(message)) => {
+                    run.ready.pop();
+                    run.fail(i, TaskFailure::InputUnavailable { message });
+                    continue;
+                }
+                Err(_) => {
+                    // An input is not kept anywhere now: wait for it to be made again.
+                    run.ready.pop();
+                    run.state.insert(i, State::Waiting);
+                    run.requeue_if_ready(i);
+                    continue;
+                }
+            };
+            if !holders.is_empty() {
+                let common: Vec<NodeId> = match &shared {
+                    None => holders,
+                    Some(shared) => shared
+                        .iter()
+                        .filter(|n| holders.contains(n))
+                        .copied()
+                        .collect(),
+                };
+                if common.is_empty() {
+                    // Its data is elsewhere: it starts the next batch.
+                    break;
+                }
+                shared = Some(common);
+            }
+            run.ready.pop();
+            tasks.push((i, sources));
+        }
+        (!tasks.is_empty()).then(|| Batch {
+            tasks,
+            holders: shared.unwrap_or_default(),
+        })
+    }
+
+    /// Send a batch to the least busy of `holders` (after the locality wait, of any live
+    /// node): how each task ended, and how long the batch took.
     async fn attempt(
         &self,
-        i: usize,
-        task: tern_proto::Task,
-        (sources, holders): (Vec<ArgSource>, Vec<NodeId>),
-    ) -> Attempt {
+        tasks: Vec<(usize, tern_proto::Task, Vec<ArgSource>)>,
+        holders: Vec<NodeId>,
+    ) -> (Vec<(usize, Attempt)>, std::time::Duration) {
+        let indexes: Vec<usize> = tasks.iter().map(|(i, ..)| *i).collect();
+        let all_failed = |node: NodeId, reason: String| {
+            indexes
+                .iter()
+                .map(|&i| {
+                    let reason = reason.clone();
+                    (i, Attempt::NodeFailed { node, reason })
+                })
+                .collect::<Vec<_>>()
+        };
+        let started = Instant::now();
         let live = self.live();
         if live.is_empty() {
-            return Attempt::NodeFailed {
-                node: 0,
-                reason: "no live node".into(),
-            };
+            return (all_failed(0, "no live node".into()), started.elapsed());
         }
         // Tasks without inputs may go anywhere at once.
         let wait = if holders.is_empty() {
@@ -602,44 +705,66 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         let node = slot.node;
         let local = holders.is_empty() || holders.contains(&node);
         let Some(addr) = self.nodes.get(&node).map(|n| n.addr.clone()) else {
-            return Attempt::NodeFailed {
-                node,
-                reason: "an unknown node".into(),
-            };
+            return (
+                all_failed(node, "an unknown node".into()),
+                started.elapsed(),
+            );
         };
-        let request = Request::RunGraphTask {
+        let sent = Instant::now();
+        let count = tasks.len();
+        let request = Request::RunGraphTasks {
             job: self.job,
-            index: i as u32,
-            task,
-            sources,
+            tasks: tasks
+                .into_iter()
+                .map(|(i, task, sources)| TaskRun {
+                    index: i as u32,
+                    task,
+                    sources,
+                })
+                .collect(),
         };
-        let answer = self
-            .transport
-            .call_within(&addr, request, self.patience.task_deadline)
-            .await;
+        // Each task of the batch has the deadline of one.
+        let deadline = self.patience.task_deadline * count as u32;
+        let answer = self.transport.call_within(&addr, request, deadline).await;
         drop(slot);
-        match answer {
-            Ok(Response::GraphTaskRan { bytes }) => Attempt::Ran { node, bytes, local },
-            Ok(Response::TaskRaised { message }) => Attempt::Raised(message),
-            Ok(Response::ShuffleLost { node: lost, .. }) => Attempt::InputLost { node: lost },
-            Ok(Response::Error(e))
-                if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadData) =>
-            {
-                Attempt::Unavailable(e.message)
+        let took = sent.elapsed();
+        let ended = match answer {
+            Ok(Response::GraphTasksRan(ended)) if ended.len() == count => ended,
+            Ok(Response::GraphTasksRan(ended)) => {
+                let reason = format!("{} answers to a batch of {count} tasks", ended.len());
+                return (all_failed(node, reason), took);
             }
-            Ok(Response::Error(e)) => Attempt::NodeFailed {
-                node,
-                reason: e.message,
-            },
-            Ok(other) => Attempt::NodeFailed {
-                node,
-                reason: format!("unexpected answer {other:?}"),
-            },
-            Err(e) => Attempt::NodeFailed {
-                node,
-                reason: e.to_string(),
-            },
-        }
+            Ok(Response::Error(e)) => return (all_failed(node, e.message), took),
+            Ok(other) => {
+                return (
+                    all_failed(node, format!("unexpected answer {other:?}")),
+                    took,
+                );
+            }
+            Err(e) => return (all_failed(node, e.to_string()), took),
+        };
+        let attempts = indexes
+            .into_iter()
+            .zip(ended)
+            .map(|(i, ended)| {
+                let attempt = match ended {
+                    TaskRan::Kept { bytes } => Attempt::Ran { node, bytes, local },
+                    TaskRan::Raised { message } => Attempt::Raised(message),
+                    TaskRan::InputLost { node: lost, .. } => Attempt::InputLost { node: lost },
+                    TaskRan::Failed(e)
+                        if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadData) =>
+                    {
+                        Attempt::Unavailable(e.message)
+                    }
+                    TaskRan::Failed(e) => Attempt::NodeFailed {
+                        node,
+                        reason: e.message,
+                    },
+                };
+                (i, attempt)
+            })
+            .collect();
+        (attempts, took)
     }
 
     async fn ping(&self, node: NodeId) -> Result<(), String> {
