@@ -259,6 +259,7 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
             task: task.clone(),
             sources: vec![],
         }],
+        release: vec![],
     };
     match rt.block_on(client.call(direct)) {
         Err(tern_client::ClientError::Remote(e)) => {

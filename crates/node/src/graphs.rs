@@ -29,9 +29,15 @@ const READS_IN_FLIGHT: usize = 8;
 type Inputs = Result<Vec<Datum>, TaskRan>;
 
 impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
-    /// Run a batch of graph tasks in one task slot and keep their outputs (see the module
-    /// docs); each task ends on its own: one that raises or lacks an input fails alone.
-    pub(crate) async fn run_graph_tasks(&self, job: u64, runs: Vec<TaskRun>) -> Response {
+    /// Drop the outputs in `release`, then run a batch of graph tasks in one task slot and
+    /// keep their outputs (see the module docs); each task ends on its own: one that raises
+    /// or lacks an input fails alone.
+    pub(crate) async fn run_graph_tasks(
+        &self,
+        job: u64,
+        runs: Vec<TaskRun>,
+        release: Vec<u32>,
+    ) -> Response {
         if runs.len() > MAX_TASK_BATCH {
             return Response::error(
                 ErrorKind::Invalid,
@@ -51,6 +57,16 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                     run.sources.len()
                 ),
             );
+        }
+        let inline = !self.blocks.blocks_thread();
+        if !release.is_empty() {
+            let shuffles = self.shuffles.clone();
+            let dropped = crate::blocks::off_runtime(inline, move || {
+                shuffles.drop_tasks(job, GRAPH_STAGE, &release)
+            });
+            if let Err(e) = dropped.await {
+                return Response::error(ErrorKind::Unavailable, e);
+            }
         }
         let Some(_slot) = self.task_slots.acquire(job).await else {
             return Response::error(ErrorKind::Unavailable, "shutting down");
@@ -75,7 +91,6 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             .zip(inputs)
             .collect();
         // The kernels, one after another off the async threads; each output encoded as kept.
-        let inline = !self.blocks.blocks_thread();
         let outputs = crate::blocks::off_runtime(inline, move || {
             work.into_iter()
                 .map(|(kernel, inputs)| inputs.map(|inputs| run_kernel(&kernel, inputs)))

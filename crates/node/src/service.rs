@@ -313,8 +313,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     Err(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
                 }
             }
-            Request::RunGraphTasks { job, tasks } => {
-                self.run_graph_tasks(*job, tasks.clone()).await
+            Request::RunGraphTasks {
+                job,
+                tasks,
+                release,
+            } => {
+                self.run_graph_tasks(*job, tasks.clone(), release.clone())
+                    .await
             }
             Request::Jobs => Response::Jobs(self.coordinated.list(|job| self.board.job_load(job))),
             Request::CancelJob { job } => match self.coordinated.cancel(*job, caller) {

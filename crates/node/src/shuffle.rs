@@ -147,6 +147,20 @@ impl ShuffleStore {
             })
     }
 
+    /// Drop the outputs of `tasks` of `job`'s stage `stage` (those not kept are skipped).
+    pub(crate) fn drop_tasks(&self, job: u64, stage: u32, tasks: &[u32]) {
+        let dropped: Vec<Output> = {
+            let mut kept = self.lock();
+            tasks
+                .iter()
+                .filter_map(|&task| kept.outputs.remove(&(job, stage, task)))
+                .collect()
+        };
+        for output in dropped {
+            self.forget(output);
+        }
+    }
+
     /// Drop every output of `job`.
     pub(crate) fn release(&self, job: u64) {
         let dropped: Vec<Output> = {

@@ -281,10 +281,12 @@ pub enum Request {
     /// Run a batch of tasks of graph job `job` (a coordinator sends it, at most
     /// [`crate::MAX_TASK_BATCH`] of them, in one task slot one after another) and keep each
     /// output as task `index` of the job (see [`crate::GRAPH_STAGE`]). Answered with
-    /// `Response::GraphTasksRan`: how each task ended, in the order sent.
+    /// `Response::GraphTasksRan`: how each task ended, in the order sent. First, the outputs
+    /// of the job's tasks in `release` are dropped: nothing left to run reads them.
     RunGraphTasks {
         job: u64,
         tasks: Vec<crate::TaskRun>,
+        release: Vec<u32>,
     },
     /// The jobs (queries and graphs) this node coordinates or coordinated lately (answered
     /// with `Response::Jobs`).

@@ -17,8 +17,7 @@
 //! slow task still goes alone). No more batches are in flight than twice the cluster's
 //! slots, so a graph of many root tasks queues them here rather than flooding the nodes.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -27,11 +26,12 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tern_proto::{
     Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, Graph, GraphEvent, GraphReport,
-    MAX_TASK_BATCH, NodeId, Request, Response, TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun,
+    MAX_TASK_BATCH, NodeId, Request, Response, TaskFailure, TaskOutcome, TaskRan, TaskRun,
     Transport,
 };
 use tracing::{debug, warn};
 
+use crate::graph_run::{Run, State};
 use crate::{LoadBoard, NodeView, Patience, SchedError};
 
 /// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
@@ -83,15 +83,6 @@ enum Attempt {
     NotReady,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Waiting,
-    Ready,
-    Running,
-    Done { node: NodeId },
-    Failed(TaskFailure),
-}
-
 /// Runs graph jobs with this node as coordinator.
 pub struct GraphCoordinator<'a, T: Transport> {
     transport: &'a T,
@@ -101,160 +92,9 @@ pub struct GraphCoordinator<'a, T: Transport> {
     patience: Patience,
     /// Nodes found dead during this job: they get no more tasks.
     dead: Mutex<BTreeSet<NodeId>>,
-}
-
-/// One graph as it runs: its distinct tasks by index into `graph.tasks`.
-struct Run<'g> {
-    graph: &'g Graph,
-    state: HashMap<usize, State>,
-    /// Upstream tasks not done yet, per waiting task.
-    waiting: HashMap<usize, usize>,
-    ups: HashMap<usize, Vec<usize>>,
-    readers: HashMap<usize, Vec<usize>>,
-    /// Rank in the graph's order (earlier first).
-    rank: HashMap<usize, usize>,
-    index: HashMap<&'g TaskKey, usize>,
-    ready: BinaryHeap<Reverse<(usize, usize)>>,
-    attempts: HashMap<usize, u32>,
-    /// Bytes of each kept output.
-    sizes: HashMap<usize, u64>,
-    /// Microseconds a task has taken on its node, as batches came back (a moving average).
-    task_micros: Option<f64>,
-    ended: u64,
-    report: GraphReport,
-}
-
-impl<'g> Run<'g> {
-    fn new(graph: &'g Graph, order: &[usize]) -> Self {
-        let mut index = HashMap::with_capacity(order.len());
-        for &i in order {
-            index.insert(&graph.tasks[i].key, i);
-        }
-        let mut run = Run {
-            graph,
-            state: HashMap::with_capacity(order.len()),
-            waiting: HashMap::with_capacity(order.len()),
-            ups: HashMap::with_capacity(order.len()),
-            readers: HashMap::new(),
-            rank: order.iter().enumerate().map(|(r, &i)| (i, r)).collect(),
-            index,
-            ready: BinaryHeap::new(),
-            attempts: HashMap::new(),
-            sizes: HashMap::new(),
-            task_micros: None,
-            ended: 0,
-            report: GraphReport {
-                tasks: order.len() as u64,
-                ..Default::default()
-            },
-        };
-        for &i in order {
-            let ups: BTreeSet<usize> = graph.tasks[i]
-                .upstream()
-                .filter_map(|k| run.index.get(k).copied())
-                .collect();
-            for &u in &ups {
-                run.readers.entry(u).or_default().push(i);
-            }
-            run.ups.insert(i, ups.into_iter().collect());
-            run.state.insert(i, State::Waiting);
-        }
-        for &i in order {
-            run.requeue_if_ready(i);
-        }
-        run
-    }
-
-    /// A waiting task whose inputs are all done becomes ready.
-    fn requeue_if_ready(&mut self, i: usize) {
-        if self.state[&i] != State::Waiting {
-            return;
-        }
-        let left = self.ups[&i]
-            .iter()
-            .filter(|u| !matches!(self.state[u], State::Done { .. }))
-            .count();
-        self.waiting.insert(i, left);
-        if left == 0 {
-            self.state.insert(i, State::Ready);
-            self.ready.push(Reverse((self.rank[&i], i)));
-        }
-    }
-
-    fn done(&mut self, i: usize, node: NodeId) {
-        self.state.insert(i, State::Done { node });
-        self.ended += 1;
-        for r in self.readers.get(&i).cloned().unwrap_or_default() {
-            if self.state[&r] == State::Waiting {
-                let left = self.waiting.entry(r).or_insert(1);
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    self.state.insert(r, State::Ready);
-                    self.ready.push(Reverse((self.rank[&r], r)));
-                }
-            }
-        }
-    }
-
-    /// Task `i` failed: so does every task that reads it, directly or not.
-    fn fail(&mut self, i: usize, failure: TaskFailure) {
-        let key = self.graph.tasks[i].key.clone();
-        let cause = Box::new(failure.clone());
-        self.state.insert(i, State::Failed(failure));
-        self.ended += 1;
-        let mut stack = self.readers.get(&i).cloned().unwrap_or_default();
-        while let Some(r) = stack.pop() {
-            if matches!(self.state[&r], State::Failed(_) | State::Done { .. }) {
-                continue;
-            }
-            self.state.insert(
-                r,
-                State::Failed(TaskFailure::Upstream {
-                    key: key.clone(),
-                    cause: cause.clone(),
-                }),
-            );
-            self.ended += 1;
-            stack.extend(self.readers.get(&r).cloned().unwrap_or_default());
-        }
-    }
-
-    /// Node `node` is gone: what it kept is made again where still needed.
-    fn lose(&mut self, node: NodeId) {
-        let lost: Vec<usize> = self
-            .state
-            .iter()
-            .filter(|(_, s)| **s == State::Done { node })
-            .map(|(&i, _)| i)
-            .collect();
-        if lost.is_empty() {
-            return;
-        }
-        for &i in &lost {
-            self.state.insert(i, State::Waiting);
-            self.ended -= 1;
-            self.report.recomputed += 1;
-        }
-        // Readers that were ready now wait for what they read to be made again.
-        let waiting: Vec<usize> = self
-            .state
-            .iter()
-            .filter(|(_, s)| matches!(s, State::Waiting | State::Ready))
-            .map(|(&i, _)| i)
-            .collect();
-        for i in waiting {
-            self.state.insert(i, State::Waiting);
-            self.requeue_if_ready(i);
-        }
-    }
-
-    fn node_of(&self, key: &TaskKey) -> Option<(usize, NodeId)> {
-        let &i = self.index.get(key)?;
-        match self.state[&i] {
-            State::Done { node } => Some((i, node)),
-            _ => None,
-        }
-    }
+    /// Outputs no task left to run reads, by the node keeping them: it is told to drop them
+    /// with its next batch (or when the job ends).
+    releasing: Mutex<BTreeMap<NodeId, Vec<u32>>>,
 }
 
 impl<'a, T: Transport> GraphCoordinator<'a, T> {
@@ -266,6 +106,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             job,
             patience: Patience::default(),
             dead: Mutex::default(),
+            releasing: Mutex::default(),
         }
     }
 
@@ -281,6 +122,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             .filter(|n| n.live && !dead.contains(&n.id))
             .map(|n| n.id)
             .collect()
+    }
+
+    fn queue_releases(&self, released: BTreeMap<NodeId, Vec<u32>>) {
+        let mut releasing = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, tasks) in released {
+            releasing.entry(node).or_default().extend(tasks);
+        }
     }
 
     fn mark_dead(&self, node: NodeId) {
@@ -304,17 +152,8 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             .validate(&BTreeSet::new())
             .map_err(|e| SchedError::Query(e.to_string()))?;
         let mut run = Run::new(graph, &order);
-        let wanted: Vec<usize> = if graph.wanted.is_empty() {
-            order.clone()
-        } else {
-            let mut seen = BTreeSet::new();
-            graph
-                .wanted
-                .iter()
-                .filter_map(|k| run.index.get(k).copied())
-                .filter(|i| seen.insert(*i))
-                .collect()
-        };
+        drop(order);
+        let wanted = run.wanted();
         let mut sent: BTreeSet<usize> = BTreeSet::new();
         let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
         loop {
@@ -327,10 +166,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 if sent.contains(&i) {
                     continue;
                 }
-                match run.state[&i].clone() {
+                match run.state(i) {
                     State::Done { node } => done_on.entry(node).or_default().push(i),
-                    State::Failed(failure) => {
+                    State::Failed => {
                         sent.insert(i);
+                        let failure = run.failure(i).cloned().unwrap_or(TaskFailure::Stopped {
+                            message: "it failed".into(),
+                        });
                         let _ = events.send(GraphEvent::Output {
                             key: graph.tasks[i].key.clone(),
                             outcome: TaskOutcome::Failed(failure),
@@ -402,7 +244,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     break;
                 };
                 for (i, _) in &batch.tasks {
-                    run.state.insert(*i, State::Running);
+                    run.running(*i);
                 }
                 let tasks = batch
                     .tasks
@@ -422,19 +264,19 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     Some(pace) => 0.8 * pace + 0.2 * micros,
                 });
             }
+            self.queue_releases(run.take_releases());
             // A node that failed a batch is asked once whether it still answers.
             let mut answers: BTreeMap<NodeId, bool> = BTreeMap::new();
             for (i, attempt) in ended {
                 match attempt {
                     Attempt::Ran { node, bytes, local } => {
-                        run.sizes.insert(i, bytes);
                         if local {
                             run.report.local += 1;
                         } else {
                             run.report.remote += 1;
                         }
                         *run.report.per_node.entry(node).or_default() += 1;
-                        run.done(i, node);
+                        run.done(i, node, bytes);
                     }
                     Attempt::Raised(message) => run.fail(i, TaskFailure::Raised { message }),
                     Attempt::Unavailable(message) => {
@@ -442,16 +284,12 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     }
                     Attempt::InputLost { node } => {
                         self.mark_dead(node);
-                        run.state.insert(i, State::Waiting);
                         run.lose(node);
-                        run.requeue_if_ready(i);
+                        run.wait_again(i);
                     }
-                    Attempt::NotReady => {
-                        run.state.insert(i, State::Waiting);
-                        run.requeue_if_ready(i);
-                    }
+                    Attempt::NotReady => run.wait_again(i),
                     Attempt::NodeFailed { node, reason } => {
-                        let attempts = run.attempts.entry(i).or_default();
+                        let attempts = run.attempts.entry(i as u32).or_default();
                         *attempts += 1;
                         let attempts = *attempts;
                         run.report.retries += 1;
@@ -481,8 +319,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                                 },
                             );
                         } else {
-                            run.state.insert(i, State::Waiting);
-                            run.requeue_if_ready(i);
+                            run.wait_again(i);
                         }
                     }
                 }
@@ -492,24 +329,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 tasks: run.report.tasks,
             });
         }
-        // Nothing runs and nothing is ready: anything still waiting reads a task that can no
-        // longer be made.
-        let stuck: Vec<usize> = run
-            .state
-            .iter()
-            .filter(|(_, s)| matches!(s, State::Waiting | State::Ready))
-            .map(|(&i, _)| i)
-            .collect();
-        for i in stuck {
-            if matches!(run.state[&i], State::Waiting | State::Ready) {
-                run.fail(
-                    i,
-                    TaskFailure::Stopped {
-                        message: "its inputs could not be made: no live node is left".into(),
-                    },
-                );
-            }
-        }
+        run.fail_stuck();
         Ok(())
     }
 
@@ -568,9 +388,8 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     }
                 }
                 Arg::Output(key) => {
-                    let (task, node) = run.node_of(key).ok_or(Attempt::NotReady)?;
-                    *bytes.entry(node).or_default() +=
-                        run.sizes.get(&task).copied().unwrap_or(0).max(1);
+                    let (task, node, size) = run.kept(key).ok_or(Attempt::NotReady)?;
+                    *bytes.entry(node).or_default() += size.max(1);
                     let addr = self
                         .nodes
                         .get(&node)
@@ -617,31 +436,26 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             Some(micros) => (BATCH_TIME.as_micros() as f64 / micros.max(1.0)) as usize,
         };
         let size = by_time
-            .min(run.ready.len() / (slots * 4))
+            .min(run.queued() / (slots * 4))
             .clamp(1, MAX_TASK_BATCH);
         let mut tasks = Vec::new();
         // Nodes holding the most input bytes of every task so far (None: any node).
         let mut shared: Option<Vec<NodeId>> = None;
         while tasks.len() < size {
-            let Some(&Reverse((_, i))) = run.ready.peek() else {
+            let Some(i) = run.peek_ready() else {
                 break;
             };
-            if run.state[&i] != State::Ready {
-                run.ready.pop();
-                continue;
-            }
             let (sources, holders) = match self.sources(run, i, datasets) {
                 Ok(found) => found,
                 Err(Attempt::Unavailable(message)) => {
-                    run.ready.pop();
+                    run.take_ready(i);
                     run.fail(i, TaskFailure::InputUnavailable { message });
                     continue;
                 }
                 Err(_) => {
                     // An input is not kept anywhere now: wait for it to be made again.
-                    run.ready.pop();
-                    run.state.insert(i, State::Waiting);
-                    run.requeue_if_ready(i);
+                    run.take_ready(i);
+                    run.wait_again(i);
                     continue;
                 }
             };
@@ -660,7 +474,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 }
                 shared = Some(common);
             }
-            run.ready.pop();
+            run.take_ready(i);
             tasks.push((i, sources));
         }
         (!tasks.is_empty()).then(|| Batch {
@@ -712,8 +526,15 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         };
         let sent = Instant::now();
         let count = tasks.len();
+        let release = self
+            .releasing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node)
+            .unwrap_or_default();
         let request = Request::RunGraphTasks {
             job: self.job,
+            release,
             tasks: tasks
                 .into_iter()
                 .map(|(i, task, sources)| TaskRun {

@@ -16,6 +16,7 @@
 pub mod board;
 pub mod broadcast;
 pub mod graph;
+mod graph_run;
 pub mod keyfilter;
 pub mod liveness;
 pub mod stages;

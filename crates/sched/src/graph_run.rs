@@ -1,0 +1,495 @@
+//! One graph's tasks as its coordinator runs them ([`Run`]): which are waiting, ready,
+//! running, done (and where their output is kept), released or failed; which become ready as
+//! others end; what a lost node's outputs cost (lineage); and when an output is no longer
+//! needed (no reader left to run and not wanted: reference counts, as Dask's scheduler keeps
+//! them), so its node can drop it while the graph still runs.
+//!
+//! Everything is kept by task index in flat vectors (a few dozen bytes a task besides the
+//! graph itself), so a graph of a million tasks costs its coordinator well under a KiB each.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use tern_proto::{Graph, GraphReport, NodeId, TaskFailure, TaskKey};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// A second task of a key already in the graph: never run (the first one is).
+    Duplicate,
+    Waiting,
+    Ready,
+    Running,
+    Done {
+        node: NodeId,
+    },
+    /// Done, and its output dropped from its node: nothing left to run reads it.
+    Released,
+    /// Why is in `Run::failures`.
+    Failed,
+}
+
+/// Lists by task index, packed: the items of task `i` are `items[start[i]..start[i + 1]]`.
+struct Lists {
+    start: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Lists {
+    fn of(&self, i: usize) -> &[u32] {
+        &self.items[self.start[i] as usize..self.start[i + 1] as usize]
+    }
+}
+
+pub(crate) struct Run<'g> {
+    pub(crate) graph: &'g Graph,
+    state: Vec<State>,
+    failures: HashMap<u32, TaskFailure>,
+    /// Upstream tasks not done yet, per waiting task.
+    waiting: Vec<u32>,
+    /// The distinct tasks each task reads, and the tasks that read it.
+    ups: Lists,
+    readers: Lists,
+    /// Readers not done yet: at zero, an output nobody wants is released.
+    pending_readers: Vec<u32>,
+    wanted: Vec<bool>,
+    /// Rank in the graph's order (earlier first).
+    rank: Vec<u32>,
+    index: HashMap<&'g TaskKey, u32>,
+    ready: BinaryHeap<Reverse<(u32, u32)>>,
+    /// Bytes of each kept output.
+    sizes: Vec<u64>,
+    /// Released outputs not yet dropped, by the node keeping them.
+    releasing: BTreeMap<NodeId, Vec<u32>>,
+    pub(crate) attempts: HashMap<u32, u32>,
+    /// Microseconds a task has taken on its node, as batches came back (a moving average).
+    pub(crate) task_micros: Option<f64>,
+    /// Tasks done, released or failed.
+    pub(crate) ended: u64,
+    pub(crate) report: GraphReport,
+}
+
+impl<'g> Run<'g> {
+    /// `order`: the graph's distinct tasks in the order they should run. The wanted ones
+    /// (`graph.wanted`, or every task when it names none) are kept to the end.
+    pub(crate) fn new(graph: &'g Graph, order: &[usize]) -> Self {
+        let n = graph.tasks.len();
+        let mut index = HashMap::with_capacity(order.len());
+        for &i in order {
+            index.insert(&graph.tasks[i].key, i as u32);
+        }
+        let mut rank = vec![u32::MAX; n];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r as u32;
+        }
+        let mut ups = Lists {
+            start: Vec::with_capacity(n + 1),
+            items: Vec::new(),
+        };
+        let mut reader_count = vec![0u32; n];
+        ups.start.push(0);
+        for (i, task) in graph.tasks.iter().enumerate() {
+            if rank[i] != u32::MAX {
+                let distinct: BTreeSet<u32> = task
+                    .upstream()
+                    .filter_map(|k| index.get(k).copied())
+                    .collect();
+                for &u in &distinct {
+                    reader_count[u as usize] += 1;
+                }
+                ups.items.extend(distinct);
+            }
+            ups.start.push(ups.items.len() as u32);
+        }
+        let mut readers = Lists {
+            start: Vec::with_capacity(n + 1),
+            items: vec![0; ups.items.len()],
+        };
+        readers.start.push(0);
+        for count in &reader_count {
+            let last = *readers.start.last().unwrap_or(&0);
+            readers.start.push(last + count);
+        }
+        let mut filled = readers.start[..n].to_vec();
+        for i in 0..n {
+            for &u in ups.of(i) {
+                readers.items[filled[u as usize] as usize] = i as u32;
+                filled[u as usize] += 1;
+            }
+        }
+        let mut wanted_flags = vec![graph.wanted.is_empty(); n];
+        for key in &graph.wanted {
+            if let Some(&w) = index.get(key) {
+                wanted_flags[w as usize] = true;
+            }
+        }
+        let mut run = Run {
+            graph,
+            state: rank
+                .iter()
+                .map(|&r| {
+                    if r == u32::MAX {
+                        State::Duplicate
+                    } else {
+                        State::Waiting
+                    }
+                })
+                .collect(),
+            failures: HashMap::new(),
+            waiting: vec![0; n],
+            ups,
+            readers,
+            pending_readers: reader_count,
+            wanted: wanted_flags,
+            rank,
+            index,
+            ready: BinaryHeap::new(),
+            sizes: vec![0; n],
+            releasing: BTreeMap::new(),
+            attempts: HashMap::new(),
+            task_micros: None,
+            ended: 0,
+            report: GraphReport {
+                tasks: order.len() as u64,
+                ..Default::default()
+            },
+        };
+        for &i in order {
+            run.requeue_if_ready(i);
+        }
+        run
+    }
+
+    /// The wanted tasks, each once, in the graph's order.
+    pub(crate) fn wanted(&self) -> Vec<usize> {
+        let mut wanted: Vec<usize> = (0..self.state.len())
+            .filter(|&i| self.wanted[i] && self.state[i] != State::Duplicate)
+            .collect();
+        wanted.sort_by_key(|&i| self.rank[i]);
+        wanted
+    }
+
+    pub(crate) fn state(&self, i: usize) -> State {
+        self.state[i]
+    }
+
+    pub(crate) fn failure(&self, i: usize) -> Option<&TaskFailure> {
+        self.failures.get(&(i as u32))
+    }
+
+    /// Ready tasks queued (some may have been failed or reset since).
+    pub(crate) fn queued(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The first ready task in the graph's order, left queued.
+    pub(crate) fn peek_ready(&mut self) -> Option<usize> {
+        while let Some(&Reverse((_, i))) = self.ready.peek() {
+            if self.state[i as usize] == State::Ready {
+                return Some(i as usize);
+            }
+            self.ready.pop();
+        }
+        None
+    }
+
+    /// Task `i`, the first ready one, is taken off the queue: sent, failed, or waiting again.
+    pub(crate) fn take_ready(&mut self, i: usize) {
+        if let Some(&Reverse((_, first))) = self.ready.peek()
+            && first as usize == i
+        {
+            self.ready.pop();
+        }
+    }
+
+    pub(crate) fn running(&mut self, i: usize) {
+        self.state[i] = State::Running;
+    }
+
+    /// Task `i` waits again (an input must be made again first).
+    pub(crate) fn wait_again(&mut self, i: usize) {
+        self.state[i] = State::Waiting;
+        self.requeue_if_ready(i);
+    }
+
+    /// A waiting task whose inputs are all done becomes ready; inputs it reads that were
+    /// released are made again first.
+    fn requeue_if_ready(&mut self, i: usize) {
+        if self.state[i] != State::Waiting {
+            return;
+        }
+        let released: Vec<u32> = self
+            .ups
+            .of(i)
+            .iter()
+            .copied()
+            .filter(|&u| self.state[u as usize] == State::Released)
+            .collect();
+        for u in released {
+            self.revive(u as usize);
+        }
+        let left = self
+            .ups
+            .of(i)
+            .iter()
+            .filter(|&&u| !matches!(self.state[u as usize], State::Done { .. }))
+            .count();
+        self.waiting[i] = left as u32;
+        if left == 0 {
+            self.make_ready(i);
+        }
+    }
+
+    fn make_ready(&mut self, i: usize) {
+        self.state[i] = State::Ready;
+        self.ready.push(Reverse((self.rank[i], i as u32)));
+    }
+
+    /// Released task `root` is needed again: it, and what it reads that was released too, is
+    /// made again.
+    fn revive(&mut self, root: usize) {
+        let mut stack = vec![root];
+        let mut revived = Vec::new();
+        while let Some(u) = stack.pop() {
+            if self.state[u] != State::Released {
+                continue;
+            }
+            self.state[u] = State::Waiting;
+            self.ended -= 1;
+            self.report.recomputed += 1;
+            for &w in self.ups.of(u) {
+                self.pending_readers[w as usize] += 1;
+                stack.push(w as usize);
+            }
+            revived.push(u);
+        }
+        // Deepest first: what they read is waiting or done by now, never released.
+        for u in revived.into_iter().rev() {
+            self.requeue_if_ready(u);
+        }
+    }
+
+    /// Task `i` ran on `node`, which keeps its `bytes` of output.
+    pub(crate) fn done(&mut self, i: usize, node: NodeId, bytes: u64) {
+        self.state[i] = State::Done { node };
+        self.sizes[i] = bytes;
+        self.ended += 1;
+        for k in 0..self.readers.of(i).len() {
+            let r = self.readers.of(i)[k] as usize;
+            if self.state[r] == State::Waiting {
+                self.waiting[r] = self.waiting[r].saturating_sub(1);
+                if self.waiting[r] == 0 {
+                    self.make_ready(r);
+                }
+            }
+        }
+        self.read_by(i);
+        self.release_if_unneeded(i);
+    }
+
+    /// Task `i` has ended: one reader fewer for each task it read.
+    fn read_by(&mut self, i: usize) {
+        for k in 0..self.ups.of(i).len() {
+            let u = self.ups.of(i)[k] as usize;
+            self.pending_readers[u] = self.pending_readers[u].saturating_sub(1);
+            self.release_if_unneeded(u);
+        }
+    }
+
+    fn release_if_unneeded(&mut self, u: usize) {
+        if let State::Done { node } = self.state[u]
+            && self.pending_readers[u] == 0
+            && !self.wanted[u]
+        {
+            self.state[u] = State::Released;
+            self.releasing.entry(node).or_default().push(u as u32);
+        }
+    }
+
+    /// Outputs released since the last call, by the node keeping them (to be told to drop
+    /// them).
+    pub(crate) fn take_releases(&mut self) -> BTreeMap<NodeId, Vec<u32>> {
+        std::mem::take(&mut self.releasing)
+    }
+
+    /// Task `i` failed: so does every task that reads it, directly or not.
+    pub(crate) fn fail(&mut self, i: usize, failure: TaskFailure) {
+        let key = self.graph.tasks[i].key.clone();
+        let cause = Box::new(failure.clone());
+        self.state[i] = State::Failed;
+        self.failures.insert(i as u32, failure);
+        self.ended += 1;
+        self.read_by(i);
+        let mut stack: Vec<u32> = self.readers.of(i).to_vec();
+        while let Some(r) = stack.pop() {
+            let r = r as usize;
+            if matches!(
+                self.state[r],
+                State::Failed | State::Done { .. } | State::Released
+            ) {
+                continue;
+            }
+            self.state[r] = State::Failed;
+            self.failures.insert(
+                r as u32,
+                TaskFailure::Upstream {
+                    key: key.clone(),
+                    cause: cause.clone(),
+                },
+            );
+            self.ended += 1;
+            self.read_by(r);
+            stack.extend_from_slice(self.readers.of(r));
+        }
+    }
+
+    /// Node `node` is gone: what it kept is made again where still needed.
+    pub(crate) fn lose(&mut self, node: NodeId) {
+        self.releasing.remove(&node);
+        let lost: Vec<usize> = (0..self.state.len())
+            .filter(|&i| self.state[i] == State::Done { node })
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        for &i in &lost {
+            // Kept, so still needed: it reads what it read again.
+            self.state[i] = State::Waiting;
+            self.ended -= 1;
+            self.report.recomputed += 1;
+            for k in 0..self.ups.of(i).len() {
+                let u = self.ups.of(i)[k] as usize;
+                self.pending_readers[u] += 1;
+            }
+        }
+        // Readers that were ready now wait for what they read to be made again.
+        for i in 0..self.state.len() {
+            if matches!(self.state[i], State::Waiting | State::Ready) {
+                self.state[i] = State::Waiting;
+                self.requeue_if_ready(i);
+            }
+        }
+    }
+
+    /// Where `key`'s output is kept, and its bytes: `None` unless it is done.
+    pub(crate) fn kept(&self, key: &TaskKey) -> Option<(usize, NodeId, u64)> {
+        let i = *self.index.get(key)? as usize;
+        match self.state[i] {
+            State::Done { node } => Some((i, node, self.sizes[i])),
+            _ => None,
+        }
+    }
+
+    /// Nothing runs and nothing is ready: anything still waiting reads a task that can no
+    /// longer be made, and fails.
+    pub(crate) fn fail_stuck(&mut self) {
+        for i in 0..self.state.len() {
+            if matches!(self.state[i], State::Waiting | State::Ready) {
+                self.fail(
+                    i,
+                    TaskFailure::Stopped {
+                        message: "its inputs could not be made: no live node is left".into(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_proto::{Arg, Kernel, Task, Value};
+
+    use super::*;
+
+    fn task(kernel: &str, args: Vec<Arg>) -> Task {
+        Task::new(kernel, Kernel::builtin(kernel), args)
+    }
+
+    /// a, b → c → d (wanted); a is read twice (by c, and by the duplicate entry of c).
+    fn chain() -> Graph {
+        let a = task("inc", vec![Arg::Value(Value::Int(1))]);
+        let b = task("inc", vec![Arg::Value(Value::Int(2))]);
+        let c = task(
+            "add",
+            vec![Arg::Output(a.key.clone()), Arg::Output(b.key.clone())],
+        );
+        let d = task("inc", vec![Arg::Output(c.key.clone())]);
+        Graph {
+            wanted: vec![d.key.clone()],
+            tasks: vec![a, b, c.clone(), d, c],
+        }
+    }
+
+    fn start(graph: &Graph) -> Run<'_> {
+        let order = graph.validate(&BTreeSet::new()).unwrap();
+        let run = Run::new(graph, &order);
+        assert_eq!(run.wanted(), vec![3]);
+        run
+    }
+
+    fn released(run: &mut Run<'_>, node: NodeId) -> Vec<u32> {
+        let mut all = run.take_releases();
+        let mut on_node = all.remove(&node).unwrap_or_default();
+        // What other nodes dropped is not asked about here: put back.
+        run.releasing = all;
+        on_node.sort();
+        on_node
+    }
+
+    /// Task `i`, which must be ready, runs on `node`.
+    fn finish(run: &mut Run<'_>, i: usize, node: NodeId) {
+        assert_eq!(run.state(i), State::Ready, "task {i}");
+        run.take_ready(i);
+        run.running(i);
+        run.done(i, node, 10);
+    }
+
+    #[test]
+    fn outputs_are_released_once_no_reader_is_left_and_made_again_when_needed() {
+        let graph = chain();
+        let mut run = start(&graph);
+        assert_eq!(run.state(4), State::Duplicate);
+        assert_eq!(run.state(2), State::Waiting);
+        finish(&mut run, 0, 1);
+        finish(&mut run, 1, 2);
+        assert!(released(&mut run, 1).is_empty(), "c has not read a yet");
+        finish(&mut run, 2, 3);
+        assert_eq!(released(&mut run, 1), vec![0]);
+        assert_eq!(released(&mut run, 2), vec![1]);
+        assert_eq!(run.state(0), State::Released);
+        // Node 3, keeping c, is lost before d ran: c is made again, and so are a and b.
+        run.lose(3);
+        assert_eq!(run.state(2), State::Waiting);
+        assert_eq!(run.report.recomputed, 3);
+        assert_eq!(run.ended, 0);
+        finish(&mut run, 0, 1);
+        finish(&mut run, 1, 1);
+        finish(&mut run, 2, 1);
+        finish(&mut run, 3, 2);
+        assert_eq!(run.ended, 4);
+        // d is wanted: kept to the end; a, b and c are released on node 1.
+        assert_eq!(run.state(3), State::Done { node: 2 });
+        assert_eq!(released(&mut run, 1), vec![0, 1, 2]);
+        assert!(run.peek_ready().is_none());
+    }
+
+    #[test]
+    fn a_failure_fails_its_readers_and_releases_what_they_read() {
+        let graph = chain();
+        let mut run = start(&graph);
+        finish(&mut run, 0, 1);
+        run.take_ready(1);
+        run.fail(
+            1,
+            TaskFailure::Raised {
+                message: "no".into(),
+            },
+        );
+        assert_eq!(run.ended, 4);
+        assert!(matches!(run.failure(3), Some(TaskFailure::Upstream { .. })));
+        assert!(run.peek_ready().is_none());
+        // c, a's only reader, will never run: a is released.
+        assert_eq!(run.state(0), State::Released);
+        assert_eq!(released(&mut run, 1), vec![0]);
+    }
+}
