@@ -13,7 +13,7 @@ use tern_proto::{
     Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
     MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
 };
-use tern_sched::GraphCoordinator;
+use tern_sched::{GraphCoordinator, PreparedGraph};
 use tracing::warn;
 
 use crate::compute::respond;
@@ -166,11 +166,13 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         self.run_graph(graph, caller, reply).await
     }
 
+    /// The graph in `body`, decoded, checked and set up to run (off the async threads: a
+    /// million tasks take a while).
     async fn receive_graph(
         &self,
         bytes: u64,
         body: &mut tern_net::BodyReader,
-    ) -> Result<tern_proto::Graph, Response> {
+    ) -> Result<PreparedGraph, Response> {
         if bytes > MAX_GRAPH_BYTES {
             return Err(Response::error(
                 ErrorKind::TooLarge,
@@ -193,8 +195,10 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         let encoded = crate::blocks::receive_body("the graph", bytes, body).await?;
         let inline = !self.blocks.blocks_thread();
         let decoded = crate::blocks::off_runtime(inline, move || {
-            postcard::from_bytes::<tern_proto::Graph>(&encoded)
-                .map_err(|e| format!("the graph is not readable: {e}"))
+            let graph = postcard::from_bytes::<tern_proto::Graph>(&encoded)
+                .map_err(|e| format!("the graph is not readable: {e}"))?;
+            drop(encoded);
+            PreparedGraph::new(graph).map_err(|e| e.to_string())
         })
         .await;
         decoded
@@ -204,22 +208,12 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
 
     /// Coordinate a client's graph: its events go back as they happen, and the outputs it
     /// kept on the nodes are released when it ends.
-    async fn run_graph(
-        &self,
-        graph: tern_proto::Graph,
-        caller: &Caller,
-        reply: tern_net::BodyWriter,
-    ) {
+    async fn run_graph(&self, graph: PreparedGraph, caller: &Caller, reply: tern_net::BodyWriter) {
         let (_turn, datasets, nodes) = match self.start_job(caller).await {
             Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };
-        let tasks = match graph.validate(&Default::default()) {
-            Ok(order) => order.len() as u64,
-            Err(e) => {
-                return respond(reply, &Response::error(ErrorKind::Invalid, e.to_string())).await;
-            }
-        };
+        let tasks = graph.tasks();
         let datasets = datasets.into_iter().map(|d| (d.name.clone(), d)).collect();
         let views = crate::compute::node_views(&nodes);
         let job = self.new_job_id();
@@ -235,7 +229,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         let entry = self.coordinated.start(
             job,
             "graph",
-            &format!("{tasks} tasks, {} wanted", graph.wanted.len()),
+            &format!("{tasks} tasks, {} wanted", graph.wanted_named()),
             caller,
             self.id(),
             started_ms,
@@ -243,7 +237,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         entry.progress(0, tasks);
         let coordinator = GraphCoordinator::new(self.transport.as_ref(), &self.board, views, job);
         let (events, mut pending) = tokio::sync::mpsc::unbounded_channel();
-        let running = coordinator.run(&graph, &datasets, &events);
+        let running = coordinator.run(graph, &datasets, &events);
         tokio::pin!(running);
         let deadline = tokio::time::sleep(self.compute.query_timeout);
         tokio::pin!(deadline);

@@ -83,6 +83,27 @@ enum Attempt {
     NotReady,
 }
 
+/// A graph checked ([`Graph::validate`]) and set up to run: the costly part of starting a
+/// graph (a second or so for a million tasks), done off the async threads.
+pub struct PreparedGraph(Run);
+
+impl PreparedGraph {
+    pub fn new(graph: Graph) -> Result<Self, tern_proto::GraphError> {
+        let order = graph.validate(&BTreeSet::new())?;
+        Ok(Self(Run::new(graph, &order)))
+    }
+
+    /// Distinct tasks.
+    pub fn tasks(&self) -> u64 {
+        self.0.report.tasks
+    }
+
+    /// Keys the submitter named as wanted (none: every task is).
+    pub fn wanted_named(&self) -> usize {
+        self.0.graph.wanted.len()
+    }
+}
+
 /// Runs graph jobs with this node as coordinator.
 pub struct GraphCoordinator<'a, T: Transport> {
     transport: &'a T,
@@ -138,21 +159,17 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             .insert(node);
     }
 
-    /// Run `graph` over the stored `datasets`, sending `events` as tasks end (progress, and
-    /// each wanted task's outcome once fetched). Wanted: `graph.wanted`, or every task when
-    /// none is named. The outputs stay kept until [`Self::release`].
+    /// Run a prepared graph over the stored `datasets`, sending `events` as tasks end
+    /// (progress, and each wanted task's outcome once fetched). Wanted: `graph.wanted`, or
+    /// every task when none is named. The outputs stay kept until [`Self::release`].
     pub async fn run(
         &self,
-        graph: &Graph,
+        prepared: PreparedGraph,
         datasets: &BTreeMap<String, DatasetRecord>,
         events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
     ) -> Result<GraphReport, SchedError> {
         let started = Instant::now();
-        let order = graph
-            .validate(&BTreeSet::new())
-            .map_err(|e| SchedError::Query(e.to_string()))?;
-        let mut run = Run::new(graph, &order);
-        drop(order);
+        let mut run = prepared.0;
         let wanted = run.wanted();
         let mut sent: BTreeSet<usize> = BTreeSet::new();
         let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
@@ -174,14 +191,14 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                             message: "it failed".into(),
                         });
                         let _ = events.send(GraphEvent::Output {
-                            key: graph.tasks[i].key.clone(),
+                            key: run.graph.tasks[i].key.clone(),
                             outcome: TaskOutcome::Failed(failure),
                         });
                     }
                     other => {
                         return Err(SchedError::Query(format!(
                             "task {} ended {other:?}, neither done nor failed",
-                            graph.tasks[i].key
+                            run.graph.tasks[i].key
                         )));
                     }
                 }
@@ -208,7 +225,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         for (i, datum) in tasks.into_iter().zip(data) {
                             sent.insert(i);
                             let _ = events.send(GraphEvent::Output {
-                                key: graph.tasks[i].key.clone(),
+                                key: run.graph.tasks[i].key.clone(),
                                 outcome: TaskOutcome::Done(datum),
                             });
                         }
@@ -230,9 +247,9 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
     }
 
     /// Run ready tasks until none is running or ready.
-    async fn compute<'g>(
+    async fn compute(
         &self,
-        run: &mut Run<'g>,
+        run: &mut Run,
         datasets: &BTreeMap<String, DatasetRecord>,
         in_flight: usize,
         events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
@@ -336,7 +353,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
     /// Where task `i` finds each argument, and which nodes hold most of its input bytes.
     fn sources(
         &self,
-        run: &Run<'_>,
+        run: &Run,
         i: usize,
         datasets: &BTreeMap<String, DatasetRecord>,
     ) -> Result<(Vec<ArgSource>, Vec<NodeId>), Attempt> {
@@ -427,7 +444,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
     /// most). Tasks met on the way that cannot run are failed, or wait again.
     fn next_batch(
         &self,
-        run: &mut Run<'_>,
+        run: &mut Run,
         datasets: &BTreeMap<String, DatasetRecord>,
     ) -> Option<Batch> {
         let slots = (self.live().len() * self.board.slots()).max(1);

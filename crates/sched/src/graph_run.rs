@@ -12,6 +12,14 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use tern_proto::{Graph, GraphReport, NodeId, TaskFailure, TaskKey};
 
+/// Task `key`'s index among the distinct tasks `by_key` lists (sorted by key).
+fn find(graph: &Graph, by_key: &[u32], key: &TaskKey) -> Option<usize> {
+    by_key
+        .binary_search_by(|&i| graph.tasks[i as usize].key.cmp(key))
+        .ok()
+        .map(|at| by_key[at] as usize)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// A second task of a key already in the graph: never run (the first one is).
@@ -40,8 +48,8 @@ impl Lists {
     }
 }
 
-pub(crate) struct Run<'g> {
-    pub(crate) graph: &'g Graph,
+pub(crate) struct Run {
+    pub(crate) graph: Graph,
     state: Vec<State>,
     failures: HashMap<u32, TaskFailure>,
     /// Upstream tasks not done yet, per waiting task.
@@ -54,7 +62,8 @@ pub(crate) struct Run<'g> {
     wanted: Vec<bool>,
     /// Rank in the graph's order (earlier first).
     rank: Vec<u32>,
-    index: HashMap<&'g TaskKey, u32>,
+    /// The distinct tasks, sorted by key (looked up by binary search: 4 bytes a task).
+    by_key: Vec<u32>,
     ready: BinaryHeap<Reverse<(u32, u32)>>,
     /// Bytes of each kept output.
     sizes: Vec<u64>,
@@ -68,15 +77,18 @@ pub(crate) struct Run<'g> {
     pub(crate) report: GraphReport,
 }
 
-impl<'g> Run<'g> {
+impl Run {
     /// `order`: the graph's distinct tasks in the order they should run. The wanted ones
     /// (`graph.wanted`, or every task when it names none) are kept to the end.
-    pub(crate) fn new(graph: &'g Graph, order: &[usize]) -> Self {
+    pub(crate) fn new(graph: Graph, order: &[usize]) -> Self {
         let n = graph.tasks.len();
-        let mut index = HashMap::with_capacity(order.len());
-        for &i in order {
-            index.insert(&graph.tasks[i].key, i as u32);
-        }
+        let mut by_key: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        by_key.sort_unstable_by(|&a, &b| {
+            graph.tasks[a as usize]
+                .key
+                .cmp(&graph.tasks[b as usize].key)
+        });
+        let find = |key: &TaskKey| find(&graph, &by_key, key);
         let mut rank = vec![u32::MAX; n];
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r as u32;
@@ -91,7 +103,7 @@ impl<'g> Run<'g> {
             if rank[i] != u32::MAX {
                 let distinct: BTreeSet<u32> = task
                     .upstream()
-                    .filter_map(|k| index.get(k).copied())
+                    .filter_map(|k| find(k).map(|i| i as u32))
                     .collect();
                 for &u in &distinct {
                     reader_count[u as usize] += 1;
@@ -118,8 +130,8 @@ impl<'g> Run<'g> {
         }
         let mut wanted_flags = vec![graph.wanted.is_empty(); n];
         for key in &graph.wanted {
-            if let Some(&w) = index.get(key) {
-                wanted_flags[w as usize] = true;
+            if let Some(w) = find(key) {
+                wanted_flags[w] = true;
             }
         }
         let mut run = Run {
@@ -141,7 +153,7 @@ impl<'g> Run<'g> {
             pending_readers: reader_count,
             wanted: wanted_flags,
             rank,
-            index,
+            by_key,
             ready: BinaryHeap::new(),
             sizes: vec![0; n],
             releasing: BTreeMap::new(),
@@ -372,7 +384,7 @@ impl<'g> Run<'g> {
 
     /// Where `key`'s output is kept, and its bytes: `None` unless it is done.
     pub(crate) fn kept(&self, key: &TaskKey) -> Option<(usize, NodeId, u64)> {
-        let i = *self.index.get(key)? as usize;
+        let i = find(&self.graph, &self.by_key, key)?;
         match self.state[i] {
             State::Done { node } => Some((i, node, self.sizes[i])),
             _ => None,
@@ -420,14 +432,14 @@ mod tests {
         }
     }
 
-    fn start(graph: &Graph) -> Run<'_> {
+    fn start(graph: Graph) -> Run {
         let order = graph.validate(&BTreeSet::new()).unwrap();
         let run = Run::new(graph, &order);
         assert_eq!(run.wanted(), vec![3]);
         run
     }
 
-    fn released(run: &mut Run<'_>, node: NodeId) -> Vec<u32> {
+    fn released(run: &mut Run, node: NodeId) -> Vec<u32> {
         let mut all = run.take_releases();
         let mut on_node = all.remove(&node).unwrap_or_default();
         // What other nodes dropped is not asked about here: put back.
@@ -437,7 +449,7 @@ mod tests {
     }
 
     /// Task `i`, which must be ready, runs on `node`.
-    fn finish(run: &mut Run<'_>, i: usize, node: NodeId) {
+    fn finish(run: &mut Run, i: usize, node: NodeId) {
         assert_eq!(run.state(i), State::Ready, "task {i}");
         run.take_ready(i);
         run.running(i);
@@ -446,8 +458,7 @@ mod tests {
 
     #[test]
     fn outputs_are_released_once_no_reader_is_left_and_made_again_when_needed() {
-        let graph = chain();
-        let mut run = start(&graph);
+        let mut run = start(chain());
         assert_eq!(run.state(4), State::Duplicate);
         assert_eq!(run.state(2), State::Waiting);
         finish(&mut run, 0, 1);
@@ -475,8 +486,7 @@ mod tests {
 
     #[test]
     fn a_failure_fails_its_readers_and_releases_what_they_read() {
-        let graph = chain();
-        let mut run = start(&graph);
+        let mut run = start(chain());
         finish(&mut run, 0, 1);
         run.take_ready(1);
         run.fail(

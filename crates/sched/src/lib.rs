@@ -39,7 +39,7 @@ use tern_proto::{NodeId, QueryEvent, Request, StagePlanned, StageReport, Transpo
 use tracing::{info, warn};
 
 pub use board::LoadBoard;
-pub use graph::GraphCoordinator;
+pub use graph::{GraphCoordinator, PreparedGraph};
 pub use liveness::{NodeGone, while_alive};
 pub use stages::{Stage, StageInputExec, StageOutput, StagePlan, cut, describe};
 

@@ -1,6 +1,6 @@
 //! `make bench`: measurements on a real local cluster (release build). `tern-bench
-//! [foundation|storage|compute|tpch|scheduling|hot|fair|graphs]` runs one part (compute is the last
-//! four);
+//! [foundation|storage|compute|tpch|scheduling|hot|fair|graphs|million|locality]` runs one part
+//! (compute is tpch, scheduling, hot and fair; graphs is million and locality too);
 //! without an argument, all of them.
 //!
 //! Foundation:
@@ -50,6 +50,8 @@ fn main() {
         "hot" => compute::hot_partition(&rt),
         "fair" => compute::fair_share(&rt),
         "graphs" => graphs::run(&rt),
+        "million" => graphs::million(&rt),
+        "locality" => graphs::locality(&rt),
         // For experiments by hand: the TPC-H SF1 tables as Parquet in the directory given.
         "gen-tpch" => {
             let dir = std::path::PathBuf::from(std::env::args().nth(2).expect("gen-tpch DIR"));
