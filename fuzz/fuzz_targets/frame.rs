@@ -1,5 +1,6 @@
 //! Frames and the postcard messages inside them, as a node reads them from any peer: a
-//! request, a response, a forwarded request, a query or graph event stream, a bucket body. Nothing may
+//! request, a response, a forwarded request, a graph submission, a query or graph event stream,
+//! a bucket body. Nothing may
 //! panic, and what decodes encodes back to itself.
 #![no_main]
 
@@ -14,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = decode_response(data);
+    // A graph submission's body.
+    if let Ok(submission) = tern_proto::decode_submission(data) {
+        let again = tern_proto::encode_submission(&submission);
+        assert_eq!(tern_proto::decode_submission(&again).ok(), Some(submission));
+    }
     let _ = split_parts(data);
     // The bodies of a query's and a graph's answers.
     let mut events = tern_proto::EventDecoder::default();

@@ -645,7 +645,12 @@ impl SimClient {
         graph: &tern_proto::Graph,
     ) -> Result<OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>>, String> {
         use tern_proto::{BulkRead, BulkWrite};
-        let body = postcard::to_allocvec(graph).map_err(|e| e.to_string())?;
+        let submission = tern_proto::Submission {
+            graph: graph.clone(),
+            kept: Vec::new(),
+            keep: false,
+        };
+        let body = tern_proto::encode_submission(&submission);
         let request = Request::SubmitGraph {
             bytes: body.len() as u64,
         };
@@ -681,7 +686,7 @@ impl SimClient {
                     }
                     GraphEvent::Finished(_) => return Ok(outcomes),
                     GraphEvent::Failed(e) => return Err(e.message),
-                    GraphEvent::Progress { .. } => {}
+                    GraphEvent::Progress { .. } | GraphEvent::Kept(_) | GraphEvent::Holding => {}
                 }
             }
             match reader.next_chunk().await.map_err(|e| e.to_string())? {

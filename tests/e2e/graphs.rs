@@ -304,7 +304,11 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
     let mut nested = [6u8, 1].repeat(1_000_000);
     nested.extend([2, 14]);
     let listed = delayed("inc", [Value::List(vec![Value::Int(7)]).into()]);
-    let encoded = postcard::to_allocvec(&listed.graph()).unwrap();
+    let encoded = tern_proto::encode_submission(&tern_proto::Submission {
+        graph: listed.graph(),
+        kept: vec![],
+        keep: false,
+    });
     let at = encoded
         .windows(4)
         .position(|w| w == [6, 1, 2, 14])
@@ -318,7 +322,6 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
     ];
     for (bytes, body, says) in uploads {
         let refusal = rt.block_on(async {
-            use tern_proto::{BulkRead, BulkWrite, Transport};
             let request = tern_proto::Request::SubmitGraph { bytes };
             let (mut writer, mut reader) = client
                 .transport()
@@ -392,6 +395,7 @@ fn a_node_lost_mid_graph_costs_a_recomputation_and_lost_inputs_are_named() {
                     outcomes.insert(key, outcome);
                 }
                 Some(tern_client::GraphUpdate::Finished(report)) => break (outcomes, report),
+                Some(tern_client::GraphUpdate::Kept(at)) => panic!("kept {at:?} unasked"),
                 None => panic!("ended without finishing"),
             }
         }
@@ -569,6 +573,39 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         Err(tern_client::FutureError::Task { key, .. }) => assert_eq!(key, bad.key()),
         other => panic!("{other:?}"),
     }
+    // Their outputs stay kept while the futures live (Dask's futures): a later graph that
+    // reads them reads them where they are and runs only its own tasks (were one lost with
+    // its node, the client sends the tasks that made it: see graph_run's tests).
+    let kept_now = || -> u64 {
+        rt.block_on(async {
+            let mut kept = 0;
+            for id in 1..=3 {
+                if let Some(m) = tern_e2e::local_metrics(&client, &cluster.addr(id)).await {
+                    kept += m.shuffle_outputs;
+                }
+            }
+            kept
+        })
+    };
+    assert_eq!(kept_now(), 50, "the 50 outputs of the futures are kept");
+    let total = delayed(
+        "add",
+        futures[..50].iter().map(|f| tern_graph::output(f.key())),
+    );
+    let answer = on_cluster(&rt, &client, &total.graph());
+    assert_eq!(
+        answer.outcomes[total.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int((1..=50).sum())))
+    );
+    assert_eq!(
+        answer.report.local + answer.report.remote,
+        1,
+        "only the sum ran: {:?}",
+        answer.report
+    );
+    assert_eq!(answer.report.recomputed, 0, "{:?}", answer.report);
+    drop((futures, ended, values));
+    wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
     let futures = client.submit(graph_of(&heavy));
     let running_id = tern_e2e::wait_for(
         "the submission to run",

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use tern_proto::{
-    EventDecoder, Graph, GraphEvent, GraphReport, Request, Response, TaskKey, TaskOutcome,
+    EventDecoder, Graph, GraphEvent, GraphReport, Request, Response, Submission, TaskKey,
+    TaskOutcome,
 };
 
 use crate::{Client, ClientError, lost};
@@ -28,6 +29,9 @@ pub enum GraphUpdate {
     Output { key: TaskKey, outcome: TaskOutcome },
     /// Every wanted task has ended; how the graph ran.
     Finished(GraphReport),
+    /// A wanted task's output stays kept on the cluster, there (a submission that keeps its
+    /// outputs says so before the task's `Output`).
+    Kept(tern_proto::KeptOutput),
 }
 
 /// A running graph. Dropping it closes the stream, and the coordinator stops the graph and
@@ -41,6 +45,10 @@ pub struct GraphStream {
     reader: tern_net::BodyReader,
     decoder: EventDecoder,
     over: bool,
+    /// The coordinator holds the outputs after `Finished`, while the stream is open.
+    keep: bool,
+    /// Earlier submissions whose kept outputs this one reads: held while it runs.
+    _reads: Vec<std::sync::Arc<crate::submit::Hold>>,
 }
 
 impl GraphStream {
@@ -49,7 +57,8 @@ impl GraphStream {
         &self.addr
     }
 
-    /// The next update, `None` after `Finished`. A graph that could not run is an error.
+    /// The next update, `None` after `Finished` (for a submission that keeps its outputs, once
+    /// the coordinator stops holding them). A graph that could not run is an error.
     pub async fn next_update(&mut self) -> Result<Option<GraphUpdate>, ClientError> {
         loop {
             if self.over {
@@ -67,9 +76,12 @@ impl GraphStream {
                     return Ok(Some(GraphUpdate::Output { key, outcome }));
                 }
                 Some(GraphEvent::Finished(report)) => {
-                    self.over = true;
+                    self.over = !self.keep;
+                    self._reads.clear();
                     return Ok(Some(GraphUpdate::Finished(report)));
                 }
+                Some(GraphEvent::Kept(at)) => return Ok(Some(GraphUpdate::Kept(at))),
+                Some(GraphEvent::Holding) => {}
                 Some(GraphEvent::Failed(e)) => {
                     self.over = true;
                     return Err(ClientError::Remote(e));
@@ -146,10 +158,20 @@ impl Client {
         )))
     }
 
-    /// Start `graph` on the cluster and follow it.
+    /// Start `graph` on the cluster and follow it. Outputs this client's futures keep that it
+    /// reads are read where they are kept (see [`Client::submit`]).
     pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream, ClientError> {
-        let body = postcard::to_allocvec(graph)
-            .map_err(|e| ClientError::Unexpected(format!("the graph cannot be encoded: {e}")))?;
+        let (submission, reads) = self.kept.resolve(graph.clone(), false);
+        let mut stream = self.graph_stream_of(&submission).await?;
+        stream._reads = reads;
+        Ok(stream)
+    }
+
+    pub(crate) async fn graph_stream_of(
+        &self,
+        submission: &Submission,
+    ) -> Result<GraphStream, ClientError> {
+        let body = tern_proto::encode_submission(submission);
         let request = Request::SubmitGraph {
             bytes: body.len() as u64,
         };
@@ -162,6 +184,8 @@ impl Client {
                 reader,
                 decoder: EventDecoder::default(),
                 over: false,
+                keep: submission.keep,
+                _reads: Vec::new(),
             }),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -174,7 +198,7 @@ impl Client {
         let mut outcomes = BTreeMap::new();
         while let Some(update) = stream.next_update().await? {
             match update {
-                GraphUpdate::Progress { .. } => {}
+                GraphUpdate::Progress { .. } | GraphUpdate::Kept(_) => {}
                 GraphUpdate::Output { key, outcome } => {
                     outcomes.insert(key, outcome);
                 }

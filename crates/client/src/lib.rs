@@ -361,6 +361,8 @@ pub struct Client {
     /// Breaks ties between equally busy holders, so they take turns.
     turn: AtomicUsize,
     call_timeout: Duration,
+    /// Outputs this client's futures keep on the cluster (shared with its siblings).
+    kept: Arc<submit::KeptRegistry>,
 }
 
 impl Client {
@@ -402,6 +404,7 @@ impl Client {
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
             call_timeout,
+            kept: Default::default(),
         })
     }
 
@@ -740,6 +743,7 @@ impl Client {
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
             call_timeout: self.call_timeout,
+            kept: self.kept.clone(),
         }
     }
 

@@ -4,15 +4,17 @@
 //! [`as_completed`] work over many. [`TaskFuture::cancel`] stops the whole submission on its
 //! coordinator.
 //!
-//! The futures of one submission share its job: the outputs it kept on the nodes are released
-//! when the job ends, so a later submission cannot read them (Dask's `persist` across
-//! submissions is not there yet); a graph that needs an earlier answer names the task again
-//! (same key, same work) or stores the answer as a dataset.
+//! As in Dask, a submission's wanted outputs stay on the nodes that made them while any of
+//! its futures lives (its coordinator holds them while this client holds the submission's
+//! stream open; a client that goes away lets them go). A later graph of this client that
+//! reads one of those keys (`Arg::Output(future.key())`) reads it where it is kept instead
+//! of computing it again: the client adds the tasks that make it (so a lost output is made
+//! again) and where it is kept ([`KeptRegistry`]).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 
-use tern_proto::{Datum, Graph, TaskFailure, TaskKey, TaskOutcome};
+use tern_proto::{Datum, Graph, KeptOutput, Submission, TaskFailure, TaskKey, TaskOutcome};
 use tokio::sync::watch;
 
 use crate::{Client, ClientError, GraphUpdate};
@@ -43,14 +45,134 @@ pub struct TaskFuture {
 struct Job {
     client: Arc<Client>,
     id: watch::Receiver<Option<u64>>,
+    _hold: Arc<Hold>,
+}
+
+/// Keeps a submission's stream open, and so its outputs kept: its futures hold it, and so do
+/// later submissions while they read those outputs.
+pub(crate) struct Hold {
     driver: tokio::task::AbortHandle,
 }
 
-impl Drop for Job {
-    /// The last future of a submission gone: nobody wants its answers, so it stops (the
+impl Drop for Hold {
+    /// Nothing holds the submission any more: nobody wants its answers, so it stops (the
     /// coordinator notices the closed stream and releases what it kept).
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+/// The outputs this client's live submissions keep on the cluster, by key: where, the graph
+/// that made them (their lineage), and the submission holding them.
+#[derive(Default)]
+pub(crate) struct KeptRegistry(Mutex<HashMap<TaskKey, KeptEntry>>);
+
+struct KeptEntry {
+    at: KeptOutput,
+    lineage: Arc<Graph>,
+    hold: Weak<Hold>,
+}
+
+impl KeptRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, KeptEntry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `graph` as it is sent: with the tasks that make the kept outputs it reads (when it
+    /// does not have them), and where those are kept; and the holds that keep them while it
+    /// runs.
+    pub(crate) fn resolve(&self, mut graph: Graph, keep: bool) -> (Submission, Vec<Arc<Hold>>) {
+        let entries = self.lock();
+        if entries.is_empty() {
+            let submission = Submission {
+                graph,
+                kept: Vec::new(),
+                keep,
+            };
+            return (submission, Vec::new());
+        }
+        let mut have: HashSet<TaskKey> = graph.tasks.iter().map(|t| t.key.clone()).collect();
+        if graph.wanted.is_empty() {
+            // Every task of its own is wanted, not the ones added below.
+            let mut seen = HashSet::new();
+            graph.wanted = graph
+                .tasks
+                .iter()
+                .filter(|t| seen.insert(&t.key))
+                .map(|t| t.key.clone())
+                .collect();
+        }
+        let mut missing: Vec<TaskKey> = graph
+            .tasks
+            .iter()
+            .flat_map(|t| t.upstream().cloned())
+            .chain(graph.wanted.iter().cloned())
+            .filter(|k| !have.contains(k))
+            .collect();
+        // Each lineage graph's tasks by key, built when first needed.
+        let mut lineages: HashMap<*const Graph, HashMap<&TaskKey, usize>> = HashMap::new();
+        while let Some(key) = missing.pop() {
+            if have.contains(&key) {
+                continue;
+            }
+            // Not kept: the coordinator names it missing.
+            let Some(entry) = entries.get(&key) else {
+                continue;
+            };
+            let lineage = &entry.lineage;
+            let by_key = lineages.entry(Arc::as_ptr(lineage)).or_insert_with(|| {
+                lineage
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (&t.key, i))
+                    .collect()
+            });
+            if let Some(&i) = by_key.get(&key) {
+                let task = lineage.tasks[i].clone();
+                missing.extend(task.upstream().filter(|k| !have.contains(*k)).cloned());
+                have.insert(key);
+                graph.tasks.push(task);
+            }
+        }
+        let mut kept = Vec::new();
+        let mut holds = Vec::new();
+        for task in &graph.tasks {
+            if let Some(entry) = entries.get(&task.key)
+                && let Some(hold) = entry.hold.upgrade()
+            {
+                kept.push(entry.at.clone());
+                holds.push(hold);
+            }
+        }
+        (Submission { graph, kept, keep }, holds)
+    }
+
+    fn add(&self, at: KeptOutput, lineage: &Arc<Graph>, hold: &Weak<Hold>) {
+        let entry = KeptEntry {
+            at,
+            lineage: lineage.clone(),
+            hold: hold.clone(),
+        };
+        self.lock().insert(entry.at.key.clone(), entry);
+    }
+
+    fn forget_job(&self, job: u64) {
+        self.lock().retain(|_, e| e.at.job != job);
+    }
+}
+
+/// Forgets a submission's kept outputs when its driver ends (the stream closed or broke).
+struct ForgetOnEnd {
+    registry: Arc<KeptRegistry>,
+    job: Option<u64>,
+}
+
+impl Drop for ForgetOnEnd {
+    fn drop(&mut self) {
+        if let Some(job) = self.job {
+            self.registry.forget_job(job);
+        }
     }
 }
 
@@ -100,7 +222,8 @@ impl std::fmt::Debug for TaskFuture {
 
 impl Client {
     /// Submit `graph` and return at once a future for each wanted task (each task when it
-    /// names none), in the order wanted.
+    /// names none), in the order wanted. The wanted outputs stay kept on the cluster while a
+    /// future of them lives; later graphs may read them by key (see the module docs).
     pub fn submit(self: &Arc<Self>, graph: Graph) -> Vec<TaskFuture> {
         let wanted: Vec<TaskKey> = if graph.wanted.is_empty() {
             let mut seen = std::collections::BTreeSet::new();
@@ -122,7 +245,9 @@ impl Client {
                 .subscribe();
             receivers.push((key.clone(), rx));
         }
+        let (submission, reads) = self.kept.resolve(graph, true);
         let (id_tx, id_rx) = watch::channel(None);
+        let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<Weak<Hold>>();
         let client = self.clone();
         let driver = tokio::spawn(async move {
             let fail_all = |senders: &BTreeMap<TaskKey, watch::Sender<Slot>>, why: String| {
@@ -137,10 +262,21 @@ impl Client {
                     });
                 }
             };
-            let mut stream = match client.graph_stream(&graph).await {
+            let Ok(hold) = hold_rx.await else {
+                return;
+            };
+            let mut forget = ForgetOnEnd {
+                registry: client.kept.clone(),
+                job: None,
+            };
+            // The outputs it reads stay kept until it has finished.
+            let mut reads = Some(reads);
+            let mut stream = match client.graph_stream_of(&submission).await {
                 Ok(stream) => stream,
                 Err(e) => return fail_all(&senders, e.to_string()),
             };
+            forget.job = Some(stream.job);
+            let lineage = Arc::new(submission.graph);
             let _ = id_tx.send(Some(stream.job));
             loop {
                 match stream.next_update().await {
@@ -155,7 +291,12 @@ impl Client {
                             let _ = tx.send(Some(value));
                         }
                     }
-                    Ok(Some(_)) => {}
+                    Ok(Some(GraphUpdate::Kept(at))) => client.kept.add(at, &lineage, &hold),
+                    Ok(Some(GraphUpdate::Finished(_))) => {
+                        reads.take();
+                        fail_all(&senders, "the graph ended without this task".into());
+                    }
+                    Ok(Some(GraphUpdate::Progress { .. })) => {}
                     Ok(None) => {
                         return fail_all(&senders, "the graph ended without this task".into());
                     }
@@ -163,10 +304,14 @@ impl Client {
                 }
             }
         });
+        let hold = Arc::new(Hold {
+            driver: driver.abort_handle(),
+        });
+        let _ = hold_tx.send(Arc::downgrade(&hold));
         let job = Arc::new(Job {
             client: self.clone(),
             id: id_rx,
-            driver: driver.abort_handle(),
+            _hold: hold,
         });
         receivers
             .into_iter()

@@ -97,6 +97,13 @@ pub fn partition(dataset: &str, version: u64, index: u32) -> Input {
     })
 }
 
+/// The output of task `key` from an earlier submission, as an input: a future's
+/// (`tern_client::TaskFuture::key`). On the cluster it is read where that submission keeps it;
+/// the single-machine schedulers do not have it.
+pub fn output(key: &TaskKey) -> Input {
+    Input::Arg(Arg::Output(key.clone()))
+}
+
 /// A call of built-in kernel `kernel` (see [`crate::kernels`]) over `inputs`, named after it.
 pub fn delayed(kernel: &str, inputs: impl IntoIterator<Item = Input>) -> Delayed {
     Delayed::call(kernel, Kernel::builtin(kernel), inputs)

@@ -11,6 +11,6 @@ pub mod kernels;
 pub mod local;
 mod sql;
 
-pub use delayed::{Delayed, Input, delayed, graph_of, partition};
+pub use delayed::{Delayed, Input, delayed, graph_of, output, partition};
 pub use kernels::{BUILTINS, KernelError};
 pub use local::{Inputs, Local, NoInputs, Outcome, compute};

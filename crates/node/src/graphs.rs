@@ -14,7 +14,7 @@ use tern_proto::{
     MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
 };
 use tern_sched::{GraphCoordinator, PreparedGraph};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::compute::respond;
 use crate::service::NodeService;
@@ -59,13 +59,21 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             );
         }
         let inline = !self.blocks.blocks_thread();
-        if !release.is_empty() {
+        let hold = runs.is_empty();
+        if !release.is_empty() || hold {
             let shuffles = self.shuffles.clone();
             let dropped = crate::blocks::off_runtime(inline, move || {
-                shuffles.drop_tasks(job, GRAPH_STAGE, &release)
+                shuffles.drop_tasks(job, GRAPH_STAGE, &release);
+                if hold {
+                    // No tasks: the coordinator holds the job's outputs for its client.
+                    shuffles.touch(job);
+                }
             });
             if let Err(e) = dropped.await {
                 return Response::error(ErrorKind::Unavailable, e);
+            }
+            if hold {
+                return Response::GraphTasksRan(Vec::new());
             }
         }
         let Some(_slot) = self.task_slots.acquire(job).await else {
@@ -77,7 +85,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
         let reader = self.reader(self.addresses(), false);
-        let kept = fetch_kept(&reader, job, &runs).await;
+        let kept = fetch_kept(&reader, &runs).await;
         let (reader_ref, runs_ref, kept_ref) = (&reader, &runs, &kept);
         let inputs: Vec<Inputs> = futures::stream::iter(0..runs.len())
             .map(move |k| task_inputs(reader_ref, &runs_ref[k], kept_ref))
@@ -195,10 +203,10 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         let encoded = crate::blocks::receive_body("the graph", bytes, body).await?;
         let inline = !self.blocks.blocks_thread();
         let decoded = crate::blocks::off_runtime(inline, move || {
-            let graph = postcard::from_bytes::<tern_proto::Graph>(&encoded)
+            let submission = tern_proto::decode_submission(&encoded)
                 .map_err(|e| format!("the graph is not readable: {e}"))?;
             drop(encoded);
-            PreparedGraph::new(graph).map_err(|e| e.to_string())
+            PreparedGraph::new(submission).map_err(|e| e.to_string())
         })
         .await;
         decoded
@@ -209,11 +217,12 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
     /// Coordinate a client's graph: its events go back as they happen, and the outputs it
     /// kept on the nodes are released when it ends.
     async fn run_graph(&self, graph: PreparedGraph, caller: &Caller, reply: tern_net::BodyWriter) {
-        let (_turn, datasets, nodes) = match self.start_job(caller).await {
+        let (turn, datasets, nodes) = match self.start_job(caller).await {
             Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };
         let tasks = graph.tasks();
+        let keep = graph.keeps();
         let datasets = datasets.into_iter().map(|d| (d.name.clone(), d)).collect();
         let views = crate::compute::node_views(&nodes);
         let job = self.new_job_id();
@@ -301,6 +310,17 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             }
             let _ = reply.write_chunk(&tern_proto::encode_event(last)).await;
         }
+        if keep && matches!(ended, Ok(GraphEvent::Finished(_))) {
+            // Finished, its outputs kept for its client's later submissions: the client's
+            // turn is over, the outputs stay while it holds the stream open.
+            self.coordinated.end(job, tern_proto::JobState::Finished);
+            drop(turn);
+            hold(&coordinator, &mut reply).await;
+            debug!(job, "kept graph outputs released: their client let go");
+            let _ = reply.finish().await;
+            coordinator.release().await;
+            return;
+        }
         let _ = reply.finish().await;
         coordinator.release().await;
         self.coordinated.end(
@@ -314,27 +334,60 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
     }
 }
 
-/// The outputs of other tasks that a batch reads, fetched once each, in one request per node
-/// keeping them (a chunk of [`FETCH_BATCH`] keys at a time): by task, the output or which
-/// node lost it and why.
+/// How often a coordinator holding a finished graph's outputs checks its client is still
+/// there (a closed stream: the outputs are released), and how many checks between telling the
+/// nodes the job is still held (they expire outputs not held for half an hour).
+const HOLD_BEAT: std::time::Duration = std::time::Duration::from_secs(2);
+const BEATS_PER_TOUCH: u32 = 60;
+
+/// Hold a finished graph's kept outputs while its client reads the stream.
+async fn hold<T: Transport>(
+    coordinator: &GraphCoordinator<'_, T>,
+    reply: &mut tern_net::BodyWriter,
+) {
+    let mut beats = 0u32;
+    loop {
+        tokio::time::sleep(HOLD_BEAT).await;
+        let beat = tern_proto::encode_event(&GraphEvent::Holding);
+        if reply.write_chunk(&beat).await.is_err() {
+            return;
+        }
+        beats += 1;
+        if beats % BEATS_PER_TOUCH == 0 {
+            coordinator.hold().await;
+        }
+    }
+}
+
+/// Outputs a batch reads, by (job, task) as kept: the output, or which node lost it and why.
+type KeptInputs = HashMap<(u64, u32), Result<Datum, (NodeId, String)>>;
+
+/// The outputs of other tasks that a batch reads (of its job, or of an earlier submission's),
+/// fetched once each, in one request per node and job keeping them (a chunk of
+/// [`FETCH_BATCH`] keys at a time).
 async fn fetch_kept<T: Transport>(
     reader: &crate::reader::NodeReader<T>,
-    job: u64,
     runs: &[TaskRun],
-) -> HashMap<u32, Result<Datum, (NodeId, String)>> {
-    let mut by_node: BTreeMap<(NodeId, &str), Vec<u32>> = BTreeMap::new();
+) -> KeptInputs {
+    let mut by_node: BTreeMap<(NodeId, &str, u64), Vec<u32>> = BTreeMap::new();
     for run in runs {
         for source in &run.sources {
-            if let ArgSource::Kept { task, node, addr } = source {
+            if let ArgSource::Kept {
+                job,
+                task,
+                node,
+                addr,
+            } = source
+            {
                 by_node
-                    .entry((*node, addr.as_str()))
+                    .entry((*node, addr.as_str(), *job))
                     .or_default()
                     .push(*task);
             }
         }
     }
     let mut requests = Vec::new();
-    for ((node, addr), mut tasks) in by_node {
+    for ((node, addr, job), mut tasks) in by_node {
         tasks.sort_unstable();
         tasks.dedup();
         for chunk in tasks.chunks(FETCH_BATCH) {
@@ -349,22 +402,22 @@ async fn fetch_kept<T: Transport>(
                 .collect();
             let chunk = chunk.to_vec();
             let fetched = reader.fetch(keys, None, node, addr.to_string());
-            requests.push(async move { (node, chunk, fetched.await) });
+            requests.push(async move { (node, job, chunk, fetched.await) });
         }
     }
     let mut kept = HashMap::new();
-    for (node, tasks, fetched) in futures::future::join_all(requests).await {
+    for (node, job, tasks, fetched) in futures::future::join_all(requests).await {
         match fetched {
             Ok(parts) => {
                 for (task, part) in tasks.into_iter().zip(parts) {
                     let datum = postcard::from_bytes::<Datum>(part.as_slice())
                         .map_err(|e| (node, format!("an unreadable output: {e}")));
-                    kept.insert(task, datum);
+                    kept.insert((job, task), datum);
                 }
             }
             Err(reason) => {
                 for task in tasks {
-                    kept.insert(task, Err((node, reason.clone())));
+                    kept.insert((job, task), Err((node, reason.clone())));
                 }
             }
         }
@@ -377,7 +430,7 @@ async fn fetch_kept<T: Transport>(
 async fn task_inputs<T: Transport>(
     reader: &crate::reader::NodeReader<T>,
     run: &TaskRun,
-    kept: &HashMap<u32, Result<Datum, (NodeId, String)>>,
+    kept: &KeptInputs,
 ) -> Inputs {
     let failed = |kind, message: String| TaskRan::Failed(ErrorReply { kind, message });
     let mut inputs = Vec::with_capacity(run.task.args.len());
@@ -413,7 +466,12 @@ async fn task_inputs<T: Transport>(
                 }
                 Datum::Table(read.bytes)
             }
-            (Arg::Output(key), ArgSource::Kept { task, node, .. }) => match kept.get(task) {
+            (
+                Arg::Output(key),
+                ArgSource::Kept {
+                    job, task, node, ..
+                },
+            ) => match kept.get(&(*job, *task)) {
                 Some(Ok(datum)) => datum.clone(),
                 Some(Err((lost, reason))) => {
                     return Err(TaskRan::InputLost {

@@ -161,6 +161,14 @@ impl ShuffleStore {
         }
     }
 
+    /// `job` is still wanted: its outputs' age starts again (they are not expired).
+    pub(crate) fn touch(&self, job: u64) {
+        let now = Instant::now();
+        for (_, output) in self.lock().outputs.iter_mut().filter(|(k, _)| k.0 == job) {
+            output.stored = now;
+        }
+    }
+
     /// Drop every output of `job`.
     pub(crate) fn release(&self, job: u64) {
         let dropped: Vec<Output> = {

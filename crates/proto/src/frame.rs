@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::message::{ErrorKind, Request, Response};
 
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// No single frame may be larger; bulk data is split into frames below this.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -92,6 +92,15 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, FrameError> {
 }
 
 pub fn decode_response(payload: &[u8]) -> Result<Response, FrameError> {
+    decode(payload)
+}
+
+/// A graph submission as it travels in `Request::SubmitGraph`'s body (versioned as frames).
+pub fn encode_submission(submission: &crate::Submission) -> Vec<u8> {
+    encode(submission)
+}
+
+pub fn decode_submission(payload: &[u8]) -> Result<crate::Submission, FrameError> {
     decode(payload)
 }
 

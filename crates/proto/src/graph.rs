@@ -426,8 +426,10 @@ pub enum ArgSource {
         /// Named in errors: `partition 3 of trips`.
         partition: String,
     },
-    /// Another task's output, kept on `node` as task `task` of the job.
+    /// Another task's output, kept on `node` as task `task` of job `job` (this graph's, or
+    /// an earlier submission's that its client still holds).
     Kept {
+        job: u64,
         task: u32,
         node: crate::NodeId,
         addr: String,
@@ -541,6 +543,35 @@ pub enum GraphEvent {
     Finished(GraphReport),
     /// The graph as a whole could not run (the client may resubmit it).
     Failed(crate::message::ErrorReply),
+    /// A wanted task's output stays kept, here, for later submissions of the same client
+    /// (sent before its `Output`, when the submission asked to keep its outputs).
+    Kept(KeptOutput),
+    /// The submission's outputs are still kept (sent now and then after `Finished`, so a
+    /// client gone away is noticed and what it kept released).
+    Holding,
+}
+
+/// Where an earlier submission keeps a task's output: task `task` of job `job`, on `node`.
+/// A later submission that reads the key names it, with the tasks that make it (so a lost
+/// output is made again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptOutput {
+    pub key: TaskKey,
+    pub job: u64,
+    pub task: u32,
+    pub node: crate::NodeId,
+}
+
+/// What a client sends with `Request::SubmitGraph`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub graph: Graph,
+    /// Outputs of the graph's tasks that earlier submissions keep: not run again unless
+    /// lost.
+    pub kept: Vec<KeptOutput>,
+    /// Keep the wanted outputs on their nodes after the graph finishes, for as long as the
+    /// client holds the submission's stream open (Dask's futures and `persist`).
+    pub keep: bool,
 }
 
 fn literal_bytes(arg: &Arg) -> usize {

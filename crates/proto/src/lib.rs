@@ -26,13 +26,13 @@ pub use dataset::{
 };
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{
-    FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response, encode_request,
-    encode_response, join_parts, split_parts,
+    FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_request, decode_response,
+    decode_submission, encode_request, encode_response, encode_submission, join_parts, split_parts,
 };
 pub use graph::{
-    Arg, ArgSource, Datum, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport, Kernel,
-    MAX_GRAPH_BYTES, MAX_GRAPH_TASKS, MAX_TASK_BATCH, MAX_VALUE_DEPTH, Resources, Task,
-    TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun, Value,
+    Arg, ArgSource, Datum, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport, KeptOutput,
+    Kernel, MAX_GRAPH_BYTES, MAX_GRAPH_TASKS, MAX_TASK_BATCH, MAX_VALUE_DEPTH, Resources,
+    Submission, Task, TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun, Value,
 };
 pub use message::*;
 pub use query::{

@@ -273,8 +273,8 @@ pub enum Request {
     /// Run a task graph with this node as coordinator (bulk: answered with
     /// `Response::GraphRunning` and then the graph's [`crate::GraphEvent`]s: progress, each
     /// wanted task's outcome, and last how it ended).
-    /// The graph follows in the body: `bytes` of a postcard-encoded [`crate::Graph`], at most
-    /// [`crate::MAX_GRAPH_BYTES`] (a graph of a million tasks is past any frame).
+    /// The graph follows in the body: `bytes` of a postcard-encoded [`crate::Submission`], at
+    /// most [`crate::MAX_GRAPH_BYTES`] (a graph of a million tasks is past any frame).
     SubmitGraph {
         bytes: u64,
     },

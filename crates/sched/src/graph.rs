@@ -25,9 +25,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tern_proto::{
-    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, Graph, GraphEvent, GraphReport,
-    MAX_TASK_BATCH, NodeId, Request, Response, TaskFailure, TaskOutcome, TaskRan, TaskRun,
-    Transport,
+    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, GraphEvent, GraphReport,
+    KeptOutput, MAX_TASK_BATCH, NodeId, Request, Response, Submission, TaskFailure, TaskOutcome,
+    TaskRan, TaskRun, Transport,
 };
 use tracing::{debug, warn};
 
@@ -85,22 +85,34 @@ enum Attempt {
 
 /// A graph checked ([`Graph::validate`]) and set up to run: the costly part of starting a
 /// graph (a second or so for a million tasks), done off the async threads.
-pub struct PreparedGraph(Run);
+pub struct PreparedGraph {
+    run: Run,
+    keep: bool,
+}
 
 impl PreparedGraph {
-    pub fn new(graph: Graph) -> Result<Self, tern_proto::GraphError> {
+    pub fn new(submission: Submission) -> Result<Self, tern_proto::GraphError> {
+        let Submission { graph, kept, keep } = submission;
         let order = graph.validate(&BTreeSet::new())?;
-        Ok(Self(Run::new(graph, &order)))
+        Ok(Self {
+            run: Run::new(graph, &order, &kept),
+            keep,
+        })
     }
 
     /// Distinct tasks.
     pub fn tasks(&self) -> u64 {
-        self.0.report.tasks
+        self.run.report.tasks
     }
 
     /// Keys the submitter named as wanted (none: every task is).
     pub fn wanted_named(&self) -> usize {
-        self.0.graph.wanted.len()
+        self.run.graph.wanted.len()
+    }
+
+    /// Whether the wanted outputs stay kept after the graph finishes.
+    pub fn keeps(&self) -> bool {
+        self.keep
     }
 }
 
@@ -169,7 +181,8 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
     ) -> Result<GraphReport, SchedError> {
         let started = Instant::now();
-        let mut run = prepared.0;
+        let keep = prepared.keep;
+        let mut run = prepared.run;
         let wanted = run.wanted();
         let mut sent: BTreeSet<usize> = BTreeSet::new();
         let in_flight = (self.nodes.len() * self.board.slots() * 2).max(1);
@@ -178,13 +191,17 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             // Every task ended; fetch what is wanted. A holder lost meanwhile makes its
             // outputs again and the loop runs once more.
             let mut lost_any = false;
-            let mut done_on: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+            // By node and the job keeping them: (task, as the job keeps it).
+            let mut done_on: BTreeMap<(NodeId, u64), Vec<(usize, u32)>> = BTreeMap::new();
             for &i in &wanted {
                 if sent.contains(&i) {
                     continue;
                 }
                 match run.state(i) {
-                    State::Done { node } => done_on.entry(node).or_default().push(i),
+                    State::Done { node } => {
+                        let (job, task) = run.foreign(i).unwrap_or((self.job, i as u32));
+                        done_on.entry((node, job)).or_default().push((i, task));
+                    }
                     State::Failed => {
                         sent.insert(i);
                         let failure = run.failure(i).cloned().unwrap_or(TaskFailure::Stopped {
@@ -204,26 +221,35 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 }
             }
             // Many outputs per request, a few requests at once.
-            let batches: Vec<(NodeId, Vec<usize>)> = done_on
+            let batches: Vec<(NodeId, u64, Vec<(usize, u32)>)> = done_on
                 .into_iter()
-                .flat_map(|(node, tasks)| {
+                .flat_map(|((node, job), tasks)| {
                     tasks
                         .chunks(FETCH_BATCH)
-                        .map(|c| (node, c.to_vec()))
+                        .map(|c| (node, job, c.to_vec()))
                         .collect::<Vec<_>>()
                 })
                 .collect();
             let mut fetched = futures::stream::iter(batches)
-                .map(|(node, tasks)| async move {
-                    let got = self.fetch(&tasks, node).await;
-                    (node, tasks, got)
+                .map(|(node, job, tasks)| async move {
+                    let outputs: Vec<u32> = tasks.iter().map(|(_, task)| *task).collect();
+                    let got = self.fetch(job, &outputs, node).await;
+                    (node, job, tasks, got)
                 })
                 .buffer_unordered(FETCHES_IN_FLIGHT);
-            while let Some((node, tasks, got)) = fetched.next().await {
+            while let Some((node, job, tasks, got)) = fetched.next().await {
                 match got {
                     Ok(data) => {
-                        for (i, datum) in tasks.into_iter().zip(data) {
+                        for ((i, task), datum) in tasks.into_iter().zip(data) {
                             sent.insert(i);
+                            if keep {
+                                let _ = events.send(GraphEvent::Kept(KeptOutput {
+                                    key: run.graph.tasks[i].key.clone(),
+                                    job,
+                                    task,
+                                    node,
+                                }));
+                            }
                             let _ = events.send(GraphEvent::Output {
                                 key: run.graph.tasks[i].key.clone(),
                                 outcome: TaskOutcome::Done(datum),
@@ -241,6 +267,11 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             if !lost_any {
                 break;
             }
+        }
+        if keep {
+            // What the kept outputs needed is dropped now, not when the client lets go.
+            self.queue_releases(run.take_releases());
+            self.hold().await;
         }
         run.report.millis = started.elapsed().as_millis() as u64;
         Ok(run.report)
@@ -412,8 +443,10 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         .get(&node)
                         .map(|n| n.addr.clone())
                         .ok_or(Attempt::NotReady)?;
+                    let (job, task) = run.foreign(task).unwrap_or((self.job, task as u32));
                     ArgSource::Kept {
-                        task: task as u32,
+                        job,
+                        task,
                         node,
                         addr,
                     }
@@ -618,13 +651,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         }
     }
 
-    /// The outputs of `tasks`, from the node keeping them.
-    async fn fetch(&self, tasks: &[usize], node: NodeId) -> Result<Vec<Datum>, String> {
+    /// The outputs of `tasks` of `job`, from the node keeping them.
+    async fn fetch(&self, job: u64, tasks: &[u32], node: NodeId) -> Result<Vec<Datum>, String> {
         let addr = self.nodes.get(&node).ok_or("unknown node")?.addr.clone();
         let request = Request::FetchShuffle {
-            job: self.job,
+            job,
             stage: GRAPH_STAGE,
-            tasks: tasks.iter().map(|&i| i as u32).collect(),
+            tasks: tasks.to_vec(),
             bucket: 0,
             columns: None,
         };
@@ -643,6 +676,29 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 postcard::from_bytes(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
             })
             .collect()
+    }
+
+    /// While a finished graph's outputs stay kept: tell every node the job is still held
+    /// (so they do not expire what it keeps), and to drop what it no longer needs.
+    pub async fn hold(&self) {
+        let calls = self.nodes.values().filter(|n| n.live).map(|n| {
+            let release = self
+                .releasing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&n.id)
+                .unwrap_or_default();
+            let request = Request::RunGraphTasks {
+                job: self.job,
+                tasks: Vec::new(),
+                release,
+            };
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.transport.call(&n.addr, request),
+            )
+        });
+        futures::future::join_all(calls).await;
     }
 
     /// Tell every node the job is over, so they drop its kept outputs.

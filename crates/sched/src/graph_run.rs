@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use tern_proto::{Graph, GraphReport, NodeId, TaskFailure, TaskKey};
+use tern_proto::{Graph, GraphReport, KeptOutput, NodeId, TaskFailure, TaskKey};
 
 /// Task `key`'s index among the distinct tasks `by_key` lists (sorted by key).
 fn find(graph: &Graph, by_key: &[u32], key: &TaskKey) -> Option<usize> {
@@ -30,7 +30,8 @@ pub(crate) enum State {
     Done {
         node: NodeId,
     },
-    /// Done, and its output dropped from its node: nothing left to run reads it.
+    /// Done, and its output dropped from its node: nothing left to run reads it. (Tasks no
+    /// wanted task needs start so, and are made only if that changes.)
     Released,
     /// Why is in `Run::failures`.
     Failed,
@@ -67,6 +68,8 @@ pub(crate) struct Run {
     ready: BinaryHeap<Reverse<(u32, u32)>>,
     /// Bytes of each kept output.
     sizes: Vec<u64>,
+    /// Outputs earlier submissions keep (job, task): read from there, never released here.
+    foreign: HashMap<u32, (u64, u32)>,
     /// Released outputs not yet dropped, by the node keeping them.
     releasing: BTreeMap<NodeId, Vec<u32>>,
     pub(crate) attempts: HashMap<u32, u32>,
@@ -79,8 +82,9 @@ pub(crate) struct Run {
 
 impl Run {
     /// `order`: the graph's distinct tasks in the order they should run. The wanted ones
-    /// (`graph.wanted`, or every task when it names none) are kept to the end.
-    pub(crate) fn new(graph: Graph, order: &[usize]) -> Self {
+    /// (`graph.wanted`, or every task when it names none) are kept to the end; `kept`: outputs
+    /// of its tasks that earlier submissions keep. Only what the wanted tasks need runs.
+    pub(crate) fn new(graph: Graph, order: &[usize], kept: &[KeptOutput]) -> Self {
         let n = graph.tasks.len();
         let mut by_key: Vec<u32> = order.iter().map(|&i| i as u32).collect();
         by_key.sort_unstable_by(|&a, &b| {
@@ -156,6 +160,7 @@ impl Run {
             by_key,
             ready: BinaryHeap::new(),
             sizes: vec![0; n],
+            foreign: HashMap::new(),
             releasing: BTreeMap::new(),
             attempts: HashMap::new(),
             task_micros: None,
@@ -165,10 +170,47 @@ impl Run {
                 ..Default::default()
             },
         };
+        for k in kept {
+            if let Some(i) = self::find(&run.graph, &run.by_key, &k.key) {
+                run.state[i] = State::Done { node: k.node };
+                run.foreign.insert(i as u32, (k.job, k.task));
+            }
+        }
+        // What the wanted tasks need, up to outputs already kept; the rest waits released.
+        let mut needed = vec![false; n];
+        let mut stack: Vec<usize> = (0..n).filter(|&i| run.wanted[i]).collect();
+        while let Some(i) = stack.pop() {
+            if needed[i] || run.state[i] == State::Duplicate {
+                continue;
+            }
+            needed[i] = true;
+            if run.state[i] == State::Waiting {
+                stack.extend(run.ups.of(i).iter().map(|&u| u as usize));
+            }
+        }
+        for &i in order {
+            if !needed[i] && run.state[i] == State::Waiting {
+                run.state[i] = State::Released;
+            }
+            if matches!(run.state[i], State::Done { .. } | State::Released) {
+                run.ended += 1;
+                // It reads nothing more (now).
+                for k in 0..run.ups.of(i).len() {
+                    let u = run.ups.of(i)[k] as usize;
+                    run.pending_readers[u] -= 1;
+                }
+            }
+        }
         for &i in order {
             run.requeue_if_ready(i);
         }
         run
+    }
+
+    /// Where task `i`'s output is kept: `Some((job, task))` when an earlier submission keeps
+    /// it, `None` when this graph does (as task `i`).
+    pub(crate) fn foreign(&self, i: usize) -> Option<(u64, u32)> {
+        self.foreign.get(&(i as u32)).copied()
     }
 
     /// The wanted tasks, each once, in the graph's order.
@@ -311,6 +353,7 @@ impl Run {
         if let State::Done { node } = self.state[u]
             && self.pending_readers[u] == 0
             && !self.wanted[u]
+            && !self.foreign.contains_key(&(u as u32))
         {
             self.state[u] = State::Released;
             self.releasing.entry(node).or_default().push(u as u32);
@@ -366,6 +409,7 @@ impl Run {
         for &i in &lost {
             // Kept, so still needed: it reads what it read again.
             self.state[i] = State::Waiting;
+            self.foreign.remove(&(i as u32));
             self.ended -= 1;
             self.report.recomputed += 1;
             for k in 0..self.ups.of(i).len() {
@@ -382,7 +426,8 @@ impl Run {
         }
     }
 
-    /// Where `key`'s output is kept, and its bytes: `None` unless it is done.
+    /// Task `key`'s index, the node keeping its output and its bytes: `None` unless it is
+    /// done.
     pub(crate) fn kept(&self, key: &TaskKey) -> Option<(usize, NodeId, u64)> {
         let i = find(&self.graph, &self.by_key, key)?;
         match self.state[i] {
@@ -434,7 +479,7 @@ mod tests {
 
     fn start(graph: Graph) -> Run {
         let order = graph.validate(&BTreeSet::new()).unwrap();
-        let run = Run::new(graph, &order);
+        let run = Run::new(graph, &order, &[]);
         assert_eq!(run.wanted(), vec![3]);
         run
     }
@@ -501,5 +546,39 @@ mod tests {
         // c, a's only reader, will never run: a is released.
         assert_eq!(run.state(0), State::Released);
         assert_eq!(released(&mut run, 1), vec![0]);
+    }
+
+    #[test]
+    fn outputs_kept_earlier_are_read_not_made_and_made_from_lineage_when_lost() {
+        let graph = chain();
+        let c = graph.tasks[2].key.clone();
+        let order = graph.validate(&BTreeSet::new()).unwrap();
+        let kept = KeptOutput {
+            key: c,
+            job: 77,
+            task: 5,
+            node: 9,
+        };
+        let mut run = Run::new(graph, &order, &[kept]);
+        // c is kept by job 77 on node 9: a and b are not needed, d is ready at once.
+        assert_eq!(run.state(2), State::Done { node: 9 });
+        assert_eq!(run.foreign(2), Some((77, 5)));
+        assert_eq!(
+            (run.state(0), run.state(1)),
+            (State::Released, State::Released)
+        );
+        assert_eq!(run.ended, 3);
+        assert_eq!(run.peek_ready(), Some(3));
+        // Node 9 is lost before d ran: c is made here, from a and b.
+        run.lose(9);
+        assert_eq!(run.foreign(2), None);
+        assert_eq!(run.state(3), State::Waiting);
+        finish(&mut run, 0, 1);
+        finish(&mut run, 1, 1);
+        finish(&mut run, 2, 2);
+        finish(&mut run, 3, 2);
+        assert_eq!(run.ended, 4);
+        assert_eq!(released(&mut run, 1), vec![0, 1]);
+        assert_eq!(released(&mut run, 2), vec![2]);
     }
 }
