@@ -604,7 +604,23 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         answer.report
     );
     assert_eq!(answer.report.recomputed, 0, "{:?}", answer.report);
-    drop((futures, ended, values));
+    // A kept output whose task reads one that was not kept: the graph reading it is sent with
+    // both tasks (its lineage), and still runs only its own.
+    let j = delayed("inc", [100.into()]);
+    let k = delayed("inc", [(&j).into()]);
+    let held = client.submit(k.graph());
+    assert_eq!(
+        rt.block_on(held[0].result()).unwrap(),
+        Datum::Value(Value::Int(102))
+    );
+    let next = delayed("inc", [tern_graph::output(held[0].key())]);
+    let answer = on_cluster(&rt, &client, &next.graph());
+    assert_eq!(
+        answer.outcomes[next.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int(103)))
+    );
+    assert_eq!(answer.report.local + answer.report.remote, 1);
+    drop((futures, ended, values, held));
     wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
     let futures = client.submit(graph_of(&heavy));
     let running_id = tern_e2e::wait_for(

@@ -869,11 +869,19 @@ impl Client {
             .open_bulk(addr, request)
             .await
             .map_err(BulkFailure::Connecting)?;
-        writer
-            .write_chunk(body)
-            .await
-            .map_err(BulkFailure::Connecting)?;
-        writer.finish().await.map_err(BulkFailure::Connecting)?;
+        let sent = match writer.write_chunk(body).await {
+            Ok(()) => writer.finish().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // A node may refuse a body before reading it (too large, too busy): its answer
+            // says why, and is the error, not the broken write.
+            let refusal = tokio::time::timeout(Duration::from_secs(5), reader.response()).await;
+            return match refusal {
+                Ok(Ok(answer @ Response::Error(_))) => Ok((answer, reader)),
+                _ => Err(BulkFailure::Connecting(e)),
+            };
+        }
         let answer = reader
             .response()
             .await

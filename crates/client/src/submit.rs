@@ -102,24 +102,26 @@ impl KeptRegistry {
                 .map(|t| t.key.clone())
                 .collect();
         }
-        let mut missing: Vec<TaskKey> = graph
+        // Keys read and not made here, each with the lineage it was met in (an input of a
+        // task taken from an earlier graph is made by that graph, kept or not).
+        let mut missing: Vec<(TaskKey, Option<&Arc<Graph>>)> = graph
             .tasks
             .iter()
             .flat_map(|t| t.upstream().cloned())
             .chain(graph.wanted.iter().cloned())
             .filter(|k| !have.contains(k))
+            .map(|k| (k, None))
             .collect();
         // Each lineage graph's tasks by key, built when first needed.
         let mut lineages: HashMap<*const Graph, HashMap<&TaskKey, usize>> = HashMap::new();
-        while let Some(key) = missing.pop() {
+        while let Some((key, met_in)) = missing.pop() {
             if have.contains(&key) {
                 continue;
             }
-            // Not kept: the coordinator names it missing.
-            let Some(entry) = entries.get(&key) else {
+            // Neither kept nor made by the graph it was met in: the coordinator names it.
+            let Some(lineage) = entries.get(&key).map(|e| &e.lineage).or(met_in) else {
                 continue;
             };
-            let lineage = &entry.lineage;
             let by_key = lineages.entry(Arc::as_ptr(lineage)).or_insert_with(|| {
                 lineage
                     .tasks
@@ -130,7 +132,11 @@ impl KeptRegistry {
             });
             if let Some(&i) = by_key.get(&key) {
                 let task = lineage.tasks[i].clone();
-                missing.extend(task.upstream().filter(|k| !have.contains(*k)).cloned());
+                missing.extend(
+                    task.upstream()
+                        .filter(|k| !have.contains(*k))
+                        .map(|k| (k.clone(), Some(lineage))),
+                );
                 have.insert(key);
                 graph.tasks.push(task);
             }
@@ -291,7 +297,11 @@ impl Client {
                             let _ = tx.send(Some(value));
                         }
                     }
-                    Ok(Some(GraphUpdate::Kept(at))) => client.kept.add(at, &lineage, &hold),
+                    // An output an earlier submission keeps is that one's to hold.
+                    Ok(Some(GraphUpdate::Kept(at))) if at.job == stream.job => {
+                        client.kept.add(at, &lineage, &hold)
+                    }
+                    Ok(Some(GraphUpdate::Kept(_))) => {}
                     Ok(Some(GraphUpdate::Finished(_))) => {
                         reads.take();
                         fail_all(&senders, "the graph ended without this task".into());

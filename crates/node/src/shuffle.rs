@@ -35,6 +35,9 @@ pub(crate) struct ShuffleStore {
     dir: PathBuf,
     memory_limit: u64,
     kept: Mutex<Kept>,
+    /// Numbers spill files, so a task kept again never writes over (and then deletes) the
+    /// file of the output it replaces.
+    files: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,7 @@ impl ShuffleStore {
             dir: dir.to_path_buf(),
             memory_limit,
             kept: Mutex::default(),
+            files: Default::default(),
         }
     }
 
@@ -94,7 +98,10 @@ impl ShuffleStore {
                 kept_buckets.push(Bucket::Memory(Buffer::from_vec(bytes)));
                 continue;
             }
-            let path = self.dir.join(format!("{job:016x}-{stage}-{task}-{i}"));
+            let n = self
+                .files
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self.dir.join(format!("{job:016x}-{stage}-{task}-{i}-{n}"));
             let io = |source| ShuffleError::Io {
                 path: path.display().to_string(),
                 source,

@@ -60,8 +60,11 @@ fn encode<T: Serialize>(body: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    crate::graph::take_refusal();
     let malformed = |e: postcard::Error| FrameError::Malformed {
-        reason: e.to_string(),
+        reason: crate::graph::take_refusal()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
     };
     let (version, rest) = postcard::take_from_bytes::<u16>(payload).map_err(malformed)?;
     if version != PROTOCOL_VERSION {
@@ -100,7 +103,13 @@ pub fn encode_submission(submission: &crate::Submission) -> Vec<u8> {
     encode(submission)
 }
 
+/// Refused past [`crate::MAX_GRAPH_ITEMS`] keys, values and names, as it decodes.
 pub fn decode_submission(payload: &[u8]) -> Result<crate::Submission, FrameError> {
+    crate::graph::with_item_budget(crate::MAX_GRAPH_ITEMS, || decode_submission_any(payload))
+}
+
+/// A submission decoded within whatever item budget the caller set.
+pub(crate) fn decode_submission_any(payload: &[u8]) -> Result<crate::Submission, FrameError> {
     decode(payload)
 }
 

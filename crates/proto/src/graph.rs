@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 /// Tasks one graph may hold.
 pub const MAX_GRAPH_TASKS: usize = 2_000_000;
 /// Bytes one graph may take as it is sent (`Request::SubmitGraph`): a few hundred per task.
-pub const MAX_GRAPH_BYTES: u64 = 512 << 20;
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
+/// Keys, values and dataset names one submission may hold as it is decoded: what it decodes
+/// to stays within a few dozen bytes each, however few bytes each took to send (a million-task
+/// tree reduction holds about four million).
+pub const MAX_GRAPH_ITEMS: u64 = 16_000_000;
 /// Arguments one task may take.
 pub const MAX_TASK_ARGS: usize = 100_000;
 /// Bytes of one task's literal arguments, all together.
@@ -28,7 +32,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 /// A task's key: `name-token` (see the module docs).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TaskKey(String);
+pub struct TaskKey(#[serde(deserialize_with = "counted")] String);
 
 impl TaskKey {
     /// The key of a task named `name` computing `kernel` over `args`: the token hashes the
@@ -137,14 +141,68 @@ std::thread_local! {
     static DECODING_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+std::thread_local! {
+    /// Items the submission being decoded on this thread may still hold (`None`: not
+    /// decoding a submission, no limit).
+    static ITEMS_LEFT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Decode `f` with at most `items` items (keys, values, dataset names).
+pub(crate) fn with_item_budget<T>(items: u64, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ITEMS_LEFT.with(|left| left.set(None));
+        }
+    }
+    ITEMS_LEFT.with(|left| left.set(Some(items)));
+    let _reset = Reset;
+    f()
+}
+
+std::thread_local! {
+    /// Why the last decode on this thread was refused by a check of ours (the decoder keeps
+    /// no message of its own).
+    static REFUSED: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+fn refuse<E: serde::de::Error>(why: &'static str) -> E {
+    REFUSED.with(|r| r.set(Some(why)));
+    E::custom(why)
+}
+
+/// Why the decode that just failed on this thread was refused, if one of our checks did.
+pub(crate) fn take_refusal() -> Option<&'static str> {
+    REFUSED.with(|r| r.take())
+}
+
+/// One more item decoded: refused past the budget.
+fn count_item<E: serde::de::Error>() -> Result<(), E> {
+    ITEMS_LEFT.with(|left| match left.get() {
+        None => Ok(()),
+        Some(0) => Err(refuse(
+            "a graph of too many keys, values and names (at most MAX_GRAPH_ITEMS: 16,000,000)",
+        )),
+        Some(n) => {
+            left.set(Some(n - 1));
+            Ok(())
+        }
+    })
+}
+
+fn counted<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<String, D::Error> {
+    count_item::<D::Error>()?;
+    String::deserialize(decoder)
+}
+
 /// One level of a value being decoded, counted while it lasts.
 struct DepthGuard;
 
 impl DepthGuard {
-    fn enter() -> Result<Self, String> {
+    fn enter<E: serde::de::Error>() -> Result<Self, E> {
         DECODING_DEPTH.with(|depth| {
             if depth.get() >= MAX_VALUE_DEPTH {
-                return Err(format!("a value nests more than {MAX_VALUE_DEPTH} lists"));
+                return Err(refuse("a value nests more than 64 lists (MAX_VALUE_DEPTH)"));
             }
             depth.set(depth.get() + 1);
             Ok(DepthGuard)
@@ -174,7 +232,8 @@ enum ValueWire {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
-        let _level = DepthGuard::enter().map_err(serde::de::Error::custom)?;
+        let _level = DepthGuard::enter::<D::Error>()?;
+        count_item::<D::Error>()?;
         Ok(match ValueWire::deserialize(decoder)? {
             ValueWire::Null => Value::Null,
             ValueWire::Bool(b) => Value::Bool(b),
@@ -219,6 +278,7 @@ pub enum Arg {
     Value(Value),
     /// Partition `index` of version `version` of a stored dataset (a table).
     Partition {
+        #[serde(deserialize_with = "counted")]
         dataset: String,
         version: u64,
         index: u32,
@@ -616,6 +676,48 @@ mod tests {
         assert!(postcard::from_bytes::<Value>(&hostile).is_err());
         // A refused decode leaves the count at zero for the next one.
         assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), nested);
+    }
+
+    /// A submission that would decode to more items than its budget is refused as it
+    /// decodes, whatever few bytes each took (a null is one byte, 32 in memory).
+    #[test]
+    fn submissions_past_their_item_budget_are_refused_while_decoding() {
+        let many = Task::new(
+            "inc",
+            Kernel::builtin("inc"),
+            vec![Arg::Value(Value::List(vec![Value::Null; 1000]))],
+        );
+        let submission = crate::Submission {
+            graph: Graph {
+                wanted: vec![many.key.clone()],
+                tasks: vec![many],
+            },
+            kept: vec![],
+            keep: false,
+        };
+        let bytes = crate::encode_submission(&submission);
+        let within =
+            |items| with_item_budget(items, || crate::frame::decode_submission_any(&bytes));
+        assert!(within(2_000).is_ok());
+        let refused = within(900).unwrap_err().to_string();
+        assert!(
+            refused.contains("too many keys, values and names"),
+            "{refused}"
+        );
+        let deep = (0..100).fold(Value::Null, |v, _| Value::List(vec![v]));
+        let deep = crate::encode_request(&crate::Request::RunGraphTasks {
+            job: 1,
+            tasks: vec![crate::TaskRun {
+                index: 0,
+                task: Task::new("inc", Kernel::builtin("inc"), vec![Arg::Value(deep)]),
+                sources: vec![],
+            }],
+            release: vec![],
+        });
+        let refused = crate::decode_request(&deep).unwrap_err().to_string();
+        assert!(refused.contains("nests more than 64 lists"), "{refused}");
+        // The budget is for submissions only: a frame decoded next is not limited.
+        assert!(crate::decode_submission(&bytes).is_ok());
     }
 
     #[test]

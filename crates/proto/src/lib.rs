@@ -31,8 +31,8 @@ pub use frame::{
 };
 pub use graph::{
     Arg, ArgSource, Datum, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport, KeptOutput,
-    Kernel, MAX_GRAPH_BYTES, MAX_GRAPH_TASKS, MAX_TASK_BATCH, MAX_VALUE_DEPTH, Resources,
-    Submission, Task, TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun, Value,
+    Kernel, MAX_GRAPH_BYTES, MAX_GRAPH_ITEMS, MAX_GRAPH_TASKS, MAX_TASK_BATCH, MAX_VALUE_DEPTH,
+    Resources, Submission, Task, TaskFailure, TaskKey, TaskOutcome, TaskRan, TaskRun, Value,
 };
 pub use message::*;
 pub use query::{

@@ -127,7 +127,7 @@ pub struct GraphCoordinator<'a, T: Transport> {
     dead: Mutex<BTreeSet<NodeId>>,
     /// Outputs no task left to run reads, by the node keeping them: it is told to drop them
     /// with its next batch (or when the job ends).
-    releasing: Mutex<BTreeMap<NodeId, Vec<u32>>>,
+    releasing: Mutex<BTreeMap<NodeId, BTreeSet<u32>>>,
 }
 
 impl<'a, T: Transport> GraphCoordinator<'a, T> {
@@ -157,10 +157,33 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             .collect()
     }
 
-    fn queue_releases(&self, released: BTreeMap<NodeId, Vec<u32>>) {
+    fn queue_releases(&self, released: BTreeMap<NodeId, BTreeSet<u32>>) {
         let mut releasing = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
         for (node, tasks) in released {
             releasing.entry(node).or_default().extend(tasks);
+        }
+    }
+
+    /// Releases queued for `node`, to go with a request to it.
+    fn releases_for(&self, node: NodeId) -> Vec<u32> {
+        let mut releasing = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
+        releasing
+            .remove(&node)
+            .map(|tasks| tasks.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tasks being sent again (made again after a release): a queued release of their old
+    /// output must not drop the new one.
+    fn unqueue_releases(&self, tasks: &[usize]) {
+        let mut releasing = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
+        if releasing.is_empty() {
+            return;
+        }
+        for queued in releasing.values_mut() {
+            for &i in tasks {
+                queued.remove(&(i as u32));
+            }
         }
     }
 
@@ -294,13 +317,16 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 for (i, _) in &batch.tasks {
                     run.running(*i);
                 }
+                let indexes: Vec<usize> = batch.tasks.iter().map(|(i, _)| *i).collect();
+                self.unqueue_releases(&indexes);
                 let tasks = batch
                     .tasks
                     .into_iter()
                     .map(|(i, sources)| (i, run.graph.tasks[i].clone(), sources))
                     .collect();
                 let holders = batch.holders;
-                running.push(Box::pin(self.attempt(tasks, holders)));
+                let pace = run.task_micros;
+                running.push(Box::pin(self.attempt(tasks, holders, pace)));
             }
             let Some((ended, took)) = running.next().await else {
                 break;
@@ -312,10 +338,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     Some(pace) => 0.8 * pace + 0.2 * micros,
                 });
             }
-            self.queue_releases(run.take_releases());
             // A node that failed a batch is asked once whether it still answers.
             let mut answers: BTreeMap<NodeId, bool> = BTreeMap::new();
             for (i, attempt) in ended {
+                if run.state(i) != State::Running {
+                    // It failed meanwhile (an input it read failed when made again).
+                    continue;
+                }
                 match attempt {
                     Attempt::Ran { node, bytes, local } => {
                         if local {
@@ -331,8 +360,16 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         run.fail(i, TaskFailure::InputUnavailable { message })
                     }
                     Attempt::InputLost { node } => {
-                        self.mark_dead(node);
-                        run.lose(node);
+                        if !answers.contains_key(&node) {
+                            let up = self.ping(node).await.is_ok();
+                            if !up {
+                                self.mark_dead(node);
+                                run.lose(node);
+                            }
+                            answers.insert(node, up);
+                        }
+                        // A node that answers but no longer has them: made again.
+                        run.lose_inputs_of(i, node);
                         run.wait_again(i);
                     }
                     Attempt::NotReady => run.wait_again(i),
@@ -372,6 +409,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     }
                 }
             }
+            self.queue_releases(run.take_releases());
             let _ = events.send(GraphEvent::Progress {
                 done: run.ended,
                 tasks: run.report.tasks,
@@ -438,11 +476,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 Arg::Output(key) => {
                     let (task, node, size) = run.kept(key).ok_or(Attempt::NotReady)?;
                     *bytes.entry(node).or_default() += size.max(1);
+                    // A node this coordinator does not know (an earlier submission's, since
+                    // gone): what it keeps is made again.
                     let addr = self
                         .nodes
                         .get(&node)
                         .map(|n| n.addr.clone())
-                        .ok_or(Attempt::NotReady)?;
+                        .ok_or(Attempt::InputLost { node })?;
                     let (job, task) = run.foreign(task).unwrap_or((self.job, task as u32));
                     ArgSource::Kept {
                         job,
@@ -502,10 +542,26 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     run.fail(i, TaskFailure::InputUnavailable { message });
                     continue;
                 }
+                Err(Attempt::InputLost { node }) => {
+                    run.take_ready(i);
+                    run.lose(node);
+                    run.wait_again(i);
+                    continue;
+                }
                 Err(_) => {
                     // An input is not kept anywhere now: wait for it to be made again.
                     run.take_ready(i);
                     run.wait_again(i);
+                    if run.state(i) == State::Ready {
+                        // Its inputs are done, yet cannot be found: never spin on it.
+                        run.take_ready(i);
+                        run.fail(
+                            i,
+                            TaskFailure::Stopped {
+                                message: "its inputs are done but cannot be found".into(),
+                            },
+                        );
+                    }
                     continue;
                 }
             };
@@ -539,6 +595,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         &self,
         tasks: Vec<(usize, tern_proto::Task, Vec<ArgSource>)>,
         holders: Vec<NodeId>,
+        pace_micros: Option<f64>,
     ) -> (Vec<(usize, Attempt)>, std::time::Duration) {
         let indexes: Vec<usize> = tasks.iter().map(|(i, ..)| *i).collect();
         let all_failed = |node: NodeId, reason: String| {
@@ -576,12 +633,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         };
         let sent = Instant::now();
         let count = tasks.len();
-        let release = self
-            .releasing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&node)
-            .unwrap_or_default();
+        let release = self.releases_for(node);
         let request = Request::RunGraphTasks {
             job: self.job,
             release,
@@ -594,8 +646,12 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 })
                 .collect(),
         };
-        // Each task of the batch has the deadline of one.
-        let deadline = self.patience.task_deadline * count as u32;
+        // One task's deadline, plus the batch's tasks at four times the pace seen so far (at
+        // most four tasks' deadlines in all).
+        let expected = pace_micros.unwrap_or(0.0) * count as f64 * 4.0;
+        let deadline = (self.patience.task_deadline
+            + std::time::Duration::from_micros(expected as u64))
+        .min(self.patience.task_deadline * 4);
         let answer = self.transport.call_within(&addr, request, deadline).await;
         drop(slot);
         let took = sent.elapsed();
@@ -682,12 +738,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
     /// (so they do not expire what it keeps), and to drop what it no longer needs.
     pub async fn hold(&self) {
         let calls = self.nodes.values().filter(|n| n.live).map(|n| {
-            let release = self
-                .releasing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&n.id)
-                .unwrap_or_default();
+            let release = self.releases_for(n.id);
             let request = Request::RunGraphTasks {
                 job: self.job,
                 tasks: Vec::new(),

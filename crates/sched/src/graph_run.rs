@@ -71,7 +71,7 @@ pub(crate) struct Run {
     /// Outputs earlier submissions keep (job, task): read from there, never released here.
     foreign: HashMap<u32, (u64, u32)>,
     /// Released outputs not yet dropped, by the node keeping them.
-    releasing: BTreeMap<NodeId, Vec<u32>>,
+    releasing: BTreeMap<NodeId, BTreeSet<u32>>,
     pub(crate) attempts: HashMap<u32, u32>,
     /// Microseconds a task has taken on its node, as batches came back (a moving average).
     pub(crate) task_micros: Option<f64>,
@@ -266,9 +266,32 @@ impl Run {
     }
 
     /// A waiting task whose inputs are all done becomes ready; inputs it reads that were
-    /// released are made again first.
+    /// released are made again first; one whose input failed fails.
     fn requeue_if_ready(&mut self, i: usize) {
         if self.state[i] != State::Waiting {
+            return;
+        }
+        if let Some(&failed) = self
+            .ups
+            .of(i)
+            .iter()
+            .find(|&&u| self.state[u as usize] == State::Failed)
+        {
+            let key = self.graph.tasks[failed as usize].key.clone();
+            let failure = match self.failures.get(&failed) {
+                Some(upstream @ TaskFailure::Upstream { .. }) => upstream.clone(),
+                Some(failure) => TaskFailure::Upstream {
+                    key,
+                    cause: Box::new(failure.clone()),
+                },
+                None => TaskFailure::Upstream {
+                    key,
+                    cause: Box::new(TaskFailure::Stopped {
+                        message: "it failed".into(),
+                    }),
+                },
+            };
+            self.fail(i, failure);
             return;
         }
         let released: Vec<u32> = self
@@ -356,20 +379,28 @@ impl Run {
             && !self.foreign.contains_key(&(u as u32))
         {
             self.state[u] = State::Released;
-            self.releasing.entry(node).or_default().push(u as u32);
+            self.releasing.entry(node).or_default().insert(u as u32);
         }
     }
 
     /// Outputs released since the last call, by the node keeping them (to be told to drop
-    /// them).
-    pub(crate) fn take_releases(&mut self) -> BTreeMap<NodeId, Vec<u32>> {
-        std::mem::take(&mut self.releasing)
+    /// them): those still released (one needed again since is being made again).
+    pub(crate) fn take_releases(&mut self) -> BTreeMap<NodeId, BTreeSet<u32>> {
+        let mut releasing = std::mem::take(&mut self.releasing);
+        for tasks in releasing.values_mut() {
+            tasks.retain(|&u| self.state[u as usize] == State::Released);
+        }
+        releasing.retain(|_, tasks| !tasks.is_empty());
+        releasing
     }
 
     /// Task `i` failed: so does every task that reads it, directly or not.
     pub(crate) fn fail(&mut self, i: usize, failure: TaskFailure) {
-        let key = self.graph.tasks[i].key.clone();
-        let cause = Box::new(failure.clone());
+        // Readers name the first failure, never another `Upstream`.
+        let (key, cause) = match &failure {
+            TaskFailure::Upstream { key, cause } => (key.clone(), cause.clone()),
+            other => (self.graph.tasks[i].key.clone(), Box::new(other.clone())),
+        };
         self.state[i] = State::Failed;
         self.failures.insert(i as u32, failure);
         self.ended += 1;
@@ -422,6 +453,25 @@ impl Run {
             if matches!(self.state[i], State::Waiting | State::Ready) {
                 self.state[i] = State::Waiting;
                 self.requeue_if_ready(i);
+            }
+        }
+    }
+
+    /// Task `i` could not read its inputs kept on `node` (which still answers: it dropped
+    /// them): those are made again.
+    pub(crate) fn lose_inputs_of(&mut self, i: usize, node: NodeId) {
+        for k in 0..self.ups.of(i).len() {
+            let u = self.ups.of(i)[k] as usize;
+            if self.state[u] == (State::Done { node }) {
+                self.state[u] = State::Waiting;
+                self.foreign.remove(&(u as u32));
+                self.ended -= 1;
+                self.report.recomputed += 1;
+                for k in 0..self.ups.of(u).len() {
+                    let w = self.ups.of(u)[k] as usize;
+                    self.pending_readers[w] += 1;
+                }
+                self.requeue_if_ready(u);
             }
         }
     }
@@ -486,11 +536,10 @@ mod tests {
 
     fn released(run: &mut Run, node: NodeId) -> Vec<u32> {
         let mut all = run.take_releases();
-        let mut on_node = all.remove(&node).unwrap_or_default();
+        let on_node = all.remove(&node).unwrap_or_default();
         // What other nodes dropped is not asked about here: put back.
         run.releasing = all;
-        on_node.sort();
-        on_node
+        on_node.into_iter().collect()
     }
 
     /// Task `i`, which must be ready, runs on `node`.
@@ -580,5 +629,38 @@ mod tests {
         assert_eq!(run.ended, 4);
         assert_eq!(released(&mut run, 1), vec![0, 1]);
         assert_eq!(released(&mut run, 2), vec![2]);
+    }
+
+    /// An output released and then needed again (its reader's output was lost) is made again;
+    /// the release still queued for its old copy is not sent, so it cannot drop the new one.
+    #[test]
+    fn a_release_queued_before_an_output_is_made_again_is_dropped() {
+        let mut run = start(chain());
+        finish(&mut run, 0, 1);
+        finish(&mut run, 1, 2);
+        finish(&mut run, 2, 3);
+        // a and b are released, not yet told to their nodes; c's node is lost.
+        run.lose(3);
+        assert_eq!(run.state(0), State::Ready);
+        assert!(
+            run.take_releases().is_empty(),
+            "a and b are being made again"
+        );
+        // A task whose input failed while it waited fails with the first failure.
+        run.take_ready(0);
+        run.fail(
+            0,
+            TaskFailure::Raised {
+                message: "no".into(),
+            },
+        );
+        assert_eq!(run.state(2), State::Failed);
+        match run.failure(3) {
+            Some(TaskFailure::Upstream { key, cause }) => {
+                assert_eq!(key, &run.graph.tasks[0].key);
+                assert!(matches!(**cause, TaskFailure::Raised { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
