@@ -353,7 +353,7 @@ async fn hold<T: Transport>(
             return;
         }
         beats += 1;
-        if beats % BEATS_PER_TOUCH == 0 {
+        if beats.is_multiple_of(BEATS_PER_TOUCH) {
             coordinator.hold().await;
         }
     }

@@ -41,6 +41,9 @@ pub const MAX_ATTEMPTS: u32 = 3;
 const FETCH_BATCH: usize = 1024;
 const FETCHES_IN_FLIGHT: usize = 4;
 
+/// Wanted outputs fetched in one request: from a node, of a job, (task, as the job keeps it).
+type FetchBatch = (NodeId, u64, Vec<(usize, u32)>);
+
 /// Ready tasks sent together to one node: each with where its arguments are.
 struct Batch {
     tasks: Vec<(usize, Vec<ArgSource>)>,
@@ -244,7 +247,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 }
             }
             // Many outputs per request, a few requests at once.
-            let batches: Vec<(NodeId, u64, Vec<(usize, u32)>)> = done_on
+            let batches: Vec<FetchBatch> = done_on
                 .into_iter()
                 .flat_map(|((node, job), tasks)| {
                     tasks
@@ -360,14 +363,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         run.fail(i, TaskFailure::InputUnavailable { message })
                     }
                     Attempt::InputLost { node } => {
-                        if !answers.contains_key(&node) {
-                            let up = self.ping(node).await.is_ok();
-                            if !up {
-                                self.mark_dead(node);
-                                run.lose(node);
-                            }
-                            answers.insert(node, up);
-                        }
+                        self.check_node(run, node, &mut answers).await;
                         // A node that answers but no longer has them: made again.
                         run.lose_inputs_of(i, node);
                         run.wait_again(i);
@@ -379,15 +375,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         let attempts = *attempts;
                         run.report.retries += 1;
                         debug!(job = self.job, node, %reason, attempts, "graph task failed on a node");
-                        if !answers.contains_key(&node) {
-                            let up = self.ping(node).await.is_ok();
-                            // A node that stopped answering keeps nothing we can count on.
-                            if !up {
-                                self.mark_dead(node);
-                                run.lose(node);
-                            }
-                            answers.insert(node, up);
-                        }
+                        self.check_node(run, node, &mut answers).await;
                         if attempts >= MAX_ATTEMPTS {
                             run.fail(
                                 i,
@@ -636,7 +624,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         let release = self.releases_for(node);
         let request = Request::RunGraphTasks {
             job: self.job,
-            release,
+            release: release.clone(),
             tasks: tasks
                 .into_iter()
                 .map(|(i, task, sources)| TaskRun {
@@ -655,6 +643,10 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         let answer = self.transport.call_within(&addr, request, deadline).await;
         drop(slot);
         let took = sent.elapsed();
+        if !matches!(answer, Ok(Response::GraphTasksRan(_))) {
+            // Perhaps not applied: they go with the next request to that node.
+            self.queue_releases(BTreeMap::from([(node, release.into_iter().collect())]));
+        }
         let ended = match answer {
             Ok(Response::GraphTasksRan(ended)) if ended.len() == count => ended,
             Ok(Response::GraphTasksRan(ended)) => {
@@ -692,6 +684,26 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             })
             .collect();
         (attempts, took)
+    }
+
+    /// Whether `node` still answers, asked once per batch's results (`answers`): one that
+    /// does not is dead for this job, and what it kept is made again.
+    async fn check_node(
+        &self,
+        run: &mut Run,
+        node: NodeId,
+        answers: &mut BTreeMap<NodeId, bool>,
+    ) -> bool {
+        if let Some(&up) = answers.get(&node) {
+            return up;
+        }
+        let up = self.ping(node).await.is_ok();
+        if !up {
+            self.mark_dead(node);
+            run.lose(node);
+        }
+        answers.insert(node, up);
+        up
     }
 
     async fn ping(&self, node: NodeId) -> Result<(), String> {

@@ -438,15 +438,7 @@ impl Run {
             return;
         }
         for &i in &lost {
-            // Kept, so still needed: it reads what it read again.
-            self.state[i] = State::Waiting;
-            self.foreign.remove(&(i as u32));
-            self.ended -= 1;
-            self.report.recomputed += 1;
-            for k in 0..self.ups.of(i).len() {
-                let u = self.ups.of(i)[k] as usize;
-                self.pending_readers[u] += 1;
-            }
+            self.unmake(i);
         }
         // Readers that were ready now wait for what they read to be made again.
         for i in 0..self.state.len() {
@@ -457,20 +449,26 @@ impl Run {
         }
     }
 
+    /// Done task `i`'s output is gone: it waits to be made again (kept, so still needed), and
+    /// reads what it read again.
+    fn unmake(&mut self, i: usize) {
+        self.state[i] = State::Waiting;
+        self.foreign.remove(&(i as u32));
+        self.ended -= 1;
+        self.report.recomputed += 1;
+        for k in 0..self.ups.of(i).len() {
+            let u = self.ups.of(i)[k] as usize;
+            self.pending_readers[u] += 1;
+        }
+    }
+
     /// Task `i` could not read its inputs kept on `node` (which still answers: it dropped
     /// them): those are made again.
     pub(crate) fn lose_inputs_of(&mut self, i: usize, node: NodeId) {
         for k in 0..self.ups.of(i).len() {
             let u = self.ups.of(i)[k] as usize;
             if self.state[u] == (State::Done { node }) {
-                self.state[u] = State::Waiting;
-                self.foreign.remove(&(u as u32));
-                self.ended -= 1;
-                self.report.recomputed += 1;
-                for k in 0..self.ups.of(u).len() {
-                    let w = self.ups.of(u)[k] as usize;
-                    self.pending_readers[w] += 1;
-                }
+                self.unmake(u);
                 self.requeue_if_ready(u);
             }
         }
