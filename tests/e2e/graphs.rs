@@ -620,7 +620,25 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         TaskOutcome::Done(Datum::Value(Value::Int(103)))
     );
     assert_eq!(answer.report.local + answer.report.remote, 1);
-    drop((futures, ended, values, held));
+    // Tables the futures hold, stored as a dataset (one partition each), then queried.
+    let pieces: Vec<Delayed> = (0..3)
+        .map(|p: i64| delayed("table_from_values", (p * 10..p * 10 + 10).map(Into::into)))
+        .collect();
+    let tables = client.submit(graph_of(&pieces));
+    let record = rt.block_on(client.store("pieces", &tables)).unwrap();
+    assert_eq!(record.partitions.len(), 3);
+    assert_eq!(record.partitions.iter().map(|p| p.rows).sum::<u64>(), 30);
+    let summed = cluster.tern(&["sql", "SELECT sum(value) AS total FROM pieces"]);
+    let text = String::from_utf8_lossy(&summed.stdout);
+    assert!(
+        summed.status.success() && text.contains("435"),
+        "{summed:?}"
+    );
+    match rt.block_on(client.store("not_tables", &held)) {
+        Err(e) => assert!(e.to_string().contains("a value, not a table"), "{e}"),
+        Ok(record) => panic!("{record:?}"),
+    }
+    drop((futures, ended, values, held, tables));
     wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
     let futures = client.submit(graph_of(&heavy));
     let running_id = tern_e2e::wait_for(

@@ -334,6 +334,66 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Store the tables `futures` hold as dataset `name`, one partition each (three copies of
+    /// each, like any `tern put`; Dask's `to_parquet`/`store` of computed pieces). Every
+    /// table must have the first one's columns. The tables travel through this client on
+    /// their way to their holders (the nodes that keep them do not write them themselves yet).
+    pub async fn store(
+        &self,
+        name: &str,
+        futures: &[TaskFuture],
+    ) -> Result<tern_proto::DatasetRecord, ClientError> {
+        use crate::ingest::{PartitionBuilder, schema_json};
+        let unexpected = |what: String| ClientError::Unexpected(what);
+        let mut tables = Vec::with_capacity(futures.len());
+        for future in futures {
+            let datum = future
+                .result()
+                .await
+                .map_err(|e| unexpected(format!("cannot store {name}: {e}")))?;
+            let Datum::Table(bytes) = datum else {
+                return Err(unexpected(format!(
+                    "cannot store {name}: task {} made a value, not a table",
+                    future.key()
+                )));
+            };
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                    .map_err(|e| unexpected(format!("task {}: {e}", future.key())))?;
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unexpected(format!("task {}: {e}", future.key())))?;
+            tables.push((future.key().clone(), schema, batches));
+        }
+        let Some((_, schema, _)) = tables.first() else {
+            return Err(unexpected(format!("cannot store {name}: no futures")));
+        };
+        let schema = schema.clone();
+        if let Some((key, other, _)) = tables
+            .iter()
+            .find(|(_, s, _)| s.fields() != schema.fields())
+        {
+            return Err(unexpected(format!(
+                "cannot store {name}: task {key} made columns {other:?}, not those of the first table ({schema:?})"
+            )));
+        }
+        let mut writer = self.dataset_writer(name, false).await?;
+        let bad = |e: arrow::error::ArrowError| unexpected(e.to_string());
+        for (_, _, batches) in tables {
+            let mut partition = PartitionBuilder::new(&schema).map_err(bad)?;
+            for batch in &batches {
+                partition.push(batch).map_err(bad)?;
+            }
+            let rows = partition.rows;
+            let bytes = partition.finish().map_err(bad)?;
+            writer.add_partition(&bytes, rows).await?;
+        }
+        writer.commit("arrow-ipc", &schema_json(&schema)).await
+    }
+}
+
 /// Every future's value, in order (Dask's `gather`).
 pub async fn gather(futures: &[TaskFuture]) -> Vec<Result<Datum, FutureError>> {
     let mut out = Vec::with_capacity(futures.len());
