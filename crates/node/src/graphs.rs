@@ -167,7 +167,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         caller: &Caller,
         reply: tern_net::BodyWriter,
     ) {
-        let graph = match self.receive_graph(bytes, &mut body).await {
+        let graph = match self.receive_graph(bytes, &mut body, caller).await {
             Ok(graph) => graph,
             Err(refusal) => return respond(reply, &refusal).await,
         };
@@ -175,11 +175,14 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
     }
 
     /// The graph in `body`, decoded, checked and set up to run (off the async threads: a
-    /// million tasks take a while).
+    /// million tasks take a while). Outputs it names as kept by earlier submissions count only
+    /// when this node keeps them for the same client (another client's are not its to read);
+    /// the others are made again from the tasks sent with them.
     async fn receive_graph(
         &self,
         bytes: u64,
         body: &mut tern_net::BodyReader,
+        caller: &Caller,
     ) -> Result<PreparedGraph, Response> {
         if bytes > MAX_GRAPH_BYTES {
             return Err(Response::error(
@@ -202,10 +205,12 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         };
         let encoded = crate::blocks::receive_body("the graph", bytes, body).await?;
         let inline = !self.blocks.blocks_thread();
+        let mine = self.coordinated.kept_for(caller);
         let decoded = crate::blocks::off_runtime(inline, move || {
-            let submission = tern_proto::decode_submission(&encoded)
+            let mut submission = tern_proto::decode_submission(&encoded)
                 .map_err(|e| format!("the graph is not readable: {e}"))?;
             drop(encoded);
+            submission.kept.retain(|k| mine.contains(&k.job));
             PreparedGraph::new(submission).map_err(|e| e.to_string())
         })
         .await;
@@ -244,6 +249,9 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             started_ms,
         );
         entry.progress(0, tasks);
+        if keep {
+            self.coordinated.keep_for(job, caller);
+        }
         let coordinator = GraphCoordinator::new(self.transport.as_ref(), &self.board, views, job);
         let (events, mut pending) = tokio::sync::mpsc::unbounded_channel();
         let running = coordinator.run(graph, &datasets, &events);
@@ -318,10 +326,12 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             hold(&coordinator, &mut reply).await;
             debug!(job, "kept graph outputs released: their client let go");
             let _ = reply.finish().await;
+            self.coordinated.let_go(job);
             coordinator.release().await;
             return;
         }
         let _ = reply.finish().await;
+        self.coordinated.let_go(job);
         coordinator.release().await;
         self.coordinated.end(
             job,

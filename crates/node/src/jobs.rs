@@ -131,6 +131,8 @@ pub(crate) struct CoordinatedJobs {
 struct Coordinated {
     running: BTreeMap<u64, Arc<JobEntry>>,
     recent: std::collections::VecDeque<JobInfo>,
+    /// Graph jobs whose outputs are kept for their client's later graphs, by the client.
+    keeping: BTreeMap<u64, String>,
 }
 
 /// One coordinated job: its row in `tern jobs` and the signal that cancels it.
@@ -203,6 +205,30 @@ impl CoordinatedJobs {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.running.insert(job, entry.clone());
         entry
+    }
+
+    /// Job `job` keeps its outputs for `caller` until [`Self::let_go`].
+    pub(crate) fn keep_for(&self, job: u64, caller: &Caller) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.keeping.insert(job, caller_name(caller));
+    }
+
+    pub(crate) fn let_go(&self, job: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.keeping.remove(&job);
+    }
+
+    /// The jobs this node keeps outputs of for `caller`: the only ones its graphs may name as
+    /// where an input is kept (another client's are not its to read).
+    pub(crate) fn kept_for(&self, caller: &Caller) -> std::collections::BTreeSet<u64> {
+        let name = caller_name(caller);
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .keeping
+            .iter()
+            .filter(|(_, owner)| **owner == name)
+            .map(|(job, _)| *job)
+            .collect()
     }
 
     /// The job ended as `how`: it moves to the recent ones.
@@ -295,6 +321,23 @@ mod tests {
         assert!(late.await.unwrap_err().is_cancelled());
         let other = tokio::spawn(async {});
         assert!(jobs.add(8, other.abort_handle()).is_some());
+    }
+
+    /// A client's graphs may read only the outputs kept for it: another client naming them
+    /// gets them made again instead.
+    #[test]
+    fn kept_outputs_are_their_clients_only() {
+        let jobs = CoordinatedJobs::default();
+        let client = |name: &str| Caller::Client {
+            name: name.into(),
+            role: Some(ClientRole::Read),
+        };
+        jobs.keep_for(5, &client("alice"));
+        jobs.keep_for(6, &client("bob"));
+        assert_eq!(jobs.kept_for(&client("alice")), [5].into());
+        assert_eq!(jobs.kept_for(&client("bob")), [6].into());
+        jobs.let_go(5);
+        assert!(jobs.kept_for(&client("alice")).is_empty());
     }
 
     #[tokio::test]
