@@ -2,6 +2,7 @@
 //! (`as_completed`), gather them all, and check them against the thread-pool scheduler in this
 //! process (exit status 1 when they differ). Without a dataset it submits 100 independent
 //! tasks; with `--dataset NAME` one task per partition counting its rows, where it is stored.
+//! Then a second graph adds the futures' values up where the cluster keeps them.
 //!
 //! ```sh
 //! tern up --detach && tern put sales.csv --name sales
@@ -50,5 +51,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("{} futures, every value as in this process", futures.len());
+
+    // The futures' outputs stay on the nodes while the futures live: a second graph adds
+    // them up where they are, without running their tasks again.
+    let total = delayed("add", futures.iter().map(|f| tern_graph::output(f.key())));
+    let answer = client.compute_graph(&total.graph()).await?;
+    let summed = tern_graph::compute(
+        &graph_of(&[delayed("add", tasks.iter().map(Into::into))]),
+        Local::Sync,
+        &inputs,
+    )?;
+    let expected = summed.into_values().next();
+    let got = answer.outcomes.get(total.key());
+    let ran = answer.report.local + answer.report.remote;
+    match (got, expected) {
+        (Some(tern_proto::TaskOutcome::Done(got)), Some(Ok(expected))) if *got == expected => {
+            println!("their sum, from where they are kept: {got:?} (tasks run: {ran})");
+        }
+        (got, expected) => {
+            eprintln!("the sum of the futures: {got:?} on the cluster, {expected:?} here");
+            std::process::exit(1);
+        }
+    }
     Ok(())
 }
