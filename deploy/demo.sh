@@ -4,7 +4,8 @@
 # a node holding it is killed, the data reads back identical, and repair brings every
 # partition back to three replicas; SQL queries run as stages of tasks on the nodes holding
 # the data (a join shuffled between them), a holder is killed in the middle of a query and the
-# query still answers the same. Then everything stops.
+# query still answers the same. Then the futures example (examples/futures.rs) runs a task per
+# partition on the cluster and checks it against this machine. Then everything stops.
 set -euo pipefail
 TERN="${TERN:-tern}"
 DIR="${TERN_DEMO_DIR:-$PWD/.tern-demo}"
@@ -100,6 +101,12 @@ step "node $holder is marked down after 5 s; its replicas are copied to the othe
 t wait replicated
 t status
 t describe tickets | sed -n '/PART/,$p'
+
+FUTURES="${TERN_FUTURES:-$(dirname "$TERN")/examples/futures}"
+if [ -x "$FUTURES" ]; then
+  step "your own work as a task graph (Dask-style futures): a task per partition, where it is stored; then their sum where the outputs are kept"
+  "$FUTURES" --cluster "$DIR" --dataset tickets
+fi
 
 step "stop the cluster"
 "$TERN" down --cluster "$DIR"
