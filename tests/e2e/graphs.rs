@@ -663,4 +663,25 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         },
     );
     wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
+
+    // Futures keep their outputs on the nodes that made them; one of those nodes dies; a
+    // graph reading them all still adds them up right, the lost ones made again from the
+    // tasks the client sends with them.
+    let futures_client = std::sync::Arc::new(cluster.client_of(1));
+    let small: Vec<Delayed> = (0..24).map(|i| delayed("inc", [i.into()])).collect();
+    let futures = futures_client.submit(graph_of(&small));
+    rt.block_on(tern_client::wait(&futures));
+    let victim = futures
+        .iter()
+        .find_map(|f| futures_client.who_has(f).filter(|node| *node != 1))
+        .expect("some output is kept off node 1");
+    cluster.kill(victim);
+    let total = delayed("add", futures.iter().map(|f| tern_graph::output(f.key())));
+    let answer = on_cluster(&rt, &futures_client, &total.graph());
+    assert_eq!(
+        answer.outcomes[total.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int((1..=24).sum())))
+    );
+    assert!(answer.report.recomputed > 0, "{:?}", answer.report);
+    drop(futures);
 }

@@ -335,6 +335,11 @@ impl Client {
 }
 
 impl Client {
+    /// The node keeping `future`'s output, while it is kept (Dask's `who_has`).
+    pub fn who_has(&self, future: &TaskFuture) -> Option<tern_proto::NodeId> {
+        self.kept.lock().get(future.key()).map(|e| e.at.node)
+    }
+
     /// Store the tables `futures` hold as dataset `name`, one partition each (three copies of
     /// each, like any `tern put`; Dask's `to_parquet`/`store` of computed pieces). Every
     /// table must have the first one's columns. The tables travel through this client on
