@@ -46,7 +46,7 @@ pub use guard::{
     set_output_limit,
 };
 pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches, project_ipc};
-pub use memory::NodeMemory;
+pub use memory::{NodeMemory, NodeReservation};
 pub use scan::{
     BlockRead, BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json,
 };

@@ -37,6 +37,15 @@ impl NodeMemory {
         self.limit
     }
 
+    /// `bytes` of the budget for work outside DataFusion's pools (a graph task's kernel),
+    /// given back when the reservation drops; `None` when the node has not that much left.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<NodeReservation> {
+        self.try_take(bytes).then(|| NodeReservation {
+            node: self.clone(),
+            bytes,
+        })
+    }
+
     pub(crate) fn try_take(&self, bytes: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -55,6 +64,19 @@ impl NodeMemory {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 Some(used.saturating_sub(bytes))
             });
+    }
+}
+
+/// Bytes taken from a [`NodeMemory`] until dropped.
+#[derive(Debug)]
+pub struct NodeReservation {
+    node: Arc<NodeMemory>,
+    bytes: usize,
+}
+
+impl Drop for NodeReservation {
+    fn drop(&mut self) {
+        self.node.give(self.bytes);
     }
 }
 

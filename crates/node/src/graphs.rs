@@ -98,10 +98,28 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             .map(|r| r.task.kernel.clone())
             .zip(inputs)
             .collect();
-        // The kernels, one after another off the async threads; each output encoded as kept.
+        // The kernels, one after another off the async threads, each holding twice its
+        // inputs' bytes of the node's memory for queries while it runs (a kernel that cannot
+        // have them fails on this node, and is tried on another); each output encoded as kept.
+        let memory = self.query_memory.clone();
         let outputs = crate::blocks::off_runtime(inline, move || {
             work.into_iter()
-                .map(|(kernel, inputs)| inputs.map(|inputs| run_kernel(&kernel, inputs)))
+                .map(|(kernel, inputs)| {
+                    let inputs = inputs?;
+                    let need = inputs.iter().map(datum_bytes).sum::<usize>().saturating_mul(2);
+                    let Some(_held) = memory.reserve(need) else {
+                        return Err(TaskRan::Failed(ErrorReply {
+                            kind: ErrorKind::Unavailable,
+                            message: format!(
+                                "{kernel} needs {} of the node's memory for queries; {} of {} are in use",
+                                human_bytes(need as u64),
+                                human_bytes(memory.used() as u64),
+                                human_bytes(memory.limit() as u64)
+                            ),
+                        }));
+                    };
+                    Ok(run_kernel(&kernel, inputs))
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -506,6 +524,23 @@ async fn task_inputs<T: Transport>(
         inputs.push(input);
     }
     Ok(inputs)
+}
+
+/// About what a kernel's input takes in memory.
+fn datum_bytes(datum: &Datum) -> usize {
+    fn value(v: &tern_proto::Value) -> usize {
+        use tern_proto::Value;
+        match v {
+            Value::Str(s) => s.len() + 24,
+            Value::Bytes(b) => b.len() + 24,
+            Value::List(items) => items.iter().map(value).sum::<usize>() + 24,
+            _ => 16,
+        }
+    }
+    match datum {
+        Datum::Table(bytes) => bytes.len(),
+        Datum::Value(v) => value(v),
+    }
 }
 
 /// Run one kernel and encode its output as it is kept: `Err` is the message it raised. A
