@@ -100,13 +100,22 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
             .collect();
         // The kernels, one after another off the async threads, each holding twice its
         // inputs' bytes of the node's memory for queries while it runs (a kernel that cannot
-        // have them fails on this node, and is tried on another); each output encoded as kept.
+        // have them now fails on this node and is tried on another; one that needs more than
+        // the node has raises); each output encoded as kept.
         let memory = self.query_memory.clone();
         let outputs = crate::blocks::off_runtime(inline, move || {
             work.into_iter()
                 .map(|(kernel, inputs)| {
                     let inputs = inputs?;
                     let need = inputs.iter().map(datum_bytes).sum::<usize>().saturating_mul(2);
+                    if need > memory.limit() {
+                        // More than the node has at all: it fails the same anywhere.
+                        return Ok(Err(format!(
+                            "{kernel} needs {} of memory for queries, more than the node's {}",
+                            human_bytes(need as u64),
+                            human_bytes(memory.limit() as u64)
+                        )));
+                    }
                     let Some(_held) = memory.reserve(need) else {
                         return Err(TaskRan::Failed(ErrorReply {
                             kind: ErrorKind::Unavailable,
