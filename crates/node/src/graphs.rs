@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use futures::StreamExt;
 use tern_exec::{BlockReader, ShuffleFetcher, ShuffleKey};
 use tern_proto::{
-    Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
-    MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
+    Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, FETCH_BATCH, GRAPH_STAGE, GraphEvent,
+    Kernel, MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport,
+    human_bytes,
 };
 use tern_sched::{GraphCoordinator, PreparedGraph};
 use tracing::{debug, warn};
@@ -19,8 +20,9 @@ use tracing::{debug, warn};
 use crate::compute::respond;
 use crate::service::NodeService;
 
-/// Keys of other tasks' outputs fetched per request.
-const FETCH_BATCH: usize = 1024;
+/// How long a kernel waits for the node's memory for queries held by other work before its
+/// task is tried on another node.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Stored partitions read at once for one batch.
 const READS_IN_FLIGHT: usize = 8;
@@ -116,7 +118,15 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                             human_bytes(memory.limit() as u64)
                         )));
                     }
-                    let Some(_held) = memory.reserve(need) else {
+                    // Other work holds it: wait a while for it (on a blocking thread; the
+                    // simulator's inline runs do not wait) before trying another node.
+                    let waited = std::time::Instant::now();
+                    let mut held = memory.reserve(need);
+                    while held.is_none() && !inline && waited.elapsed() < MEMORY_WAIT {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        held = memory.reserve(need);
+                    }
+                    let Some(_held) = held else {
                         return Err(TaskRan::Failed(ErrorReply {
                             kind: ErrorKind::Unavailable,
                             message: format!(

@@ -496,6 +496,10 @@ pub enum ArgSource {
     },
 }
 
+/// Kept graph outputs asked for in one `Request::FetchShuffle` (by coordinators fetching
+/// wanted outputs, and by nodes fetching a batch's inputs).
+pub const FETCH_BATCH: usize = 1024;
+
 /// Most tasks a coordinator sends a node in one `Request::RunGraphTasks`: many tiny tasks
 /// cost one request per batch instead of one each, and a batch still fits a frame.
 pub const MAX_TASK_BATCH: usize = 256;

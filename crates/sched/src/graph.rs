@@ -25,9 +25,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tern_proto::{
-    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, GraphEvent, GraphReport,
-    KeptOutput, MAX_TASK_BATCH, NodeId, Request, Response, Submission, TaskFailure, TaskOutcome,
-    TaskRan, TaskRun, Transport,
+    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, FETCH_BATCH, GRAPH_STAGE, GraphEvent,
+    GraphReport, KeptOutput, MAX_TASK_BATCH, NodeId, Request, Response, Submission, TaskFailure,
+    TaskOutcome, TaskRan, TaskRun, Transport,
 };
 use tracing::{debug, warn};
 
@@ -37,8 +37,7 @@ use crate::{LoadBoard, NodeView, Patience, SchedError};
 /// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// Wanted outputs fetched per request, and requests in flight while fetching them.
-const FETCH_BATCH: usize = 1024;
+/// Requests in flight while fetching wanted outputs ([`FETCH_BATCH`] each).
 const FETCHES_IN_FLIGHT: usize = 4;
 
 /// Wanted outputs fetched in one request: from a node, of a job, (task, as the job keeps it).
@@ -749,28 +748,27 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
     /// While a finished graph's outputs stay kept: tell every node the job is still held
     /// (so they do not expire what it keeps), and to drop what it no longer needs.
     pub async fn hold(&self) {
-        let calls = self.nodes.values().filter(|n| n.live).map(|n| {
-            let release = self.releases_for(n.id);
-            let request = Request::RunGraphTasks {
-                job: self.job,
-                tasks: Vec::new(),
-                release,
-            };
-            tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                self.transport.call(&n.addr, request),
-            )
-        });
-        futures::future::join_all(calls).await;
+        self.tell_every_node(|node| Request::RunGraphTasks {
+            job: self.job,
+            tasks: Vec::new(),
+            release: self.releases_for(node),
+        })
+        .await
     }
 
     /// Tell every node the job is over, so they drop its kept outputs.
     pub async fn release(&self) {
-        let request = Request::ReleaseJob { job: self.job };
+        self.tell_every_node(|_| Request::ReleaseJob { job: self.job })
+            .await
+    }
+
+    /// Send each live node its request, two seconds each at most, all at once; answers are
+    /// not waited for past that (a node that misses it expires what it keeps).
+    async fn tell_every_node(&self, request_for: impl Fn(NodeId) -> Request) {
         let calls = self.nodes.values().filter(|n| n.live).map(|n| {
             tokio::time::timeout(
                 std::time::Duration::from_secs(2),
-                self.transport.call(&n.addr, request.clone()),
+                self.transport.call(&n.addr, request_for(n.id)),
             )
         });
         futures::future::join_all(calls).await;
