@@ -600,6 +600,14 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         })
     };
     assert_eq!(kept_now(), 50, "the 50 outputs of the futures are kept");
+    let kept_jobs = || {
+        jobs_now(&cluster)
+            .unwrap_or_default()
+            .iter()
+            .filter(|j| j["state"] == "kept")
+            .count()
+    };
+    assert_eq!(kept_jobs(), 1, "`tern jobs` shows the submission as kept");
     let total = delayed(
         "add",
         futures[..50].iter().map(|f| tern_graph::output(f.key())),
@@ -652,6 +660,7 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
     }
     drop((futures, ended, values, held, tables));
     wait_until_nothing_is_kept(&rt, &cluster, &client, 3);
+    assert_eq!(kept_jobs(), 0, "let go, the submissions show finished");
     let futures = client.submit(graph_of(&heavy));
     let running_id = tern_e2e::wait_for(
         "the submission to run",

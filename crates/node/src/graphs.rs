@@ -358,7 +358,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         if keep && matches!(ended, Ok(GraphEvent::Finished(_))) {
             // Finished, its outputs kept for its client's later submissions: the client's
             // turn is over, the outputs stay while it holds the stream open.
-            self.coordinated.end(job, tern_proto::JobState::Finished);
+            self.coordinated.end(job, tern_proto::JobState::Kept);
             drop(turn);
             hold(&coordinator, &mut reply).await;
             debug!(job, "kept graph outputs released: their client let go");

@@ -213,9 +213,15 @@ impl CoordinatedJobs {
         state.keeping.insert(job, caller_name(caller));
     }
 
+    /// Job `job`'s client let its kept outputs go: a job listed as kept is finished.
     pub(crate) fn let_go(&self, job: u64) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.keeping.remove(&job);
+        for info in state.recent.iter_mut().filter(|i| i.job == job) {
+            if info.state == JobState::Kept {
+                info.state = JobState::Finished;
+            }
+        }
     }
 
     /// The jobs this node keeps outputs of for `caller`: the only ones its graphs may name as
@@ -336,8 +342,13 @@ mod tests {
         jobs.keep_for(6, &client("bob"));
         assert_eq!(jobs.kept_for(&client("alice")), [5].into());
         assert_eq!(jobs.kept_for(&client("bob")), [6].into());
+        let entry = jobs.start(5, "graph", "3 tasks", &client("alice"), 1, 0);
+        drop(entry);
+        jobs.end(5, JobState::Kept);
+        assert_eq!(jobs.list(|_| BTreeMap::new())[0].state, JobState::Kept);
         jobs.let_go(5);
         assert!(jobs.kept_for(&client("alice")).is_empty());
+        assert_eq!(jobs.list(|_| BTreeMap::new())[0].state, JobState::Finished);
     }
 
     #[tokio::test]

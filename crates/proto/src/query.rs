@@ -53,6 +53,9 @@ pub struct JobInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
     Running,
+    /// A graph that finished and keeps its wanted outputs on the nodes for its client's
+    /// futures, until the client lets them go.
+    Kept,
     Finished,
     Failed(String),
     Cancelled,
@@ -62,6 +65,7 @@ impl std::fmt::Display for JobState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JobState::Running => f.write_str("running"),
+            JobState::Kept => f.write_str("kept"),
             JobState::Finished => f.write_str("finished"),
             JobState::Failed(_) => f.write_str("failed"),
             JobState::Cancelled => f.write_str("cancelled"),
