@@ -29,6 +29,18 @@ const MILLION_LEAVES: i64 = 500_000;
 /// Partitions the locality map reads.
 const MAPPED: u32 = 64;
 
+/// The sum of a graph's outcomes, each an integer (anything else fails the bench).
+fn sum_of_ints(answer: &tern_client::GraphAnswer) -> i64 {
+    answer
+        .outcomes
+        .values()
+        .map(|o| match o {
+            TaskOutcome::Done(tern_proto::Datum::Value(Value::Int(v))) => *v,
+            other => panic!("{other:?}"),
+        })
+        .sum()
+}
+
 fn task(kernel: &str, args: Vec<Arg>) -> Task {
     Task::new(kernel, Kernel::builtin(kernel), args)
 }
@@ -167,14 +179,7 @@ pub fn run(rt: &tokio::runtime::Runtime) {
         .block_on(client.compute_graph(&graph))
         .expect("independent tasks");
     let tern_independent = started.elapsed().as_secs_f64();
-    let sum: i64 = answer
-        .outcomes
-        .values()
-        .map(|o| match o {
-            TaskOutcome::Done(tern_proto::Datum::Value(Value::Int(v))) => *v,
-            other => panic!("{other:?}"),
-        })
-        .sum();
+    let sum = sum_of_ints(&answer);
     assert_eq!(sum, INDEPENDENT * (INDEPENDENT + 1) / 2);
 
     let (graph, root) = tree(LEAVES);
@@ -343,14 +348,7 @@ pub fn locality(rt: &tokio::runtime::Runtime) {
     let started = Instant::now();
     let answer = rt.block_on(client.compute_graph(&graph)).expect("map");
     let secs = started.elapsed().as_secs_f64();
-    let rows: i64 = answer
-        .outcomes
-        .values()
-        .map(|o| match o {
-            TaskOutcome::Done(tern_proto::Datum::Value(Value::Int(v))) => *v,
-            other => panic!("{other:?}"),
-        })
-        .sum();
+    let rows = sum_of_ints(&answer);
     let expected: u64 = record.partitions[..MAPPED as usize]
         .iter()
         .map(|p| p.rows)
