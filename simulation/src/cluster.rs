@@ -111,6 +111,9 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         Arc::new(blocks),
         compute,
     );
+    if world.bug == Some(PlantedBug::KeepReleasedOutputs) {
+        service.plant_bug_keep_released_outputs();
+    }
     if world.bug == Some(PlantedBug::CountDownNodeAsHolder) {
         service.plant_bug_count_down_nodes_as_holders();
     }

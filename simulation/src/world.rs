@@ -28,6 +28,8 @@ pub enum PlantedBug {
     /// Raft votes are saved without a sync, so a crash can make a node forget a vote it
     /// granted.
     VoteBeforeSync,
+    /// Nodes keep the outputs of a job after it is released (what dropped futures kept leaks).
+    KeepReleasedOutputs,
 }
 
 impl PlantedBug {
@@ -37,6 +39,7 @@ impl PlantedBug {
             "skip-read-hash-check" => Some(Self::SkipReadHashCheck),
             "count-down-node-as-holder" => Some(Self::CountDownNodeAsHolder),
             "vote-before-sync" => Some(Self::VoteBeforeSync),
+            "keep-released-outputs" => Some(Self::KeepReleasedOutputs),
             _ => None,
         }
     }
@@ -47,14 +50,16 @@ impl PlantedBug {
             Self::SkipReadHashCheck => "skip-read-hash-check",
             Self::CountDownNodeAsHolder => "count-down-node-as-holder",
             Self::VoteBeforeSync => "vote-before-sync",
+            Self::KeepReleasedOutputs => "keep-released-outputs",
         }
     }
 
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::AckBeforeSync,
         Self::SkipReadHashCheck,
         Self::CountDownNodeAsHolder,
         Self::VoteBeforeSync,
+        Self::KeepReleasedOutputs,
     ];
 }
 

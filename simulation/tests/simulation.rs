@@ -210,6 +210,15 @@ fn repair_that_counts_down_nodes_as_holders_is_caught() {
     );
 }
 
+/// Every run that heals drops futures with no fault about and checks the nodes let go of
+/// what they kept.
+#[test]
+fn keeping_the_outputs_of_released_futures_is_caught() {
+    let o = caught(PlantedBug::KeepReleasedOutputs, 8);
+    let v = o.violation.unwrap();
+    assert!(v.starts_with("liveness") && v.contains("still keep"), "{v}");
+}
+
 /// A vote is caught only if its node crashes before anything else it writes is synced (most
 /// often a candidate cut off by a partition, campaigning again and again), about one seed in
 /// 75 at 30 s of faults: the search starts at seed 80, which crashes node 1 while its vote for

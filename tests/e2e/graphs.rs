@@ -640,6 +640,25 @@ fn tern_jobs_lists_a_running_graph_and_tern_cancel_stops_it() {
         TaskOutcome::Done(Datum::Value(Value::Int(103)))
     );
     assert_eq!(answer.report.local + answer.report.remote, 1);
+    // Submitted while the futures it reads are still pending (as Dask allows): it waits for
+    // them and reads them where they are kept, rather than making them a second time.
+    let slow: Vec<Delayed> = (0..4i64)
+        .map(|i| delayed("inc", [(i * 1000).into()]))
+        .collect();
+    let pending = client.submit(graph_of(&slow));
+    let after = delayed("add", pending.iter().map(|f| tern_graph::output(f.key())));
+    let answer = on_cluster(&rt, &client, &after.graph());
+    assert_eq!(
+        answer.outcomes[after.key()],
+        TaskOutcome::Done(Datum::Value(Value::Int(6004)))
+    );
+    assert_eq!(
+        answer.report.local + answer.report.remote,
+        1,
+        "the pending futures were waited for, not made again: {:?}",
+        answer.report
+    );
+    drop(pending);
     // Tables the futures hold, stored as a dataset (one partition each), then queried.
     let pieces: Vec<Delayed> = (0..3)
         .map(|p: i64| delayed("table_from_values", (p * 10..p * 10 + 10).map(Into::into)))

@@ -10,6 +10,8 @@ use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
 use crate::ingest::{PartitionBuilder, schema_json};
+use tern_proto::Transport;
+
 use crate::{Client, ClientError};
 
 /// How two frames are joined.
@@ -33,9 +35,8 @@ impl JoinKind {
 }
 
 /// A lazy query over one or more stored datasets: see [`Client::table`].
-#[derive(Clone)]
-pub struct DataFrame<'c> {
-    client: &'c Client,
+pub struct DataFrame<'c, T: Transport = tern_net::QuicTransport> {
+    client: &'c Client<T>,
     query: String,
     /// The dataset, while the frame is still the whole of it (so `head` and `npartitions`
     /// can answer from the catalog).
@@ -44,14 +45,26 @@ pub struct DataFrame<'c> {
     partitions: Option<usize>,
 }
 
+// Not derived: a derive would ask the transport to be `Clone`, and only the borrow is copied.
+impl<T: Transport> Clone for DataFrame<'_, T> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client,
+            query: self.query.clone(),
+            table: self.table.clone(),
+            partitions: self.partitions,
+        }
+    }
+}
+
 /// `name` quoted as a SQL identifier.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-impl Client {
+impl<T: Transport> Client<T> {
     /// The stored dataset `name` as a lazy [`DataFrame`].
-    pub fn table(&self, name: &str) -> DataFrame<'_> {
+    pub fn table(&self, name: &str) -> DataFrame<'_, T> {
         DataFrame {
             client: self,
             query: format!("SELECT * FROM {}", ident(name)),
@@ -61,7 +74,7 @@ impl Client {
     }
 }
 
-impl<'c> DataFrame<'c> {
+impl<'c, T: Transport> DataFrame<'c, T> {
     fn wrap(&self, select: &str, rest: &str) -> Self {
         Self {
             client: self.client,
@@ -106,7 +119,7 @@ impl<'c> DataFrame<'c> {
 
     /// Rows of both frames whose `using` columns are equal (the other columns' names must
     /// differ between the two; rename with `select` first).
-    pub fn join(&self, other: &DataFrame<'_>, using: &[&str], kind: JoinKind) -> Self {
+    pub fn join(&self, other: &DataFrame<'_, T>, using: &[&str], kind: JoinKind) -> Self {
         let using: Vec<String> = using.iter().map(|c| ident(c)).collect();
         Self {
             client: self.client,
@@ -152,7 +165,7 @@ impl<'c> DataFrame<'c> {
 
     /// Run it and take the answer's batches as they come (and its progress):
     /// `while let Some(batch) = stream.next_batch().await? { … }`.
-    pub async fn stream(&self) -> Result<crate::QueryStream, ClientError> {
+    pub async fn stream(&self) -> Result<crate::QueryStream<T>, ClientError> {
         self.client.sql_stream(&self.query).await
     }
 

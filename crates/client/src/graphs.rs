@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use tern_proto::{
-    EventDecoder, Graph, GraphEvent, GraphReport, Request, Response, Submission, TaskKey,
-    TaskOutcome,
+    BulkRead, EventDecoder, Graph, GraphEvent, GraphReport, Request, Response, Submission, TaskKey,
+    TaskOutcome, Transport,
 };
 
 use crate::{Client, ClientError, lost};
@@ -36,13 +36,13 @@ pub enum GraphUpdate {
 
 /// A running graph. Dropping it closes the stream, and the coordinator stops the graph and
 /// releases what it kept.
-pub struct GraphStream {
+pub struct GraphStream<T: Transport = tern_net::QuicTransport> {
     /// The job id the coordinator gave the graph (its logs and `tern jobs` name it).
     pub job: u64,
     /// Distinct tasks in the graph.
     pub tasks: u64,
     addr: String,
-    reader: tern_net::BodyReader,
+    reader: T::Reader,
     decoder: EventDecoder,
     over: bool,
     /// The coordinator holds the outputs after `Finished`, while the stream is open.
@@ -51,7 +51,7 @@ pub struct GraphStream {
     _reads: Vec<std::sync::Arc<crate::submit::Hold>>,
 }
 
-impl GraphStream {
+impl<T: Transport> GraphStream<T> {
     /// The address of the node coordinating the graph.
     pub fn coordinator(&self) -> &str {
         &self.addr
@@ -106,7 +106,7 @@ impl GraphStream {
     }
 }
 
-impl Client {
+impl<T: Transport> Client<T> {
     /// Every node's running and recent jobs (queries and graphs), running first, then
     /// newest first. Nodes that do not answer are left out.
     pub async fn jobs(&self) -> Result<Vec<tern_proto::JobInfo>, ClientError> {
@@ -114,9 +114,9 @@ impl Client {
         for node in self.status().await?.nodes {
             let asked = self
                 .transport
-                .call_with_timeout(
+                .call_within(
                     &node.address,
-                    &Request::Jobs,
+                    Request::Jobs,
                     std::time::Duration::from_secs(5),
                 )
                 .await;
@@ -140,9 +140,9 @@ impl Client {
         for node in self.status().await?.nodes {
             let asked = self
                 .transport
-                .call_with_timeout(
+                .call_within(
                     &node.address,
-                    &Request::CancelJob { job },
+                    Request::CancelJob { job },
                     std::time::Duration::from_secs(5),
                 )
                 .await;
@@ -160,7 +160,8 @@ impl Client {
 
     /// Start `graph` on the cluster and follow it. Outputs this client's futures keep that it
     /// reads are read where they are kept (see [`Client::submit`]).
-    pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream, ClientError> {
+    pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream<T>, ClientError> {
+        self.kept.wait_for_inputs(graph).await;
         let (submission, reads) = self.kept.resolve(graph.clone(), false);
         let mut stream = self.graph_stream_of(&submission).await?;
         stream._reads = reads;
@@ -170,7 +171,7 @@ impl Client {
     pub(crate) async fn graph_stream_of(
         &self,
         submission: &Submission,
-    ) -> Result<GraphStream, ClientError> {
+    ) -> Result<GraphStream<T>, ClientError> {
         let body = tern_proto::encode_submission(submission);
         let request = Request::SubmitGraph {
             bytes: body.len() as u64,

@@ -3,7 +3,7 @@
 //! update (its plan, progress, rows as they come); [`Client::explain`] shows the stages it
 //! would run.
 
-use tern_proto::{Request, Response};
+use tern_proto::{Request, Response, Transport};
 
 use crate::{Client, ClientError, export, lost};
 
@@ -21,7 +21,7 @@ impl QueryAnswer {
     }
 }
 
-impl Client {
+impl<T: Transport> Client<T> {
     /// Run a SQL query over the stored datasets; the node that takes it coordinates it. The
     /// whole answer (see [`Client::sql_stream`] to take rows as they come).
     pub async fn sql(&self, sql: &str) -> Result<QueryAnswer, ClientError> {
@@ -41,7 +41,7 @@ impl Client {
 
     /// Start a SQL query and follow it: its plan, progress as tasks finish, and the answer's
     /// rows as the coordinator makes them. Dropping the stream stops the query.
-    pub async fn sql_stream(&self, sql: &str) -> Result<QueryStream, ClientError> {
+    pub async fn sql_stream(&self, sql: &str) -> Result<QueryStream<T>, ClientError> {
         let request = Request::Query {
             sql: sql.into(),
             explain: false,
@@ -95,11 +95,11 @@ pub enum QueryUpdate {
 
 /// A running query: its updates as they arrive from the coordinator. Dropping it closes the
 /// stream, and the coordinator stops the query.
-pub struct QueryStream {
+pub struct QueryStream<T: Transport = tern_net::QuicTransport> {
     /// The job id the coordinator gave the query (its logs name it).
     pub job: u64,
     addr: String,
-    events: tern_proto::QueryEvents<tern_net::BodyReader>,
+    events: tern_proto::QueryEvents<T::Reader>,
     planned: Vec<tern_proto::StagePlanned>,
     schema: Option<arrow::datatypes::SchemaRef>,
     pending: std::collections::VecDeque<arrow::record_batch::RecordBatch>,
@@ -107,7 +107,7 @@ pub struct QueryStream {
     rows: u64,
 }
 
-impl QueryStream {
+impl<T: Transport> QueryStream<T> {
     /// The next update, `None` after `Finished`. A failed query is an error naming why.
     pub async fn next_update(&mut self) -> Result<Option<QueryUpdate>, ClientError> {
         use tern_proto::QueryEvent;

@@ -9,12 +9,15 @@
 //! stream open; a client that goes away lets them go). A later graph of this client that
 //! reads one of those keys (`Arg::Output(future.key())`) reads it where it is kept instead
 //! of computing it again: the client adds the tasks that make it (so a lost output is made
-//! again) and where it is kept ([`KeptRegistry`]).
+//! again) and where it is kept ([`KeptRegistry`]). A graph reading a future that is still
+//! pending is sent once that future has ended, as Dask runs a task after its inputs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
-use tern_proto::{Datum, Graph, KeptOutput, Submission, TaskFailure, TaskKey, TaskOutcome};
+use tern_proto::{
+    Datum, Graph, KeptOutput, Submission, TaskFailure, TaskKey, TaskOutcome, Transport,
+};
 use tokio::sync::watch;
 
 use crate::{Client, ClientError, GraphUpdate};
@@ -41,9 +44,13 @@ pub struct TaskFuture {
     job: Arc<Job>,
 }
 
+type Canceller =
+    Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, Result<(), ClientError>> + Send + Sync>;
+
 /// What the futures of one submission share.
 struct Job {
-    client: Arc<Client>,
+    /// Cancels the submission on its coordinator (the client, whatever its transport).
+    cancel: Canceller,
     id: watch::Receiver<Option<u64>>,
     _hold: Arc<Hold>,
 }
@@ -62,20 +69,83 @@ impl Drop for Hold {
     }
 }
 
-/// The outputs this client's live submissions keep on the cluster, by key: where, the graph
-/// that made them (their lineage), and the submission holding them.
+/// The outputs this client's live submissions want, by key: the graph that makes them (their
+/// lineage), their value as it comes, and once their coordinator keeps them, where, with the
+/// submission holding them.
 #[derive(Default)]
-pub(crate) struct KeptRegistry(Mutex<HashMap<TaskKey, KeptEntry>>);
+pub(crate) struct KeptRegistry {
+    entries: Mutex<HashMap<TaskKey, KeptEntry>>,
+    /// Names submissions, so one forgets only its own entries.
+    submissions: std::sync::atomic::AtomicU64,
+}
 
 struct KeptEntry {
-    at: KeptOutput,
+    /// Where the output is kept, once its coordinator said so.
+    at: Option<KeptOutput>,
     lineage: Arc<Graph>,
     hold: Weak<Hold>,
+    value: watch::Receiver<Slot>,
+    submission: u64,
 }
 
 impl KeptRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, KeptEntry>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until every output `graph` reads from a pending submission of this client has
+    /// ended (as Dask runs a task after the futures it reads), so it is read where it is
+    /// kept rather than made twice.
+    pub(crate) async fn wait_for_inputs(&self, graph: &Graph) {
+        let pending: Vec<watch::Receiver<Slot>> = {
+            let entries = self.lock();
+            let made: HashSet<&TaskKey> = graph.tasks.iter().map(|t| &t.key).collect();
+            graph
+                .tasks
+                .iter()
+                .flat_map(|t| t.upstream())
+                .filter(|k| !made.contains(k))
+                .filter_map(|k| entries.get(k))
+                .filter(|e| e.at.is_none() && e.value.borrow().is_none())
+                .map(|e| e.value.clone())
+                .collect()
+        };
+        for mut value in pending {
+            // A submission that stops drops its sender: nothing more to wait for.
+            let _ = value.wait_for(|v| v.is_some()).await;
+        }
+    }
+
+    /// A new submission wanting `keys` (with their value receivers), made by `graph`: its
+    /// number, for [`KeptRegistry::forget`].
+    fn begin(&self, graph: &Arc<Graph>, keys: &[(TaskKey, watch::Receiver<Slot>)]) -> u64 {
+        let submission = self
+            .submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self.lock();
+        for (key, value) in keys {
+            entries.insert(
+                key.clone(),
+                KeptEntry {
+                    at: None,
+                    lineage: graph.clone(),
+                    hold: Weak::new(),
+                    value: value.clone(),
+                    submission,
+                },
+            );
+        }
+        submission
+    }
+
+    /// `submission` was sent as `lineage` (its graph with what it reads from earlier ones).
+    fn sent(&self, submission: u64, lineage: &Arc<Graph>, hold: &Weak<Hold>) {
+        for entry in self.lock().values_mut() {
+            if entry.submission == submission {
+                entry.lineage = lineage.clone();
+                entry.hold = hold.clone();
+            }
+        }
     }
 
     /// `graph` as it is sent: with the tasks that make the kept outputs it reads (when it
@@ -118,7 +188,8 @@ impl KeptRegistry {
             if have.contains(&key) {
                 continue;
             }
-            // Neither kept nor made by the graph it was met in: the coordinator names it.
+            // Neither wanted by a submission nor made by the graph it was met in: the
+            // coordinator names it.
             let Some(lineage) = entries.get(&key).map(|e| &e.lineage).or(met_in) else {
                 continue;
             };
@@ -145,40 +216,39 @@ impl KeptRegistry {
         let mut holds = Vec::new();
         for task in &graph.tasks {
             if let Some(entry) = entries.get(&task.key)
+                && let Some(at) = &entry.at
                 && let Some(hold) = entry.hold.upgrade()
             {
-                kept.push(entry.at.clone());
+                kept.push(at.clone());
                 holds.push(hold);
             }
         }
         (Submission { graph, kept, keep }, holds)
     }
 
-    fn add(&self, at: KeptOutput, lineage: &Arc<Graph>, hold: &Weak<Hold>) {
-        let entry = KeptEntry {
-            at,
-            lineage: lineage.clone(),
-            hold: hold.clone(),
-        };
-        self.lock().insert(entry.at.key.clone(), entry);
+    /// `submission`'s output `at.key` is kept at `at`.
+    fn kept(&self, submission: u64, at: KeptOutput) {
+        if let Some(entry) = self.lock().get_mut(&at.key)
+            && entry.submission == submission
+        {
+            entry.at = Some(at);
+        }
     }
 
-    fn forget_job(&self, job: u64) {
-        self.lock().retain(|_, e| e.at.job != job);
+    fn forget(&self, submission: u64) {
+        self.lock().retain(|_, e| e.submission != submission);
     }
 }
 
-/// Forgets a submission's kept outputs when its driver ends (the stream closed or broke).
+/// Forgets a submission's outputs when its driver ends (the stream closed or broke).
 struct ForgetOnEnd {
     registry: Arc<KeptRegistry>,
-    job: Option<u64>,
+    submission: u64,
 }
 
 impl Drop for ForgetOnEnd {
     fn drop(&mut self) {
-        if let Some(job) = self.job {
-            self.registry.forget_job(job);
-        }
+        self.registry.forget(self.submission);
     }
 }
 
@@ -211,7 +281,7 @@ impl TaskFuture {
         if self.done() {
             return Ok(());
         }
-        self.job.client.cancel_job(job).await
+        (self.job.cancel)(job).await
     }
 }
 
@@ -226,7 +296,7 @@ impl std::fmt::Debug for TaskFuture {
     }
 }
 
-impl Client {
+impl<T: Transport> Client<T> {
     /// Submit `graph` and return at once a future for each wanted task (each task when it
     /// names none), in the order wanted. The wanted outputs stay kept on the cluster while a
     /// future of them lives; later graphs may read them by key (see the module docs).
@@ -251,11 +321,18 @@ impl Client {
                 .subscribe();
             receivers.push((key.clone(), rx));
         }
-        let (submission, reads) = self.kept.resolve(graph, true);
+        let asked = Arc::new(graph);
+        let number = self.kept.begin(&asked, &receivers);
         let (id_tx, id_rx) = watch::channel(None);
         let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<Weak<Hold>>();
         let client = self.clone();
+        // Moved into the driver, so its entries go when the driver ends, even unpolled.
+        let forget = ForgetOnEnd {
+            registry: self.kept.clone(),
+            submission: number,
+        };
         let driver = tokio::spawn(async move {
+            let _forget = forget;
             let fail_all = |senders: &BTreeMap<TaskKey, watch::Sender<Slot>>, why: String| {
                 for tx in senders.values() {
                     tx.send_if_modified(|v| {
@@ -271,18 +348,25 @@ impl Client {
             let Ok(hold) = hold_rx.await else {
                 return;
             };
-            let mut forget = ForgetOnEnd {
-                registry: client.kept.clone(),
-                job: None,
-            };
+            client.kept.wait_for_inputs(&asked).await;
+            let (submission, reads) = client.kept.resolve(Graph::clone(&asked), true);
+            drop(asked);
             // The outputs it reads stay kept until it has finished.
             let mut reads = Some(reads);
             let mut stream = match client.graph_stream_of(&submission).await {
                 Ok(stream) => stream,
-                Err(e) => return fail_all(&senders, e.to_string()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "submission refused");
+                    return fail_all(&senders, e.to_string());
+                }
             };
-            forget.job = Some(stream.job);
+            tracing::debug!(
+                job = stream.job,
+                coordinator = stream.coordinator(),
+                "submitted"
+            );
             let lineage = Arc::new(submission.graph);
+            client.kept.sent(number, &lineage, &hold);
             let _ = id_tx.send(Some(stream.job));
             loop {
                 match stream.next_update().await {
@@ -299,7 +383,7 @@ impl Client {
                     }
                     // An output an earlier submission keeps is that one's to hold.
                     Ok(Some(GraphUpdate::Kept(at))) if at.job == stream.job => {
-                        client.kept.add(at, &lineage, &hold)
+                        client.kept.kept(number, at)
                     }
                     Ok(Some(GraphUpdate::Kept(_))) => {}
                     Ok(Some(GraphUpdate::Finished(_))) => {
@@ -318,8 +402,15 @@ impl Client {
             driver: driver.abort_handle(),
         });
         let _ = hold_tx.send(Arc::downgrade(&hold));
+        let canceller: Canceller = {
+            let client = self.clone();
+            Arc::new(move |job| {
+                let client = client.clone();
+                Box::pin(async move { client.cancel_job(job).await })
+            })
+        };
         let job = Arc::new(Job {
-            client: self.clone(),
+            cancel: canceller,
             id: id_rx,
             _hold: hold,
         });
@@ -334,10 +425,11 @@ impl Client {
     }
 }
 
-impl Client {
+impl<T: Transport> Client<T> {
     /// The node keeping `future`'s output, while it is kept (Dask's `who_has`).
     pub fn who_has(&self, future: &TaskFuture) -> Option<tern_proto::NodeId> {
-        self.kept.lock().get(future.key()).map(|e| e.at.node)
+        let entries = self.kept.lock();
+        entries.get(future.key())?.at.as_ref().map(|at| at.node)
     }
 
     /// Store the tables `futures` hold as dataset `name`, one partition each (three copies of

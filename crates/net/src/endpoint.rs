@@ -365,6 +365,10 @@ impl Transport for QuicTransport {
     ) -> Result<Response, TransportError> {
         self.call_with_timeout(addr, &request, timeout).await
     }
+
+    fn forget(&self, addr: &str) {
+        QuicTransport::forget(self, addr)
+    }
 }
 
 pub(crate) async fn write_frame(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tern_meta::placement::REPLICAS;
 use tern_proto::{
-    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, NodeState, PutId, Request,
-    Response, Transport, human_bytes,
+    BlockHash, BulkRead, Clock, ErrorKind, MAX_BLOCK_BYTES, NodeState, PutId, Request, Response,
+    Transport, human_bytes,
 };
 use tern_store::{BlockStore, StoreError};
 use tracing::{info, warn};
@@ -381,27 +381,15 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             chain: rest,
             put,
         };
-        let (mut writer, mut reader) = self
-            .transport
-            .open_bulk(next, &request)
-            .await
-            .map_err(|e| e.to_string())?;
         // The next holder may refuse before reading the bytes: its answer says why.
-        let mut sent = Ok(());
-        for chunk in bytes.chunks(CHUNK_BYTES) {
-            sent = writer.write_chunk(chunk).await;
-            if sent.is_err() {
-                break;
-            }
-        }
-        if sent.is_ok() {
-            sent = writer.finish().await;
-        }
-        match (reader.response().await, sent) {
-            (Ok(Response::BlockStored { holders }), Ok(())) => Ok(holders),
-            (Ok(Response::Error(e)), _) => Err(e.message),
-            (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
-            (Ok(other), Ok(())) => Err(format!("unexpected answer {other:?}")),
+        let answer =
+            tern_proto::send_body(self.transport.as_ref(), next, &request, bytes, CHUNK_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
+        match answer {
+            Response::BlockStored { holders } => Ok(holders),
+            Response::Error(e) => Err(e.message),
+            other => Err(format!("unexpected answer {other:?}")),
         }
     }
 }

@@ -434,6 +434,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let streamed = stream_query(&coordinator, &ctx, plan, &mut progress, &mut reply, &entry);
         let bounded = async {
             tokio::select! {
+                // Biased: polled in order, so a seed replays exactly under the simulator.
+                biased;
                 ended = tokio::time::timeout(deadline, streamed) => Some(ended),
                 _ = entry.cancelled() => None,
             }
@@ -507,6 +509,8 @@ async fn stream_query<T: Transport>(
     let (mut planned, mut stage_done): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let answer = loop {
         tokio::select! {
+            // Biased: polled in order, so a seed replays exactly under the simulator.
+            biased;
             answer = &mut running => break answer,
             Some(event) = progress.recv() => {
                 let mut pending = vec![event];

@@ -298,6 +298,8 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         let mut newest_progress = None;
         let ended: Result<GraphEvent, ()> = loop {
             tokio::select! {
+                // Biased: polled in order, so a seed replays exactly under the simulator.
+                biased;
                 ended = &mut running => break Ok(match ended {
                     Ok(report) => GraphEvent::Finished(report),
                     Err(e) => GraphEvent::Failed(tern_proto::ErrorReply {

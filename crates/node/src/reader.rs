@@ -90,7 +90,8 @@ async fn fetch_shuffle<T: Transport>(
     let fetch = tern_proto::fetch_bytes(transport, addr, &request);
     let body = tern_sched::while_alive(transport, addr, fetch)
         .await
-        .unwrap_or_else(|gone| Err(gone.to_string()))?;
+        .map_err(|gone| gone.to_string())?
+        .map_err(|e| e.to_string())?;
     let parts = tern_proto::split_parts(&body).map_err(|e| e.to_string())?;
     if parts.len() != keys.len() {
         return Err(format!(
@@ -132,9 +133,11 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                     continue;
                 };
                 let fetch = tern_proto::fetch_block(transport.as_ref(), &addr, &block);
-                let fetched = tern_sched::while_alive(transport.as_ref(), &addr, fetch)
-                    .await
-                    .unwrap_or_else(|gone| Err(gone.to_string()));
+                let fetched = match tern_sched::while_alive(transport.as_ref(), &addr, fetch).await
+                {
+                    Ok(fetched) => fetched.map_err(|e| e.to_string()),
+                    Err(gone) => Err(gone.to_string()),
+                };
                 match fetched {
                     Ok(bytes) => {
                         return Ok(BlockRead {

@@ -69,6 +69,9 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// A bug planted for the simulator to find (repair counts down nodes as holders); never
     /// set outside its tests.
     pub(crate) planted_count_down_as_holder: bool,
+    /// A bug planted for the simulator to find (a released job's kept outputs stay); never
+    /// set outside its tests.
+    planted_keep_released: bool,
     /// Panics of background loops so far (each loop was restarted after its panic).
     pub(crate) loop_panics: Arc<Mutex<tern_proto::NodeHealth>>,
     /// Leader-only soft state: when each node was last heard from.
@@ -146,6 +149,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             loop_panics: Arc::default(),
             leading_since: Mutex::default(),
             planted_count_down_as_holder: false,
+            planted_keep_released: false,
         }
     }
 
@@ -154,6 +158,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
     #[doc(hidden)]
     pub fn plant_bug_count_down_nodes_as_holders(&mut self) {
         self.planted_count_down_as_holder = true;
+    }
+
+    /// Plant a known bug: a released job's kept outputs are not dropped. Only the
+    /// simulator's tests call this, to show the simulator catches it.
+    #[doc(hidden)]
+    pub fn plant_bug_keep_released_outputs(&mut self) {
+        self.planted_keep_released = true;
     }
 
     /// Check certificates against this list (the endpoint's own), kept current from the
@@ -326,6 +337,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 Ok(()) => Response::Ack,
                 Err(e) => Response::Error(e),
             },
+            Request::ReleaseJob { .. } if self.planted_keep_released => Response::Ack,
             Request::ReleaseJob { job } => {
                 let stopped = self.running_jobs.release(*job, self.clock.now());
                 if stopped > 0 {

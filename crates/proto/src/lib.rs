@@ -40,4 +40,6 @@ pub use query::{
     EventDecoder, EventError, JobInfo, JobState, QueryEvent, QueryEvents, StagePlanned,
     StageReport, encode_event,
 };
-pub use transport::{BulkRead, BulkWrite, Transport, TransportError, fetch_block, fetch_bytes};
+pub use transport::{
+    BulkRead, BulkWrite, FetchError, Transport, TransportError, fetch_block, fetch_bytes, send_body,
+};

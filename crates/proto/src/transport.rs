@@ -66,6 +66,55 @@ pub trait Transport: Send + Sync + 'static {
         request: Request,
         timeout: Duration,
     ) -> impl Future<Output = Result<Response, TransportError>> + Send;
+
+    /// Forget what is cached about `addr` (for QUIC: its connection), so the next call dials
+    /// afresh; a peer that restarted leaves a dead connection behind.
+    fn forget(&self, _addr: &str) {}
+}
+
+/// Send `bytes` as the body of bulk `request` to `addr`, in chunks of at most `chunk` bytes,
+/// and return the answer. A node may refuse a body before reading it (its size, no room) and
+/// stop reading: then its answer, which says why, is returned rather than the broken write.
+pub async fn send_body<T: Transport>(
+    transport: &T,
+    addr: &str,
+    request: &Request,
+    bytes: &[u8],
+    chunk: usize,
+) -> Result<Response, TransportError> {
+    let (mut writer, mut reader) = transport.open_bulk(addr, request).await?;
+    let mut sent = Ok(());
+    for piece in bytes.chunks(chunk.max(1)) {
+        sent = writer.write_chunk(piece).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    if sent.is_ok() {
+        sent = writer.finish().await;
+    }
+    match (reader.response().await, sent) {
+        (Ok(refusal @ Response::Error(_)), _) => Ok(refusal),
+        (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+        (Ok(answer), Ok(())) => Ok(answer),
+    }
+}
+
+/// Why a bulk fetch ([`fetch_bytes`], [`fetch_block`]) brought no bytes. Callers act on the
+/// kind: a [`FetchError::Transport`] may heal by redialling, a refusal or a bad body will not.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The node answered with an error (for example: it does not hold what was asked).
+    #[error("{addr} refused: {}", reply.message)]
+    Refused {
+        addr: String,
+        reply: crate::ErrorReply,
+    },
+    /// The node answered, but not with the announced bytes (or not with bytes at all).
+    #[error("bad body from {addr}: {reason}")]
+    BadBody { addr: String, reason: String },
 }
 
 /// The bytes `request` asks for (a bulk request answered with `Response::Block` and its
@@ -74,29 +123,38 @@ pub async fn fetch_bytes<T: Transport>(
     transport: &T,
     addr: &str,
     request: &Request,
-) -> Result<Vec<u8>, String> {
-    let (writer, mut reader) = transport
-        .open_bulk(addr, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    writer.finish().await.map_err(|e| e.to_string())?;
-    let size = match reader.response().await.map_err(|e| e.to_string())? {
+) -> Result<Vec<u8>, FetchError> {
+    let bad = |reason: String| FetchError::BadBody {
+        addr: addr.to_string(),
+        reason,
+    };
+    let (writer, mut reader) = transport.open_bulk(addr, request).await?;
+    writer.finish().await?;
+    let size = match reader.response().await? {
         Response::Block { size } if size <= crate::MAX_BLOCK_BYTES => size,
         Response::Block { size } => {
-            return Err(format!("announced {size} bytes, over the block limit"));
+            return Err(bad(format!("announced {size} bytes, over the block limit")));
         }
-        Response::Error(e) => return Err(e.message),
-        other => return Err(format!("unexpected answer {other:?}")),
+        Response::Error(reply) => {
+            return Err(FetchError::Refused {
+                addr: addr.to_string(),
+                reply,
+            });
+        }
+        other => {
+            let shown: String = format!("{other:?}").chars().take(200).collect();
+            return Err(bad(format!("unexpected answer {shown}")));
+        }
     };
     let mut bytes = Vec::with_capacity(size as usize);
-    while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = reader.next_chunk().await? {
         if bytes.len() + chunk.len() > size as usize {
-            return Err("sent more bytes than announced".into());
+            return Err(bad("sent more bytes than announced".into()));
         }
         bytes.extend_from_slice(&chunk);
     }
     if bytes.len() as u64 != size {
-        return Err(format!("announced {size} bytes, sent {}", bytes.len()));
+        return Err(bad(format!("announced {size} bytes, sent {}", bytes.len())));
     }
     Ok(bytes)
 }
@@ -106,10 +164,13 @@ pub async fn fetch_block<T: Transport>(
     transport: &T,
     addr: &str,
     hash: &crate::BlockHash,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, FetchError> {
     let bytes = fetch_bytes(transport, addr, &Request::GetBlock { hash: *hash }).await?;
     if crate::BlockHash::of(&bytes) != *hash {
-        return Err("bytes do not match the block's hash".into());
+        return Err(FetchError::BadBody {
+            addr: addr.to_string(),
+            reason: "bytes do not match the block's hash".into(),
+        });
     }
     Ok(bytes)
 }

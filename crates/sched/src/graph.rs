@@ -639,7 +639,16 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         let deadline = (self.patience.task_deadline
             + std::time::Duration::from_micros(expected as u64))
         .min(self.patience.task_deadline * 4);
-        let answer = self.transport.call_within(&addr, request, deadline).await;
+        // A node that dies mid-batch is noticed by its pings, not at the deadline.
+        let call = self.transport.call_within(&addr, request, deadline);
+        let answer = crate::while_alive(self.transport, &addr, call)
+            .await
+            .unwrap_or_else(|gone| {
+                Err(tern_proto::TransportError::Unreachable {
+                    addr: gone.addr,
+                    reason: gone.reason,
+                })
+            });
         drop(slot);
         let took = sent.elapsed();
         if !matches!(answer, Ok(Response::GraphTasksRan(_))) {
@@ -728,7 +737,11 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             bucket: 0,
             columns: None,
         };
-        let bytes = tern_proto::fetch_bytes(self.transport, &addr, &request).await?;
+        let fetch = tern_proto::fetch_bytes(self.transport, &addr, &request);
+        let bytes = crate::while_alive(self.transport, &addr, fetch)
+            .await
+            .map_err(|gone| gone.to_string())?
+            .map_err(|e| e.to_string())?;
         let parts = tern_proto::split_parts(&bytes).map_err(|e| e.to_string())?;
         if parts.len() != tasks.len() {
             return Err(format!(

@@ -1,8 +1,9 @@
-//! The workload: a client host that writes, replaces, reads and removes datasets through the
-//! same requests `tern-client` sends (a put lease, placement, a block written along its chain
-//! of holders, one catalog commit), while the driver injects faults. It keeps a model of what
-//! was acknowledged, checks every read against it, and when the faults stop checks that the
-//! cluster heals (the liveness phase).
+//! The workload: a client host that writes, replaces, reads and removes datasets, queries
+//! them, and submits task graphs and futures through the real `tern_client::Client` (over the
+//! simulated network), while the driver injects faults. It keeps a model of what was
+//! acknowledged, checks every read and answer against it, and when the faults stop checks
+//! that the cluster heals (the liveness phase). Reads of blocks go to each holder directly,
+//! so what every node serves is checked, not only what the client accepts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,15 +11,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::Rng;
+use tern_client::{Client, ClientError};
 use tern_proto::{
-    BlockHash, DATASETS_TABLE, DatasetRecord, ErrorKind, NodeId, NodeState, PartitionRecord, PutId,
-    Request, Response, Transport, fetch_bytes,
+    BlockHash, DATASETS_TABLE, DatasetRecord, Entropy, ErrorKind, NodeId, NodeState, Request,
+    Response, fetch_bytes,
 };
 
 use crate::cluster::node_addr;
+
+mod graphs;
 use crate::invariants;
 use crate::net::SimTransport;
-use crate::world::{World, lock};
+use crate::world::{SimClock, World, lock};
 
 /// How long the workload runs with faults, then how long the cluster has to heal.
 #[derive(Debug, Clone, Copy)]
@@ -104,129 +108,67 @@ fn answer_rows(batches: &[arrow::record_batch::RecordBatch]) -> OpResult<Vec<(i6
 const WRITERS: usize = 2;
 
 struct SimClient {
-    transport: SimTransport,
+    /// The real client, over the simulated network.
+    client: Arc<Client<SimTransport>>,
     world: Arc<World>,
+}
+
+/// The client's ids come from the run's seed.
+struct SeededEntropy(Arc<World>);
+
+impl Entropy for SeededEntropy {
+    fn next_u64(&self) -> u64 {
+        self.0.with_rng(|r| r.r#gen())
+    }
 }
 
 /// Why an operation did not complete (not a violation: faults make operations fail).
 type OpResult<T> = Result<T, String>;
 
+/// Whether a write the client sent was applied: `Ok(true)` acknowledged, `Ok(false)` refused
+/// (what it expected changed, or its lease expired: nothing applied), `Err` unknown.
+fn write_outcome<T>(outcome: Result<T, ClientError>) -> OpResult<bool> {
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(
+            ClientError::Conflict(_)
+            | ClientError::Exists(_)
+            | ClientError::NotFound(_)
+            | ClientError::DatasetExists { .. }
+            | ClientError::PutLeaseLost { .. },
+        ) => Ok(false),
+        Err(ClientError::Remote(e)) if e.kind == ErrorKind::LeaseExpired => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl SimClient {
-    fn any_node(&self) -> String {
-        let n = self.world.nodes;
-        node_addr(self.world.with_rng(|r| r.gen_range(1..=n)))
-    }
-
-    /// `k` distinct nodes from a random one on, as a client tries the nodes it knows in
-    /// turn (three random picks could all be the one dead node: seed 6001337 at 30 s).
-    fn some_nodes(&self, k: u64) -> Vec<String> {
-        let n = self.world.nodes;
-        let first = self.world.with_rng(|r| r.gen_range(0..n));
-        (0..k.min(n))
-            .map(|i| node_addr((first + i) % n + 1))
-            .collect()
-    }
-
-    /// One request, tried on up to four nodes.
     async fn call(&self, request: Request) -> OpResult<Response> {
-        let mut last = String::new();
-        for _ in 0..4 {
-            match self.transport.call(&self.any_node(), request.clone()).await {
-                Ok(Response::Error(e)) => last = e.message,
-                Ok(answer) => return Ok(answer),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
+        self.client.call(request).await.map_err(|e| e.to_string())
     }
 
     async fn catalog_get(&self, name: &str) -> OpResult<Option<Vec<u8>>> {
-        match self
-            .call(Request::CatalogGet {
-                table: DATASETS_TABLE.into(),
-                key: name.into(),
-            })
-            .await?
-        {
-            Response::CatalogValue(v) => Ok(v),
-            other => Err(format!("unexpected {other:?}")),
-        }
-    }
-
-    /// Send one typed write (as `tern-client` does, with a fresh write id where it takes
-    /// one): `Ok(true)` acknowledged, `Ok(false)` refused (what it expected changed, or the
-    /// lease expired: nothing applied), `Err` unknown.
-    async fn write(&self, request: Request) -> OpResult<bool> {
-        let addr = self.any_node();
-        match self.transport.call(&addr, request).await {
-            Ok(Response::Written { .. } | Response::Ack) => Ok(true),
-            Ok(Response::Error(e))
-                if matches!(
-                    e.kind,
-                    ErrorKind::Conflict
-                        | ErrorKind::Exists
-                        | ErrorKind::NotFound
-                        | ErrorKind::LeaseExpired
-                ) =>
-            {
-                Ok(false)
-            }
-            Ok(other) => Err(format!("{other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn new_id(&self) -> PutId {
-        let mut raw = [0u8; 16];
-        self.world.with_rng(|r| r.fill(&mut raw));
-        PutId(raw)
-    }
-
-    async fn put_block(&self, bytes: &[u8], chain: &[String], put: PutId) -> OpResult<Vec<NodeId>> {
-        let (first, rest) = chain.split_first().ok_or("no holders")?;
-        let request = Request::PutBlock {
-            hash: BlockHash::of(bytes),
-            size: bytes.len() as u64,
-            chain: rest.to_vec(),
-            put: Some(put),
-        };
-        let (mut writer, mut reader) = self
-            .transport
-            .open_bulk(first, &request)
+        self.client
+            .catalog_get(DATASETS_TABLE, name)
             .await
-            .map_err(|e| e.to_string())?;
-        use tern_proto::{BulkRead, BulkWrite};
-        writer.write_chunk(bytes).await.map_err(|e| e.to_string())?;
-        writer.finish().await.map_err(|e| e.to_string())?;
-        match reader.response().await.map_err(|e| e.to_string())? {
-            Response::BlockStored { holders } => Ok(holders),
-            other => Err(format!("{other:?}")),
-        }
+            .map_err(|e| e.to_string())
     }
 
-    /// Write dataset `name` (replacing what is there) as a client does: raw bytes, or for a
-    /// table name (`t…`) Arrow partitions as `tern put` writes them.
+    /// Write dataset `name` (replacing what is there) with the client's `DatasetWriter`: raw
+    /// bytes, or for a table name (`t…`) Arrow partitions as `tern put` writes them.
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
         let table = name.starts_with('t');
-        let old = self.catalog_get(name).await?;
-        let old_record = match &old {
+        let old_record = match self.catalog_get(name).await? {
             Some(bytes) => {
-                Some(postcard::from_bytes::<DatasetRecord>(bytes).map_err(|e| e.to_string())?)
+                Some(postcard::from_bytes::<DatasetRecord>(&bytes).map_err(|e| e.to_string())?)
             }
             None => None,
         };
-        let replaces = old_record.as_ref().map(|r| r.version);
-        let put = self.new_id();
-        let begin = Request::BeginPut {
-            put,
-            dataset: name.into(),
+        let mut writer = match self.client.dataset_writer(name, true).await {
+            Ok(writer) => writer,
+            Err(e) => return Err(format!("lease refused: {e}")),
         };
-        if !self.write(begin).await? {
-            return Err("lease refused".into());
-        }
         let parts = self.world.with_rng(|r| r.gen_range(1..=3));
-        let mut partitions = Vec::new();
-        let mut pending: BTreeMap<NodeId, u64> = BTreeMap::new();
         for part in 0..parts {
             let (bytes, rows) = if table {
                 let rows = self.world.with_rng(|r| r.gen_range(1..300));
@@ -239,37 +181,15 @@ impl SimClient {
                 bytes.resize(len.max(bytes.len()), (op as u8).wrapping_add(part as u8));
                 (bytes, 0)
             };
-            let chains = match self
-                .call(Request::Place {
-                    sizes: vec![bytes.len() as u64],
-                    pending: pending.iter().map(|(k, v)| (*k, *v)).collect(),
-                })
-                .await?
-            {
-                Response::Placement { chains } => chains,
-                other => return Err(format!("placement: {other:?}")),
-            };
-            let chain = chains.into_iter().next().ok_or("no placement")?;
-            let addrs: Vec<String> = chain.iter().map(|(_, a)| a.clone()).collect();
-            let holders = self.put_block(&bytes, &addrs, put).await?;
-            if holders.len() < addrs.len() {
-                return Err(format!("only {holders:?} stored the block"));
-            }
-            self.world
-                .block_acknowledged(BlockHash::of(&bytes), &holders);
-            for h in &holders {
-                *pending.entry(*h).or_default() += bytes.len() as u64;
-            }
+            let stored = writer
+                .add_partition(&bytes, rows)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.world.block_acknowledged(stored.block, &stored.holders);
             self.world.event(format!(
-                "put {name}: block {} on {holders:?}",
-                BlockHash::of(&bytes)
+                "put {name}: block {} on {:?}",
+                stored.block, stored.holders
             ));
-            partitions.push(PartitionRecord {
-                block: BlockHash::of(&bytes),
-                bytes: bytes.len() as u64,
-                rows,
-                holders,
-            });
         }
         let (format, schema) = if table {
             (
@@ -279,28 +199,19 @@ impl SimClient {
         } else {
             ("bytes".to_string(), String::new())
         };
-        let record = DatasetRecord {
-            name: name.into(),
-            version: replaces.map_or(1, |v| v + 1),
-            format,
-            schema,
-            partitions,
-            created_ms: self.world.now_ms(),
-        };
-        let commit = Request::CommitDataset {
-            record: record.clone(),
-            replaces,
-            put,
-            renewals: 0,
-            write: self.new_id(),
-        };
+        let record = writer.record(&format, &schema);
+        if old_record.as_ref().map(|r| r.version) != writer.replaces() {
+            // Replaced or removed between our read and the writer's: the model's "superseded"
+            // must name what the writer replaces.
+            return Err("the dataset changed meanwhile".into());
+        }
         {
             let mut all = lock(&self.world.datasets);
             let model = all.entry(name.into()).or_default();
             model.maybe.push(record.clone());
             model.superseded.extend(old_record);
         }
-        match self.write(commit).await {
+        match write_outcome(writer.commit(&format, &schema).await) {
             Ok(true) => {
                 let mut all = lock(&self.world.datasets);
                 let model = all.entry(name.into()).or_default();
@@ -339,12 +250,7 @@ impl SimClient {
             .or_default()
             .superseded
             .push(removing);
-        let remove = Request::RemoveDataset {
-            name: name.into(),
-            version,
-            write: self.new_id(),
-        };
-        let outcome = self.write(remove).await;
+        let outcome = write_outcome(self.client.remove_dataset_version(name, version).await);
         let mut all = lock(&self.world.datasets);
         let model = all.entry(name.into()).or_default();
         match outcome {
@@ -386,7 +292,7 @@ impl SimClient {
             let mut served = false;
             for holder in &p.holders {
                 match fetch_bytes(
-                    &self.transport,
+                    self.client.transport(),
                     &node_addr(*holder),
                     &Request::GetBlock { hash: p.block },
                 )
@@ -412,58 +318,11 @@ impl SimClient {
         Ok(Some(record))
     }
 
-    /// Run `sql` as `tern sql` does (on another node when one does not answer) and return the
-    /// answer's rows as (k or -1, n, s).
+    /// Run `sql` with the client's `sql` (which tries another node when one does not take
+    /// it) and return the answer's rows as (k or -1, n, s).
     async fn query(&self, sql: &str) -> OpResult<Vec<(i64, u64, i64)>> {
-        let mut last = String::new();
-        for node in self.some_nodes(3) {
-            match self.query_on(&node, sql).await {
-                Ok(Ok(rows)) => return Ok(rows),
-                Ok(Err(refused)) => return Err(refused),
-                Err(unreachable) => last = unreachable,
-            }
-        }
-        Err(last)
-    }
-
-    /// `Err`: the node did not answer; `Ok(Err)`: it answered with an error.
-    async fn query_on(
-        &self,
-        addr: &str,
-        sql: &str,
-    ) -> Result<OpResult<Vec<(i64, u64, i64)>>, String> {
-        use tern_proto::{BulkRead, BulkWrite};
-        let request = Request::Query {
-            sql: sql.into(),
-            explain: false,
-        };
-        let (writer, mut reader) = self
-            .transport
-            .open_bulk(addr, &request)
-            .await
-            .map_err(|e| e.to_string())?;
-        writer.finish().await.map_err(|e| e.to_string())?;
-        match reader.response().await.map_err(|e| e.to_string())? {
-            Response::QueryRunning { .. } => {}
-            Response::Error(e) => return Ok(Err(e.message)),
-            other => return Ok(Err(format!("{other:?}"))),
-        }
-        // The coordinator's events: progress, then the rows, then the end.
-        let mut events = tern_proto::QueryEvents::new(reader);
-        let mut batches = Vec::new();
-        while let Some(event) = events.next().await.map_err(|e| e.to_string())? {
-            match event {
-                tern_proto::QueryEvent::Rows(bytes) => {
-                    match tern_client::export::decode_partition(bytes) {
-                        Ok((_, more)) => batches.extend(more),
-                        Err(e) => return Ok(Err(e.to_string())),
-                    }
-                }
-                tern_proto::QueryEvent::Failed(e) => return Ok(Err(e.message)),
-                _ => {}
-            }
-        }
-        Ok(answer_rows(&batches))
+        let answer = self.client.sql(sql).await.map_err(|e| e.to_string())?;
+        answer_rows(&answer.batches)
     }
 
     /// Query table `name` three times (a whole-table aggregate, a grouped one that
@@ -499,203 +358,6 @@ impl SimClient {
         Ok(())
     }
 
-    /// Run a task graph over table `name` as the client's `compute_graph` does: per
-    /// partition its rows and the sum of `v`, both added up, and beside them a small graph of
-    /// literals. What completes must be what the partitions hold and what the literals make;
-    /// a task may fail only for want of a node or a holder (never because a kernel refused
-    /// good data), and the graph must end within its window. Once the cluster has healed
-    /// (`healed`), every task must complete.
-    async fn check_graph(&self, name: &str, op: u64, healed: bool) -> OpResult<()> {
-        use tern_proto::{Arg, Datum, Graph, Kernel, Task, TaskFailure, TaskOutcome, Value};
-        let Some(bytes) = self.catalog_get(name).await? else {
-            self.world
-                .event(format!("graph over {name}: no such table"));
-            return Ok(());
-        };
-        let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
-        let task = |kernel: &str, args: Vec<Arg>| Task::new(kernel, Kernel::builtin(kernel), args);
-        let part = |i: usize| Arg::Partition {
-            dataset: name.into(),
-            version: record.version,
-            index: i as u32,
-        };
-        let mut tasks = Vec::new();
-        let (mut counts, mut sums) = (Vec::new(), Vec::new());
-        for i in 0..record.partitions.len() {
-            let count = task("row_count", vec![part(i)]);
-            let sum = task(
-                "column_sum",
-                vec![part(i), Arg::Value(Value::Str("v".into()))],
-            );
-            counts.push(Arg::Output(count.key.clone()));
-            sums.push(Arg::Output(sum.key.clone()));
-            tasks.extend([count, sum]);
-        }
-        let rows = task("add", counts);
-        let total = task("add", sums);
-        let a = task("inc", vec![Arg::Value(Value::Int(op as i64))]);
-        let b = task(
-            "add",
-            vec![Arg::Output(a.key.clone()), Arg::Value(Value::Int(2))],
-        );
-        let c = task(
-            "add",
-            vec![Arg::Output(a.key.clone()), Arg::Output(b.key.clone())],
-        );
-        let wanted = vec![rows.key.clone(), total.key.clone(), c.key.clone()];
-        tasks.extend([rows.clone(), total.clone(), a, b, c.clone()]);
-        let graph = Graph { tasks, wanted };
-        let window = Duration::from_secs(120);
-        let outcomes = match tokio::time::timeout(window, self.graph(&graph)).await {
-            Ok(Ok(outcomes)) => outcomes,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                self.world.violated(
-                    invariants::LIVENESS,
-                    format!(
-                        "a graph over {name} was still pending after {} s",
-                        window.as_secs()
-                    ),
-                );
-                return Err("pending past its window".into());
-            }
-        };
-        // Failing for want of a node or a holder is allowed under faults; a kernel refusing
-        // the data a table holds is not.
-        let allowed = |f: &TaskFailure| {
-            matches!(
-                f,
-                TaskFailure::InputUnavailable { .. }
-                    | TaskFailure::Abandoned { .. }
-                    | TaskFailure::Stopped { .. }
-            )
-        };
-        let int = |key: &tern_proto::TaskKey| match outcomes.get(key) {
-            Some(TaskOutcome::Done(Datum::Value(Value::Int(v)))) => Ok(Some(*v)),
-            Some(TaskOutcome::Failed(TaskFailure::Upstream { cause, .. })) if allowed(cause) => {
-                Ok(None)
-            }
-            Some(TaskOutcome::Failed(f)) if allowed(f) => Ok(None),
-            other => Err(format!("{other:?}")),
-        };
-        let expected_c = 2 * (op as i64 + 1) + 2;
-        match int(&c.key) {
-            Ok(Some(v)) if v == expected_c => {}
-            Ok(None) => {}
-            got => self.world.violated(
-                invariants::ANSWERS,
-                format!("a graph of literals made {got:?}, not {expected_c}"),
-            ),
-        }
-        self.world.event(format!(
-            "graph over {name} v{}: rows {:?}, sum {:?}, literals {:?}",
-            record.version,
-            int(&rows.key),
-            int(&total.key),
-            int(&c.key)
-        ));
-        let expected = self.world.expected_total(&record);
-        for (what, key, want) in [
-            ("rows", &rows.key, expected.map(|e| e.0 as i64)),
-            ("sum of v", &total.key, expected.map(|e| e.1)),
-        ] {
-            match (int(key), want) {
-                (Ok(Some(v)), Some(want)) if v == want => {}
-                (Ok(None), _) | (Ok(Some(_)), None) => {}
-                (got, want) => self.world.violated(
-                    invariants::ANSWERS,
-                    format!(
-                        "a graph over {name} v{} made {what} {got:?}, not {want:?}",
-                        record.version
-                    ),
-                ),
-            }
-        }
-        let incomplete = [&rows.key, &total.key, &c.key]
-            .into_iter()
-            .any(|k| !matches!(outcomes.get(k), Some(TaskOutcome::Done(_))));
-        if healed && incomplete {
-            return Err(format!(
-                "a graph over {name} did not complete: {outcomes:?}"
-            ));
-        }
-        Ok(())
-    }
-
-    /// Submit `graph` as the client does: to another node when one does not take it.
-    async fn graph(
-        &self,
-        graph: &tern_proto::Graph,
-    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
-        let mut last = String::new();
-        for node in self.some_nodes(3) {
-            match self.graph_on(&node, graph).await {
-                Ok(answer) => return answer,
-                Err(unreachable) => last = unreachable,
-            }
-        }
-        Err(last)
-    }
-
-    /// Submit `graph` to the node at `addr` and collect the wanted outcomes. `Err`: the node
-    /// did not take it; `Ok(Err)`: it took it and then failed.
-    async fn graph_on(
-        &self,
-        addr: &str,
-        graph: &tern_proto::Graph,
-    ) -> Result<OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>>, String> {
-        use tern_proto::{BulkRead, BulkWrite};
-        let submission = tern_proto::Submission {
-            graph: graph.clone(),
-            kept: Vec::new(),
-            keep: false,
-        };
-        let body = tern_proto::encode_submission(&submission);
-        let request = Request::SubmitGraph {
-            bytes: body.len() as u64,
-        };
-        let (mut writer, mut reader) = self
-            .transport
-            .open_bulk(addr, &request)
-            .await
-            .map_err(|e| e.to_string())?;
-        writer.write_chunk(&body).await.map_err(|e| e.to_string())?;
-        writer.finish().await.map_err(|e| e.to_string())?;
-        match reader.response().await.map_err(|e| e.to_string())? {
-            Response::GraphRunning { .. } => {}
-            Response::Error(e) => return Ok(Err(e.message)),
-            other => return Ok(Err(format!("{other:?}"))),
-        }
-        Ok(Self::graph_events(reader).await)
-    }
-
-    async fn graph_events(
-        mut reader: <SimTransport as Transport>::Reader,
-    ) -> OpResult<BTreeMap<tern_proto::TaskKey, tern_proto::TaskOutcome>> {
-        use tern_proto::{BulkRead, GraphEvent};
-        let mut decoder = tern_proto::EventDecoder::default();
-        let mut outcomes = BTreeMap::new();
-        loop {
-            while let Some(event) = decoder
-                .next_event::<GraphEvent>()
-                .map_err(|e| e.to_string())?
-            {
-                match event {
-                    GraphEvent::Output { key, outcome } => {
-                        outcomes.insert(key, outcome);
-                    }
-                    GraphEvent::Finished(_) => return Ok(outcomes),
-                    GraphEvent::Failed(e) => return Err(e.message),
-                    GraphEvent::Progress { .. } | GraphEvent::Kept(_) | GraphEvent::Holding => {}
-                }
-            }
-            match reader.next_chunk().await.map_err(|e| e.to_string())? {
-                Some(chunk) => decoder.push(&chunk),
-                None => return Err("the coordinator stopped before the graph finished".into()),
-            }
-        }
-    }
-
     async fn op_loop(&self, writer: usize, until: tokio::time::Instant) {
         let mut op = writer as u64 * 1_000_000;
         while tokio::time::Instant::now() < until && self.world.violation().is_none() {
@@ -711,8 +373,11 @@ impl SimClient {
                 0..40 => ("put", self.put(&name, op).await),
                 40..65 => ("read", self.read(&name, false).await.map(|_| ())),
                 65..73 if name.starts_with('t') => ("query", self.check_queries(&name).await),
-                73..80 if name.starts_with('t') => {
+                73..77 if name.starts_with('t') => {
                     ("graph", self.check_graph(&name, op, false).await)
+                }
+                77..80 if name.starts_with('t') => {
+                    ("futures", self.check_futures(&name, op, false).await)
                 }
                 65..80 => ("read", self.read(&name, false).await.map(|_| ())),
                 80..89 => ("remove", self.remove(&name).await),
@@ -831,6 +496,9 @@ impl SimClient {
                 self.check_graph(&name, 0, true)
                     .await
                     .map_err(|e| format!("a graph over {name}: {e}"))?;
+                self.check_futures(&name, 0, true)
+                    .await
+                    .map_err(|e| format!("futures over {name}: {e}"))?;
             }
         }
         Ok(())
@@ -845,8 +513,16 @@ pub async fn run(world: Arc<World>, phases: Phases) -> turmoil::Result {
     };
     let transport = SimTransport::bind(world.clone(), 1, client).await?;
     tokio::spawn(transport.clone().receive_answers());
+    let nodes = (1..=world.initial_nodes).map(node_addr).collect();
+    let client = Client::with_transport(
+        "the simulated cluster".into(),
+        nodes,
+        Arc::new(transport),
+        Arc::new(SeededEntropy(world.clone())),
+        Arc::new(SimClock::new(1.0)),
+    );
     let client = Arc::new(SimClient {
-        transport,
+        client: Arc::new(client),
         world: world.clone(),
     });
     if !client.wait_for_cluster(Duration::from_secs(60)).await {
