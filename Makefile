@@ -6,7 +6,11 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TERN_DEBUG := $(TARGET_DIR)/debug/tern
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench sim sim-long fuzz fuzz-smoke fuzz-tool deps build fmt clippy clean
+.PHONY: run test bench sim sim-long fuzz fuzz-smoke fuzz-tool deps build fmt clippy clean python python-test
+
+## The Python package goes into this virtualenv, with what it needs from PyPI.
+VENV       := $(CURDIR)/.venv
+PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
@@ -20,7 +24,23 @@ run: deps
 ## Then a few seconds of coverage-guided fuzzing of what nodes decode (fuzz-smoke).
 test: deps
 	$(CARGO) test --workspace
+	$(MAKE) python-test
 	$(MAKE) fuzz-smoke
+
+## The Python package (`import tern`), built into .venv; its tests run against a real local
+## cluster of the `tern` build `make test` makes.
+python: deps $(VENV)/.deps
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet --manifest-path python/Cargo.toml
+
+python-test: python
+	$(CARGO) test --workspace --no-run
+	TERN_BIN=$(TERN_DEBUG) $(VENV)/bin/python -m pytest -q python/tests
+
+$(VENV)/.deps: python/pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet $(PY_DEPS)
+	touch $@
 
 ## Benchmarks (release build): failover time and metadata commit rate.
 bench: deps
@@ -78,6 +98,7 @@ deps:
 	@missing=""; \
 	  command -v g++ >/dev/null || missing="$$missing g++"; \
 	  command -v make >/dev/null || missing="$$missing make"; \
+	  python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3 python3-venv"; \
 	  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \

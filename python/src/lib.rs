@@ -1,0 +1,323 @@
+//! `tern._tern`, the native half of the Python package `tern`: a thin layer over
+//! `tern-client`, so Python speaks to the cluster through the one protocol implementation
+//! there is. It owns the conversions between Python and the client (Arrow IPC bytes in and
+//! out, records as JSON text, errors as Python exceptions) and a tokio runtime for the
+//! client's calls, which run with the GIL released and stop when Python is interrupted.
+//! It does not own anything a user sees by Dask's names: that is the pure-Python package
+//! (`python/tern/`), which pyarrow and pandas serve.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tern_client::ingest::{PartitionBuilder, schema_json};
+use tern_client::{Client, ClientError};
+use tern_proto::DatasetRecord;
+
+create_exception!(
+    _tern,
+    TernError,
+    PyException,
+    "An error from a tern cluster or its client."
+);
+create_exception!(
+    _tern,
+    ClusterNotFound,
+    TernError,
+    "No cluster where one was looked for (start one with `tern up`, or tern.LocalCluster())."
+);
+create_exception!(
+    _tern,
+    DatasetExists,
+    TernError,
+    "A dataset of that name exists (pass replace=True to write a new version)."
+);
+create_exception!(_tern, NoSuchDataset, TernError, "No dataset of that name.");
+create_exception!(
+    _tern,
+    Conflict,
+    TernError,
+    "What the request expected changed meanwhile (another writer); nothing was done."
+);
+
+/// The Python exception a client error becomes, by its kind (never by its text).
+fn to_py(e: ClientError) -> PyErr {
+    let message = e.to_string();
+    match e {
+        ClientError::NoCluster { .. } | ClientError::Config { .. } => {
+            ClusterNotFound::new_err(message)
+        }
+        ClientError::DatasetExists { .. } | ClientError::Exists(_) => {
+            DatasetExists::new_err(message)
+        }
+        ClientError::NoSuchDataset { .. } | ClientError::NotFound(_) => {
+            NoSuchDataset::new_err(message)
+        }
+        ClientError::Conflict(_) => Conflict::new_err(message),
+        _ => TernError::new_err(message),
+    }
+}
+
+fn arrow_err(e: impl std::fmt::Display) -> PyErr {
+    TernError::new_err(format!("Arrow data: {e}"))
+}
+
+/// The runtime the client's calls run on: two threads, made on first use.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tern-client")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the tern client")
+    })
+}
+
+/// Run `work` on the client's runtime with the GIL released; Ctrl-C (any pending Python
+/// signal) stops it within a tenth of a second, and dropping it stops what it asked of the
+/// cluster (a query's stream closes, and its coordinator stops it).
+fn wait<T: Send + 'static>(
+    py: Python<'_>,
+    work: impl Future<Output = T> + Send + 'static,
+) -> PyResult<T> {
+    let mut running = runtime().spawn(work);
+    loop {
+        let step = py.allow_threads(|| {
+            runtime().block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), &mut running).await
+            })
+        });
+        match step {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => return Err(TernError::new_err(format!("the call failed: {e}"))),
+            Err(_) => {
+                if let Err(interrupted) = py.check_signals() {
+                    running.abort();
+                    return Err(interrupted);
+                }
+            }
+        }
+    }
+}
+
+/// `batches` as one Arrow IPC stream, the form pyarrow reads without a copy of its buffers.
+fn ipc_stream(schema: &arrow::datatypes::Schema, batches: &[RecordBatch]) -> PyResult<Vec<u8>> {
+    let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(arrow_err)?;
+    for batch in batches {
+        writer.write(batch).map_err(arrow_err)?;
+    }
+    writer.finish().map_err(arrow_err)?;
+    writer.into_inner().map_err(arrow_err)
+}
+
+/// A dataset record as JSON text for the Python side (`json.loads`).
+fn record_json(record: &DatasetRecord) -> String {
+    let partitions: Vec<serde_json::Value> = record
+        .partitions
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "rows": p.rows,
+                "bytes": p.bytes,
+                "holders": p.holders,
+                "block": p.block.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": record.name,
+        "version": record.version,
+        "format": record.format,
+        "schema": record.schema,
+        "rows": record.partitions.iter().map(|p| p.rows).sum::<u64>(),
+        "bytes": record.partitions.iter().map(|p| p.bytes).sum::<u64>(),
+        "created_ms": record.created_ms,
+        "partitions": partitions,
+    })
+    .to_string()
+}
+
+/// A connection to one cluster (Python's `tern.Client` holds one).
+#[pyclass(module = "tern._tern", frozen)]
+struct NativeClient {
+    client: Arc<Client>,
+    /// The cluster directory it was found in.
+    #[pyo3(get)]
+    cluster: String,
+}
+
+#[pymethods]
+impl NativeClient {
+    /// Connect to the cluster in directory `cluster` (else `$TERN_CLUSTER`, else `./.tern`),
+    /// as the `tern` command finds it. No call is made yet.
+    #[new]
+    #[pyo3(signature = (cluster=None))]
+    fn new(cluster: Option<String>) -> PyResult<Self> {
+        let dir = tern_client::cluster_dir(cluster.as_deref().map(Path::new));
+        // The QUIC endpoint is made on the runtime its calls will run on.
+        let _entered = runtime().enter();
+        let client = Client::open(&dir).map_err(to_py)?;
+        Ok(Self {
+            client: Arc::new(client),
+            cluster: dir.display().to_string(),
+        })
+    }
+
+    /// The node addresses the client configuration names.
+    fn nodes(&self) -> Vec<String> {
+        self.client.nodes().to_vec()
+    }
+
+    /// Run a SQL query; its answer as one Arrow IPC stream.
+    fn sql<'py>(&self, py: Python<'py>, query: String) -> PyResult<Bound<'py, PyBytes>> {
+        let client = self.client.clone();
+        let answer = wait(py, async move { client.sql(&query).await })?.map_err(to_py)?;
+        let bytes = ipc_stream(&answer.schema, &answer.batches)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The stages and tasks a SQL query would run.
+    fn explain(&self, py: Python<'_>, query: String) -> PyResult<String> {
+        let client = self.client.clone();
+        wait(py, async move { client.explain(&query).await })?.map_err(to_py)
+    }
+
+    /// Every dataset's record, as JSON text (a list).
+    fn datasets(&self, py: Python<'_>) -> PyResult<String> {
+        let client = self.client.clone();
+        let records = wait(py, async move { client.datasets().await })?.map_err(to_py)?;
+        let all: Vec<String> = records.iter().map(record_json).collect();
+        Ok(format!("[{}]", all.join(",")))
+    }
+
+    /// One dataset's record as JSON text, or `None`.
+    fn dataset(&self, py: Python<'_>, name: String) -> PyResult<Option<String>> {
+        let client = self.client.clone();
+        let record = wait(py, async move { client.dataset(&name).await })?.map_err(to_py)?;
+        Ok(record.as_ref().map(record_json))
+    }
+
+    /// Store `partitions` (each an Arrow IPC stream, all of one schema) as dataset `name`,
+    /// each partition in triplicate; with `replace`, as a new version of an existing one.
+    /// The record written, as JSON text.
+    #[pyo3(signature = (name, partitions, replace=false))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        name: String,
+        partitions: Vec<Vec<u8>>,
+        replace: bool,
+    ) -> PyResult<String> {
+        let mut schema = None;
+        let mut encoded = Vec::with_capacity(partitions.len());
+        for (i, bytes) in partitions.iter().enumerate() {
+            let reader = StreamReader::try_new(bytes.as_slice(), None).map_err(arrow_err)?;
+            let this = reader.schema();
+            match &schema {
+                None => schema = Some(this.clone()),
+                Some(first) if first.fields() != this.fields() => {
+                    return Err(TernError::new_err(format!(
+                        "partition {i} has columns {:?}, the first one {:?}",
+                        this.fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
+                        first.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                    )));
+                }
+                Some(_) => {}
+            }
+            let mut builder = PartitionBuilder::new(&this).map_err(arrow_err)?;
+            for batch in reader {
+                builder
+                    .push(&batch.map_err(arrow_err)?)
+                    .map_err(arrow_err)?;
+            }
+            let rows = builder.rows;
+            encoded.push((builder.finish().map_err(arrow_err)?, rows));
+        }
+        let schema = schema.ok_or_else(|| TernError::new_err("no partitions to store"))?;
+        let schema = schema_json(&schema);
+        let client = self.client.clone();
+        let record = wait(py, async move {
+            client
+                .put_dataset(&name, "arrow-ipc", &schema, &encoded, replace)
+                .await
+        })?
+        .map_err(to_py)?;
+        Ok(record_json(&record))
+    }
+
+    /// Remove dataset `name` (its blocks are collected later).
+    fn remove(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        let client = self.client.clone();
+        wait(py, async move { client.remove_dataset(&name).await })?.map_err(to_py)
+    }
+
+    /// Partition `index` of dataset `name`, as the Arrow IPC stream it is stored as.
+    fn read_partition<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        index: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let client = self.client.clone();
+        let bytes = wait(py, async move {
+            let record = client
+                .dataset(&name)
+                .await?
+                .ok_or(ClientError::NoSuchDataset { name })?;
+            let addresses = client.node_addresses().await?;
+            client.read_partition(&record, index, &addresses).await
+        })?
+        .map_err(to_py)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The cluster's nodes and leader, as JSON text.
+    fn status(&self, py: Python<'_>) -> PyResult<String> {
+        let client = self.client.clone();
+        let status = wait(py, async move { client.status().await })?.map_err(to_py)?;
+        let nodes: Vec<serde_json::Value> = status
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id,
+                    "address": n.address,
+                    "state": format!("{:?}", n.state).to_lowercase(),
+                    "role": format!("{:?}", n.role).to_lowercase(),
+                    "capacity_bytes": n.capacity_bytes,
+                    "stored_bytes": n.stored_bytes,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "leader": status.leader,
+            "term": status.term,
+            "nodes": nodes,
+            "under_replicated": status.under_replicated,
+            "missing": status.missing,
+        })
+        .to_string())
+    }
+}
+
+#[pymodule]
+fn _tern(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeClient>()?;
+    let py = m.py();
+    m.add("TernError", py.get_type::<TernError>())?;
+    m.add("ClusterNotFound", py.get_type::<ClusterNotFound>())?;
+    m.add("DatasetExists", py.get_type::<DatasetExists>())?;
+    m.add("NoSuchDataset", py.get_type::<NoSuchDataset>())?;
+    m.add("Conflict", py.get_type::<Conflict>())?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+"""tern for Python: a replicated cluster's datasets, SQL and DataFrames, with Dask's names.
+
+Connect with :class:`Client` (it finds the cluster as the ``tern`` command does, or starts a
+:class:`LocalCluster` when none runs), store a pandas DataFrame with :func:`from_pandas` or
+:meth:`Client.put` (each partition kept in triplicate), and work on stored data lazily with
+:class:`DataFrame` (``client.table(name)``, ``client.sql(query)``); ``compute()`` brings a
+pandas DataFrame back.
+
+The work runs on the cluster's nodes, each task on the least busy holder of its data; this
+package only describes it and converts what comes back (Arrow data, without copies where
+pyarrow allows).
+"""
+
+from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TernError
+from .client import Client, LocalCluster, get_client
+from .dataframe import DataFrame, from_pandas
+
+__all__ = [
+    "Client",
+    "ClusterNotFound",
+    "Conflict",
+    "DataFrame",
+    "DatasetExists",
+    "LocalCluster",
+    "NoSuchDataset",
+    "TernError",
+    "from_pandas",
+    "get_client",
+]

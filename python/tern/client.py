@@ -1,0 +1,256 @@
+"""Connecting to a cluster: :class:`Client`, and :class:`LocalCluster` to start one here."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+
+from ._tern import ClusterNotFound, NativeClient
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .dataframe import DataFrame
+
+_default_client: Optional["Client"] = None
+
+
+def get_client() -> "Client":
+    """The client made last in this process (Dask's ``get_client``); one is made (and a local
+    cluster started if none runs) when there is none yet."""
+    if _default_client is None or _default_client._closed:
+        return Client()
+    return _default_client
+
+
+def _tern_binary() -> str:
+    """The ``tern`` command: ``$TERN_BIN``, else the one on ``PATH``."""
+    named = os.environ.get("TERN_BIN")
+    if named:
+        if not os.access(named, os.X_OK):
+            raise ClusterNotFound(f"TERN_BIN={named} is not an executable tern command")
+        return named
+    found = shutil.which("tern")
+    if found is None:
+        raise ClusterNotFound(
+            "no `tern` command to start a local cluster with: build it (`make`) and put it "
+            "on PATH, or set TERN_BIN to it"
+        )
+    return found
+
+
+def _free_ports(count: int) -> int:
+    """A base port with ``count`` free UDP ports after it (QUIC runs over UDP)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise ClusterNotFound(f"no {count} free UDP ports in a row on 127.0.0.1")
+
+
+def _stop(tern: str, directory: str, owned: Optional[tempfile.TemporaryDirectory]) -> None:
+    subprocess.run(
+        [tern, "--cluster", directory, "down"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    if owned is not None:
+        owned.cleanup()
+
+
+class LocalCluster:
+    """A cluster of ``n_workers`` tern nodes on this machine, on loopback (as Dask's
+    ``LocalCluster``), in a temporary directory unless ``directory`` is given. The nodes
+    are separate processes (``tern up --detach``); :meth:`close` (or leaving the ``with``
+    block, or the end of the process) stops them."""
+
+    def __init__(self, n_workers: int = 3, directory: Optional[Union[str, os.PathLike]] = None):
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be at least 1, not {n_workers}")
+        self.n_workers = n_workers
+        self._tern = _tern_binary()
+        self._owned = None
+        if directory is None:
+            self._owned = tempfile.TemporaryDirectory(prefix="tern-local-")
+            directory = self._owned.name
+        self.directory = str(Path(directory).resolve())
+        started = subprocess.run(
+            [
+                self._tern,
+                "up",
+                "--detach",
+                "--dir",
+                self.directory,
+                "--nodes",
+                str(n_workers),
+                "--base-port",
+                str(_free_ports(n_workers + 4)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self._closer = weakref.finalize(self, _stop, self._tern, self.directory, self._owned)
+        if started.returncode != 0:
+            self._closer()
+            last = (started.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ClusterNotFound(f"`tern up` could not start a local cluster: {last}")
+
+    def close(self) -> None:
+        """Stop the nodes (and remove the temporary directory)."""
+        self._closer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._closer.alive
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"LocalCluster({self.directory!r}, n_workers={self.n_workers}, {state})"
+
+
+class Client:
+    """A connection to a tern cluster, with Dask's names.
+
+    ``cluster`` is a :class:`LocalCluster`, a cluster directory, or ``None``: then the
+    cluster is found as the ``tern`` command finds it (``$TERN_CLUSTER``, else ``./.tern``),
+    and if there is none a :class:`LocalCluster` is started for this client (and stopped
+    with it), as Dask's ``Client()`` does. The client made last is the default one
+    (:func:`get_client`) that :func:`tern.from_pandas` stores through.
+    """
+
+    def __init__(self, cluster: Union[None, str, os.PathLike, LocalCluster] = None):
+        self._owned_cluster: Optional[LocalCluster] = None
+        self._closed = False
+        if isinstance(cluster, LocalCluster):
+            self.cluster: Optional[LocalCluster] = cluster
+            self._native = NativeClient(cluster.directory)
+        elif cluster is None:
+            self.cluster = None
+            try:
+                self._native = NativeClient(None)
+            except ClusterNotFound:
+                self._owned_cluster = LocalCluster()
+                self.cluster = self._owned_cluster
+                self._native = NativeClient(self._owned_cluster.directory)
+        else:
+            self.cluster = None
+            self._native = NativeClient(os.fspath(cluster))
+        global _default_client
+        _default_client = self
+
+    # -- the cluster ---------------------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        """The cluster directory this client's configuration came from."""
+        return self._native.cluster
+
+    def status(self) -> Dict[str, Any]:
+        """The nodes (id, address, state, role, bytes), the leader and the health of the
+        stored data (partitions under-replicated or missing)."""
+        return json.loads(self._native.status())
+
+    def list_datasets(self) -> List[str]:
+        """The names of the stored datasets (Dask's ``list_datasets``)."""
+        return [d["name"] for d in json.loads(self._native.datasets())]
+
+    def dataset_info(self, name: str) -> Dict[str, Any]:
+        """A stored dataset's record: version, rows, bytes, schema, and its partitions with
+        their holders. Raises :class:`NoSuchDataset`."""
+        found = self._native.dataset(name)
+        if found is None:
+            from ._tern import NoSuchDataset
+
+            raise NoSuchDataset(f"no dataset named {name!r}")
+        return json.loads(found)
+
+    def remove(self, name: str) -> None:
+        """Remove a stored dataset (its blocks are collected later)."""
+        self._native.remove(name)
+
+    # -- data ----------------------------------------------------------------------------
+
+    def table(self, name: str) -> "DataFrame":
+        """Stored dataset ``name`` as a lazy :class:`DataFrame`."""
+        from .dataframe import DataFrame
+
+        record = self.dataset_info(name)
+        return DataFrame._of_table(self, name, record)
+
+    def sql(self, query: str) -> "DataFrame":
+        """A SQL query over the stored datasets, as a lazy :class:`DataFrame` (nothing runs
+        until it is computed)."""
+        from .dataframe import DataFrame
+
+        return DataFrame._of_query(self, query)
+
+    def put(
+        self,
+        df: "pandas.DataFrame",
+        name: str,
+        npartitions: int = 1,
+        replace: bool = False,
+    ) -> "DataFrame":
+        """Store pandas DataFrame ``df`` as dataset ``name`` in ``npartitions`` partitions,
+        each kept in triplicate; the stored dataset as a lazy :class:`DataFrame`. Raises
+        :class:`DatasetExists` if the name is taken, unless ``replace``."""
+        from .dataframe import _partitions_of
+
+        self._native.put(name, _partitions_of(df, npartitions), replace)
+        return self.table(name)
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client; a local cluster it started for itself is stopped."""
+        self._closed = True
+        if self._owned_cluster is not None:
+            self._owned_cluster.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<Client: {self.directory!r} closed>"
+        try:
+            status = self.status()
+            datasets = len(self.list_datasets())
+        except Exception as e:  # the repr must not raise
+            return f"<Client: {self.directory!r} unreachable: {e}>"
+        nodes = status["nodes"]
+        up = sum(1 for n in nodes if n["state"] == "up")
+        return (
+            f"<Client: {self.directory!r} nodes={len(nodes)} up={up} "
+            f"leader={status['leader']} datasets={datasets}>"
+        )
