@@ -13,7 +13,7 @@ pyarrow allows).
 
 from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TernError
 from .client import Client, LocalCluster, get_client
-from .dataframe import DataFrame, from_pandas
+from .dataframe import DataFrame, GroupBy, Series, from_pandas
 
 __all__ = [
     "Client",
@@ -21,8 +21,10 @@ __all__ = [
     "Conflict",
     "DataFrame",
     "DatasetExists",
+    "GroupBy",
     "LocalCluster",
     "NoSuchDataset",
+    "Series",
     "TernError",
     "from_pandas",
     "get_client",

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.ipc
+
+from .expr import Column, ident, literal, sql_type
 
 if TYPE_CHECKING:
     import pandas
 
     from .client import Client
-
-
-def _ident(name: str) -> str:
-    """``name`` quoted as a SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _arrow_of(ipc: bytes) -> pa.Table:
@@ -74,36 +71,59 @@ def from_pandas(
     return client.table(name)
 
 
-class DataFrame:
-    """A lazy, partitioned DataFrame on the cluster (Dask's ``dask.dataframe.DataFrame``).
+class Lazy:
+    """A value the cluster computes when asked (``compute()``), as Dask's scalars are."""
 
-    Made by ``client.table(name)``, ``client.sql(query)``, ``client.put(df, name)`` or
-    :func:`from_pandas`. ``compute()`` returns a pandas DataFrame.
-    """
+    def __init__(self, compute: Callable[[], Any], what: str):
+        self._compute = compute
+        self._what = what
 
-    def __init__(self, client: "Client", query: str, table: Optional[str], npartitions: Optional[int]):
+    def compute(self) -> Any:
+        return self._compute()
+
+    def __repr__(self) -> str:
+        return f"<tern lazy {self._what}>"
+
+
+def _as_list(value: Union[str, Sequence[str]]) -> List[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# How each reduction is written: (SQL of column c, whether only numbers take it).
+_REDUCTIONS: Dict[str, Tuple[str, bool]] = {
+    # pandas sums nothing (or only missing values) to 0; SQL to NULL.
+    "sum": ("COALESCE(sum({c}), 0)", True),
+    "mean": ("avg({c})", True),
+    "min": ("min({c})", False),
+    "max": ("max({c})", False),
+    "count": ("count({c})", False),
+    "std": ("stddev({c})", True),
+    "var": ("var_samp({c})", True),
+    "nunique": ("count(DISTINCT {c})", False),
+}
+
+
+def _reduce(function: str, column: str) -> str:
+    try:
+        template = _REDUCTIONS[function][0]
+    except KeyError:
+        known = ", ".join(sorted(list(_REDUCTIONS) + ["size"]))
+        raise ValueError(f"no reduction {function!r}; tern has {known}") from None
+    return template.format(c=ident(column))
+
+
+class _Frame:
+    """What DataFrame and Series share: a query, and the columns that become the index."""
+
+    def __init__(self, client: "Client", query: str, index: Optional[List[str]] = None):
         self._client = client
         self._query = query
-        self._table = table
-        self._npartitions = npartitions
+        self._index = index
         self._schema: Optional[pa.Schema] = None
-
-    @classmethod
-    def _of_table(cls, client: "Client", name: str, record: Dict[str, Any]) -> "DataFrame":
-        return cls(client, f"SELECT * FROM {_ident(name)}", name, len(record["partitions"]))
-
-    @classmethod
-    def _of_query(cls, client: "Client", query: str) -> "DataFrame":
-        return cls(client, query, None, None)
-
-    def _derived(self, query: str) -> "DataFrame":
-        return DataFrame(self._client, query, None, None)
-
-    # -- structure -----------------------------------------------------------------------
 
     @property
     def sql(self) -> str:
-        """The SQL this DataFrame runs."""
+        """The SQL this runs."""
         return self._query
 
     @property
@@ -114,71 +134,486 @@ class DataFrame:
             self._schema = _arrow_of(empty).schema
         return self._schema
 
-    @property
-    def columns(self) -> "pandas.Index":
-        import pandas
+    def _select(
+        self,
+        items: Sequence[Tuple[str, str]],
+        where: Optional[str] = None,
+        group: Optional[Sequence[str]] = None,
+        order: Optional[str] = None,
+        distinct: bool = False,
+    ) -> str:
+        """SQL selecting ``items`` ((expression, name) pairs) over this frame."""
+        listed = ", ".join(f"{sql} AS {ident(name)}" for sql, name in items)
+        query = f"SELECT {'DISTINCT ' if distinct else ''}{listed} FROM ({self._query}) AS t"
+        if where:
+            query += f" WHERE {where}"
+        if group:
+            query += " GROUP BY " + ", ".join(group)
+        if order:
+            query += f" ORDER BY {order}"
+        return query
 
-        return pandas.Index(self.schema.names)
+    def _arrow(self, query: Optional[str] = None) -> pa.Table:
+        return _arrow_of(self._client._native.sql(query or self._query))
 
-    @property
-    def dtypes(self) -> "pandas.Series":
-        """The pandas dtypes ``compute()`` gives each column."""
-        return self.schema.empty_table().to_pandas().dtypes
-
-    @property
-    def npartitions(self) -> int:
-        """Partitions of the stored dataset; an answer of a query counts as one."""
-        return self._npartitions if self._npartitions is not None else 1
-
-    # -- selecting -----------------------------------------------------------------------
-
-    def __getitem__(self, key: Union[str, Sequence[str]]) -> "DataFrame":
-        """``df[["a", "b"]]`` (or ``df["a"]``, a one-column DataFrame for now): those columns."""
-        names = [key] if isinstance(key, str) else list(key)
-        missing = [n for n in names if n not in self.schema.names]
-        if missing:
-            raise KeyError(f"no column {missing[0]!r}; the columns are {self.schema.names}")
-        columns = ", ".join(_ident(n) for n in names)
-        return self._derived(f"SELECT {columns} FROM ({self._query}) AS t")
-
-    # -- computing -----------------------------------------------------------------------
+    def _pandas(self, table: pa.Table) -> "pandas.DataFrame":
+        df = table.to_pandas()
+        if self._index:
+            df = df.set_index(self._index if len(self._index) > 1 else self._index[0])
+        return df
 
     def to_arrow(self) -> pa.Table:
         """The whole answer as a pyarrow Table."""
-        return _arrow_of(self._client._native.sql(self._query))
-
-    def compute(self) -> "pandas.DataFrame":
-        """The whole answer as a pandas DataFrame (rows numbered from 0)."""
-        return self.to_arrow().to_pandas()
-
-    def head(self, n: int = 5) -> "pandas.DataFrame":
-        """The first ``n`` rows. Of a stored dataset, from its first partition only (as Dask
-        does: read from one holder, nothing else runs)."""
-        if self._table is not None and self.npartitions > 0:
-            part = self._client._native.read_partition(self._table, 0)
-            return _arrow_of(part).slice(0, n).to_pandas()
-        return _arrow_of(
-            self._client._native.sql(f"SELECT * FROM ({self._query}) AS t LIMIT {int(n)}")
-        ).to_pandas()
+        return self._arrow()
 
     def __len__(self) -> int:
-        counted = _arrow_of(self._client._native.sql(f"SELECT count(*) AS n FROM ({self._query}) AS t"))
+        counted = self._arrow(f"SELECT count(*) AS n FROM ({self._query}) AS t")
         return int(counted.column("n")[0].as_py())
 
     def explain(self) -> str:
         """The stages and tasks the cluster would run."""
         return self._client._native.explain(self._query)
 
+
+class DataFrame(_Frame):
+    """A lazy, partitioned DataFrame on the cluster (Dask's ``dask.dataframe.DataFrame``).
+
+    Made by ``client.table(name)``, ``client.sql(query)``, ``client.put(df, name)`` or
+    :func:`from_pandas`; every method returns another lazy DataFrame (or Series) until
+    ``compute()`` returns a pandas one. Missing values mean what they mean in pandas.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        query: str,
+        table: Optional[str] = None,
+        npartitions: Optional[int] = None,
+        index: Optional[List[str]] = None,
+    ):
+        super().__init__(client, query, index)
+        self._table = table
+        self._npartitions = npartitions
+
+    @classmethod
+    def _of_table(cls, client: "Client", name: str, record: Dict[str, Any]) -> "DataFrame":
+        return cls(client, f"SELECT * FROM {ident(name)}", name, len(record["partitions"]))
+
+    @classmethod
+    def _of_query(cls, client: "Client", query: str) -> "DataFrame":
+        return cls(client, query)
+
+    def _derived(self, query: str, index: Optional[List[str]] = "keep") -> "DataFrame":  # type: ignore[assignment]
+        return DataFrame(self._client, query, None, None, self._index if index == "keep" else index)
+
+    # -- structure -----------------------------------------------------------------------
+
+    @property
+    def columns(self) -> "pandas.Index":
+        import pandas
+
+        return pandas.Index([n for n in self.schema.names if n not in (self._index or [])])
+
+    @property
+    def dtypes(self) -> "pandas.Series":
+        """The pandas dtypes ``compute()`` gives each column."""
+        return self._pandas(self.schema.empty_table()).dtypes
+
+    @property
+    def npartitions(self) -> int:
+        """Partitions of the stored dataset; an answer of a query counts as one."""
+        return self._npartitions if self._npartitions is not None else 1
+
+    def _column(self, name: str) -> Column:
+        if name not in self.schema.names:
+            raise KeyError(f"no column {name!r}; the columns are {self.schema.names}")
+        floating = pa.types.is_floating(self.schema.field(name).type)
+        return Column(self, ident(name), name, floating=floating)
+
+    def _all(self) -> List[Tuple[str, str]]:
+        return [(ident(n), n) for n in self.schema.names]
+
+    def __getattr__(self, name: str) -> Column:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._column(name)
+        except KeyError:
+            raise AttributeError(f"DataFrame has no attribute or column {name!r}") from None
+
+    def __getitem__(self, key: Union[str, Sequence[str], Column]) -> Any:
+        """``df["a"]`` a column, ``df[["a", "b"]]`` those columns, ``df[df.a > 0]`` the rows
+        where the condition holds."""
+        if isinstance(key, Column):
+            if not key._boolean:
+                raise TypeError("a DataFrame is filtered by a condition such as df.x > 0")
+            if key._frame is not self:
+                raise ValueError("filter a DataFrame by a condition on its own columns")
+            return self._derived(self._select(self._all(), where=key.sql))
+        if isinstance(key, str):
+            return self._column(key)
+        names = list(key)
+        for n in names:
+            self._column(n)
+        keep = [n for n in (self._index or []) if n not in names]
+        return self._derived(self._select([(ident(n), n) for n in keep + names]))
+
+    # -- making columns ------------------------------------------------------------------
+
+    def assign(self, **columns: Any) -> "DataFrame":
+        """New (or replaced) columns from expressions of this DataFrame's columns or values."""
+        items = [(ident(n), n) for n in self.schema.names if n not in columns]
+        for name, value in columns.items():
+            sql = value.sql if isinstance(value, Column) else literal(value)
+            items.append((sql, name))
+        return self._derived(self._select(items))
+
+    def astype(self, dtype: Any) -> "DataFrame":
+        """Columns cast to a dtype: one for all, or ``{column: dtype}``."""
+        targets = dtype if isinstance(dtype, dict) else {n: dtype for n in self.columns}
+        for n in targets:
+            self._column(n)
+        items = [
+            (f"CAST({ident(n)} AS {sql_type(targets[n])})" if n in targets else ident(n), n)
+            for n in self.schema.names
+        ]
+        return self._derived(self._select(items))
+
+    def fillna(self, value: Any) -> "DataFrame":
+        """Missing values replaced: by one value, or per column ``{column: value}``."""
+        fills = value if isinstance(value, dict) else {n: value for n in self.columns}
+        items = []
+        for n in self.schema.names:
+            if n in fills:
+                items.append((self._column(n).fillna(fills[n]).sql, n))
+            else:
+                items.append((ident(n), n))
+        return self._derived(self._select(items))
+
+    def dropna(self, how: str = "any", subset: Optional[Sequence[str]] = None) -> "DataFrame":
+        """Rows with a missing value (``how="any"``) or only missing values (``"all"``)
+        among ``subset`` (every column when not given) left out."""
+        names = list(subset) if subset is not None else list(self.columns)
+        present = [f"(NOT {self._column(n)._missing()})" for n in names]
+        if not present:
+            return self
+        joiner = " AND " if how == "any" else " OR "
+        if how not in ("any", "all"):
+            raise ValueError(f"how must be 'any' or 'all', not {how!r}")
+        return self._derived(self._select(self._all(), where=joiner.join(present)))
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def sort_values(
+        self, by: Union[str, Sequence[str]], ascending: Union[bool, Sequence[bool]] = True
+    ) -> "DataFrame":
+        """Rows ordered by ``by`` (missing values last, as pandas puts them)."""
+        names = _as_list(by)
+        ups = [ascending] * len(names) if isinstance(ascending, bool) else list(ascending)
+        for n in names:
+            self._column(n)
+        order = ", ".join(
+            f"{ident(n)} {'ASC' if up else 'DESC'} NULLS LAST" for n, up in zip(names, ups)
+        )
+        return self._derived(self._select(self._all(), order=order))
+
+    def set_index(self, column: str) -> "DataFrame":
+        """``column`` as the index, the rows sorted by it (as Dask sorts on ``set_index``)."""
+        self._column(column)
+        order = f"{ident(column)} ASC NULLS LAST"
+        return self._derived(self._select(self._all(), order=order), index=[column])
+
+    def drop_duplicates(self, subset: Optional[Sequence[str]] = None) -> "DataFrame":
+        """Each distinct row once."""
+        if subset is not None:
+            raise NotImplementedError(
+                "drop_duplicates(subset=...) is not supported yet: which row is kept would "
+                "depend on the order partitions arrive in"
+            )
+        return self._derived(self._select(self._all(), distinct=True))
+
+    def nunique(self) -> Lazy:
+        """Distinct non-missing values per column (a pandas Series once computed)."""
+        names = list(self.columns)
+        query = self._select([(f"count(DISTINCT {ident(n)})", n) for n in names])
+
+        def compute() -> Any:
+            import pandas
+
+            row = self._arrow(query).to_pylist()[0]
+            return pandas.Series([row[n] for n in names], index=names, dtype="int64")
+
+        return Lazy(compute, "nunique")
+
+    def groupby(
+        self, by: Union[str, Sequence[str]], dropna: bool = True, sort: bool = True
+    ) -> "GroupBy":
+        """Rows grouped by the values of ``by`` (rows whose key is missing left out unless
+        ``dropna=False``), to reduce each group: ``.agg``, ``.sum()``, ``.mean()``..."""
+        keys = _as_list(by)
+        for k in keys:
+            self._column(k)
+        return GroupBy(self, keys, dropna, sort, None)
+
+    def merge(
+        self,
+        right: "DataFrame",
+        how: str = "inner",
+        on: Union[None, str, Sequence[str]] = None,
+        left_on: Union[None, str, Sequence[str]] = None,
+        right_on: Union[None, str, Sequence[str]] = None,
+        suffixes: Tuple[str, str] = ("_x", "_y"),
+    ) -> "DataFrame":
+        """Rows of this and ``right`` joined on equal keys (``how``: inner, left, right or
+        outer). As in pandas, missing keys match each other, shared key columns appear once
+        and other shared names take ``suffixes``."""
+        joins = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "outer": "FULL"}
+        if how not in joins:
+            raise ValueError(f"how must be one of {sorted(joins)}, not {how!r}")
+        if on is not None:
+            lk = rk = _as_list(on)
+            shared_keys = set(lk)
+        elif left_on is not None and right_on is not None:
+            lk, rk = _as_list(left_on), _as_list(right_on)
+            shared_keys = set()
+        else:
+            lk = rk = [n for n in self.columns if n in set(right.columns)]
+            shared_keys = set(lk)
+            if not lk:
+                raise ValueError("no common columns to merge on: pass on=, or left_on= and right_on=")
+        for n in lk:
+            self._column(n)
+        for n in rk:
+            right._column(n)
+        left_names = list(self.schema.names)
+        right_names = [n for n in right.schema.names if n not in shared_keys]
+        overlap = set(left_names) & set(right_names)
+        items = []
+        for n in left_names:
+            if n in shared_keys:
+                if how == "outer":
+                    sql = f"COALESCE(l.{ident(n)}, r.{ident(n)})"
+                elif how == "right":
+                    sql = f"r.{ident(n)}"
+                else:
+                    sql = f"l.{ident(n)}"
+                items.append((sql, n))
+            else:
+                items.append((f"l.{ident(n)}", n + suffixes[0] if n in overlap else n))
+        for n in right_names:
+            items.append((f"r.{ident(n)}", n + suffixes[1] if n in overlap else n))
+        condition = " AND ".join(
+            f"l.{ident(a)} IS NOT DISTINCT FROM r.{ident(b)}" for a, b in zip(lk, rk)
+        )
+        listed = ", ".join(f"{sql} AS {ident(name)}" for sql, name in items)
+        query = (
+            f"SELECT {listed} FROM ({self._query}) AS l {joins[how]} JOIN "
+            f"({right._query}) AS r ON {condition}"
+        )
+        return DataFrame(self._client, query)
+
+    # -- computing -----------------------------------------------------------------------
+
+    def compute(self) -> "pandas.DataFrame":
+        """The whole answer as a pandas DataFrame (rows numbered from 0 unless it has an
+        index)."""
+        return self._pandas(self._arrow())
+
+    def head(self, n: int = 5) -> "pandas.DataFrame":
+        """The first ``n`` rows. Of a stored dataset, from its first partition only (as Dask
+        does: read from one holder, nothing else runs)."""
+        if self._table is not None and self.npartitions > 0:
+            part = self._client._native.read_partition(self._table, 0)
+            return self._pandas(_arrow_of(part).slice(0, n))
+        return self._pandas(self._arrow(f"SELECT * FROM ({self._query}) AS t LIMIT {int(n)}"))
+
     def __repr__(self) -> str:
         try:
-            schema = self.schema
+            dtypes = self.dtypes
         except Exception as e:  # the repr must not raise
             return f"<tern DataFrame: {e}>"
-        width = max([len("npartitions=" + str(self.npartitions))] + [len(n) for n in schema.names])
-        lines = ["Tern DataFrame Structure:", f"{'npartitions=' + str(self.npartitions):<{width}}"]
-        dtypes = self.dtypes
-        for column in schema.names:
-            lines.append(f"{column:<{width}}  {dtypes[column]}")
+        names = list(dtypes.index)
+        head = "npartitions=" + str(self.npartitions)
+        width = max([len(head)] + [len(str(n)) for n in names])
+        lines = ["Tern DataFrame Structure:", head]
+        for column in names:
+            lines.append(f"{str(column):<{width}}  {dtypes[column]}")
         name = self._table or "sql"
         lines.append(f"Tern Name: {name}, {self.npartitions} tasks")
         return "\n".join(lines)
+
+
+class Series(_Frame):
+    """One lazy column (Dask's ``Series``): the value column ``name`` of a query, indexed by
+    its other columns when it has an index."""
+
+    def __init__(self, client: "Client", query: str, name: str, index: Optional[List[str]] = None):
+        super().__init__(client, query, index)
+        self.name = name
+
+    def compute(self) -> "pandas.Series":
+        df = self._pandas(self._arrow())
+        return df[self.name]
+
+    def head(self, n: int = 5) -> "pandas.Series":
+        df = self._pandas(self._arrow(f"SELECT * FROM ({self._query}) AS t LIMIT {int(n)}"))
+        return df[self.name]
+
+    def _reduction(self, function: str) -> Lazy:
+        query = self._select([(_reduce(function, self.name), self.name)])
+        return Lazy(lambda: self._arrow(query).column(0)[0].as_py(), f"{function} of {self.name}")
+
+    def sum(self) -> Lazy:
+        return self._reduction("sum")
+
+    def mean(self) -> Lazy:
+        return self._reduction("mean")
+
+    def min(self) -> Lazy:
+        return self._reduction("min")
+
+    def max(self) -> Lazy:
+        return self._reduction("max")
+
+    def count(self) -> Lazy:
+        return self._reduction("count")
+
+    def std(self) -> Lazy:
+        return self._reduction("std")
+
+    def var(self) -> Lazy:
+        return self._reduction("var")
+
+    def nunique(self) -> Lazy:
+        return self._reduction("nunique")
+
+    def value_counts(self) -> "Series":
+        """How often each non-missing value occurs, most frequent first."""
+        c = ident(self.name)
+        query = (
+            f"SELECT {c}, count(*) AS {ident('count')} FROM ({self._query}) AS t "
+            f"WHERE {c} IS NOT NULL GROUP BY {c} ORDER BY {ident('count')} DESC, {c}"
+        )
+        return Series(self._client, query, "count", index=[self.name])
+
+    def __repr__(self) -> str:
+        return f"<tern Series {self.name!r}>"
+
+
+class GroupBy:
+    """A DataFrame's rows grouped by key columns (``df.groupby(...)``), to reduce."""
+
+    def __init__(
+        self,
+        frame: DataFrame,
+        keys: List[str],
+        dropna: bool,
+        sort: bool,
+        selection: Optional[List[str]],
+        single: bool = False,
+    ):
+        self._frame = frame
+        self._keys = keys
+        self._dropna = dropna
+        self._sort = sort
+        self._selection = selection
+        # Selected as gb["x"] (one column): reductions give a Series.
+        self._single = single
+
+    def __getitem__(self, key: Union[str, Sequence[str]]) -> "GroupBy":
+        names = _as_list(key)
+        for n in names:
+            self._frame._column(n)
+        return GroupBy(self._frame, self._keys, self._dropna, self._sort, names, isinstance(key, str))
+
+    def __getattr__(self, name: str) -> "GroupBy":
+        if name.startswith("_") or name not in self._frame.schema.names:
+            raise AttributeError(name)
+        return self[name]
+
+    def _values(self, numeric_only: bool) -> List[str]:
+        names = self._selection or [n for n in self._frame.columns if n not in self._keys]
+        if not numeric_only:
+            return names
+        schema = self._frame.schema
+        return [
+            n
+            for n in names
+            if pa.types.is_integer(schema.field(n).type)
+            or pa.types.is_floating(schema.field(n).type)
+            or pa.types.is_decimal(schema.field(n).type)
+        ]
+
+    def _run(self, items: List[Tuple[str, str]]) -> str:
+        keys = [(ident(k), k) for k in self._keys]
+        where = None
+        if self._dropna:
+            where = " AND ".join(f"{ident(k)} IS NOT NULL" for k in self._keys)
+        order = None
+        if self._sort:
+            order = ", ".join(f"{ident(k)} ASC NULLS LAST" for k in self._keys)
+        return self._frame._select(
+            keys + items, where=where, group=[ident(k) for k in self._keys], order=order
+        )
+
+    def _one(self, function: str) -> Union[DataFrame, Series]:
+        numeric_only = _REDUCTIONS.get(function, ("", False))[1]
+        names = self._values(numeric_only)
+        query = self._run([(_reduce(function, n), n) for n in names])
+        if self._single:
+            return Series(self._frame._client, query, names[0], index=list(self._keys))
+        return DataFrame(self._frame._client, query, index=list(self._keys))
+
+    def sum(self) -> Union[DataFrame, Series]:
+        return self._one("sum")
+
+    def mean(self) -> Union[DataFrame, Series]:
+        return self._one("mean")
+
+    def min(self) -> Union[DataFrame, Series]:
+        return self._one("min")
+
+    def max(self) -> Union[DataFrame, Series]:
+        return self._one("max")
+
+    def count(self) -> Union[DataFrame, Series]:
+        return self._one("count")
+
+    def std(self) -> Union[DataFrame, Series]:
+        return self._one("std")
+
+    def var(self) -> Union[DataFrame, Series]:
+        return self._one("var")
+
+    def nunique(self) -> Union[DataFrame, Series]:
+        return self._one("nunique")
+
+    def size(self) -> Series:
+        """Rows per group."""
+        query = self._run([("count(*)", "size")])
+        return Series(self._frame._client, query, "size", index=list(self._keys))
+
+    def agg(self, spec: Any = None, **named: Tuple[str, str]) -> Union[DataFrame, Series]:
+        """Reduce each group: ``agg("sum")``, ``agg({"x": "sum", "y": "mean"})``, or named
+        as pandas has it, ``agg(total=("x", "sum"), n=("y", "count"))``."""
+        if named:
+            items = [
+                ("count(*)" if fn == "size" else _reduce(fn, col), out)
+                for out, (col, fn) in named.items()
+            ]
+            return DataFrame(self._frame._client, self._run(items), index=list(self._keys))
+        if isinstance(spec, str):
+            return self.size() if spec == "size" else self._one(spec)
+        if isinstance(spec, dict):
+            items = []
+            for col, fn in spec.items():
+                if not isinstance(fn, str):
+                    raise NotImplementedError(
+                        "several reductions of one column are not supported yet: name them, "
+                        "agg(a_sum=('a', 'sum'), a_mean=('a', 'mean'))"
+                    )
+                items.append(("count(*)" if fn == "size" else _reduce(fn, col), col))
+            return DataFrame(self._frame._client, self._run(items), index=list(self._keys))
+        raise TypeError("agg takes a reduction's name, {column: name}, or named (column, name) pairs")
+
+    aggregate = agg

@@ -9,19 +9,7 @@ import pandas.testing as pdt
 import pytest
 
 import tern
-
-
-def people(rows: int = 1000) -> pd.DataFrame:
-    rng = np.random.default_rng(7)
-    names = np.array(["alice", "bob", "carol", "dan", None], dtype=object)
-    return pd.DataFrame(
-        {
-            "id": np.arange(rows, dtype=np.int64),
-            "name": names[rng.integers(0, len(names), rows)],
-            "age": rng.integers(18, 90, rows).astype(np.int64),
-            "balance": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(100.0, 30.0, rows)),
-        }
-    )
+from people import people
 
 
 def same(got: pd.DataFrame, want: pd.DataFrame, by: list) -> None:
