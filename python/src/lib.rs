@@ -18,9 +18,10 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use pyo3::types::PyTuple;
 use tern_client::ingest::{PartitionBuilder, schema_json};
-use tern_client::{Client, ClientError};
-use tern_proto::DatasetRecord;
+use tern_client::{Client, ClientError, FutureError, TaskFuture};
+use tern_proto::{Arg, DatasetRecord, Datum, Graph, Kernel, Task, Value};
 
 create_exception!(
     _tern,
@@ -41,6 +42,12 @@ create_exception!(
     "A dataset of that name exists (pass replace=True to write a new version)."
 );
 create_exception!(_tern, NoSuchDataset, TernError, "No dataset of that name.");
+create_exception!(
+    _tern,
+    TaskFailed,
+    TernError,
+    "A task failed (for a Python function: its exception and remote traceback)."
+);
 create_exception!(
     _tern,
     Conflict,
@@ -281,6 +288,44 @@ impl NativeClient {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// Submit calls of one Python function (`function`: `cloudpickle.dumps((fn, kwargs))`)
+    /// as one graph, a task per call, each over its arguments: `("pickle", bytes)`,
+    /// `("future", NativeFuture)` or `("partition", dataset, version, index)`. A call over a
+    /// stored partition runs on the least busy of its holders; one over a future's output
+    /// where that output is kept. Returns a future per call, in order.
+    fn submit_python(
+        &self,
+        py: Python<'_>,
+        name: String,
+        function: Vec<u8>,
+        calls: Vec<Vec<Bound<'_, PyTuple>>>,
+    ) -> PyResult<Vec<NativeFuture>> {
+        let kernel = Kernel::External {
+            runtime: "python".into(),
+            function,
+        };
+        let mut tasks = Vec::with_capacity(calls.len());
+        for call in &calls {
+            let args = call
+                .iter()
+                .map(python_arg)
+                .collect::<PyResult<Vec<Arg>>>()?;
+            tasks.push(Task::new(&name, kernel.clone(), args));
+        }
+        let wanted = tasks.iter().map(|t| t.key.clone()).collect();
+        let graph = Graph { tasks, wanted };
+        let client = self.client.clone();
+        // The futures' driver runs on the client's runtime.
+        let futures = py.allow_threads(|| {
+            let _entered = runtime().enter();
+            client.submit(graph)
+        });
+        Ok(futures
+            .into_iter()
+            .map(|future| NativeFuture { future })
+            .collect())
+    }
+
     /// The cluster's nodes and leader, as JSON text.
     fn status(&self, py: Python<'_>) -> PyResult<String> {
         let client = self.client.clone();
@@ -310,14 +355,99 @@ impl NativeClient {
     }
 }
 
+/// One argument of a Python call, as the graph takes it.
+fn python_arg(arg: &Bound<'_, PyTuple>) -> PyResult<Arg> {
+    let kind: String = arg.get_item(0)?.extract()?;
+    Ok(match kind.as_str() {
+        "pickle" => Arg::Value(Value::Bytes(arg.get_item(1)?.extract()?)),
+        "future" => {
+            let item = arg.get_item(1)?;
+            let future = item.downcast::<NativeFuture>()?;
+            Arg::Output(future.get().future.key().clone())
+        }
+        "partition" => Arg::Partition {
+            dataset: arg.get_item(1)?.extract()?,
+            version: arg.get_item(2)?.extract()?,
+            index: arg.get_item(3)?.extract()?,
+        },
+        other => {
+            return Err(TernError::new_err(format!(
+                "an argument of kind {other:?} (pickle, future or partition)"
+            )));
+        }
+    })
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null | Value::Bytes(_) => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Str(s) => s.clone().into(),
+        Value::List(items) => items.iter().map(value_json).collect(),
+    }
+}
+
+/// The future of one task (Python's `tern.Future` holds one).
+#[pyclass(module = "tern._tern", frozen)]
+struct NativeFuture {
+    future: TaskFuture,
+}
+
+#[pymethods]
+impl NativeFuture {
+    /// The task's key (`name-token`).
+    #[getter]
+    fn key(&self) -> String {
+        self.future.key().to_string()
+    }
+
+    /// Whether the task has ended (done or failed).
+    fn done(&self) -> bool {
+        self.future.done()
+    }
+
+    /// Wait for the task: `("pickle", bytes)`, `("table", Arrow IPC bytes)` or
+    /// `("json", text)`; a failure raises `TaskFailed` with its message.
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyAny>)> {
+        let future = self.future.clone();
+        let outcome = wait(py, async move { future.result().await })?;
+        match outcome {
+            Ok(Datum::Table(bytes)) => Ok(("table".into(), PyBytes::new(py, &bytes).into_any())),
+            Ok(Datum::Value(Value::Bytes(bytes))) => {
+                Ok(("pickle".into(), PyBytes::new(py, &bytes).into_any()))
+            }
+            Ok(Datum::Value(value)) => {
+                let text = value_json(&value).to_string();
+                Ok(("json".into(), text.into_pyobject(py)?.into_any()))
+            }
+            Err(FutureError::Task { key, failure }) => {
+                Err(TaskFailed::new_err(format!("task {key} failed: {failure}")))
+            }
+            Err(FutureError::Job(why)) => Err(TaskFailed::new_err(why)),
+        }
+    }
+
+    /// Stop the submission this future belongs to.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        let future = self.future.clone();
+        wait(py, async move { future.cancel().await })?.map_err(to_py)
+    }
+}
+
 #[pymodule]
 fn _tern(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
+    m.add_class::<NativeFuture>()?;
     let py = m.py();
     m.add("TernError", py.get_type::<TernError>())?;
     m.add("ClusterNotFound", py.get_type::<ClusterNotFound>())?;
     m.add("DatasetExists", py.get_type::<DatasetExists>())?;
     m.add("NoSuchDataset", py.get_type::<NoSuchDataset>())?;
     m.add("Conflict", py.get_type::<Conflict>())?;
+    m.add("TaskFailed", py.get_type::<TaskFailed>())?;
     Ok(())
 }

@@ -11,9 +11,10 @@ package only describes it and converts what comes back (Arrow data, without copi
 pyarrow allows).
 """
 
-from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TernError
+from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TaskFailed, TernError
 from .client import Client, LocalCluster, get_client
 from .dataframe import DataFrame, GroupBy, Series, from_pandas
+from .futures import Future, Partition, as_completed, wait
 
 __all__ = [
     "Client",
@@ -26,6 +27,11 @@ __all__ = [
     "NoSuchDataset",
     "Series",
     "TernError",
+    "Future",
+    "Partition",
+    "TaskFailed",
+    "as_completed",
     "from_pandas",
+    "wait",
     "get_client",
 ]

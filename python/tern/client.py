@@ -8,10 +8,11 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
 
 from ._tern import ClusterNotFound, NativeClient
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import pandas
 
     from .dataframe import DataFrame
+    from .futures import Future
 
 _default_client: Optional["Client"] = None
 
@@ -105,6 +107,9 @@ class LocalCluster:
                 str(n_workers),
                 "--base-port",
                 str(_free_ports(n_workers + 4)),
+                # Python functions run in worker processes of this interpreter.
+                "--python",
+                sys.executable,
             ],
             capture_output=True,
             text=True,
@@ -225,6 +230,30 @@ class Client:
 
         self._native.put(name, _partitions_of(df, npartitions), replace)
         return self.table(name)
+
+    # -- futures -------------------------------------------------------------------------
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "Future":
+        """Run ``fn(*args, **kwargs)`` on the cluster (Dask's ``submit``): on the least busy
+        node holding its inputs (futures and partitions among ``args`` are read where they
+        are). Returns at once with a :class:`Future`."""
+        from .futures import submit_calls
+
+        return submit_calls(self, fn, [args], kwargs)[0]
+
+    def map(self, fn: Any, *iterables: Iterable[Any], **kwargs: Any) -> List["Future"]:
+        """``fn`` over each element of ``iterables`` (zipped), one task each, submitted as one
+        graph (Dask's ``map``); ``client.map(fn, df.partitions)`` runs ``fn`` on each stored
+        partition where it is kept."""
+        from .futures import submit_calls
+
+        return submit_calls(self, fn, [list(call) for call in zip(*iterables)], kwargs)
+
+    def gather(self, futures: Iterable["Future"]) -> List[Any]:
+        """Every future's value, in order."""
+        from .futures import gather
+
+        return gather(futures)
 
     # -- lifetime ------------------------------------------------------------------------
 

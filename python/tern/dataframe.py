@@ -194,10 +194,13 @@ class DataFrame(_Frame):
         super().__init__(client, query, index)
         self._table = table
         self._npartitions = npartitions
+        self._version: Optional[int] = None
 
     @classmethod
     def _of_table(cls, client: "Client", name: str, record: Dict[str, Any]) -> "DataFrame":
-        return cls(client, f"SELECT * FROM {ident(name)}", name, len(record["partitions"]))
+        frame = cls(client, f"SELECT * FROM {ident(name)}", name, len(record["partitions"]))
+        frame._version = record["version"]
+        return frame
 
     @classmethod
     def _of_query(cls, client: "Client", query: str) -> "DataFrame":
@@ -223,6 +226,24 @@ class DataFrame(_Frame):
     def npartitions(self) -> int:
         """Partitions of the stored dataset; an answer of a query counts as one."""
         return self._npartitions if self._npartitions is not None else 1
+
+    @property
+    def partitions(self) -> List[Any]:
+        """The stored dataset's partitions, as arguments for ``client.map`` and
+        ``client.submit`` (each read on one of its holders)."""
+        from .futures import Partition
+
+        if self._table is None:
+            raise NotImplementedError(
+                "partitions of a query's answer: store it first (client.put(df.compute(), name))"
+            )
+        return [Partition(self._table, self._version, i) for i in range(self.npartitions)]
+
+    def map_partitions(self, fn: Any, *args: Any, **kwargs: Any) -> "Mapped":
+        """``fn`` over each partition as a pandas DataFrame (and ``args``), in Python on the
+        least busy node holding it (Dask's ``map_partitions``). Lazy: ``compute()`` runs it
+        and puts the pieces together."""
+        return Mapped(self, fn, args, kwargs)
 
     def _column(self, name: str) -> Column:
         if name not in self.schema.names:
@@ -441,6 +462,37 @@ class DataFrame(_Frame):
         name = self._table or "sql"
         lines.append(f"Tern Name: {name}, {self.npartitions} tasks")
         return "\n".join(lines)
+
+
+class Mapped:
+    """A function mapped over a stored DataFrame's partitions (``df.map_partitions(fn)``)."""
+
+    def __init__(self, frame: DataFrame, fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+        self._frame = frame
+        self._fn = fn
+        self._args = args
+        self._kwargs = kwargs
+
+    @property
+    def npartitions(self) -> int:
+        return self._frame.npartitions
+
+    def compute(self) -> Any:
+        """Every partition's result put together: DataFrames and Series concatenated (rows
+        numbered from 0), anything else as a list in partition order."""
+        import pandas
+
+        from .futures import gather, submit_calls
+
+        calls = [[p, *self._args] for p in self._frame.partitions]
+        pieces = gather(submit_calls(self._frame._client, self._fn, calls, self._kwargs))
+        if pieces and all(isinstance(p, (pandas.DataFrame, pandas.Series)) for p in pieces):
+            return pandas.concat(pieces, ignore_index=True)
+        return pieces
+
+    def __repr__(self) -> str:
+        name = getattr(self._fn, "__name__", "function")
+        return f"<tern map_partitions({name}) over {self.npartitions} partitions>"
 
 
 class Series(_Frame):

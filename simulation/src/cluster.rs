@@ -100,6 +100,7 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         // Joins planned as for large tables: decided as each query runs.
         sized_table_rows: Some(0),
         data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
+        python: None,
     };
     let mut service = NodeService::new(
         record,

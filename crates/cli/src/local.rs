@@ -57,6 +57,10 @@ pub struct UpArgs {
     /// Zones to spread the nodes over, round robin (for example a,b,c); none by default.
     #[arg(long, value_delimiter = ',')]
     zones: Vec<String>,
+    /// The Python interpreter the nodes run users' Python functions in (worker processes;
+    /// it must be able to `import tern`). Without it, Python tasks fail saying so.
+    #[arg(long)]
+    python: Option<PathBuf>,
     /// Query tasks each node runs at once (default: one per core).
     #[arg(long, default_value_t = 0)]
     task_slots: usize,
@@ -148,7 +152,12 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
     for id in 1..=args.nodes {
         let path = config_path(&dir, id);
         let config = if path.exists() {
-            NodeConfig::load(&path)?
+            let mut config = NodeConfig::load(&path)?;
+            if args.python.is_some() && config.python != args.python {
+                config.python = args.python.clone();
+                std::fs::write(&path, config.to_toml())?;
+            }
+            config
         } else {
             let tls = files.node(id);
             let config = NodeConfig {
@@ -179,6 +188,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                     .filter(|(slow, _)| *slow == id)
                     .map_or(0, |(_, ms)| ms),
                 sized_table_rows: args.sized_table_rows,
+                python: args.python.clone(),
                 timings: {
                     let defaults = NodeTimings::default();
                     let down_after_ms = args.down_after * 1000;

@@ -452,6 +452,7 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 task_delay_ms: 0,
                 sized_table_rows: None,
                 timings: Default::default(),
+                python: None,
             }
         }
     };

@@ -79,6 +79,11 @@ pub struct NodeConfig {
     pub sized_table_rows: Option<u64>,
     #[serde(default)]
     pub timings: NodeTimings,
+    /// The Python interpreter this node runs users' Python functions in (in worker
+    /// processes, never in the node); one that can `import tern`. None: this node answers
+    /// Python tasks with an error saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
 }
 
 fn default_task_memory() -> u64 {
@@ -120,6 +125,8 @@ pub struct ComputeSettings {
     /// See [`NodeConfig::sized_table_rows`].
     pub sized_table_rows: Option<u64>,
     pub data_dir: PathBuf,
+    /// See [`NodeConfig::python`].
+    pub python: Option<PathBuf>,
 }
 
 /// Heartbeat and failure-detection timings, in milliseconds.
@@ -199,6 +206,7 @@ impl NodeConfig {
             task_delay_ms: self.task_delay_ms,
             sized_table_rows: self.sized_table_rows,
             data_dir: self.data_dir.clone(),
+            python: self.python.clone(),
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             task_delay_ms: 0,
             sized_table_rows: None,
             data_dir: dir.to_path_buf(),
+            python: None,
         };
         let timings = NodeTimings {
             gc_grace_ms: 0,

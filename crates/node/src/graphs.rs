@@ -105,6 +105,8 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         // have them now fails on this node and is tried on another; one that needs more than
         // the node has raises); each output encoded as kept.
         let memory = self.query_memory.clone();
+        let workers = self.workers.clone();
+        let me = self.id();
         let outputs = crate::blocks::off_runtime(inline, move || {
             work.into_iter()
                 .map(|(kernel, inputs)| {
@@ -137,7 +139,25 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                             ),
                         }));
                     };
-                    Ok(run_kernel(&kernel, inputs))
+                    match &kernel {
+                        Kernel::External { runtime, function } => {
+                            match workers.run(runtime, function, &inputs) {
+                                Ok(datum) => {
+                                    Ok(postcard::to_allocvec(&datum).map_err(|e| e.to_string()))
+                                }
+                                // The node's trouble, not the function's: tried elsewhere.
+                                Err(
+                                    e @ (tern_workers::WorkerError::Died { .. }
+                                    | tern_workers::WorkerError::NoRuntime { .. }),
+                                ) => Err(TaskRan::Failed(ErrorReply {
+                                    kind: ErrorKind::Unavailable,
+                                    message: format!("node {me}: {e}"),
+                                })),
+                                Err(e) => Ok(Err(e.to_string())),
+                            }
+                        }
+                        Kernel::Builtin { .. } => Ok(run_kernel(&kernel, inputs)),
+                    }
                 })
                 .collect::<Vec<_>>()
         })
@@ -243,17 +263,31 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
         let encoded = crate::blocks::receive_body("the graph", bytes, body).await?;
         let inline = !self.blocks.blocks_thread();
         let mine = self.coordinated.kept_for(caller);
+        let caller = caller.clone();
+        let invalid = |e: String| Response::error(ErrorKind::Invalid, e);
         let decoded = crate::blocks::off_runtime(inline, move || {
             let mut submission = tern_proto::decode_submission(&encoded)
-                .map_err(|e| format!("the graph is not readable: {e}"))?;
+                .map_err(|e| invalid(format!("the graph is not readable: {e}")))?;
             drop(encoded);
+            // Users' own code runs on the nodes (with the node user's rights): writers only.
+            let runs_code = submission
+                .graph
+                .tasks
+                .iter()
+                .any(|t| matches!(t.kernel, Kernel::External { .. }));
+            if runs_code {
+                let write = tern_proto::Access::Client(tern_proto::ClientRole::Write);
+                caller
+                    .may(write, "a graph of users' functions")
+                    .map_err(|e| Response::error(ErrorKind::Forbidden, e))?;
+            }
             submission.kept.retain(|k| mine.contains(&k.job));
-            PreparedGraph::new(submission).map_err(|e| e.to_string())
+            PreparedGraph::new(submission).map_err(|e| invalid(e.to_string()))
         })
         .await;
         decoded
+            .map_err(|e| Response::error(ErrorKind::Unavailable, e))
             .and_then(|graph| graph)
-            .map_err(|e| Response::error(ErrorKind::Invalid, e))
     }
 
     /// Coordinate a client's graph: its events go back as they happen, and the outputs it

@@ -42,6 +42,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// DataFusion's functions, gathered once, for the contexts tasks run in.
     pub(crate) functions: tern_exec::Functions,
     pub(crate) compute: crate::ComputeSettings,
+    /// Worker processes for users' functions (Python), started on demand.
+    pub(crate) workers: Arc<tern_workers::WorkerPool>,
     /// Memory all query work on this node shares (every task's pool draws from it).
     pub(crate) query_memory: Arc<tern_exec::NodeMemory>,
     /// Decoded columns of this node's blocks that scans read lately.
@@ -133,6 +135,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 tern_exec::count_calls_against(memory.clone());
                 memory
             },
+            workers: Arc::new(tern_workers::WorkerPool::new(tern_workers::WorkerConfig {
+                python: compute.python.clone(),
+                keep_idle: task_slots,
+                task_timeout: compute.query_timeout,
+            })),
             compute,
             jobs_started: Default::default(),
             client_jobs: Default::default(),
