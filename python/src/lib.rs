@@ -308,22 +308,52 @@ impl NativeClient {
         for call in &calls {
             let args = call
                 .iter()
-                .map(python_arg)
+                .map(|a| python_arg(a, &[]))
                 .collect::<PyResult<Vec<Arg>>>()?;
             tasks.push(Task::new(&name, kernel.clone(), args));
         }
         let wanted = tasks.iter().map(|t| t.key.clone()).collect();
-        let graph = Graph { tasks, wanted };
-        let client = self.client.clone();
-        // The futures' driver runs on the client's runtime.
-        let futures = py.allow_threads(|| {
-            let _entered = runtime().enter();
-            client.submit(graph)
-        });
-        Ok(futures
-            .into_iter()
-            .map(|future| NativeFuture { future })
-            .collect())
+        Ok(self.submit(py, Graph { tasks, wanted }))
+    }
+
+    /// Submit a graph of Python calls (`tern.delayed`): `tasks` as `(name, function,
+    /// arguments)`, an argument `("task", i)` reading the output of the `i`th task (an
+    /// earlier one), the others as for `submit_python`. Returns a future for each task
+    /// `wanted` names (by index).
+    fn submit_python_graph(
+        &self,
+        py: Python<'_>,
+        tasks: Vec<(String, Vec<u8>, Vec<Bound<'_, PyTuple>>)>,
+        wanted: Vec<usize>,
+    ) -> PyResult<Vec<NativeFuture>> {
+        let mut made: Vec<Task> = Vec::with_capacity(tasks.len());
+        for (name, function, args) in tasks {
+            let keys: Vec<tern_proto::TaskKey> = made.iter().map(|t| t.key.clone()).collect();
+            let args = args
+                .iter()
+                .map(|a| python_arg(a, &keys))
+                .collect::<PyResult<Vec<Arg>>>()?;
+            let kernel = Kernel::External {
+                runtime: "python".into(),
+                function,
+            };
+            made.push(Task::new(&name, kernel, args));
+        }
+        let wanted = wanted
+            .iter()
+            .map(|&i| {
+                made.get(i)
+                    .map(|t| t.key.clone())
+                    .ok_or_else(|| TernError::new_err(format!("no task {i} in the graph")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(self.submit(
+            py,
+            Graph {
+                tasks: made,
+                wanted,
+            },
+        ))
     }
 
     /// The cluster's nodes and leader, as JSON text.
@@ -355,8 +385,24 @@ impl NativeClient {
     }
 }
 
-/// One argument of a Python call, as the graph takes it.
-fn python_arg(arg: &Bound<'_, PyTuple>) -> PyResult<Arg> {
+impl NativeClient {
+    /// Submit `graph` keeping its outputs (futures); the futures' driver runs on the
+    /// client's runtime.
+    fn submit(&self, py: Python<'_>, graph: Graph) -> Vec<NativeFuture> {
+        let client = self.client.clone();
+        let futures = py.allow_threads(|| {
+            let _entered = runtime().enter();
+            client.submit(graph)
+        });
+        futures
+            .into_iter()
+            .map(|future| NativeFuture { future })
+            .collect()
+    }
+}
+
+/// One argument of a Python call, as the graph takes it; `("task", i)` reads `earlier[i]`.
+fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyResult<Arg> {
     let kind: String = arg.get_item(0)?.extract()?;
     Ok(match kind.as_str() {
         "pickle" => Arg::Value(Value::Bytes(arg.get_item(1)?.extract()?)),
@@ -364,6 +410,13 @@ fn python_arg(arg: &Bound<'_, PyTuple>) -> PyResult<Arg> {
             let item = arg.get_item(1)?;
             let future = item.downcast::<NativeFuture>()?;
             Arg::Output(future.get().future.key().clone())
+        }
+        "task" => {
+            let i: usize = arg.get_item(1)?.extract()?;
+            let key = earlier.get(i).ok_or_else(|| {
+                TernError::new_err(format!("task {i} is not an earlier task of the graph"))
+            })?;
+            Arg::Output(key.clone())
         }
         "partition" => Arg::Partition {
             dataset: arg.get_item(1)?.extract()?,

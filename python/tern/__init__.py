@@ -11,9 +11,11 @@ package only describes it and converts what comes back (Arrow data, without copi
 pyarrow allows).
 """
 
+from . import bag
 from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TaskFailed, TernError
 from .client import Client, LocalCluster, get_client
-from .dataframe import DataFrame, GroupBy, Series, from_pandas
+from .dataframe import DataFrame, GroupBy, Series, from_pandas, read_csv, read_parquet
+from .delayed import Delayed, compute, delayed
 from .futures import Future, Partition, as_completed, wait
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Conflict",
     "DataFrame",
     "DatasetExists",
+    "Delayed",
     "GroupBy",
     "LocalCluster",
     "NoSuchDataset",
@@ -31,7 +34,12 @@ __all__ = [
     "Partition",
     "TaskFailed",
     "as_completed",
+    "bag",
+    "compute",
+    "delayed",
     "from_pandas",
+    "read_csv",
+    "read_parquet",
     "wait",
     "get_client",
 ]

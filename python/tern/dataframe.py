@@ -71,6 +71,59 @@ def from_pandas(
     return client.table(name)
 
 
+def _read(tables: List[pa.Table], npartitions: Optional[int], blocksize: int, name: Optional[str]) -> "DataFrame":
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    if npartitions is None:
+        npartitions = max(1, math.ceil(table.nbytes / blocksize))
+    return from_pandas(table.to_pandas(), npartitions=npartitions, name=name)
+
+
+def read_csv(
+    path: Union[str, Sequence[str]],
+    npartitions: Optional[int] = None,
+    blocksize: int = 64 << 20,
+    name: Optional[str] = None,
+    **kwargs: Any,
+) -> "DataFrame":
+    """CSV files (a path, a glob, or a list) read here with pandas (``kwargs`` go to
+    ``pandas.read_csv``) and stored on the cluster, a partition per ``blocksize`` bytes of
+    data (64 MiB) unless ``npartitions`` says otherwise."""
+    import glob
+
+    import pandas
+
+    paths = _paths(path, glob)
+    frames = [pa.Table.from_pandas(pandas.read_csv(p, **kwargs), preserve_index=False) for p in paths]
+    return _read(frames, npartitions, blocksize, name)
+
+
+def read_parquet(
+    path: Union[str, Sequence[str]],
+    npartitions: Optional[int] = None,
+    blocksize: int = 64 << 20,
+    name: Optional[str] = None,
+    columns: Optional[Sequence[str]] = None,
+) -> "DataFrame":
+    """Parquet files (a path, a glob, or a list) read here with pyarrow and stored on the
+    cluster, as :func:`read_csv` does."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    paths = _paths(path, glob)
+    return _read([pq.read_table(p, columns=columns) for p in paths], npartitions, blocksize, name)
+
+
+def _paths(path: Union[str, Sequence[str]], glob: Any) -> List[str]:
+    listed = [path] if isinstance(path, str) else list(path)
+    found: List[str] = []
+    for p in listed:
+        found.extend(sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p])
+    if not found:
+        raise FileNotFoundError(f"no files match {path!r}")
+    return found
+
+
 class Lazy:
     """A value the cluster computes when asked (``compute()``), as Dask's scalars are."""
 
@@ -439,6 +492,23 @@ class DataFrame(_Frame):
         """The whole answer as a pandas DataFrame (rows numbered from 0 unless it has an
         index)."""
         return self._pandas(self._arrow())
+
+    def to_parquet(self, path: str) -> None:
+        """The whole answer written here as one Parquet file."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(), path)
+
+    def persist(self, name: Optional[str] = None) -> "DataFrame":
+        """The answer stored on the cluster (each partition in triplicate) as dataset
+        ``name`` (a name made from the query when not given), and that dataset as a
+        DataFrame: later work reads it instead of computing it again."""
+        if self._table is not None and name is None:
+            return self
+        if name is None:
+            name = "persist_" + hashlib.blake2b(self._query.encode(), digest_size=8).hexdigest()
+        self._client._native.put(name, _partitions_of(self.compute(), max(1, self.npartitions)), True)
+        return self._client.table(name)
 
     def head(self, n: int = 5) -> "pandas.DataFrame":
         """The first ``n`` rows. Of a stored dataset, from its first partition only (as Dask

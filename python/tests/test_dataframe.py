@@ -120,3 +120,25 @@ def test_duplicate_rows_dropped(client, data):
     twice = client.put(doubled, "frame_doubled", npartitions=2, replace=True)
     assert len(twice) == 130
     same_rows(twice.drop_duplicates().compute(), doubled.drop_duplicates())
+
+
+def test_files_in_and_out_and_persist(client, data, tmp_path):
+    import pyarrow.parquet as pq
+
+    import tern
+
+    csv = tmp_path / "people.csv"
+    data.to_csv(csv, index=False)
+    from_csv = tern.read_csv(str(csv), npartitions=3)
+    assert from_csv.npartitions == 3
+    same_rows(from_csv.compute(), pd.read_csv(csv))
+    data.to_parquet(tmp_path / "a.parquet", index=False)
+    from_parquet = tern.read_parquet(str(tmp_path / "*.parquet"), npartitions=2)
+    same_rows(from_parquet.compute(), data)
+    # Written by the cluster's answer, read back by another reader (pyarrow).
+    older = from_parquet[from_parquet.age > 60]
+    older.to_parquet(str(tmp_path / "older.parquet"))
+    same_rows(pq.read_table(tmp_path / "older.parquet").to_pandas(), data[data.age > 60])
+    kept = older.persist("frame_older")
+    assert "frame_older" in client.list_datasets()
+    same_rows(kept.compute(), data[data.age > 60])
