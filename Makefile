@@ -36,7 +36,7 @@ python-test: python
 	$(CARGO) test --workspace --no-run
 	TERN_BIN=$(TERN_DEBUG) $(VENV)/bin/python -m pytest -q python/tests
 
-$(VENV)/.deps: python/pyproject.toml
+$(VENV)/.deps: python/pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(PY_DEPS)
