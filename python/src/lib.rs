@@ -97,6 +97,15 @@ fn wait<T: Send + 'static>(
     py: Python<'_>,
     work: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<T> {
+    wait_ticking(py, work, |_| Ok(()))
+}
+
+/// [`wait`], calling `tick` (with the GIL) every tenth of a second while the work runs.
+fn wait_ticking<T: Send + 'static>(
+    py: Python<'_>,
+    work: impl Future<Output = T> + Send + 'static,
+    mut tick: impl FnMut(Python<'_>) -> PyResult<()>,
+) -> PyResult<T> {
     let mut running = runtime().spawn(work);
     loop {
         let step = py.allow_threads(|| {
@@ -108,9 +117,9 @@ fn wait<T: Send + 'static>(
             Ok(Ok(done)) => return Ok(done),
             Ok(Err(e)) => return Err(TernError::new_err(format!("the call failed: {e}"))),
             Err(_) => {
-                if let Err(interrupted) = py.check_signals() {
+                if let Err(stopped) = py.check_signals().and_then(|()| tick(py)) {
                     running.abort();
-                    return Err(interrupted);
+                    return Err(stopped);
                 }
             }
         }
@@ -185,11 +194,67 @@ impl NativeClient {
         self.client.nodes().to_vec()
     }
 
-    /// Run a SQL query; its answer as one Arrow IPC stream.
-    fn sql<'py>(&self, py: Python<'py>, query: String) -> PyResult<Bound<'py, PyBytes>> {
+    /// Run a SQL query; its answer as one Arrow IPC stream. `progress`, when given, is
+    /// called with `(tasks done, tasks in all)` as the query's stages run.
+    #[pyo3(signature = (query, progress=None))]
+    fn sql<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let client = self.client.clone();
-        let answer = wait(py, async move { client.sql(&query).await })?.map_err(to_py)?;
-        let bytes = ipc_stream(&answer.schema, &answer.batches)?;
+        // Tasks done and planned, per stage, as the coordinator reports them.
+        let seen = Arc::new(std::sync::Mutex::new((
+            Vec::<u64>::new(),
+            Vec::<u64>::new(),
+        )));
+        let reported = seen.clone();
+        let work = async move {
+            let mut stream = client.sql_stream(&query).await?;
+            let mut batches = Vec::new();
+            while let Some(update) = stream.next_update().await? {
+                match update {
+                    tern_client::QueryUpdate::Planned(stages) => {
+                        let mut seen = reported.lock().unwrap_or_else(|p| p.into_inner());
+                        seen.0 = vec![0; stages.len()];
+                        seen.1 = stages.iter().map(|s| s.tasks).collect();
+                    }
+                    tern_client::QueryUpdate::Progress { stage, done, .. } => {
+                        let mut seen = reported.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(d) = seen.0.get_mut(stage as usize) {
+                            *d = done;
+                        }
+                    }
+                    tern_client::QueryUpdate::Batch(batch) => batches.push(batch),
+                    tern_client::QueryUpdate::Finished(_) => break,
+                }
+            }
+            let schema = stream.schema().ok_or_else(|| {
+                ClientError::Unexpected("the query's answer had no schema".into())
+            })?;
+            Ok::<_, ClientError>((schema, batches))
+        };
+        let mut last = (0, 0);
+        let mut tick = |py: Python<'_>| -> PyResult<()> {
+            let Some(callback) = &progress else {
+                return Ok(());
+            };
+            let now = {
+                let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                (seen.0.iter().sum::<u64>(), seen.1.iter().sum::<u64>())
+            };
+            if now != last {
+                last = now;
+                callback.call1(now)?;
+            }
+            let _ = py;
+            Ok(())
+        };
+        let (schema, batches) = wait_ticking(py, work, &mut tick)?.map_err(to_py)?;
+        // The last count, however quick the query was.
+        tick(py)?;
+        let bytes = ipc_stream(&schema, &batches)?;
         Ok(PyBytes::new(py, &bytes))
     }
 

@@ -11,12 +11,12 @@ package only describes it and converts what comes back (Arrow data, without copi
 pyarrow allows).
 """
 
-from . import bag
+from . import bag, config
 from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TaskFailed, TernError
 from .client import Client, LocalCluster, get_client
 from .dataframe import DataFrame, GroupBy, Series, from_pandas, read_csv, read_parquet
 from .delayed import Delayed, compute, delayed
-from .futures import Future, Partition, as_completed, wait
+from .futures import Future, Partition, as_completed, progress, wait
 
 __all__ = [
     "Client",
@@ -35,9 +35,11 @@ __all__ = [
     "TaskFailed",
     "as_completed",
     "bag",
+    "config",
     "compute",
     "delayed",
     "from_pandas",
+    "progress",
     "read_csv",
     "read_parquet",
     "wait",

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 _default_client: Optional["Client"] = None
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 def get_client() -> "Client":
     """The client made last in this process (Dask's ``get_client``); one is made (and a local
     cluster started if none runs) when there is none yet."""
@@ -248,6 +252,15 @@ class Client:
         from .futures import submit_calls
 
         return submit_calls(self, fn, [list(call) for call in zip(*iterables)], kwargs)
+
+    def scatter(self, data: Any) -> Any:
+        """Data sent to the cluster now, kept on a node as a :class:`Future` (Dask's
+        ``scatter``); a list gives a list of futures, one per element."""
+        from .futures import submit_calls
+
+        if isinstance(data, list):
+            return submit_calls(self, _identity, [[x] for x in data], {})
+        return submit_calls(self, _identity, [[data]], {})[0]
 
     def gather(self, futures: Iterable["Future"]) -> List[Any]:
         """Every future's value, in order."""

@@ -124,6 +124,49 @@ def _paths(path: Union[str, Sequence[str]], glob: Any) -> List[str]:
     return found
 
 
+class _ProgressBar:
+    """A query's tasks done, as a bar on stderr redrawn in place (after half a second, so
+    quick queries print nothing)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._start = time.monotonic()
+        self._drawn = False
+        self._clock = time.monotonic
+
+    @staticmethod
+    def wanted() -> bool:
+        import sys
+
+        try:
+            from IPython import get_ipython  # type: ignore[import-not-found]
+
+            if get_ipython() is not None:
+                return True
+        except ImportError:
+            pass
+        return sys.stderr.isatty()
+
+    def update(self, done: int, total: int) -> None:
+        import sys
+
+        if self._clock() - self._start < 0.5 or total == 0:
+            return
+        width = 30
+        filled = width * min(done, total) // total
+        sys.stderr.write(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} tasks")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        import sys
+
+        if self._drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 class Lazy:
     """A value the cluster computes when asked (``compute()``), as Dask's scalars are."""
 
@@ -206,8 +249,14 @@ class _Frame:
             query += f" ORDER BY {order}"
         return query
 
-    def _arrow(self, query: Optional[str] = None) -> pa.Table:
-        return _arrow_of(self._client._native.sql(query or self._query))
+    def _arrow(self, query: Optional[str] = None, progress: Any = False) -> pa.Table:
+        bar = _ProgressBar() if progress is None and _ProgressBar.wanted() else None
+        callback = progress if callable(progress) else (bar.update if bar else None)
+        try:
+            return _arrow_of(self._client._native.sql(query or self._query, callback))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _pandas(self, table: pa.Table) -> "pandas.DataFrame":
         df = table.to_pandas()
@@ -419,6 +468,42 @@ class DataFrame(_Frame):
 
         return Lazy(compute, "nunique")
 
+    def describe(self) -> Lazy:
+        """count, mean, std, min, the quartiles (interpolated as pandas does) and max of each
+        numeric column, computed on the cluster in one query (a pandas DataFrame once
+        computed)."""
+        schema = self.schema
+        numeric = [
+            n
+            for n in self.columns
+            if pa.types.is_integer(schema.field(n).type) or pa.types.is_floating(schema.field(n).type)
+        ]
+        if not numeric:
+            raise ValueError("describe needs a numeric column")
+        stats = [
+            ("count", "count({c})"),
+            ("mean", "avg({c})"),
+            ("std", "stddev({c})"),
+            ("min", "CAST(min({c}) AS DOUBLE)"),
+            ("25%", "percentile_cont(CAST({c} AS DOUBLE), 0.25)"),
+            ("50%", "percentile_cont(CAST({c} AS DOUBLE), 0.5)"),
+            ("75%", "percentile_cont(CAST({c} AS DOUBLE), 0.75)"),
+            ("max", "CAST(max({c}) AS DOUBLE)"),
+        ]
+        items = [(sql.format(c=ident(n)), f"{i}_{j}") for i, n in enumerate(numeric) for j, (_, sql) in enumerate(stats)]
+        query = self._select(items)
+
+        def compute() -> Any:
+            import pandas
+
+            row = self._arrow(query).to_pylist()[0]
+            table = {
+                n: [row[f"{i}_{j}"] for j in range(len(stats))] for i, n in enumerate(numeric)
+            }
+            return pandas.DataFrame(table, index=[name for name, _ in stats], dtype="float64")
+
+        return Lazy(compute, "describe")
+
     def groupby(
         self, by: Union[str, Sequence[str]], dropna: bool = True, sort: bool = True
     ) -> "GroupBy":
@@ -488,10 +573,12 @@ class DataFrame(_Frame):
 
     # -- computing -----------------------------------------------------------------------
 
-    def compute(self) -> "pandas.DataFrame":
+    def compute(self, progress: Any = None) -> "pandas.DataFrame":
         """The whole answer as a pandas DataFrame (rows numbered from 0 unless it has an
-        index)."""
-        return self._pandas(self._arrow())
+        index). A query running past half a second shows its tasks done as a bar on a
+        terminal or in Jupyter; ``progress=False`` hides it, a callable gets
+        ``(done, total)`` instead."""
+        return self._pandas(self._arrow(progress=progress))
 
     def to_parquet(self, path: str) -> None:
         """The whole answer written here as one Parquet file."""
@@ -573,8 +660,9 @@ class Series(_Frame):
         super().__init__(client, query, index)
         self.name = name
 
-    def compute(self) -> "pandas.Series":
-        df = self._pandas(self._arrow())
+    def compute(self, progress: Any = None) -> "pandas.Series":
+        """The column as a pandas Series (``progress`` as for ``DataFrame.compute``)."""
+        df = self._pandas(self._arrow(progress=progress))
         return df[self.name]
 
     def head(self, n: int = 5) -> "pandas.Series":

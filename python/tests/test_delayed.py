@@ -68,3 +68,24 @@ def test_a_failing_call_fails_what_reads_it(client):
         tern.delayed(inc)(bad(3)).compute()
     with pytest.raises(KeyError):
         tern.delayed(inc)(bad(3)).compute(scheduler="sync")
+
+
+def test_schedulers_by_config_and_without_a_cluster(client):
+    import subprocess
+
+    x = tern.delayed(add)(tern.delayed(inc)(1), tern.delayed(lambda v: v * 10)(3))
+    assert x.compute(scheduler="processes") == 32
+    with tern.config.set(scheduler="sync"):
+        assert tern.compute(x) == (32,)
+    with pytest.raises(ValueError, match="no scheduler"):
+        tern.config.set(scheduler="gpu")
+    # No client in a fresh process: a bag computes on threads here, as Dask's does, and no
+    # cluster is started (there is no `tern` to start one with).
+    code = (
+        "import tern.bag as db; "
+        "print(db.from_sequence(range(10), npartitions=3).map(lambda v: v * 2).sum().compute())"
+    )
+    env = {**__import__("os").environ, "TERN_BIN": "/nonexistent/tern", "TERN_CLUSTER": "/nonexistent"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "90"

@@ -132,3 +132,17 @@ def test_a_node_killed_mid_map_costs_retries_not_answers():
         pid = int((pathlib.Path(cluster.directory) / "run" / "node-3.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         assert client.gather(futures) == [i + 1 for i in range(200)]
+
+
+def test_scatter_and_progress(client):
+    import io
+
+    kept = client.scatter({"a": 1})
+    assert client.submit(lambda d: d["a"] + 1, kept).result() == 2
+    many = client.scatter([1, 2, 3])
+    assert client.gather(client.map(inc, many)) == [2, 3, 4]
+    futures = client.map(inc, range(50))
+    shown = io.StringIO()
+    tern.progress(futures, out=shown)
+    assert shown.getvalue().rstrip().endswith("50/50 tasks")
+    assert all(f.done() for f in futures)
