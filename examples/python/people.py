@@ -1,6 +1,7 @@
 """The walk-through of tern's design, in Python: a table of people split into partitions
-(each kept on three nodes), a groupby that needs a shuffle between nodes, and the answer
-brought back to the client, checked against pandas on the same data.
+(each kept on three nodes), a groupby that needs a shuffle between nodes, the answer brought
+back to the client, then a Python function run on each partition where it is stored; all of
+it checked against pandas on the same data.
 
     make python && TERN_BIN=target/debug/tern .venv/bin/python examples/python/people.py
 
@@ -59,6 +60,19 @@ def main() -> int:
             and by_city["people"].tolist() == want["people"].tolist()
             and np.allclose(by_city["mean_age"], want["mean_age"])
         )
+        # Your own Python function on each partition, run by a worker process on one of the
+        # partition's three holders (as Dask's map_partitions).
+        def decades(part):
+            return part.assign(decade=part["age"] // 10 * 10)[["city", "decade"]]
+
+        mapped = stored.map_partitions(decades).compute()
+        by_decade = mapped.groupby("decade").size().sort_index()
+        print(by_decade.to_string())
+        want_decades = decades(df).groupby("decade").size().sort_index()
+        same = same and by_decade.tolist() == want_decades.tolist()
+        sizes = client.gather(client.map(len, stored.partitions))
+        print(f"rows per partition, counted where each is stored: {sizes}")
+        same = same and sum(sizes) == len(df)
         client.remove("people_example")
     if not same:
         print("the cluster's answer differs from pandas':", want, sep="\n", file=sys.stderr)
