@@ -146,3 +146,10 @@ def test_scatter_and_progress(client):
     tern.progress(futures, out=shown)
     assert shown.getvalue().rstrip().endswith("50/50 tasks")
     assert all(f.done() for f in futures)
+
+
+def test_an_oversized_call_is_refused_in_one_line_and_the_cluster_goes_on(client):
+    with pytest.raises(tern.TaskFailed, match="bytes of literals; at most"):
+        client.submit(len, b"x" * 2_000_000).result()
+    big = client.scatter(b"x" * 500_000)  # under the bound: kept on a node, read in place
+    assert client.submit(len, big).result() == 500_000
