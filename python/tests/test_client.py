@@ -113,3 +113,12 @@ def test_the_people_example_gives_pandas_answer(cluster):
     )
     assert out.returncode == 0, out.stderr
     assert "same answer as pandas" in out.stdout
+
+
+def test_a_dask_script_runs_after_changing_its_imports():
+    import pathlib
+
+    script = pathlib.Path(__file__).parents[2] / "examples" / "python" / "dask_script.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "same answers as pandas and Python" in out.stdout
