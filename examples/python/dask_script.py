@@ -32,11 +32,11 @@ def main() -> int:
     ok &= total == sum(x**2 for x in range(100))
 
     @delayed
-    def inc(x):
+    def inc(x: int) -> int:
         return x + 1
 
     @delayed
-    def add(x, y):
+    def add(x: int, y: int) -> int:
         return x + y
 
     answer = add(inc(1), inc(2)).compute()

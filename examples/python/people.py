@@ -62,7 +62,7 @@ def main() -> int:
         )
         # Your own Python function on each partition, run by a worker process on one of the
         # partition's three holders (as Dask's map_partitions).
-        def decades(part):
+        def decades(part: pd.DataFrame) -> pd.DataFrame:
             return part.assign(decade=part["age"] // 10 * 10)[["city", "decade"]]
 
         mapped = stored.map_partitions(decades).compute()
