@@ -216,6 +216,8 @@ class _Frame:
         self._query = query
         self._index = index
         self._schema: Optional[pa.Schema] = None
+        # Two-level column names pandas gives several reductions of one column.
+        self._multi_columns: Optional[List[Tuple[str, str]]] = None
 
     @property
     def sql(self) -> str:
@@ -262,6 +264,11 @@ class _Frame:
         df = table.to_pandas()
         if self._index:
             df = df.set_index(self._index if len(self._index) > 1 else self._index[0])
+        multi = self._multi_columns
+        if multi:
+            import pandas
+
+            df.columns = pandas.MultiIndex.from_tuples(multi)
         return df
 
     def to_arrow(self) -> pa.Table:
@@ -323,6 +330,16 @@ class DataFrame(_Frame):
     def dtypes(self) -> "pandas.Series":
         """The pandas dtypes ``compute()`` gives each column."""
         return self._pandas(self.schema.empty_table()).dtypes
+
+    @property
+    def divisions(self) -> Tuple[None, ...]:
+        """The index values bounding each partition: unknown, as Dask says for data not
+        sorted by its index (one ``None`` more than there are partitions)."""
+        return (None,) * (self.npartitions + 1)
+
+    @property
+    def known_divisions(self) -> bool:
+        return False
 
     @property
     def npartitions(self) -> int:
@@ -814,16 +831,22 @@ class GroupBy:
             return DataFrame(self._frame._client, self._run(items), index=list(self._keys))
         if isinstance(spec, str):
             return self.size() if spec == "size" else self._one(spec)
+        if isinstance(spec, (list, tuple)):
+            spec = {col: list(spec) for col in self._values(False)}
         if isinstance(spec, dict):
             items = []
-            for col, fn in spec.items():
-                if not isinstance(fn, str):
-                    raise NotImplementedError(
-                        "several reductions of one column are not supported yet: name them, "
-                        "agg(a_sum=('a', 'sum'), a_mean=('a', 'mean'))"
-                    )
-                items.append(("count(*)" if fn == "size" else _reduce(fn, col), col))
-            return DataFrame(self._frame._client, self._run(items), index=list(self._keys))
+            multi: List[Tuple[str, str]] = []
+            several = any(not isinstance(fn, str) for fn in spec.values())
+            for col, fns in spec.items():
+                for fn in [fns] if isinstance(fns, str) else list(fns):
+                    sql = "count(*)" if fn == "size" else _reduce(fn, col)
+                    # Several reductions of a column: pandas' two-level columns.
+                    items.append((sql, f"{col}\x1f{fn}" if several else col))
+                    multi.append((col, fn))
+            frame = DataFrame(self._frame._client, self._run(items), index=list(self._keys))
+            if several:
+                frame._multi_columns = multi
+            return frame
         raise TypeError("agg takes a reduction's name, {column: name}, or named (column, name) pairs")
 
     aggregate = agg

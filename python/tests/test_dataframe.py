@@ -217,3 +217,15 @@ def test_tpch_q1_written_with_the_dataframe_api_equals_pandas(client):
     got = q1(stored, datetime.date(1998, 9, 2)).compute()
     want = q1(li, pd.Timestamp(1998, 9, 2))
     pdt.assert_frame_equal(got, want, check_dtype=False, check_exact=False)
+
+
+def test_several_reductions_of_a_column_and_divisions(stored, data):
+    spec = {"age": ["min", "max", "mean"], "balance": "sum"}
+    got = stored.groupby("team").agg(spec).compute()
+    want = data.groupby("team").agg(spec)
+    pdt.assert_frame_equal(got, want, check_dtype=False, check_exact=False)
+    got = stored.groupby("name")[["age", "balance"]].agg(["sum", "count"]).compute()
+    want = data.groupby("name")[["age", "balance"]].agg(["sum", "count"])
+    pdt.assert_frame_equal(got, want, check_dtype=False, check_exact=False)
+    assert stored.divisions == (None,) * (stored.npartitions + 1)
+    assert not stored.known_divisions
