@@ -292,7 +292,20 @@ class Client:
             return f"<Client: {self.directory!r} unreachable: {e}>"
         nodes = status["nodes"]
         up = sum(1 for n in nodes if n["state"] == "up")
+        stored = sum(n["stored_bytes"] for n in nodes)
+        capacity = sum(n["capacity_bytes"] for n in nodes)
         return (
             f"<Client: {self.directory!r} nodes={len(nodes)} up={up} "
-            f"leader={status['leader']} datasets={datasets}>"
+            f"leader={status['leader']} datasets={datasets} "
+            f"stored={_size(stored)} of {_size(capacity)}>"
         )
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them: 1.5 GiB."""
+    size = float(n)
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"]:
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

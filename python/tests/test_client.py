@@ -98,7 +98,7 @@ def test_reprs_show_the_structure(client):
     stored = client.put(people(20), "people_repr", npartitions=2)
     text = repr(stored)
     assert "npartitions=2" in text and "balance" in text and "Tern Name: people_repr" in text
-    assert "nodes=3" in repr(client)
+    assert "nodes=3" in repr(client) and "stored=" in repr(client) and " of " in repr(client)
 
 
 def test_the_people_example_gives_pandas_answer(cluster):
