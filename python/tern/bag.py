@@ -67,30 +67,26 @@ def _merge_counts(partials: List[Dict[Any, int]]) -> List[Tuple[Any, int]]:
     return list(total.items())
 
 
-def _fold(part: List[Any], key: Callable[[Any], Any], binop: Callable[[Any, Any], Any], initial: Any) -> Dict[Any, Any]:
+def _fold_pairs(pairs: Iterable[Tuple[Any, Any]], op: Callable[[Any, Any], Any], initial: Any) -> Dict[Any, Any]:
+    """Values folded per key with ``op``, starting from ``initial`` (or from a key's first
+    value when there is none): elements within a partition, partial results across them."""
     out: Dict[Any, Any] = {}
-    for x in part:
-        k = key(x)
+    for k, v in pairs:
         if k in out:
-            out[k] = binop(out[k], x)
+            out[k] = op(out[k], v)
         elif initial is _NO_INITIAL:
-            out[k] = x
+            out[k] = v
         else:
-            out[k] = binop(initial, x)
+            out[k] = op(initial, v)
     return out
 
 
+def _fold(part: List[Any], key: Callable[[Any], Any], binop: Callable[[Any, Any], Any], initial: Any) -> Dict[Any, Any]:
+    return _fold_pairs(((key(x), x) for x in part), binop, initial)
+
+
 def _combine_folds(partials: List[Dict[Any, Any]], combine: Callable[[Any, Any], Any], initial: Any) -> List[Tuple[Any, Any]]:
-    out: Dict[Any, Any] = {}
-    for p in partials:
-        for k, v in p.items():
-            if k in out:
-                out[k] = combine(out[k], v)
-            elif initial is _NO_INITIAL:
-                out[k] = v
-            else:
-                out[k] = combine(initial, v)
-    return list(out.items())
+    return list(_fold_pairs((kv for p in partials for kv in p.items()), combine, initial).items())
 
 
 def _group(part: List[Any], key: Callable[[Any], Any]) -> Dict[Any, List[Any]]:
