@@ -1,19 +1,17 @@
 //! `tern._tern`, the native half of the Python package `tern`: a thin layer over
 //! `tern-client`, so Python speaks to the cluster through the one protocol implementation
-//! there is. It owns the conversions between Python and the client (Arrow IPC bytes in and
-//! out, records as JSON text, errors as Python exceptions) and a tokio runtime for the
-//! client's calls, which run with the GIL released and stop when Python is interrupted.
-//! It does not own anything a user sees by Dask's names: that is the pure-Python package
-//! (`python/tern/`), which pyarrow and pandas serve.
+//! there is. It owns the conversions between Python and the client (Arrow data in and out
+//! through the C stream interface, records as JSON text, errors as Python exceptions), a
+//! tokio runtime for the client's calls, which run with the GIL released and stop when
+//! Python is interrupted, and the in-process engine of the single-machine schedulers
+//! (`local.rs`). It does not own anything a user sees by Dask's names: that is the
+//! pure-Python package (`python/tern/`), which pyarrow and pandas serve.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use arrow::record_batch::RecordBatch;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -22,6 +20,9 @@ use pyo3::types::PyTuple;
 use tern_client::ingest::{PartitionBuilder, schema_json};
 use tern_client::{Client, ClientError, FutureError, TaskFuture};
 use tern_proto::{Arg, DatasetRecord, Datum, Graph, Kernel, Task, Value};
+
+mod local;
+mod streams;
 
 create_exception!(
     _tern,
@@ -126,16 +127,6 @@ fn wait_ticking<T: Send + 'static>(
     }
 }
 
-/// `batches` as one Arrow IPC stream, the form pyarrow reads without a copy of its buffers.
-fn ipc_stream(schema: &arrow::datatypes::Schema, batches: &[RecordBatch]) -> PyResult<Vec<u8>> {
-    let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(arrow_err)?;
-    for batch in batches {
-        writer.write(batch).map_err(arrow_err)?;
-    }
-    writer.finish().map_err(arrow_err)?;
-    writer.into_inner().map_err(arrow_err)
-}
-
 /// A dataset record as JSON text for the Python side (`json.loads`).
 fn record_json(record: &DatasetRecord) -> String {
     let partitions: Vec<serde_json::Value> = record
@@ -194,7 +185,7 @@ impl NativeClient {
         self.client.nodes().to_vec()
     }
 
-    /// Run a SQL query; its answer as one Arrow IPC stream. `progress`, when given, is
+    /// Run a SQL query; its answer as an Arrow stream capsule. `progress`, when given, is
     /// called with `(tasks done, tasks in all)` as the query's stages run.
     #[pyo3(signature = (query, progress=None))]
     fn sql<'py>(
@@ -202,7 +193,7 @@ impl NativeClient {
         py: Python<'py>,
         query: String,
         progress: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    ) -> PyResult<Bound<'py, pyo3::types::PyCapsule>> {
         let client = self.client.clone();
         // Tasks done and planned, per stage, as the coordinator reports them.
         let seen = Arc::new(std::sync::Mutex::new((
@@ -254,8 +245,7 @@ impl NativeClient {
         let (schema, batches) = wait_ticking(py, work, &mut tick)?.map_err(to_py)?;
         // The last count, however quick the query was.
         tick(py)?;
-        let bytes = ipc_stream(&schema, &batches)?;
-        Ok(PyBytes::new(py, &bytes))
+        streams::export(py, schema, batches)
     }
 
     /// The stages and tasks a SQL query would run.
@@ -279,22 +269,21 @@ impl NativeClient {
         Ok(record.as_ref().map(record_json))
     }
 
-    /// Store `partitions` (each an Arrow IPC stream, all of one schema) as dataset `name`,
-    /// each partition in triplicate; with `replace`, as a new version of an existing one.
-    /// The record written, as JSON text.
+    /// Store `partitions` (each Arrow data of one schema: a pyarrow Table) as dataset
+    /// `name`, each partition in triplicate; with `replace`, as a new version of an existing
+    /// one. The record written, as JSON text.
     #[pyo3(signature = (name, partitions, replace=false))]
     fn put(
         &self,
         py: Python<'_>,
         name: String,
-        partitions: Vec<Vec<u8>>,
+        partitions: Vec<Bound<'_, PyAny>>,
         replace: bool,
     ) -> PyResult<String> {
         let mut schema = None;
         let mut encoded = Vec::with_capacity(partitions.len());
-        for (i, bytes) in partitions.iter().enumerate() {
-            let reader = StreamReader::try_new(bytes.as_slice(), None).map_err(arrow_err)?;
-            let this = reader.schema();
+        for (i, part) in partitions.iter().enumerate() {
+            let (this, batches) = streams::import(part)?;
             match &schema {
                 None => schema = Some(this.clone()),
                 Some(first) if first.fields() != this.fields() => {
@@ -307,10 +296,8 @@ impl NativeClient {
                 Some(_) => {}
             }
             let mut builder = PartitionBuilder::new(&this).map_err(arrow_err)?;
-            for batch in reader {
-                builder
-                    .push(&batch.map_err(arrow_err)?)
-                    .map_err(arrow_err)?;
+            for batch in &batches {
+                builder.push(batch).map_err(arrow_err)?;
             }
             let rows = builder.rows;
             encoded.push((builder.finish().map_err(arrow_err)?, rows));
@@ -436,6 +423,9 @@ impl NativeClient {
                     "role": format!("{:?}", n.role).to_lowercase(),
                     "capacity_bytes": n.capacity_bytes,
                     "stored_bytes": n.stored_bytes,
+                    "task_slots": n.task_slots,
+                    "tasks_running": n.tasks_running,
+                    "query_memory_bytes": n.query_memory_bytes,
                 })
             })
             .collect();
@@ -560,6 +550,8 @@ impl NativeFuture {
 fn _tern(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeFuture>()?;
+    m.add_class::<local::LocalSession>()?;
+    m.add_function(wrap_pyfunction!(local::tables_of, m)?)?;
     let py = m.py();
     m.add("TernError", py.get_type::<TernError>())?;
     m.add("ClusterNotFound", py.get_type::<ClusterNotFound>())?;

@@ -88,9 +88,17 @@ class LocalCluster:
     """A cluster of ``n_workers`` tern nodes on this machine, on loopback (as Dask's
     ``LocalCluster``), in a temporary directory unless ``directory`` is given. The nodes
     are separate processes (``tern up --detach``); :meth:`close` (or leaving the ``with``
-    block, or the end of the process) stops them."""
+    block, or the end of the process) stops them. ``memory_limit`` (bytes, or text such as
+    ``"2GiB"``) bounds each Python worker's resident memory, as Dask's does: a worker past it
+    is stopped and its task fails saying so (default: the machine's memory shared among a
+    node's task slots)."""
 
-    def __init__(self, n_workers: int = 3, directory: Optional[Union[str, os.PathLike]] = None):
+    def __init__(
+        self,
+        n_workers: int = 3,
+        directory: Optional[Union[str, os.PathLike]] = None,
+        memory_limit: Union[None, int, str] = None,
+    ):
         if n_workers < 1:
             raise ValueError(f"n_workers must be at least 1, not {n_workers}")
         self.n_workers = n_workers
@@ -114,7 +122,8 @@ class LocalCluster:
                 # Python functions run in worker processes of this interpreter.
                 "--python",
                 sys.executable,
-            ],
+            ]
+            + ([] if memory_limit is None else ["--worker-memory", str(memory_limit)]),
             capture_output=True,
             text=True,
             check=False,
@@ -294,10 +303,13 @@ class Client:
         up = sum(1 for n in nodes if n["state"] == "up")
         stored = sum(n["stored_bytes"] for n in nodes)
         capacity = sum(n["capacity_bytes"] for n in nodes)
+        # What the nodes that answered run at once, and may hold while doing so.
+        slots = sum(n.get("task_slots") or 0 for n in nodes)
+        memory = sum(n.get("query_memory_bytes") or 0 for n in nodes)
         return (
             f"<Client: {self.directory!r} nodes={len(nodes)} up={up} "
-            f"leader={status['leader']} datasets={datasets} "
-            f"stored={_size(stored)} of {_size(capacity)}>"
+            f"leader={status['leader']} slots={slots} memory={_size(memory)} "
+            f"datasets={datasets} stored={_size(stored)} of {_size(capacity)}>"
         )
 
 

@@ -3,12 +3,14 @@
 A :class:`DataFrame` is a description of work (a SQL query over stored datasets); nothing
 runs until ``compute()``, ``head()`` or ``len()``. The work runs on the cluster: each
 partition on the least busy of its three holders, shuffles between nodes, the answer
-streamed back as Arrow data.
+streamed back as Arrow data. With a single-machine scheduler named, or for data made here
+with no client, the same query runs in this process instead (:mod:`tern.local`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,11 +18,15 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from .expr import Column, ident, literal, sql_type
+from .local import LocalData, local_data, table_of, tables_of
 
 if TYPE_CHECKING:
     import pandas
 
     from .client import Client
+
+# Where a DataFrame's data lives: a cluster (through its client) or this process.
+Home = Union["Client", LocalData]
 
 
 def _arrow_of(ipc: bytes) -> pa.Table:
@@ -28,23 +34,38 @@ def _arrow_of(ipc: bytes) -> pa.Table:
     return pyarrow.ipc.open_stream(pa.py_buffer(ipc)).read_all()
 
 
-def _partitions_of(df: "pandas.DataFrame", npartitions: int) -> List[bytes]:
-    """``df`` cut into ``npartitions`` runs of rows (the last ones may be shorter), each an
-    Arrow IPC stream. The index is not kept: partitions number their rows from 0 again."""
+def _partitions_of(df: "pandas.DataFrame", npartitions: int) -> List[pa.Table]:
+    """``df`` cut into ``npartitions`` runs of rows (the last ones may be shorter), each a
+    pyarrow Table over the same buffers. The index is not kept: partitions number their
+    rows from 0 again."""
     if npartitions < 1:
         raise ValueError(f"npartitions must be at least 1, not {npartitions}")
     table = pa.Table.from_pandas(df, preserve_index=False)
     per = max(1, math.ceil(table.num_rows / npartitions))
     pieces = [table.slice(start, per) for start in range(0, table.num_rows, per)]
-    if not pieces:
-        pieces = [table]
-    out = []
-    for piece in pieces:
-        sink = pa.BufferOutputStream()
-        with pyarrow.ipc.new_stream(sink, piece.schema) as writer:
-            writer.write_table(piece)
-        out.append(sink.getvalue().to_pybytes())
-    return out
+    return pieces or [table]
+
+
+def _name_of(df: "pandas.DataFrame", npartitions: int) -> str:
+    """A name made from ``df``'s contents and cut: the same data is stored once."""
+    import pandas
+
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr((list(df.columns), [str(t) for t in df.dtypes], npartitions)).encode())
+    digest.update(pandas.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return f"from_pandas_{digest.hexdigest()}"
+
+
+def _scheduler_for(home: Home, named: Optional[str]) -> str:
+    """The scheduler a DataFrame at ``home`` computes on: the one named, else the one
+    ``tern.config`` sets, else its cluster's, else (data made here) the thread pool unless a
+    client was made since (as Dask computes local collections on a client once there is one)."""
+    from . import config
+    from .delayed import _scheduler
+
+    if named is None and config.get("scheduler") is None and not isinstance(home, LocalData):
+        return "distributed"
+    return _scheduler(named)
 
 
 def from_pandas(
@@ -53,20 +74,27 @@ def from_pandas(
     name: Optional[str] = None,
     client: Optional["Client"] = None,
 ) -> "DataFrame":
-    """Store pandas DataFrame ``df`` on the cluster in ``npartitions`` partitions (Dask's
-    ``from_pandas``), through ``client`` or the default one, under ``name`` or a name made
-    from its contents (the same data is stored once). Each partition is kept in triplicate."""
-    from .client import get_client
+    """pandas DataFrame ``df`` in ``npartitions`` partitions (Dask's ``from_pandas``),
+    under ``name`` or a name made from its contents (the same data is stored once).
 
-    client = client or get_client()
+    Stored on the cluster through ``client`` or the default one, each partition in
+    triplicate; with no client made in this process (and no ``"distributed"`` scheduler set)
+    it is held here instead and computes on the thread pool, as Dask's does without a client
+    (see :mod:`tern.local`)."""
+    from . import client as clients
+    from . import config
+
     parts = _partitions_of(df, npartitions)
-    if name is None:
-        digest = hashlib.blake2b(digest_size=8)
-        for part in parts:
-            digest.update(part)
-        name = f"from_pandas_{digest.hexdigest()}"
-        if name in client.list_datasets():
-            return client.table(name)
+    auto_name = name is None
+    name = name or _name_of(df, npartitions)
+    has_client = clients._default_client is not None and not clients._default_client._closed
+    if client is None and not has_client and config.get("scheduler") != "distributed":
+        here = local_data()
+        here.hold(name, parts)
+        return here.table(name)
+    client = client or clients.get_client()
+    if auto_name and name in client.list_datasets():
+        return client.table(name)
     client._native.put(name, parts, False)
     return client.table(name)
 
@@ -168,14 +196,15 @@ class _ProgressBar:
 
 
 class Lazy:
-    """A value the cluster computes when asked (``compute()``), as Dask's scalars are."""
+    """A value computed when asked (``compute()``), as Dask's scalars are: on the cluster,
+    or here with ``scheduler="sync"`` or ``"threads"``."""
 
-    def __init__(self, compute: Callable[[], Any], what: str):
+    def __init__(self, compute: Callable[[Optional[str]], Any], what: str):
         self._compute = compute
         self._what = what
 
-    def compute(self) -> Any:
-        return self._compute()
+    def compute(self, scheduler: Optional[str] = None) -> Any:
+        return self._compute(scheduler)
 
     def __repr__(self) -> str:
         return f"<tern lazy {self._what}>"
@@ -211,7 +240,8 @@ def _reduce(function: str, column: str) -> str:
 class _Frame:
     """What DataFrame and Series share: a query, and the columns that become the index."""
 
-    def __init__(self, client: "Client", query: str, index: Optional[List[str]] = None):
+    def __init__(self, client: Home, query: str, index: Optional[List[str]] = None):
+        # Where the data lives: a cluster's client, or this process (LocalData).
         self._client = client
         self._query = query
         self._index = index
@@ -226,10 +256,15 @@ class _Frame:
 
     @property
     def schema(self) -> pa.Schema:
-        """The Arrow schema of the answer (asked of the cluster once, with no rows)."""
+        """The Arrow schema of the answer (asked once, with no rows: here when every table
+        it reads is held here, else of the cluster)."""
         if self._schema is None:
-            empty = self._client._native.sql(f"SELECT * FROM ({self._query}) AS t LIMIT 0")
-            self._schema = _arrow_of(empty).schema
+            query = f"SELECT * FROM ({self._query}) AS t LIMIT 0"
+            here = local_data()
+            if all(here.has(t) and not here.fetched(t) for t in tables_of(query)):
+                self._schema = here.sql(query, 1).schema
+            else:
+                self._schema = self._arrow(query, scheduler="distributed").schema
         return self._schema
 
     def _select(
@@ -251,11 +286,32 @@ class _Frame:
             query += f" ORDER BY {order}"
         return query
 
-    def _arrow(self, query: Optional[str] = None, progress: Any = False) -> pa.Table:
+    def _cluster(self) -> "Client":
+        """The client of this frame's cluster (the default one for data held here)."""
+        if isinstance(self._client, LocalData):
+            from .client import get_client
+
+            return get_client()
+        return self._client
+
+    def _arrow(
+        self, query: Optional[str] = None, progress: Any = False, scheduler: Optional[str] = None
+    ) -> pa.Table:
+        """The answer of ``query`` (this frame's by default) on the scheduler in effect."""
+        query = query or self._query
+        chosen = _scheduler_for(self._client, scheduler)
+        here = local_data()
+        if chosen != "distributed":
+            if not isinstance(self._client, LocalData):
+                here.fetch_for(query, self._client)
+            # "processes" too runs on threads: the engine is native code, not held by the GIL.
+            return here.sql(query, 1 if chosen == "sync" else 0)
+        client = self._cluster()
+        here.ship_for(query, client)
         bar = _ProgressBar() if progress is None and _ProgressBar.wanted() else None
         callback = progress if callable(progress) else (bar.update if bar else None)
         try:
-            return _arrow_of(self._client._native.sql(query or self._query, callback))
+            return table_of(client._native.sql(query, callback))
         finally:
             if bar is not None:
                 bar.close()
@@ -271,17 +327,20 @@ class _Frame:
             df.columns = pandas.MultiIndex.from_tuples(multi)
         return df
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, scheduler: Optional[str] = None) -> pa.Table:
         """The whole answer as a pyarrow Table."""
-        return self._arrow()
+        return self._arrow(scheduler=scheduler)
 
     def __len__(self) -> int:
         counted = self._arrow(f"SELECT count(*) AS n FROM ({self._query}) AS t")
         return int(counted.column("n")[0].as_py())
 
     def explain(self) -> str:
-        """The stages and tasks the cluster would run."""
-        return self._client._native.explain(self._query)
+        """The stages and tasks the cluster would run (for data held here: the plan this
+        process would run)."""
+        if isinstance(self._client, LocalData):
+            return self._client.explain(self._query)
+        return str(self._client._native.explain(self._query))
 
 
 class DataFrame(_Frame):
@@ -294,7 +353,7 @@ class DataFrame(_Frame):
 
     def __init__(
         self,
-        client: "Client",
+        client: Home,
         query: str,
         table: Optional[str] = None,
         npartitions: Optional[int] = None,
@@ -349,14 +408,32 @@ class DataFrame(_Frame):
     @property
     def partitions(self) -> List[Any]:
         """The stored dataset's partitions, as arguments for ``client.map`` and
-        ``client.submit`` (each read on one of its holders)."""
+        ``client.submit`` (each read on one of its holders). Data held here is stored on
+        the default client's cluster first."""
         from .futures import Partition
 
         if self._table is None:
             raise NotImplementedError(
                 "partitions of a query's answer: store it first (client.put(df.compute(), name))"
             )
-        return [Partition(self._table, self._version, i) for i in range(self.npartitions)]
+        version = self._version
+        if isinstance(self._client, LocalData):
+            client = self._cluster()
+            self._client.ship_for(self._query, client)
+            record = client._native.dataset(self._table)
+            version = None if record is None else int(json.loads(record)["version"])
+        if version is None:
+            raise RuntimeError(f"dataset {self._table!r} has no stored version")
+        return [Partition(self._table, version, i) for i in range(self.npartitions)]
+
+    def _pieces(self, scheduler: str) -> List["pandas.DataFrame"]:
+        """Each partition as a pandas DataFrame, here (a query's answer is one piece)."""
+        if self._table is None:
+            return [self.compute(scheduler=scheduler)]
+        here = local_data()
+        if not isinstance(self._client, LocalData):
+            here.fetch_for(self._query, self._client)
+        return [here.read_partition(self._table, i).to_pandas() for i in range(self.npartitions)]
 
     def map_partitions(self, fn: Any, *args: Any, **kwargs: Any) -> "Mapped":
         """``fn`` over each partition as a pandas DataFrame (and ``args``), in Python on the
@@ -477,10 +554,10 @@ class DataFrame(_Frame):
         names = list(self.columns)
         query = self._select([(f"count(DISTINCT {ident(n)})", n) for n in names])
 
-        def compute() -> Any:
+        def compute(scheduler: Optional[str]) -> Any:
             import pandas
 
-            row = self._arrow(query).to_pylist()[0]
+            row = self._arrow(query, scheduler=scheduler).to_pylist()[0]
             return pandas.Series([row[n] for n in names], index=names, dtype="int64")
 
         return Lazy(compute, "nunique")
@@ -510,10 +587,10 @@ class DataFrame(_Frame):
         items = [(sql.format(c=ident(n)), f"{i}_{j}") for i, n in enumerate(numeric) for j, (_, sql) in enumerate(stats)]
         query = self._select(items)
 
-        def compute() -> Any:
+        def compute(scheduler: Optional[str]) -> Any:
             import pandas
 
-            row = self._arrow(query).to_pylist()[0]
+            row = self._arrow(query, scheduler=scheduler).to_pylist()[0]
             table = {
                 n: [row[f"{i}_{j}"] for j in range(len(stats))] for i, n in enumerate(numeric)
             }
@@ -590,34 +667,45 @@ class DataFrame(_Frame):
 
     # -- computing -----------------------------------------------------------------------
 
-    def compute(self, progress: Any = None) -> "pandas.DataFrame":
+    def compute(self, progress: Any = None, scheduler: Optional[str] = None) -> "pandas.DataFrame":
         """The whole answer as a pandas DataFrame (rows numbered from 0 unless it has an
         index). A query running past half a second shows its tasks done as a bar on a
         terminal or in Jupyter; ``progress=False`` hides it, a callable gets
-        ``(done, total)`` instead."""
-        return self._pandas(self._arrow(progress=progress))
+        ``(done, total)`` instead. ``scheduler="sync"`` or ``"threads"`` runs it in this
+        process (see :mod:`tern.local`)."""
+        return self._pandas(self._arrow(progress=progress, scheduler=scheduler))
 
-    def to_parquet(self, path: str) -> None:
+    def to_parquet(self, path: str, scheduler: Optional[str] = None) -> None:
         """The whole answer written here as one Parquet file."""
         import pyarrow.parquet as pq
 
-        pq.write_table(self.to_arrow(), path)
+        pq.write_table(self.to_arrow(scheduler=scheduler), path)
 
-    def persist(self, name: Optional[str] = None) -> "DataFrame":
-        """The answer stored on the cluster (each partition in triplicate) as dataset
-        ``name`` (a name made from the query when not given), and that dataset as a
-        DataFrame: later work reads it instead of computing it again."""
+    def persist(self, name: Optional[str] = None, scheduler: Optional[str] = None) -> "DataFrame":
+        """The answer kept as dataset ``name`` (a name made from the query when not given),
+        and that dataset as a DataFrame: later work reads it instead of computing it again.
+        On the cluster each partition is stored in triplicate; on a single-machine scheduler
+        it is held in this process."""
         if self._table is not None and name is None:
             return self
         if name is None:
             name = "persist_" + hashlib.blake2b(self._query.encode(), digest_size=8).hexdigest()
-        self._client._native.put(name, _partitions_of(self.compute(), max(1, self.npartitions)), True)
-        return self._client.table(name)
+        chosen = _scheduler_for(self._client, scheduler)
+        parts = _partitions_of(self.compute(scheduler=chosen), max(1, self.npartitions))
+        if chosen != "distributed":
+            here = local_data()
+            here.hold(name, parts)
+            return here.table(name)
+        client = self._cluster()
+        client._native.put(name, parts, True)
+        return client.table(name)
 
     def head(self, n: int = 5) -> "pandas.DataFrame":
         """The first ``n`` rows. Of a stored dataset, from its first partition only (as Dask
         does: read from one holder, nothing else runs)."""
         if self._table is not None and self.npartitions > 0:
+            if isinstance(self._client, LocalData):
+                return self._pandas(self._client.read_partition(self._table, 0).slice(0, n))
             part = self._client._native.read_partition(self._table, 0)
             return self._pandas(_arrow_of(part).slice(0, n))
         return self._pandas(self._arrow(f"SELECT * FROM ({self._query}) AS t LIMIT {int(n)}"))
@@ -651,15 +739,25 @@ class Mapped:
     def npartitions(self) -> int:
         return self._frame.npartitions
 
-    def compute(self) -> Any:
+    def compute(self, scheduler: Optional[str] = None) -> Any:
         """Every partition's result put together: DataFrames and Series concatenated (rows
-        numbered from 0), anything else as a list in partition order."""
+        numbered from 0), anything else as a list in partition order. On the cluster each
+        call runs on a holder of its partition; on a single-machine scheduler, here."""
         import pandas
 
+        from .delayed import compute, delayed
         from .futures import gather, submit_calls
 
-        calls = [[p, *self._args] for p in self._frame.partitions]
-        pieces = gather(submit_calls(self._frame._client, self._fn, calls, self._kwargs))
+        chosen = _scheduler_for(self._frame._client, scheduler)
+        pieces: List[Any]
+        if chosen == "distributed":
+            calls = [[p, *self._args] for p in self._frame.partitions]
+            client = self._frame._cluster()
+            pieces = gather(submit_calls(client, self._fn, calls, self._kwargs))
+        else:
+            fn = delayed(self._fn)
+            work = [fn(piece, *self._args, **self._kwargs) for piece in self._frame._pieces(chosen)]
+            pieces = list(compute(*work, scheduler=chosen))
         if pieces and all(isinstance(p, (pandas.DataFrame, pandas.Series)) for p in pieces):
             return pandas.concat(pieces, ignore_index=True)
         return pieces
@@ -673,13 +771,14 @@ class Series(_Frame):
     """One lazy column (Dask's ``Series``): the value column ``name`` of a query, indexed by
     its other columns when it has an index."""
 
-    def __init__(self, client: "Client", query: str, name: str, index: Optional[List[str]] = None):
+    def __init__(self, client: Home, query: str, name: str, index: Optional[List[str]] = None):
         super().__init__(client, query, index)
         self.name = name
 
-    def compute(self, progress: Any = None) -> "pandas.Series":
-        """The column as a pandas Series (``progress`` as for ``DataFrame.compute``)."""
-        df = self._pandas(self._arrow(progress=progress))
+    def compute(self, progress: Any = None, scheduler: Optional[str] = None) -> "pandas.Series":
+        """The column as a pandas Series (``progress`` and ``scheduler`` as for
+        ``DataFrame.compute``)."""
+        df = self._pandas(self._arrow(progress=progress, scheduler=scheduler))
         return df[self.name]
 
     def head(self, n: int = 5) -> "pandas.Series":
@@ -688,7 +787,10 @@ class Series(_Frame):
 
     def _reduction(self, function: str) -> Lazy:
         query = self._select([(_reduce(function, self.name), self.name)])
-        return Lazy(lambda: self._arrow(query).column(0)[0].as_py(), f"{function} of {self.name}")
+        return Lazy(
+            lambda scheduler: self._arrow(query, scheduler=scheduler).column(0)[0].as_py(),
+            f"{function} of {self.name}",
+        )
 
     def sum(self) -> Lazy:
         return self._reduction("sum")

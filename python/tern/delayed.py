@@ -241,4 +241,17 @@ def compute(*objs: Any, scheduler: Optional[str] = None, client: Optional["Clien
 
         values = gather(_submit(lazy, client or get_client())) if lazy else []
     answers = iter(values)
-    return tuple(next(answers) if isinstance(o, Delayed) else o for o in objs)
+    return tuple(
+        next(answers) if isinstance(o, Delayed) else _collection(o, scheduler) for o in objs
+    )
+
+
+def _collection(obj: Any, scheduler: Optional[str]) -> Any:
+    """A DataFrame's, Series', Bag's or lazy scalar's value (each computes on its own), or
+    ``obj`` itself when it is none of those, as Dask passes plain values through."""
+    from .bag import Bag
+    from .dataframe import Lazy, Mapped, _Frame
+
+    if isinstance(obj, (_Frame, Lazy, Mapped, Bag)):
+        return obj.compute(scheduler=scheduler)
+    return obj

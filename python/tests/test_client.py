@@ -1,5 +1,6 @@
 """The Python package against a real local cluster: every answer equals pandas'."""
 
+import os
 import subprocess
 import sys
 
@@ -98,7 +99,12 @@ def test_reprs_show_the_structure(client):
     stored = client.put(people(20), "people_repr", npartitions=2)
     text = repr(stored)
     assert "npartitions=2" in text and "balance" in text and "Tern Name: people_repr" in text
-    assert "nodes=3" in repr(client) and "stored=" in repr(client) and " of " in repr(client)
+    shown = repr(client)
+    assert "nodes=3" in shown and "stored=" in shown and " of " in shown, shown
+    # Each node runs a task per core unless told otherwise; memory is what they may hold.
+    slots = int(shown.split("slots=")[1].split()[0])
+    assert slots == 3 * (os.cpu_count() or 1), shown
+    assert "memory=" in shown and "memory=0 B" not in shown, shown
 
 
 def test_the_people_example_gives_pandas_answer(cluster):

@@ -153,3 +153,20 @@ def test_an_oversized_call_is_refused_in_one_line_and_the_cluster_goes_on(client
         client.submit(len, b"x" * 2_000_000).result()
     big = client.scatter(b"x" * 500_000)  # under the bound: kept on a node, read in place
     assert client.submit(len, big).result() == 500_000
+
+
+def test_a_worker_past_its_memory_limit_fails_its_task_and_is_replaced():
+    """As Dask's nanny does: the worker is stopped, the task fails saying why, the next
+    task gets a fresh worker."""
+
+    def hog(mib):
+        import time
+
+        held = b"x" * (mib << 20)
+        time.sleep(3)
+        return len(held)
+
+    with tern.LocalCluster(n_workers=1, memory_limit="300MiB") as small, tern.Client(small) as c:
+        with pytest.raises(tern.TaskFailed, match="memory limit of 300.0 MiB"):
+            c.submit(hog, 800).result(timeout=60)
+        assert c.submit(hog, 10).result(timeout=60) == 10 << 20

@@ -101,6 +101,7 @@ async fn run_node(world: Arc<World>, id: NodeId) -> turmoil::Result {
         sized_table_rows: Some(0),
         data_dir: std::env::temp_dir().join(format!("tern-sim-{}-{id}", world.seed)),
         python: None,
+        python_worker_memory_bytes: 0,
     };
     let mut service = NodeService::new(
         record,

@@ -61,6 +61,10 @@ pub struct UpArgs {
     /// it must be able to `import tern`). Without it, Python tasks fail saying so.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Resident memory each Python worker may hold before it is stopped (for example
+    /// 4GiB; default: the machine's memory shared among a node's task slots).
+    #[arg(long, value_parser = crate::data::parse_size)]
+    worker_memory: Option<u64>,
     /// Query tasks each node runs at once (default: one per core).
     #[arg(long, default_value_t = 0)]
     task_slots: usize,
@@ -153,8 +157,19 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
         let path = config_path(&dir, id);
         let config = if path.exists() {
             let mut config = NodeConfig::load(&path)?;
+            let mut changed = false;
             if args.python.is_some() && config.python != args.python {
                 config.python = args.python.clone();
+                changed = true;
+            }
+            if let Some(bytes) = args
+                .worker_memory
+                .filter(|b| *b != config.python_worker_memory_bytes)
+            {
+                config.python_worker_memory_bytes = bytes;
+                changed = true;
+            }
+            if changed {
                 std::fs::write(&path, config.to_toml())?;
             }
             config
@@ -189,6 +204,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                     .map_or(0, |(_, ms)| ms),
                 sized_table_rows: args.sized_table_rows,
                 python: args.python.clone(),
+                python_worker_memory_bytes: args.worker_memory.unwrap_or(0),
                 timings: {
                     let defaults = NodeTimings::default();
                     let down_after_ms = args.down_after * 1000;

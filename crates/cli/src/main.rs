@@ -453,6 +453,7 @@ async fn run_node(args: NodeRunArgs) -> Result<()> {
                 sized_table_rows: None,
                 timings: Default::default(),
                 python: None,
+                python_worker_memory_bytes: 0,
             }
         }
     };

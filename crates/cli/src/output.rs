@@ -22,7 +22,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10}",
+        "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10} {:>7}",
         "ID",
         "ADDRESS",
         "ZONE",
@@ -34,7 +34,8 @@ pub fn status_table(status: &ClusterStatus) -> String {
         "APPLIED",
         "REPLICAS",
         "STORED",
-        "CACHED"
+        "CACHED",
+        "TASKS"
     );
     for n in &status.nodes {
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
@@ -49,7 +50,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10}",
+            "{:<4} {:<22} {:<8} {:<12} {:<9} {:<6} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10} {:>7}",
             n.id,
             n.address,
             zone,
@@ -61,7 +62,12 @@ pub fn status_table(status: &ClusterStatus) -> String {
             applied,
             n.stored_partitions,
             human_bytes(n.stored_bytes),
-            n.cached_bytes.map_or_else(|| "-".into(), human_bytes)
+            n.cached_bytes.map_or_else(|| "-".into(), human_bytes),
+            // Running of its slots.
+            match (n.tasks_running, n.task_slots) {
+                (Some(running), Some(slots)) => format!("{running}/{slots}"),
+                _ => "-".into(),
+            }
         );
     }
     for n in &status.nodes {

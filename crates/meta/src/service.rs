@@ -262,6 +262,8 @@ impl Meta {
             blocks_collected: 0,
             tasks_running: 0,
             tasks_run: 0,
+            task_slots: 0,
+            query_memory_bytes: 0,
             shuffle_outputs: 0,
             cached_bytes: 0,
             cache_hits: 0,

@@ -84,6 +84,11 @@ pub struct NodeConfig {
     /// Python tasks with an error saying so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<PathBuf>,
+    /// Resident memory one Python worker may hold; past it the worker is stopped and its task
+    /// fails saying so (Dask's `memory_limit`). 0 (the default): the machine's memory shared
+    /// among the node's slots.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_worker_memory_bytes: u64,
 }
 
 fn default_task_memory() -> u64 {
@@ -127,6 +132,9 @@ pub struct ComputeSettings {
     pub data_dir: PathBuf,
     /// See [`NodeConfig::python`].
     pub python: Option<PathBuf>,
+    /// See [`NodeConfig::python_worker_memory_bytes`] (resolved: never 0 where the
+    /// machine's memory is known).
+    pub python_worker_memory_bytes: u64,
 }
 
 /// Heartbeat and failure-detection timings, in milliseconds.
@@ -207,6 +215,10 @@ impl NodeConfig {
             sized_table_rows: self.sized_table_rows,
             data_dir: self.data_dir.clone(),
             python: self.python.clone(),
+            python_worker_memory_bytes: match self.python_worker_memory_bytes {
+                0 => machine_memory().map_or(0, |m| m / self.slots().max(1) as u64),
+                bytes => bytes,
+            },
         }
     }
 
@@ -218,6 +230,14 @@ impl NodeConfig {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         }
     }
+}
+
+/// The machine's memory (Linux's `/proc/meminfo`; `None` elsewhere).
+fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn default_max_voters() -> usize {

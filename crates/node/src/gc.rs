@@ -255,6 +255,7 @@ mod tests {
             sized_table_rows: None,
             data_dir: dir.to_path_buf(),
             python: None,
+            python_worker_memory_bytes: 0,
         };
         let timings = NodeTimings {
             gc_grace_ms: 0,

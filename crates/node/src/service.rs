@@ -139,6 +139,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 python: compute.python.clone(),
                 keep_idle: task_slots,
                 task_timeout: compute.query_timeout,
+                memory_limit: compute.python_worker_memory_bytes,
             })),
             compute,
             jobs_started: Default::default(),
@@ -424,6 +425,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .tasks_running
             .load(std::sync::atomic::Ordering::Relaxed);
         metrics.tasks_run = self.tasks_run.load(std::sync::atomic::Ordering::Relaxed);
+        metrics.task_slots = self.compute.slots as u64;
+        metrics.query_memory_bytes = self.compute.query_memory_bytes;
         metrics.shuffle_outputs = self.shuffles.outputs() as u64;
         metrics.cached_bytes = self.column_cache.used();
         metrics.cache_hits = self.column_cache.hits();
@@ -552,6 +555,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     stored_partitions: stored.get(&node.id).map_or(0, |s| s.0),
                     stored_bytes: stored.get(&node.id).map_or(0, |s| s.1),
                     cached_bytes: m.map(|m| m.cached_bytes),
+                    task_slots: m.map(|m| m.task_slots),
+                    tasks_running: m.map(|m| m.tasks_running),
+                    query_memory_bytes: m.map(|m| m.query_memory_bytes),
                     health: m.map(|m| m.health.clone()),
                 }
             })

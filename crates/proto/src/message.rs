@@ -405,6 +405,9 @@ pub struct LocalMetrics {
     /// Query tasks running on this node now, and run since it started.
     pub tasks_running: u64,
     pub tasks_run: u64,
+    /// Tasks it runs at once, and the memory they may hold together.
+    pub task_slots: u64,
+    pub query_memory_bytes: u64,
     /// Task outputs this node keeps for later stages now.
     pub shuffle_outputs: u64,
     /// Bytes of decoded columns this node keeps for later scans, and the scans they answered
@@ -476,6 +479,11 @@ pub struct NodeStatus {
     pub stored_bytes: u64,
     /// Decoded columns it keeps in memory for later scans; `None` if it did not answer.
     pub cached_bytes: Option<u64>,
+    /// Tasks it runs at once, runs now, and the memory they may hold together; `None` if it
+    /// did not answer.
+    pub task_slots: Option<u64>,
+    pub tasks_running: Option<u64>,
+    pub query_memory_bytes: Option<u64>,
     /// What is wrong with its background work; `None` if it did not answer.
     pub health: Option<NodeHealth>,
 }

@@ -7,8 +7,9 @@
 //! ([`wire`]), one task at a time per worker. A worker that dies, or answers with something
 //! unreadable, fails only its task ([`WorkerError::Died`], which the coordinator retries on
 //! another node) and is not used again; a task past its deadline has its worker killed
-//! ([`WorkerError::TimedOut`]). Workers are started on demand and kept for the next task, up
-//! to the node's task slots.
+//! ([`WorkerError::TimedOut`]), and so does one whose resident memory passes its limit
+//! ([`WorkerError::OutOfMemory`], watched every 100 ms as Dask's nanny watches its worker).
+//! Workers are started on demand and kept for the next task, up to the node's task slots.
 //!
 //! It owns the processes and the bytes between them and the node. It does not own where a
 //! task runs, its inputs or its output's keeping: the node does.
@@ -18,10 +19,9 @@ pub mod wire;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tern_proto::Datum;
 
@@ -46,6 +46,13 @@ pub enum WorkerError {
     /// The task ran past its deadline; its worker was killed.
     #[error("the task ran past its deadline of {secs} s; its worker was stopped")]
     TimedOut { secs: u64 },
+    /// The worker's resident memory passed its limit while running the task; it was killed
+    /// (and is replaced). The same task would do the same anywhere, so it is not retried.
+    #[error(
+        "the task's {runtime} worker went past its memory limit of {} and was stopped (python_worker_memory_bytes in node.toml; `tern up --worker-memory`)",
+        tern_proto::human_bytes(*limit)
+    )]
+    OutOfMemory { runtime: String, limit: u64 },
 }
 
 /// How a node runs its workers.
@@ -57,6 +64,19 @@ pub struct WorkerConfig {
     pub keep_idle: usize,
     /// How long one task may run.
     pub task_timeout: Duration,
+    /// Resident memory one worker may hold, in bytes; 0: no limit.
+    pub memory_limit: u64,
+}
+
+/// How often a running task's worker is looked at (its deadline, its memory).
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the watchdog stopped a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    Running,
+    TimedOut,
+    OutOfMemory,
 }
 
 struct Worker {
@@ -122,16 +142,32 @@ impl WorkerPool {
                 ))
             })?,
         };
-        // The deadline: a watchdog kills the worker, which ends the read below.
+        // The deadline and the memory limit: a watchdog kills the worker past either, which
+        // ends the read below.
         let (finished, watched) = channel::<()>();
-        let timed_out = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(Mutex::new(Stopped::Running));
         let watchdog = {
-            let (child, timed_out) = (worker.child.clone(), timed_out.clone());
-            let timeout = self.config.task_timeout;
+            let (child, stopped) = (worker.child.clone(), stopped.clone());
+            let (timeout, limit) = (self.config.task_timeout, self.config.memory_limit);
+            let pid = worker.child.lock().unwrap_or_else(|p| p.into_inner()).id();
             std::thread::spawn(move || {
-                if watched.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
-                    timed_out.store(true, Ordering::SeqCst);
+                let started = Instant::now();
+                loop {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    match watched.recv_timeout(left.min(WATCH_EVERY)) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let why = if started.elapsed() >= timeout {
+                        Stopped::TimedOut
+                    } else if limit > 0 && resident_bytes(pid).is_some_and(|b| b > limit) {
+                        Stopped::OutOfMemory
+                    } else {
+                        continue;
+                    };
+                    *stopped.lock().unwrap_or_else(|p| p.into_inner()) = why;
                     let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+                    return;
                 }
             })
         };
@@ -142,10 +178,19 @@ impl WorkerPool {
             .and_then(|()| wire::read_frame(&mut worker.stdout, wire::MAX_FRAME));
         let _ = finished.send(());
         let _ = watchdog.join();
-        if timed_out.load(Ordering::SeqCst) {
-            return Err(WorkerError::TimedOut {
-                secs: self.config.task_timeout.as_secs(),
-            });
+        match *stopped.lock().unwrap_or_else(|p| p.into_inner()) {
+            Stopped::Running => {}
+            Stopped::TimedOut => {
+                return Err(WorkerError::TimedOut {
+                    secs: self.config.task_timeout.as_secs(),
+                });
+            }
+            Stopped::OutOfMemory => {
+                return Err(WorkerError::OutOfMemory {
+                    runtime: runtime.to_string(),
+                    limit: self.config.memory_limit,
+                });
+            }
         }
         let frame = match answered {
             Ok(frame) => frame,
@@ -170,6 +215,15 @@ impl WorkerPool {
         }
         answer.map_err(|message| WorkerError::Raised { message })
     }
+}
+
+/// The resident memory of process `pid` (Linux's `/proc`; `None` elsewhere or once it is
+/// gone).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn spawn(python: &PathBuf) -> std::io::Result<Worker> {
@@ -205,6 +259,7 @@ mod tests {
             python: Some(fake),
             keep_idle: 2,
             task_timeout: timeout,
+            memory_limit: 64 << 20,
         };
         (WorkerPool::new(config), dir)
     }
@@ -215,6 +270,7 @@ mod tests {
             python: None,
             keep_idle: 1,
             task_timeout: Duration::from_secs(1),
+            memory_limit: 0,
         });
         let err = pool.run(PYTHON, b"f", &[]).unwrap_err();
         assert!(matches!(err, WorkerError::NoRuntime { .. }));
@@ -239,5 +295,22 @@ mod tests {
         );
         let err = pool.run(PYTHON, b"f", &[]).unwrap_err();
         assert!(err.to_string().contains("past the limit"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_past_its_memory_limit_is_stopped_saying_so() {
+        // The worker grows to 256 MiB resident (a 64 MiB limit) and would then wait.
+        let (pool, _dir) = pool_of(
+            "exec python3 -c 'import time; b = bytearray(256 << 20); time.sleep(30)'",
+            Duration::from_secs(20),
+        );
+        let started = std::time::Instant::now();
+        let err = pool.run(PYTHON, b"f", &[]).unwrap_err();
+        assert!(
+            matches!(err, WorkerError::OutOfMemory { limit, .. } if limit == 64 << 20),
+            "{err}"
+        );
+        assert!(err.to_string().contains("64.0 MiB"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(15));
     }
 }
