@@ -271,21 +271,34 @@ impl NativeClient {
 
     /// Store `partitions` (each Arrow data of one schema: a pyarrow Table) as dataset
     /// `name`, each partition in triplicate; with `replace`, as a new version of an existing
-    /// one. The record written, as JSON text.
-    #[pyo3(signature = (name, partitions, replace=false))]
+    /// one. A table unless `format` says `ndarray` (an array's chunks, `schema` its
+    /// description). The record written, as JSON text.
+    #[pyo3(signature = (name, partitions, replace=false, format="arrow-ipc", schema=None))]
     fn put(
         &self,
         py: Python<'_>,
         name: String,
         partitions: Vec<Bound<'_, PyAny>>,
         replace: bool,
+        format: &str,
+        schema: Option<String>,
     ) -> PyResult<String> {
-        let mut schema = None;
+        let format = match format {
+            "arrow-ipc" => "arrow-ipc",
+            tern_array::FORMAT => tern_array::FORMAT,
+            other => {
+                return Err(TernError::new_err(format!(
+                    "format {other:?}: arrow-ipc or {}",
+                    tern_array::FORMAT
+                )));
+            }
+        };
+        let mut first = None;
         let mut encoded = Vec::with_capacity(partitions.len());
         for (i, part) in partitions.iter().enumerate() {
             let (this, batches) = streams::import(part)?;
-            match &schema {
-                None => schema = Some(this.clone()),
+            match &first {
+                None => first = Some(this.clone()),
                 Some(first) if first.fields() != this.fields() => {
                     return Err(TernError::new_err(format!(
                         "partition {i} has columns {:?}, the first one {:?}",
@@ -297,17 +310,25 @@ impl NativeClient {
             }
             let mut builder = PartitionBuilder::new(&this).map_err(arrow_err)?;
             for batch in &batches {
-                builder.push(batch).map_err(arrow_err)?;
+                // A node reads at most 16 million rows in one batch.
+                for start in (0..batch.num_rows().max(1)).step_by(tern_array::chunk::BATCH_ELEMENTS)
+                {
+                    let rows = tern_array::chunk::BATCH_ELEMENTS.min(batch.num_rows() - start);
+                    builder.push(&batch.slice(start, rows)).map_err(arrow_err)?;
+                }
             }
             let rows = builder.rows;
             encoded.push((builder.finish().map_err(arrow_err)?, rows));
         }
-        let schema = schema.ok_or_else(|| TernError::new_err("no partitions to store"))?;
-        let schema = schema_json(&schema);
+        let first = first.ok_or_else(|| TernError::new_err("no partitions to store"))?;
+        let schema = match schema {
+            Some(described) => described,
+            None => schema_json(&first),
+        };
         let client = self.client.clone();
         let record = wait(py, async move {
             client
-                .put_dataset(&name, "arrow-ipc", &schema, &encoded, replace)
+                .put_dataset(&name, format, &schema, &encoded, replace)
                 .await
         })?
         .map_err(to_py)?;
@@ -546,12 +567,34 @@ impl NativeFuture {
     }
 }
 
+/// Check an array's description (JSON: dtype, shape, chunks) as the cluster would; raises
+/// `TernError` with the one-line reason it would refuse it for.
+#[pyfunction]
+fn array_check(meta: &str) -> PyResult<()> {
+    tern_array::ArrayMeta::from_json(meta)
+        .map(|_| ())
+        .map_err(|e| TernError::new_err(e.to_string()))
+}
+
+/// The chunk shape tern picks for an array of `descr` (NumPy's descr as JSON) and `shape`,
+/// as JSON.
+#[pyfunction]
+fn array_auto_chunks(descr: &str, shape: Vec<u64>) -> PyResult<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(descr).map_err(|e| TernError::new_err(e.to_string()))?;
+    let dtype =
+        tern_array::DType::from_json(&value).map_err(|e| TernError::new_err(e.to_string()))?;
+    Ok(serde_json::Value::from(tern_array::ArrayMeta::auto_chunks(&dtype, &shape)).to_string())
+}
+
 #[pymodule]
 fn _tern(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeFuture>()?;
     m.add_class::<local::LocalSession>()?;
     m.add_function(wrap_pyfunction!(local::tables_of, m)?)?;
+    m.add_function(wrap_pyfunction!(array_check, m)?)?;
+    m.add_function(wrap_pyfunction!(array_auto_chunks, m)?)?;
     let py = m.py();
     m.add("TernError", py.get_type::<TernError>())?;
     m.add("ClusterNotFound", py.get_type::<ClusterNotFound>())?;

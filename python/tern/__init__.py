@@ -4,14 +4,14 @@ Connect with :class:`Client` (it finds the cluster as the ``tern`` command does,
 :class:`LocalCluster` when none runs), store a pandas DataFrame with :func:`from_pandas` or
 :meth:`Client.put` (each partition kept in triplicate), and work on stored data lazily with
 :class:`DataFrame` (``client.table(name)``, ``client.sql(query)``); ``compute()`` brings a
-pandas DataFrame back.
+pandas DataFrame back. :mod:`tern.array` stores chunked NumPy arrays the same way.
 
 The work runs on the cluster's nodes, each task on the least busy holder of its data; this
 package only describes it and converts what comes back (Arrow data, without copies where
 pyarrow allows).
 """
 
-from . import bag, config
+from . import array, bag, config
 from ._tern import ClusterNotFound, Conflict, DatasetExists, NoSuchDataset, TaskFailed, TernError
 from .client import Client, LocalCluster, get_client
 from .dataframe import DataFrame, GroupBy, Series, from_pandas, read_csv, read_parquet
@@ -33,6 +33,7 @@ __all__ = [
     "Future",
     "Partition",
     "TaskFailed",
+    "array",
     "as_completed",
     "bag",
     "config",

@@ -19,6 +19,7 @@ from ._tern import ClusterNotFound, NativeClient
 if TYPE_CHECKING:
     import pandas
 
+    from .array import Array
     from .dataframe import DataFrame
     from .futures import Future
 
@@ -220,7 +221,15 @@ class Client:
         from .dataframe import DataFrame
 
         record = self.dataset_info(name)
+        if record["format"] == "ndarray":
+            raise TypeError(f"{name!r} is an array, not a table: client.array({name!r}) reads it")
         return DataFrame._of_table(self, name, record)
+
+    def array(self, name: str) -> "Array":
+        """Stored array ``name`` as a :class:`tern.array.Array`."""
+        from .array import Array
+
+        return Array(self, name, self.dataset_info(name))
 
     def sql(self, query: str) -> "DataFrame":
         """A SQL query over the stored datasets, as a lazy :class:`DataFrame` (nothing runs

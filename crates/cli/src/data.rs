@@ -18,7 +18,7 @@ use tern_client::ingest::{
 
 #[derive(Args)]
 pub struct PutArgs {
-    /// Files to store (CSV, Parquet, Arrow IPC, JSON lines).
+    /// Files to store (CSV, Parquet, Arrow IPC, JSON lines), or one NumPy array (.npy).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// The dataset's name.
@@ -39,6 +39,9 @@ pub struct PutArgs {
     /// Replace an existing dataset of that name (as a new version).
     #[arg(long)]
     replace: bool,
+    /// An array's chunk shape, for example 1000,1000 (default: chunks of about 32 MiB).
+    #[arg(long)]
+    chunks: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -65,7 +68,8 @@ pub struct SqlArgs {
 #[derive(Args)]
 pub struct GetArgs {
     name: String,
-    /// Output file; its extension picks the format (.parquet, .csv, .arrow, .json).
+    /// Output file; its extension picks the format (.parquet, .csv, .arrow, .json; .npy for
+    /// an array).
     #[arg(long)]
     out: PathBuf,
     #[arg(long)]
@@ -141,6 +145,23 @@ fn progress(total: u64, quiet: bool) -> ProgressBar {
 
 pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
     let client = Client::open(dir)?;
+    let npy = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if args.format.as_deref() == Some("npy") || args.paths.iter().any(npy) {
+        let [path] = args.paths.as_slice() else {
+            bail!("an array is stored from one .npy file at a time");
+        };
+        let chunks = args
+            .chunks
+            .as_deref()
+            .map(crate::arrays::parse_chunks)
+            .transpose()?;
+        return crate::arrays::put_npy(&client, path, &args.name, chunks, args.replace).await;
+    }
+    if args.chunks.is_some() {
+        bail!(
+            "--chunks is for arrays (.npy files); tables are cut by --partitions or --partition-size"
+        );
+    }
     let format = match &args.format {
         Some(f) => Some(
             InputFormat::parse(f)
@@ -321,9 +342,16 @@ fn write_partitions(
 
 pub async fn get(dir: &Path, args: GetArgs) -> Result<()> {
     let client = Client::open(dir)?;
+    if args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        return crate::arrays::get_npy(&client, &args.name, &args.out).await;
+    }
     let format = OutputFormat::from_path(&args.out).ok_or_else(|| {
         anyhow!(
-            "{}: use a .parquet, .csv, .arrow or .json file name",
+            "{}: use a .parquet, .csv, .arrow or .json file name (.npy for an array)",
             args.out.display()
         )
     })?;
@@ -331,6 +359,9 @@ pub async fn get(dir: &Path, args: GetArgs) -> Result<()> {
         .dataset(&args.name)
         .await?
         .ok_or_else(|| anyhow!("no dataset named {:?}", args.name))?;
+    if dataset.format == tern_array::FORMAT {
+        bail!("{:?} is an array: write it to a .npy file", dataset.name);
+    }
     if dataset.format != "arrow-ipc" {
         bail!(
             "dataset {:?} holds {:?} partitions, not tables",

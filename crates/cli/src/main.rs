@@ -4,6 +4,7 @@
 //! a cluster (`status`, `catalog`, `wait`). Errors print as one line on stderr.
 
 mod access;
+mod arrays;
 mod data;
 mod local;
 mod output;

@@ -142,8 +142,17 @@ pub fn describe(d: &DatasetRecord) -> String {
         d.rows(),
         human_bytes(d.bytes())
     );
-    // Like Dask's DataFrame structure: one line per column with its dtype.
-    if let Ok(Value::Array(columns)) = serde_json::from_str::<Value>(&d.schema) {
+    if d.format == tern_array::FORMAT {
+        match tern_array::ArrayMeta::from_json(&d.schema) {
+            Ok(meta) => {
+                let _ = writeln!(out, "array: {}\n", meta.describe());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "array: {e}\n");
+            }
+        }
+    } else if let Ok(Value::Array(columns)) = serde_json::from_str::<Value>(&d.schema) {
+        // Like Dask's DataFrame structure: one line per column with its dtype.
         let _ = writeln!(out, "{:<24} DTYPE", "COLUMN");
         for c in &columns {
             let name = c["name"].as_str().unwrap_or("?");

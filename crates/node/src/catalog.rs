@@ -23,8 +23,9 @@ use crate::NodeService;
 /// How long the leader waits for a holder to say what it stores, at a commit.
 const HOLDER_CHECK: Duration = Duration::from_secs(10);
 
-/// What partitions may hold: Arrow IPC tables, or opaque bytes.
-const FORMATS: [&str; 2] = ["arrow-ipc", "bytes"];
+/// What partitions may hold: Arrow IPC tables, an array's chunks (Arrow IPC of one column),
+/// or opaque bytes.
+const FORMATS: [&str; 3] = ["arrow-ipc", tern_array::FORMAT, "bytes"];
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("postcard encodes plain data")
@@ -424,6 +425,26 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 for field in schema.fields() {
                     tern_exec::check_type_size(field.data_type())
                         .map_err(|e| format!("column {}: {e}", field.name()))?;
+                }
+            }
+            tern_array::FORMAT => {
+                let meta =
+                    tern_array::ArrayMeta::from_json(&record.schema).map_err(|e| e.to_string())?;
+                if record.partitions.len() != meta.chunk_count() {
+                    return Err(format!(
+                        "an array of {} chunks has as many partitions, not {}",
+                        meta.chunk_count(),
+                        record.partitions.len()
+                    ));
+                }
+                for (i, p) in record.partitions.iter().enumerate() {
+                    if p.rows != meta.chunk_elements(i) {
+                        return Err(format!(
+                            "partition {i} claims {} elements where chunk {i} has {}",
+                            p.rows,
+                            meta.chunk_elements(i)
+                        ));
+                    }
                 }
             }
             _ if !record.schema.is_empty() => {
