@@ -399,34 +399,35 @@ impl NativeClient {
         tasks: Vec<(String, Vec<u8>, Vec<Bound<'_, PyTuple>>)>,
         wanted: Vec<usize>,
     ) -> PyResult<Vec<NativeFuture>> {
-        let mut made: Vec<Task> = Vec::with_capacity(tasks.len());
-        for (name, function, args) in tasks {
-            let keys: Vec<tern_proto::TaskKey> = made.iter().map(|t| t.key.clone()).collect();
-            let args = args
-                .iter()
-                .map(|a| python_arg(a, &keys))
-                .collect::<PyResult<Vec<Arg>>>()?;
-            let kernel = Kernel::External {
-                runtime: "python".into(),
-                function,
-            };
-            made.push(Task::new(&name, kernel, args));
-        }
-        let wanted = wanted
-            .iter()
-            .map(|&i| {
-                made.get(i)
-                    .map(|t| t.key.clone())
-                    .ok_or_else(|| TernError::new_err(format!("no task {i} in the graph")))
+        let tasks = tasks
+            .into_iter()
+            .map(|(name, function, args)| {
+                let kernel = Kernel::External {
+                    runtime: "python".into(),
+                    function,
+                };
+                (name, kernel, args)
             })
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(self.submit(
-            py,
-            Graph {
-                tasks: made,
-                wanted,
-            },
-        ))
+            .collect();
+        let graph = graph_of(tasks, &wanted)?;
+        Ok(self.submit(py, graph))
+    }
+
+    /// Submit a graph of built-in kernels (the array operations): `tasks` as `(name,
+    /// kernel, arguments)`, arguments as for `submit_python_graph` plus `("value", x)` for a
+    /// number, a boolean or text. Returns a future for each task `wanted` names.
+    fn submit_builtin_graph(
+        &self,
+        py: Python<'_>,
+        tasks: Vec<(String, String, Vec<Bound<'_, PyTuple>>)>,
+        wanted: Vec<usize>,
+    ) -> PyResult<Vec<NativeFuture>> {
+        let tasks = tasks
+            .into_iter()
+            .map(|(name, kernel, args)| (name, Kernel::builtin(&kernel), args))
+            .collect();
+        let graph = graph_of(tasks, &wanted)?;
+        Ok(self.submit(py, graph))
     }
 
     /// The cluster's nodes and leader, as JSON text.
@@ -477,6 +478,34 @@ impl NativeClient {
     }
 }
 
+/// A graph of `tasks` (each reading earlier ones by index), wanting those `wanted` names.
+fn graph_of(
+    tasks: Vec<(String, Kernel, Vec<Bound<'_, PyTuple>>)>,
+    wanted: &[usize],
+) -> PyResult<Graph> {
+    let mut made: Vec<Task> = Vec::with_capacity(tasks.len());
+    for (name, kernel, args) in tasks {
+        let keys: Vec<tern_proto::TaskKey> = made.iter().map(|t| t.key.clone()).collect();
+        let args = args
+            .iter()
+            .map(|a| python_arg(a, &keys))
+            .collect::<PyResult<Vec<Arg>>>()?;
+        made.push(Task::new(&name, kernel, args));
+    }
+    let wanted = wanted
+        .iter()
+        .map(|&i| {
+            made.get(i)
+                .map(|t| t.key.clone())
+                .ok_or_else(|| TernError::new_err(format!("no task {i} in the graph")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Graph {
+        tasks: made,
+        wanted,
+    })
+}
+
 /// One argument of a Python call, as the graph takes it; `("task", i)` reads `earlier[i]`.
 fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyResult<Arg> {
     let kind: String = arg.get_item(0)?.extract()?;
@@ -494,6 +523,18 @@ fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyRe
             })?;
             Arg::Output(key.clone())
         }
+        "value" => {
+            let item = arg.get_item(1)?;
+            Arg::Value(if item.is_instance_of::<pyo3::types::PyBool>() {
+                Value::Bool(item.extract()?)
+            } else if let Ok(i) = item.extract::<i64>() {
+                Value::Int(i)
+            } else if let Ok(f) = item.extract::<f64>() {
+                Value::Float(f)
+            } else {
+                Value::Str(item.extract()?)
+            })
+        }
         "partition" => Arg::Partition {
             dataset: arg.get_item(1)?.extract()?,
             version: arg.get_item(2)?.extract()?,
@@ -501,7 +542,7 @@ fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyRe
         },
         other => {
             return Err(TernError::new_err(format!(
-                "an argument of kind {other:?} (pickle, future or partition)"
+                "an argument of kind {other:?} (pickle, value, future, task or partition)"
             )));
         }
     })

@@ -10,14 +10,16 @@ back as NumPy. The ``tern`` command reads and writes the same arrays: ``tern put
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
 
 from . import _tern
+from ._tern import TernError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -121,21 +123,70 @@ def _chunk_values(table: pa.Table, dtype: np.dtype, shape: Sequence[int]) -> np.
     return values.reshape(shape)
 
 
-class Array:
-    """A chunked n-dimensional array stored in the cluster (Dask's ``dask.array.Array``):
-    made by :func:`from_array`, :func:`from_npy` or ``client.array(name)``."""
+class _Task:
+    """One task of an array's graph: a built-in kernel over chunks (its sources) and values."""
 
-    def __init__(self, client: "Client", name: str, record: Dict[str, Any]):
+    __slots__ = ("kernel", "args")
+
+    def __init__(self, kernel: str, args: List[Any]):
+        self.kernel = kernel
+        self.args = args
+
+
+# Where a chunk comes from: a stored partition ``("partition", dataset, version, index)`` or
+# the task that makes it.
+Source = Union[Tuple[str, str, int, int], _Task]
+
+
+def _grid(shape: Sequence[int], chunksize: Sequence[int]) -> List[int]:
+    return [max(1, math.ceil(n / c)) for n, c in zip(shape, chunksize)]
+
+
+def _flat(position: Sequence[int], grid: Sequence[int]) -> int:
+    index = 0
+    for p, g in zip(position, grid):
+        index = index * g + p
+    return index
+
+
+def _positions(grid: Sequence[int]) -> List[Tuple[int, ...]]:
+    return list(itertools.product(*[range(g) for g in grid]))
+
+
+class Array:
+    """A chunked n-dimensional array (Dask's ``dask.array.Array``): stored in the cluster
+    (:func:`from_array`, :func:`from_npy`, ``client.array(name)``) or computed from stored
+    ones by NumPy's operations, lazily: ``compute()`` sends the graph, each chunk's task to
+    the least busy holder of its largest input."""
+
+    def __init__(
+        self,
+        client: "Client",
+        shape: Tuple[int, ...],
+        chunksize: Tuple[int, ...],
+        dtype: np.dtype,
+        sources: List[Source],
+        name: Optional[str] = None,
+        version: Optional[int] = None,
+    ):
+        self._client = client
+        self.shape = shape
+        self.chunksize = chunksize
+        self.dtype = dtype
+        self._sources = sources
+        self.name = name
+        self.version = version
+
+    @classmethod
+    def _stored(cls, client: "Client", name: str, record: Dict[str, Any]) -> "Array":
         if record["format"] != FORMAT:
             raise TypeError(f"{name!r} is a table, not an array: client.table({name!r}) reads it")
         meta = json.loads(record["schema"])
-        self._client = client
-        self.name = name
-        self.version = int(record["version"])
-        self.shape: Tuple[int, ...] = tuple(int(n) for n in meta["shape"])
-        self.chunksize: Tuple[int, ...] = tuple(int(c) for c in meta["chunks"])
-        self.dtype = _dtype_of(meta["dtype"])
-        self._nchunks = len(record["partitions"])
+        version = int(record["version"])
+        sources: List[Source] = [("partition", name, version, i) for i in range(len(record["partitions"]))]
+        shape = tuple(int(n) for n in meta["shape"])
+        chunksize = tuple(int(c) for c in meta["chunks"])
+        return cls(client, shape, chunksize, _dtype_of(meta["dtype"]), sources, name, version)
 
     @property
     def ndim(self) -> int:
@@ -160,24 +211,54 @@ class Array:
 
     @property
     def numblocks(self) -> Tuple[int, ...]:
-        return tuple(max(1, len(c)) for c in self.chunks)
+        return tuple(_grid(self.shape, self.chunksize))
 
     @property
     def npartitions(self) -> int:
-        return self._nchunks
+        return len(self._sources)
 
-    def _blocks(self) -> Iterator[Tuple[int, Tuple[slice, ...], List[int]]]:
-        for index in range(self._nchunks):
-            start, size = _chunk_bounds(self.shape, self.chunksize, index)
-            yield index, tuple(slice(s, s + n) for s, n in zip(start, size)), size
+    def _chunk_shape(self, index: int) -> List[int]:
+        return _chunk_bounds(self.shape, self.chunksize, index)[1]
+
+    # -- computing -------------------------------------------------------------------------
 
     def compute(self) -> np.ndarray:
-        """The whole array as NumPy, each chunk read from one of its holders."""
+        """The whole array as NumPy. Stored chunks are read from one of their holders; the
+        chunks of an operation's result are computed on the cluster (one graph) and fetched
+        from the nodes that made them."""
         import pyarrow.ipc
 
+        tasks: List[Tuple[str, str, List[Tuple[Any, ...]]]] = []
+        made: Dict[int, int] = {}
+
+        def arg(source: Any) -> Tuple[Any, ...]:
+            if isinstance(source, _Task):
+                return ("task", add(source))
+            if isinstance(source, tuple) and source and source[0] == "partition":
+                return source
+            return ("value", source)
+
+        def add(task: _Task) -> int:
+            known = made.get(id(task))
+            if known is not None:
+                return known
+            args = [arg(a) for a in task.args]
+            tasks.append((task.kernel, task.kernel, args))
+            made[id(task)] = len(tasks) - 1
+            return made[id(task)]
+
+        wanted = [add(s) for s in self._sources if isinstance(s, _Task)]
+        futures = iter(self._client._native.submit_builtin_graph(tasks, wanted) if tasks else [])
         out = np.empty(self.shape, dtype=self.dtype)
-        for index, where, size in self._blocks():
-            ipc = self._client._native.read_partition(self.name, index)
+        for index, source in enumerate(self._sources):
+            start, size = _chunk_bounds(self.shape, self.chunksize, index)
+            where = tuple(slice(s, s + n) for s, n in zip(start, size))
+            if isinstance(source, _Task):
+                kind, ipc = next(futures).result()
+                if kind != "table":
+                    raise TernError(f"chunk {index} came back as {kind}, not a chunk")
+            else:
+                ipc = self._client._native.read_partition(source[1], source[3])
             table = pyarrow.ipc.open_stream(pa.py_buffer(ipc)).read_all()
             out[where] = _chunk_values(table, self.dtype, size)
         return out
@@ -190,11 +271,253 @@ class Array:
         """Write it to ``.npy`` file ``path`` (as ``tern get NAME --out path`` does)."""
         np.save(path, self.compute())
 
+    def store(self, name: str, replace: bool = False) -> "Array":
+        """Compute it and store the result as array ``name`` (each chunk in triplicate)."""
+        return from_array(self.compute(), chunks=self.chunksize, name=name, client=self._client, replace=replace)
+
     def __repr__(self) -> str:
         return (
-            f"tern.array<{self.name}, shape={self.shape}, dtype={self.dtype}, "
+            f"tern.array<{self.name or 'array'}, shape={self.shape}, dtype={self.dtype}, "
             f"chunksize={self.chunksize}, chunktype=numpy.ndarray>"
         )
+
+    # -- elementwise -----------------------------------------------------------------------
+
+    def _map(self, op: str, others: Sequence[Any], compute: np.dtype, out: Optional[np.dtype] = None) -> "Array":
+        return _elementwise(op, [self, *others], compute, out)
+
+    def __add__(self, other: Any) -> "Array":
+        return _binary("add", np.add, self, other)
+
+    def __radd__(self, other: Any) -> "Array":
+        return _binary("add", np.add, other, self)
+
+    def __sub__(self, other: Any) -> "Array":
+        return _binary("sub", np.subtract, self, other)
+
+    def __rsub__(self, other: Any) -> "Array":
+        return _binary("sub", np.subtract, other, self)
+
+    def __mul__(self, other: Any) -> "Array":
+        return _binary("mul", np.multiply, self, other)
+
+    def __rmul__(self, other: Any) -> "Array":
+        return _binary("mul", np.multiply, other, self)
+
+    def __truediv__(self, other: Any) -> "Array":
+        return _binary("truediv", np.true_divide, self, other)
+
+    def __rtruediv__(self, other: Any) -> "Array":
+        return _binary("truediv", np.true_divide, other, self)
+
+    def __pow__(self, other: Any) -> "Array":
+        return _binary("pow", np.power, self, other)
+
+    def __neg__(self) -> "Array":
+        return _unary("neg", np.negative, self)
+
+    def __abs__(self) -> "Array":
+        return _unary("abs", np.absolute, self)
+
+    def __eq__(self, other: Any) -> "Array":  # type: ignore[override]
+        return _binary("eq", np.equal, self, other)
+
+    def __ne__(self, other: Any) -> "Array":  # type: ignore[override]
+        return _binary("ne", np.not_equal, self, other)
+
+    def __lt__(self, other: Any) -> "Array":
+        return _binary("lt", np.less, self, other)
+
+    def __le__(self, other: Any) -> "Array":
+        return _binary("le", np.less_equal, self, other)
+
+    def __gt__(self, other: Any) -> "Array":
+        return _binary("gt", np.greater, self, other)
+
+    def __ge__(self, other: Any) -> "Array":
+        return _binary("ge", np.greater_equal, self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- reductions ------------------------------------------------------------------------
+
+    def sum(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        return _reduction(self, "sum", axis, keepdims, split_every)
+
+    def min(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        return _reduction(self, "min", axis, keepdims, split_every)
+
+    def max(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        return _reduction(self, "max", axis, keepdims, split_every)
+
+    def mean(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        return _reduction(self, "mean", axis, keepdims, split_every)
+
+
+def _result_dtype(ufunc: Any, *operands: Any) -> np.dtype:
+    """The dtype NumPy gives ``ufunc`` over these operands (arrays by dtype, scalars as
+    themselves, NEP 50's weak scalars)."""
+    samples = [np.empty(0, dtype=o.dtype) if isinstance(o, Array) else o for o in operands]
+    result: np.dtype = np.dtype(ufunc(*samples).dtype)
+    return result
+
+
+def _elementwise(op: str, operands: Sequence[Any], compute: np.dtype, out: Optional[np.dtype] = None) -> "Array":
+    arrays = [o for o in operands if isinstance(o, Array)]
+    first = arrays[0]
+    shape = tuple(int(n) for n in np.broadcast_shapes(*[a.shape for a in arrays]))
+    ndim = len(shape)
+    # The chunk length along each axis: that of an operand spanning it (all must agree).
+    chunksize: List[int] = []
+    for axis in range(ndim):
+        lengths = set()
+        for a in arrays:
+            k = axis - (ndim - a.ndim)
+            if k >= 0 and a.shape[k] == shape[axis] and shape[axis] != 1:
+                lengths.add(min(a.chunksize[k], max(1, a.shape[k])))
+        if len(lengths) > 1:
+            raise ValueError(
+                f"the operands are chunked differently along axis {axis} ({sorted(lengths)}): "
+                "rechunk one to the other's chunks first (tern has no rechunk yet)"
+            )
+        chunksize.append(lengths.pop() if lengths else max(1, shape[axis]))
+    grid = _grid(shape, chunksize)
+    compute = np.dtype(compute)
+    sources: List[Source] = []
+    for index, position in enumerate(_positions(grid) if ndim else [()]):
+        out_shape = _chunk_bounds(shape, chunksize, index)[1] if ndim else []
+        shapes: List[Any] = []
+        args: List[Any] = []
+        for o in operands:
+            if not isinstance(o, Array):
+                shapes.append(None)
+                args.append(o.item() if isinstance(o, np.generic) else o)
+                continue
+            pad = ndim - o.ndim
+            own = [0 if o.shape[k] == 1 and shape[k + pad] != 1 else position[k + pad] for k in range(o.ndim)]
+            j = _flat(own, _grid(o.shape, o.chunksize)) if o.ndim else 0
+            shapes.append(o._chunk_shape(j) if o.ndim else [])
+            args.append(o._sources[j])
+        spec = {"op": op, "compute": _descr(compute), "shapes": shapes, "out_shape": out_shape}
+        sources.append(_Task("array_map", [json.dumps(spec), *args]))
+    return Array(first._client, shape, tuple(chunksize), np.dtype(out or compute), sources)
+
+
+_COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
+
+
+def _binary(op: str, ufunc: Any, a: Any, b: Any) -> "Array":
+    for o in (a, b):
+        if not isinstance(o, (Array, int, float, bool, np.generic)):
+            return NotImplemented  # type: ignore[no-any-return]
+    if op in _COMPARISONS:
+        compute = _result_dtype(np.add, a, b) if not any(
+            isinstance(o, Array) and o.dtype.kind == "b" for o in (a, b)
+        ) else np.dtype(np.uint8)
+        return _elementwise(op, [a, b], compute, np.dtype(bool))
+    compute = _result_dtype(ufunc, a, b)
+    if compute.kind not in "iuf":
+        raise TypeError(f"{op} of {a!r} and {b!r} gives {compute}: tern computes in integers and floats")
+    if op == "pow" and compute.kind != "f":
+        raise TypeError("integer powers are not supported yet: make one operand a float")
+    return _elementwise(op, [a, b], compute)
+
+
+def _unary(op: str, ufunc: Any, x: "Array") -> "Array":
+    compute = _result_dtype(ufunc, x)
+    if compute.kind not in "iuf":
+        raise TypeError(f"{op} of {x.dtype}: tern computes in integers and floats")
+    return _elementwise(op, [x], compute)
+
+
+def exp(x: Array) -> Array:
+    return _unary("exp", np.exp, x)
+
+
+def log(x: Array) -> Array:
+    return _unary("log", np.log, x)
+
+
+def sqrt(x: Array) -> Array:
+    return _unary("sqrt", np.sqrt, x)
+
+
+def sin(x: Array) -> Array:
+    return _unary("sin", np.sin, x)
+
+
+def cos(x: Array) -> Array:
+    return _unary("cos", np.cos, x)
+
+
+def absolute(x: Array) -> Array:
+    return _unary("abs", np.absolute, x)
+
+
+def maximum(a: Any, b: Any) -> Array:
+    return _binary("maximum", np.maximum, a, b)
+
+
+def minimum(a: Any, b: Any) -> Array:
+    return _binary("minimum", np.minimum, a, b)
+
+
+def _reduction(x: Array, how: str, axis: Any, keepdims: bool, split_every: int) -> Array:
+    """A tree reduction (Dask's): each chunk reduced over ``axis`` where it is, then the
+    partials of each output chunk combined ``split_every`` at a time."""
+    if axis is None:
+        axes = list(range(x.ndim))
+    else:
+        axes = sorted({a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)})
+    if how in ("min", "max") and any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"{how} of an empty axis has no identity (as in NumPy)")
+    sample = np.empty(0, dtype=x.dtype)
+    if how == "sum":
+        compute = np.sum(sample).dtype
+    elif how == "mean":
+        compute = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
+    else:
+        compute = x.dtype
+    if np.dtype(compute).kind not in "iuf":
+        raise TypeError(f"{how} of {x.dtype}: tern reduces integers and floats")
+    partial_op = "sum" if how == "mean" else how
+    combine_op = {"sum": "add", "mean": "add", "min": "minimum", "max": "maximum"}[how]
+    kept_shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+    kept_chunks = tuple(1 if k in axes else c for k, c in enumerate(x.chunksize))
+    out_grid = _grid(kept_shape, kept_chunks)
+    groups: Dict[int, List[Tuple[Source, List[int]]]] = {}
+    for index, position in enumerate(_positions(x.numblocks) if x.ndim else [()]):
+        shape = x._chunk_shape(index) if x.ndim else []
+        spec = {"op": partial_op, "compute": _descr(np.dtype(compute)), "shapes": [shape], "axes": axes}
+        partial = _Task("array_reduce", [json.dumps(spec), x._sources[index]])
+        out_position = [0 if k in axes else p for k, p in enumerate(position)]
+        part_shape = [1 if k in axes else n for k, n in enumerate(shape)]
+        groups.setdefault(_flat(out_position, out_grid) if x.ndim else 0, []).append((partial, part_shape))
+    sources: List[Source] = []
+    total = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if axes else 1
+    for out_index in range(len(groups)):
+        level = groups[out_index]
+        part_shape = level[0][1]
+        while len(level) > 1:
+            combined: List[Tuple[Source, List[int]]] = []
+            for i in range(0, len(level), max(2, split_every)):
+                batch = level[i : i + max(2, split_every)]
+                spec = {
+                    "op": combine_op,
+                    "compute": _descr(np.dtype(compute)),
+                    "shapes": [part_shape] * len(batch),
+                    "out_shape": part_shape,
+                }
+                combined.append((_Task("array_map", [json.dumps(spec), *[s for s, _ in batch]]), part_shape))
+            level = combined
+        source: Source = level[0][0]
+        if how == "mean":
+            spec = {"op": "truediv", "compute": _descr(np.dtype(compute)), "shapes": [part_shape, None], "out_shape": part_shape}
+            source = _Task("array_map", [json.dumps(spec), source, total])
+        sources.append(source)
+    out_shape = kept_shape if keepdims else tuple(n for k, n in enumerate(x.shape) if k not in axes)
+    chunking = kept_chunks if keepdims else tuple(c for k, c in enumerate(x.chunksize) if k not in axes)
+    return Array(x._client, tuple(int(n) for n in out_shape), tuple(int(c) for c in chunking), np.dtype(compute), sources)
 
 
 def _dtype_of(descr: Any) -> np.dtype:
@@ -240,8 +563,8 @@ def from_array(
         if digest is not None:
             digest.update(values.tobytes())
         parts.append(_chunk_table(values))
-    if name is None and digest is not None:
-        name = f"array_{digest.hexdigest()}"
+    if name is None:
+        name = f"array_{digest.hexdigest() if digest is not None else ''}"
         if name in client.list_datasets():
             return client.array(name)
     client._native.put(name, parts, replace, FORMAT, meta)
@@ -253,4 +576,17 @@ def from_npy(path: str, chunks: Any = "auto", name: Optional[str] = None, client
     return from_array(np.load(path, mmap_mode="r"), chunks=chunks, name=name, client=client)
 
 
-__all__ = ["Array", "from_array", "from_npy", "normalize_chunks"]
+__all__ = [
+    "Array",
+    "absolute",
+    "cos",
+    "exp",
+    "from_array",
+    "from_npy",
+    "log",
+    "maximum",
+    "minimum",
+    "normalize_chunks",
+    "sin",
+    "sqrt",
+]

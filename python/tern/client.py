@@ -229,7 +229,7 @@ class Client:
         """Stored array ``name`` as a :class:`tern.array.Array`."""
         from .array import Array
 
-        return Array(self, name, self.dataset_info(name))
+        return Array._stored(self, name, self.dataset_info(name))
 
     def sql(self, query: str) -> "DataFrame":
         """A SQL query over the stored datasets, as a lazy :class:`DataFrame` (nothing runs

@@ -108,3 +108,57 @@ def test_npy_files_through_the_command_and_python(cluster, client, tmp_path):
     np.save(tmp_path / "o.npy", np.array([1, None], dtype=object), allow_pickle=True)
     refused = tern_cli(cluster, "put", str(tmp_path / "o.npy"), "--name", "npy_objects")
     assert refused.returncode != 0 and "object arrays" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_the_seeds_example_and_dasks_operations_equal_numpys(client):
+    """`x - x.mean(axis=1, keepdims=True)`, arithmetic with broadcasting across chunk grids,
+    comparisons, ufuncs and tree reductions, each against NumPy on the same data."""
+    x = RNG.normal(size=(200, 150))
+    a = ta.from_array(x, chunks=(60, 50), client=client, name="array_ops", replace=True)
+    np.testing.assert_allclose((a - a.mean(axis=1, keepdims=True)).compute(), x - x.mean(axis=1, keepdims=True))
+    np.testing.assert_allclose((a - a.mean(axis=0)).compute(), x - x.mean(axis=0))
+    np.testing.assert_allclose(((a + 1) * 2 / 3 - a**2.0).compute(), (x + 1) * 2 / 3 - x**2.0)
+    np.testing.assert_array_equal((a > 0.5).compute(), x > 0.5)
+    np.testing.assert_allclose(ta.sqrt(abs(a)).compute(), np.sqrt(abs(x)))
+    np.testing.assert_allclose(ta.maximum(a, 0).compute(), np.maximum(x, 0))
+    row = RNG.normal(size=150)
+    b = ta.from_array(row, chunks=50, client=client, name="array_row", replace=True)
+    np.testing.assert_allclose((a * b).compute(), x * row)
+    assert a.sum().compute() == pytest.approx(x.sum())
+    np.testing.assert_array_equal(a.max(axis=0).compute(), x.max(axis=0))
+    # A tree of partials, four at a time.
+    np.testing.assert_allclose(a.sum(axis=0, split_every=2).compute(), x.sum(axis=0))
+    with pytest.raises(ValueError, match="chunked differently"):
+        a + ta.from_array(x, chunks=(50, 50), client=client)
+
+
+def test_random_shapes_chunkings_and_dtypes_equal_numpy(client):
+    """Property-style: seeded random shapes (uneven chunks), dtypes and operations; integers
+    exactly as NumPy computes them (wrapping included), floats closely."""
+    rng = np.random.default_rng(11)
+    for case in range(12):
+        ndim = int(rng.integers(1, 4))
+        shape = tuple(int(n) for n in rng.integers(1, 8, ndim))
+        chunks = tuple(int(rng.integers(1, n + 1)) for n in shape)
+        dtype = [np.int8, np.int32, np.uint16, np.float32, np.float64][case % 5]
+        x = (rng.normal(size=shape) * 50).astype(dtype)
+        y = (rng.normal(size=shape) * 50).astype(dtype)
+        a = ta.from_array(x, chunks=chunks, client=client)
+        b = ta.from_array(y, chunks=chunks, client=client)
+        axis = int(rng.integers(0, ndim))
+        checks = {
+            "a + b": ((a + b), x + y),
+            "a * 3": ((a * 3), x * dtype(3)),
+            "a - b": ((a - b), x - y),
+            "a <= b": ((a <= b), x <= y),
+            "sum": (a.sum(axis=axis), x.sum(axis=axis)),
+            "max keepdims": (a.max(axis=axis, keepdims=True), x.max(axis=axis, keepdims=True)),
+            "mean": (a.mean(), x.mean()),
+        }
+        for what, (lazy, want) in checks.items():
+            got = lazy.compute()
+            assert got.dtype == np.asarray(want).dtype, (case, what, got.dtype, np.asarray(want).dtype)
+            if got.dtype.kind == "f":
+                np.testing.assert_allclose(got, want, rtol=1e-5 if got.dtype == np.float32 else 1e-12, err_msg=f"{case} {what}")
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"{case} {what}")

@@ -23,6 +23,17 @@ pub fn schema(dtype: &DType) -> SchemaRef {
     )]))
 }
 
+/// The chunk schema as a dataset record keeps a table's (`[{"name", "type", "nullable"}]`),
+/// what a node checks a chunk's block against before a kernel reads it.
+pub fn schema_json(dtype: &DType) -> String {
+    serde_json::json!([{
+        "name": COLUMN,
+        "type": dtype.arrow_type().to_string(),
+        "nullable": false,
+    }])
+    .to_string()
+}
+
 /// Copy the box of shape `size` at `from` in C-order array `src` (shape `src_shape`) to `at`
 /// in C-order array `dst` (shape `dst_shape`); elements of `itemsize` bytes.
 #[allow(clippy::too_many_arguments)]

@@ -15,6 +15,7 @@
 //! | `column_mean_partial` | a table, a column name | `[sum, count]` |
 //! | `mean_final` | `[sum, count]` partials | their mean |
 //! | `reduce` | an operator (`add`, `mul`, `min`, `max`), values | the values reduced, in order |
+//! | `array_map`, `array_reduce` | a spec, chunks of arrays | see [`crate::arrays`] |
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub enum KernelError {
 }
 
 /// Every built-in kernel by name, for `tern` to list and nodes to check.
-pub const BUILTINS: [&str; 13] = [
+pub const BUILTINS: [&str; 15] = [
     "identity",
     "inc",
     "add",
@@ -50,6 +51,8 @@ pub const BUILTINS: [&str; 13] = [
     "mean_final",
     "reduce",
     "table_from_values",
+    "array_map",
+    "array_reduce",
 ];
 
 /// Run `kernel` over its resolved inputs.
@@ -151,6 +154,8 @@ pub fn run(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Datum, KernelError> {
             let (schema, batches) = table(input).map_err(bad)?;
             crate::sql::run(schema, batches, &query).map_err(bad)
         }
+        "array_map" => crate::arrays::map(inputs).map_err(bad),
+        "array_reduce" => crate::arrays::reduce(inputs).map_err(bad),
         "table_from_values" => {
             // One Int64 column `value` from the values given (for tests and examples).
             let ints = values(inputs)

@@ -432,12 +432,19 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                             record.version
                         )));
                     }
-                    if record.format != "arrow-ipc" {
-                        return Err(Attempt::Unavailable(format!(
-                            "dataset {dataset} holds {} data, not a table",
-                            record.format
-                        )));
-                    }
+                    // A table's blocks are checked against its schema; an array's chunks
+                    // against the one-column schema of its dtype.
+                    let schema = match record.format.as_str() {
+                        "arrow-ipc" => record.schema.clone(),
+                        tern_array::FORMAT => tern_array::ArrayMeta::from_json(&record.schema)
+                            .map(|meta| tern_array::chunk::schema_json(&meta.dtype))
+                            .map_err(|e| Attempt::Unavailable(format!("dataset {dataset}: {e}")))?,
+                        other => {
+                            return Err(Attempt::Unavailable(format!(
+                                "dataset {dataset} holds {other} data, not a table or an array"
+                            )));
+                        }
+                    };
                     let part = record.partitions.get(*index as usize).ok_or_else(|| {
                         Attempt::Unavailable(format!(
                             "dataset {dataset} has {} partitions, not {}",
@@ -451,7 +458,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     ArgSource::Block {
                         block: part.block,
                         rows: part.rows,
-                        schema: record.schema.clone(),
+                        schema,
                         holders: part
                             .holders
                             .iter()
