@@ -327,13 +327,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
 
     /// Repair: fetch a block from the first source that serves it intact and keep a copy.
     pub(crate) async fn copy_block(&self, hash: BlockHash, sources: &[String]) -> Response {
-        // A repair is about to list this node for the block: its garbage-collection grace
-        // starts again now, so a copy that arrives (or is confirmed) again after an earlier
-        // round's commit failed is not collected as long unneeded just before it is listed.
+        // A repair is about to list this node for the block: it is held until that entry can
+        // have arrived and its grace starts again after, so a copy (or one confirmed again
+        // after an earlier round's commit failed) is not collected just before it is listed.
+        let now = self.clock.now();
         self.gc
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .restart_grace(&hash);
+            .restart_grace(&hash, now);
         if matches!(
             on_store(&self.blocks, move |b| b.verify(&hash)).await,
             Ok(true)

@@ -32,10 +32,19 @@ pub(crate) struct GcMemory {
     pub(crate) stopped: Option<String>,
 }
 
+/// How long a block a repair copies here is kept before its grace period even starts: the
+/// repair round that asked for it records the new holder only once all its copies are done
+/// (each within its deadline, at most `repair::copy_deadline` of the largest block), so a quick
+/// copy may wait that long for its catalog entry. A grace period counted from the copy alone
+/// let a short grace (the tests' 1.5 s) collect a copy the catalog then listed: a replica lost
+/// while repair reported three.
+pub(crate) const COPY_HOLD: Duration = Duration::from_secs(120);
+
 impl GcMemory {
-    /// `hash` is wanted again (a repair copied or confirmed it here): its grace starts over.
-    pub(crate) fn restart_grace(&mut self, hash: &BlockHash) {
-        self.unneeded_since.remove(hash);
+    /// `hash` is wanted again (a repair copied or confirmed it here, at `now`): it is kept for
+    /// [`COPY_HOLD`], then its grace period starts over if nothing lists it by then.
+    pub(crate) fn restart_grace(&mut self, hash: &BlockHash, now: Instant) {
+        self.unneeded_since.insert(*hash, now + COPY_HOLD);
     }
 }
 
@@ -120,7 +129,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     continue;
                 }
                 let since = *memory.unneeded_since.entry(hash).or_insert(now);
-                if now.saturating_duration_since(since) >= grace {
+                // `since` is ahead of `now` while a repair copy is held.
+                if now.checked_duration_since(since).is_some_and(|d| d >= grace) {
                     due.push(hash);
                 }
             }
@@ -272,6 +282,28 @@ mod tests {
             blocks,
             compute,
         )
+    }
+
+    /// A block a repair copied here is kept while the repair's catalog entry may still be on
+    /// its way, whatever the grace period.
+    #[tokio::test]
+    async fn a_repair_copy_is_held_until_its_holder_entry_can_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = one_node(dir.path()).await;
+        let copied = node.blocks.put(b"a block a repair copied here").unwrap();
+        let unneeded = node.blocks.put(b"a block nothing wants").unwrap();
+        let now = node.clock.now();
+        node.gc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restart_grace(&copied, now);
+        let mut collected = 0;
+        for _ in 0..3 {
+            collected += node.collect_garbage().await;
+        }
+        assert_eq!(collected, 1);
+        assert!(node.blocks.contains(&copied).unwrap());
+        assert!(!node.blocks.contains(&unneeded).unwrap());
     }
 
     /// A dataset record this version cannot decode (as a newer version may write in a
