@@ -162,3 +162,17 @@ def test_random_shapes_chunkings_and_dtypes_equal_numpy(client):
                 np.testing.assert_allclose(got, want, rtol=1e-5 if got.dtype == np.float32 else 1e-12, err_msg=f"{case} {what}")
             else:
                 np.testing.assert_array_equal(got, want, err_msg=f"{case} {what}")
+
+
+def test_the_seeds_hdf5_example_end_to_end(client, tmp_path):
+    """The seed document's example: an HDF5 dataset written with h5py, read into tern a chunk
+    at a time with `from_array(f['/big-data'], chunks=(1000, 1000))`, `x - x.mean(axis=1)`."""
+    import h5py
+
+    data = RNG.normal(size=(2500, 2500))
+    with h5py.File(tmp_path / "big.hdf5", "w") as f:
+        f.create_dataset("/big-data", data=data)
+    with h5py.File(tmp_path / "big.hdf5", "r") as f:
+        x = ta.from_array(f["/big-data"], chunks=(1000, 1000), client=client, name="seed_big_data", replace=True)
+    assert x.chunks == ((1000, 1000, 500), (1000, 1000, 500))
+    np.testing.assert_allclose((x - x.mean(axis=1)).compute(), data - data.mean(axis=1))
