@@ -339,6 +339,36 @@ class Array:
 
     __hash__ = None  # type: ignore[assignment]
 
+    # -- shape -----------------------------------------------------------------------------
+
+    def transpose(self, *axes: Any) -> "Array":
+        """The axes permuted (reversed when none are given), as NumPy's ``transpose``: chunk
+        ``(i, j)`` of the result is chunk ``(j, i)`` transposed, where it is kept."""
+        order = list(axes[0]) if len(axes) == 1 and isinstance(axes[0], (list, tuple)) else list(axes)
+        if not order:
+            order = list(reversed(range(self.ndim)))
+        order = [a % self.ndim for a in order] if self.ndim else []
+        if sorted(order) != list(range(self.ndim)):
+            raise ValueError(f"axes {tuple(axes)} do not permute {self.ndim} axes")
+        if self.dtype.kind not in "biuf":
+            raise TypeError(f"transposing {self.dtype} arrays is not supported yet")
+        shape = tuple(self.shape[a] for a in order)
+        chunksize = tuple(self.chunksize[a] for a in order)
+        grid = self.numblocks
+        sources: List[Source] = []
+        for position in _positions(_grid(shape, chunksize)):
+            own = [0] * self.ndim
+            for k, a in enumerate(order):
+                own[a] = position[k]
+            j = _flat(own, grid)
+            spec = {"op": "transpose", "compute": _descr(self.dtype), "shapes": [self._chunk_shape(j)], "axes": order}
+            sources.append(_Task("array_map", [json.dumps(spec), self._sources[j]]))
+        return Array(self._client, shape, chunksize, self.dtype, sources)
+
+    @property
+    def T(self) -> "Array":
+        return self.transpose()
+
     # -- reductions ------------------------------------------------------------------------
 
     def sum(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":

@@ -117,6 +117,12 @@ def test_the_seeds_example_and_dasks_operations_equal_numpys(client):
     a = ta.from_array(x, chunks=(60, 50), client=client, name="array_ops", replace=True)
     np.testing.assert_allclose((a - a.mean(axis=1, keepdims=True)).compute(), x - x.mean(axis=1, keepdims=True))
     np.testing.assert_allclose((a - a.mean(axis=0)).compute(), x - x.mean(axis=0))
+    np.testing.assert_array_equal(a.T.compute(), x.T)
+    # Dask's headline, on a square array chunked alike along both axes.
+    s = ta.from_array(x[:150, :150], chunks=(50, 50), client=client, name="array_square", replace=True)
+    np.testing.assert_allclose(((s + s.T) - s.mean(axis=0)).compute(), (x[:150, :150] + x[:150, :150].T) - x[:150, :150].mean(axis=0))
+    cube = ta.from_array(np.arange(60, dtype=np.int16).reshape(3, 4, 5), chunks=(2, 3, 2), client=client)
+    np.testing.assert_array_equal(cube.transpose(1, 2, 0).compute(), np.arange(60, dtype=np.int16).reshape(3, 4, 5).transpose(1, 2, 0))
     np.testing.assert_allclose(((a + 1) * 2 / 3 - a**2.0).compute(), (x + 1) * 2 / 3 - x**2.0)
     np.testing.assert_array_equal((a > 0.5).compute(), x > 0.5)
     np.testing.assert_allclose(ta.sqrt(abs(a)).compute(), np.sqrt(abs(x)))

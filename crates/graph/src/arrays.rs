@@ -8,7 +8,7 @@
 //!
 //! | kernel | inputs | output |
 //! |---|---|---|
-//! | `array_map` | spec `{op, compute, shapes, out_shape}`, operands (chunks or numbers) | the operands combined elementwise with NumPy broadcasting: `add`, `sub`, `mul`, `truediv`, `pow`, `minimum`, `maximum` (folded over any number of operands), `eq`…`ge` (a bool chunk), `neg`, `abs`, `exp`, `log`, `sqrt`, `sin`, `cos` |
+//! | `array_map` | spec `{op, compute, shapes, out_shape}`, operands (chunks or numbers) | the operands combined elementwise with NumPy broadcasting: `add`, `sub`, `mul`, `truediv`, `pow`, `minimum`, `maximum` (folded over any number of operands), `eq`…`ge` (a bool chunk), `neg`, `abs`, `exp`, `log`, `sqrt`, `sin`, `cos`; or `transpose` of one chunk by `axes` |
 //! | `array_reduce` | spec `{op, compute, shape, axes}`, one chunk | the chunk reduced over `axes` (kept as length 1): `sum`, `min`, `max` |
 
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
@@ -214,6 +214,24 @@ where
             inputs.len(),
             spec.shapes.len()
         ));
+    }
+    if spec.op == "transpose" {
+        // One chunk, its axes permuted (`axes`, as NumPy's `transpose` takes them).
+        let input = inputs.into_iter().next().ok_or("no operand")?;
+        let Operand::Chunk(values) = operand::<P>(input, spec.shapes[0].as_ref())? else {
+            return Err("a transpose reads a chunk".into());
+        };
+        let mut seen = spec.axes.clone();
+        seen.sort_unstable();
+        if seen != (0..values.ndim()).collect::<Vec<_>>() {
+            return Err(format!(
+                "axes {:?} do not permute a {}-d chunk",
+                spec.axes,
+                values.ndim()
+            ));
+        }
+        let turned = values.permuted_axes(IxDyn(&spec.axes));
+        return output::<P>(&spec.compute, turned.as_standard_layout().into_owned());
     }
     let shape = &spec.out_shape;
     let mut operands = Vec::with_capacity(inputs.len());
@@ -452,6 +470,15 @@ mod tests {
         }));
         let got = reduce(vec![spec, floats(&[1., 9., 3., 4., 5., 6.])]).unwrap();
         assert_eq!(f64s(got, 1), vec![9.]);
+    }
+
+    #[test]
+    fn a_chunk_transposes_to_c_order() {
+        let spec = spec_of(serde_json::json!({
+            "op": "transpose", "compute": "<f8", "shapes": [[2, 3]], "axes": [1, 0]
+        }));
+        let got = map(vec![spec, floats(&[1., 2., 3., 4., 5., 6.])]).unwrap();
+        assert_eq!(f64s(got, 6), vec![1., 4., 2., 5., 3., 6.]);
     }
 
     #[test]

@@ -130,7 +130,10 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 }
                 let since = *memory.unneeded_since.entry(hash).or_insert(now);
                 // `since` is ahead of `now` while a repair copy is held.
-                if now.checked_duration_since(since).is_some_and(|d| d >= grace) {
+                if now
+                    .checked_duration_since(since)
+                    .is_some_and(|d| d >= grace)
+                {
                     due.push(hash);
                 }
             }
