@@ -127,6 +127,21 @@ fn spec(input: &Datum) -> Result<Spec, String> {
         Some(a) => dims(a)?,
         None => Vec::new(),
     };
+    // Whatever the spec claims, no chunk made here may be larger than a stored chunk may be:
+    // a task's spec comes from a client, and memory is the node's.
+    for shape in shapes.iter().flatten().chain([&out_shape]) {
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .filter(|_| shape.len() <= tern_array::meta::MAX_NDIM);
+        let bytes = elements.map(|n| n.saturating_mul(compute.itemsize()));
+        if bytes.is_none_or(|b| b > tern_array::meta::MAX_CHUNK_BYTES) {
+            return Err(format!(
+                "a chunk of shape {shape:?} is larger than a chunk may be ({})",
+                tern_proto::human_bytes(tern_array::meta::MAX_CHUNK_BYTES)
+            ));
+        }
+    }
     Ok(Spec {
         op,
         compute,
@@ -499,5 +514,11 @@ mod tests {
         }));
         let err = map(vec![spec, chunk_of(&DType::Int(8), vec![0; 8])]).unwrap_err();
         assert!(err.contains("float"), "{err}");
+        // A spec claiming a huge chunk is refused before anything is allocated.
+        let spec = spec_of(serde_json::json!({
+            "op": "add", "compute": "<f8", "shapes": [null], "out_shape": [1u64 << 40, 1u64 << 40]
+        }));
+        let err = map(vec![spec, Datum::Value(Value::Int(1))]).unwrap_err();
+        assert!(err.contains("larger than a chunk may be"), "{err}");
     }
 }
