@@ -182,3 +182,11 @@ def test_the_seeds_hdf5_example_end_to_end(client, tmp_path):
         x = ta.from_array(f["/big-data"], chunks=(1000, 1000), client=client, name="seed_big_data", replace=True)
     assert x.chunks == ((1000, 1000, 500), (1000, 1000, 500))
     np.testing.assert_allclose((x - x.mean(axis=1)).compute(), data - data.mean(axis=1))
+
+
+def test_sql_sees_an_array_as_its_elements(client):
+    """A query over an array reads its elements in C order, one column `values`."""
+    x = RNG.integers(-1000, 1000, (40, 30))
+    ta.from_array(x, chunks=(16, 16), client=client, name="array_sql", replace=True)
+    got = client.sql('SELECT count(*) AS n, sum("values") AS s, max("values") AS m FROM array_sql').compute()
+    assert (int(got.n[0]), int(got.s[0]), int(got.m[0])) == (x.size, int(x.sum()), int(x.max()))

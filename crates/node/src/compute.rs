@@ -373,9 +373,24 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             Err(answer) => return respond(reply, &answer).await,
         };
         for dataset in &datasets {
-            if dataset.format != "arrow-ipc" {
-                continue;
-            }
+            // SQL sees an array as the table of its elements in C order, one column `values`
+            // (its chunks are such tables already).
+            let as_table;
+            let dataset = match dataset.format.as_str() {
+                "arrow-ipc" => dataset,
+                tern_array::FORMAT => match tern_array::ArrayMeta::from_json(&dataset.schema) {
+                    Ok(meta) => {
+                        as_table = tern_proto::DatasetRecord {
+                            format: "arrow-ipc".into(),
+                            schema: tern_array::chunk::schema_json(&meta.dtype),
+                            ..dataset.clone()
+                        };
+                        &as_table
+                    }
+                    Err(_) => continue,
+                },
+                _ => continue,
+            };
             let table =
                 StoredTable::new(dataset).map(|table| match self.compute.sized_table_rows {
                     Some(rows) => table.sized_up_to(rows),
