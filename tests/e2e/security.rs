@@ -354,6 +354,45 @@ fn requests_are_checked_against_who_sent_them() {
     let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
     assert!(err.contains("not in the cluster"), "{err}");
 
+    // Array records that do not hold together are refused by the leader, each saying why:
+    // an object dtype, fewer partitions than chunks, a partition claiming another element
+    // count than its chunk has.
+    for (n, (schema, rows, says)) in [
+        (
+            r#"{"dtype":"|O","shape":[4],"chunks":[4]}"#,
+            4,
+            "object arrays",
+        ),
+        (r#"{"dtype":"<f8","shape":[8],"chunks":[2]}"#, 2, "4 chunks"),
+        (
+            r#"{"dtype":"<f8","shape":[4],"chunks":[4]}"#,
+            9,
+            "claims 9 elements",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut array = t.clone();
+        array.name = "fake".into();
+        array.version = 1;
+        array.format = "ndarray".into();
+        array.schema = schema.into();
+        array.partitions = vec![PartitionRecord {
+            rows,
+            ..t.partitions[0].clone()
+        }];
+        let commit = Request::CommitDataset {
+            record: array,
+            replaces: None,
+            put,
+            renewals: 0,
+            write: PutId([20 + n as u8; 16]),
+        };
+        let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
+        assert!(err.contains(says) && !err.contains('\n'), "{err}");
+    }
+
     // A node certificate speaks only for its own node.
     let node2 = cluster.client_as("node-2");
     let leader = rt
