@@ -91,6 +91,21 @@ fn three_nodes_elect_one_leader_survive_its_loss_and_restart_intact() {
         failover < Duration::from_secs(5),
         "new leader {new} took {failover:?}"
     );
+    // As a user sees it: a new CLI process, which knows no leader and may try the dead node
+    // first, reads; `tern status` shows the dead node as unreachable.
+    let read = cluster.tern(&["catalog", "get", "demo", "ds-03"]);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "v3");
+    let status = cluster.status_json().expect("status with a node down");
+    let dead = nodes_of(&status)
+        .into_iter()
+        .find(|n| n["id"] == old)
+        .expect("the dead node is listed");
+    assert_eq!(dead["role"], "unreachable", "{status}");
     rt.block_on(async {
         for i in 0..20 {
             let value = client

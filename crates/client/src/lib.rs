@@ -43,7 +43,10 @@ pub use tern_proto::{StagePlanned, StageReport};
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use std::time::Duration;
 
 pub use tern_net::TlsFiles;
@@ -59,6 +62,17 @@ const BLOCK_CHUNK_BYTES: usize = 4 << 20;
 /// How long a call keeps retrying while the cluster has no leader.
 const ELECTION_PATIENCE: Duration = Duration::from_secs(15);
 
+/// Between tries while the cluster elects a leader.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
+
+/// When a client does not know a live node yet, it pings one node and, for each this long
+/// without an answer, one more: a dead node then costs a fresh process this long instead of
+/// a whole connect timeout.
+const HEDGE_AFTER: Duration = Duration::from_millis(150);
+
+/// How long a ping to find a live node may take (connecting included).
+const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// A client of one cluster, over any [`Transport`]: QUIC with the client's certificate
 /// ([`Client::open`]), or the simulator's network ([`Client::with_transport`]), so the
 /// simulator runs this very code.
@@ -73,6 +87,8 @@ pub struct Client<T: Transport = QuicTransport> {
     clock: Arc<dyn Clock>,
     /// The node that answered last; tried first next time.
     preferred: AtomicUsize,
+    /// Whether `preferred` has answered this client (else it is only a guess).
+    confirmed: AtomicBool,
     /// Reads this client has in flight per node: the load it knows of, used to read each
     /// block from its least-busy holder.
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -143,6 +159,7 @@ impl<T: Transport> Client<T> {
             entropy,
             clock,
             preferred: AtomicUsize::new(0),
+            confirmed: AtomicBool::new(false),
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
             call_timeout: Duration::from_secs(10),
@@ -170,7 +187,7 @@ impl<T: Transport> Client<T> {
                 Response::Error(e)
                     if e.kind == ErrorKind::NoLeader && tokio::time::Instant::now() < deadline =>
                 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
                 }
                 Response::Error(e) => return Err(ClientError::from_reply(e)),
                 answer => return Ok(answer),
@@ -190,16 +207,26 @@ impl<T: Transport> Client<T> {
     }
 
     async fn call_any(&self, request: &Request) -> Result<Response, ClientError> {
-        let start = self.preferred.load(Ordering::Relaxed);
+        let mut failed = Vec::new();
         let mut last = None;
-        for i in 0..self.nodes.len() {
-            let index = (start + i) % self.nodes.len();
+        loop {
+            let index = match self.pick_node(&failed).await {
+                Ok(index) => index,
+                Err(e) => {
+                    last = e.or(last);
+                    break;
+                }
+            };
             match self.call_node(&self.nodes[index], request.clone()).await {
                 Ok(answer) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    self.answered(index);
                     return Ok(answer);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    self.confirmed.store(false, Ordering::Relaxed);
+                    failed.push(index);
+                    last = Some(e);
+                }
             }
         }
         Err(ClientError::NoAnswer {
@@ -207,6 +234,46 @@ impl<T: Transport> Client<T> {
             tried: self.nodes.join(", "),
             last: last.expect("a client is never built without node addresses"),
         })
+    }
+
+    /// The node to send to: the one that answered last, else the first of those not in
+    /// `failed` to answer a ping, asking one more every [`HEDGE_AFTER`] (in order from the
+    /// last known good). The error is the last failure, if any node was tried.
+    async fn pick_node(&self, failed: &[usize]) -> Result<usize, Option<TransportError>> {
+        let preferred = self.preferred.load(Ordering::Relaxed);
+        if self.confirmed.load(Ordering::Relaxed) && !failed.contains(&preferred) {
+            return Ok(preferred);
+        }
+        let n = self.nodes.len();
+        let mut race: FuturesUnordered<_> = (0..n)
+            .map(|i| (preferred + i) % n)
+            .filter(|index| !failed.contains(index))
+            .enumerate()
+            .map(|(rank, index)| async move {
+                tokio::time::sleep(HEDGE_AFTER * rank as u32).await;
+                let answer = self
+                    .transport
+                    .call_within(&self.nodes[index], Request::Ping, PING_TIMEOUT)
+                    .await;
+                (index, answer)
+            })
+            .collect();
+        let mut last = None;
+        while let Some((index, answer)) = race.next().await {
+            match answer {
+                Ok(_) => {
+                    self.answered(index);
+                    return Ok(index);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn answered(&self, index: usize) {
+        self.preferred.store(index, Ordering::Relaxed);
+        self.confirmed.store(true, Ordering::Relaxed);
     }
 
     /// Another client for the same cluster sharing this one's connections, for background
@@ -219,6 +286,7 @@ impl<T: Transport> Client<T> {
             entropy: self.entropy.clone(),
             clock: self.clock.clone(),
             preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            confirmed: AtomicBool::new(self.confirmed.load(Ordering::Relaxed)),
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
             call_timeout: self.call_timeout,
@@ -249,7 +317,10 @@ impl<T: Transport> Client<T> {
         loop {
             let mut no_leader = None;
             let mut failures = Vec::new();
-            let start = self.preferred.load(Ordering::Relaxed);
+            let start = self
+                .pick_node(&[])
+                .await
+                .unwrap_or_else(|_| self.preferred.load(Ordering::Relaxed));
             for i in 0..self.nodes.len() {
                 let index = (start + i) % self.nodes.len();
                 let addr = &self.nodes[index];
@@ -262,20 +333,23 @@ impl<T: Transport> Client<T> {
                             reason,
                         });
                     }
-                    Err(BulkFailure::Connecting(e)) => failures.push(e.to_string()),
+                    Err(BulkFailure::Connecting(e)) => {
+                        self.confirmed.store(false, Ordering::Relaxed);
+                        failures.push(e.to_string());
+                    }
                     Ok((Response::Error(e), _)) if e.kind == ErrorKind::NoLeader => {
                         no_leader = Some(e);
                     }
                     Ok((Response::Error(e), _)) => return Err(ClientError::Remote(e)),
                     Ok((answer, reader)) => {
-                        self.preferred.store(index, Ordering::Relaxed);
+                        self.answered(index);
                         return Ok((answer, reader, addr.clone()));
                     }
                 }
             }
             match no_leader {
                 Some(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
                 }
                 Some(e) => return Err(ClientError::Remote(e)),
                 None => {

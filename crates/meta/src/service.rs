@@ -175,6 +175,15 @@ impl Meta {
         Some((id, addr))
     }
 
+    /// Resolves once this node no longer sees `leader` as the leader: it stepped down, another
+    /// won an election, or this node stopped hearing from it and campaigns. A request forwarded
+    /// to a leader that died would otherwise wait out the dead connection.
+    pub async fn leader_is_not(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        // An error means Raft shut down: no leader is seen any more either.
+        let _ = metrics.wait_for(|m| m.current_leader != Some(leader)).await;
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

@@ -168,11 +168,14 @@ impl Default for NodeTimings {
             heartbeat_ms: 1000,
             suspect_after_ms: 3000,
             down_after_ms: 10_000,
-            // Followers refuse to vote while their leader's lease (election_max_ms) lasts, so
-            // failover takes between election_max_ms and twice that.
-            raft_heartbeat_ms: 150,
-            election_min_ms: 600,
-            election_max_ms: 1200,
+            // A follower campaigns once it has not heard from its leader for the lease
+            // (election_max_ms) plus a random election_min_ms..election_max_ms, and the other
+            // followers refuse to vote while their own lease lasts: failover takes 1.1-1.4 s.
+            // That is 11 missed heartbeats at least, which a busy debug build on 2 cores
+            // does not miss by accident.
+            raft_heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 700,
             // One block every 10 s: about 6.7 MB/s of reading and hashing per node with 64 MiB
             // partitions (a full pass over 1 TB in under two days), little next to real work.
             scrub_interval_ms: 10_000,

@@ -19,8 +19,10 @@ use crate::NodeTimings;
 /// Memory for blocks being received at once (two of the largest blocks).
 const RECEIVE_BUDGET_BYTES: u64 = 2 * tern_proto::MAX_BLOCK_BYTES;
 
-/// How long the leader waits for each node's metrics when building a status.
-const STATUS_FANOUT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long the leader waits for each node's metrics when building a status: short, so
+/// `tern status` answers within a second with nodes down (a node slower than this shows as
+/// unreachable, which it nearly is).
+const STATUS_FANOUT_TIMEOUT: Duration = Duration::from_millis(600);
 
 pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) record: NodeRecord,
@@ -212,11 +214,20 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     leader = id,
                     "forwarding to leader"
                 );
-                match self.transport.call(&addr, request.forward(caller)).await {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        Response::error(ErrorKind::NoLeader, format!("leader unreachable: {e}"))
-                    }
+                tokio::select! {
+                    answer = self.transport.call(&addr, request.forward(caller)) => match answer {
+                        Ok(answer) => answer,
+                        Err(e) => Response::error(
+                            ErrorKind::NoLeader,
+                            format!("leader unreachable: {e}"),
+                        ),
+                    },
+                    // A killed leader answers nothing, and its connection looks alive until
+                    // QUIC's idle timeout: Raft notices sooner.
+                    () = self.meta.leader_is_not(id) => Response::error(
+                        ErrorKind::NoLeader,
+                        format!("node {id} stopped being the leader while the request was forwarded to it"),
+                    ),
                 }
             }
             Err(e) => meta_error(e),
