@@ -15,7 +15,7 @@
 //! | `column_mean_partial` | a table, a column name | `[sum, count]` |
 //! | `mean_final` | `[sum, count]` partials | their mean |
 //! | `reduce` | an operator (`add`, `mul`, `min`, `max`), values | the values reduced, in order |
-//! | `array_map`, `array_reduce` | a spec, chunks of arrays | see [`crate::arrays`] |
+//! | `array_map`, `array_reduce`, `array_arg_combine`, `array_gather`, `array_create`, `array_matmul` | a spec, chunks of arrays | see [`crate::arrays`] |
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub enum KernelError {
 }
 
 /// Every built-in kernel by name, for `tern` to list and nodes to check.
-pub const BUILTINS: [&str; 15] = [
+pub const BUILTINS: [&str; 19] = [
     "identity",
     "inc",
     "add",
@@ -53,6 +53,10 @@ pub const BUILTINS: [&str; 15] = [
     "table_from_values",
     "array_map",
     "array_reduce",
+    "array_arg_combine",
+    "array_gather",
+    "array_create",
+    "array_matmul",
 ];
 
 /// Run `kernel` over its resolved inputs.
@@ -156,6 +160,10 @@ pub fn run(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Datum, KernelError> {
         }
         "array_map" => crate::arrays::map(inputs).map_err(bad),
         "array_reduce" => crate::arrays::reduce(inputs).map_err(bad),
+        "array_arg_combine" => crate::arrays::arg_combine(inputs).map_err(bad),
+        "array_gather" => crate::arrays::gather(inputs).map_err(bad),
+        "array_create" => crate::arrays::create(inputs).map_err(bad),
+        "array_matmul" => crate::arrays::matmul(inputs).map_err(bad),
         "table_from_values" => {
             // One Int64 column `value` from the values given (for tests and examples).
             let ints = values(inputs)

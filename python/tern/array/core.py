@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import pyarrow as pa
 
-from . import _tern
-from ._tern import TernError
+from .. import _tern
+from .._tern import TernError
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 FORMAT = "ndarray"
 # Numbers stay numbers in a chunk's block; every other dtype is its bytes, fixed-size.
@@ -383,6 +383,103 @@ class Array:
     def mean(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
         return _reduction(self, "mean", axis, keepdims, split_every)
 
+    def prod(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        return _reduction(self, "prod", axis, keepdims, split_every)
+
+    def var(self, axis: Any = None, ddof: int = 0, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import var
+
+        return var(self, axis, ddof, keepdims, split_every)
+
+    def std(self, axis: Any = None, ddof: int = 0, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import std
+
+        return std(self, axis, ddof, keepdims, split_every)
+
+    def any(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import any_
+
+        return any_(self, axis, keepdims, split_every)
+
+    def all(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import all_
+
+        return all_(self, axis, keepdims, split_every)
+
+    def argmin(self, axis: Optional[int] = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import argmin
+
+        return argmin(self, axis, keepdims, split_every)
+
+    def argmax(self, axis: Optional[int] = None, keepdims: bool = False, split_every: int = 8) -> "Array":
+        from .routines import argmax
+
+        return argmax(self, axis, keepdims, split_every)
+
+    def cumsum(self, axis: Optional[int] = None, dtype: Any = None) -> "Array":
+        from .routines import cumsum
+
+        return cumsum(self, axis, dtype)
+
+    def cumprod(self, axis: Optional[int] = None, dtype: Any = None) -> "Array":
+        from .routines import cumprod
+
+        return cumprod(self, axis, dtype)
+
+    # -- more NumPy methods ----------------------------------------------------------------
+
+    def astype(self, dtype: Any) -> "Array":
+        from .routines import astype
+
+        return astype(self, dtype)
+
+    def clip(self, min: Any = None, max: Any = None) -> "Array":
+        from .routines import clip
+
+        return clip(self, min, max)
+
+    def dot(self, other: "Array") -> "Array":
+        from .routines import dot
+
+        return dot(self, other)
+
+    def __matmul__(self, other: Any) -> "Array":
+        from .routines import matmul
+
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> "Array":
+        from .routines import matmul
+
+        return matmul(other, self)
+
+    def rechunk(self, chunks: Any = "auto") -> "Array":
+        from .layout import rechunk
+
+        return rechunk(self, chunks)
+
+    def reshape(self, *shape: Any) -> "Array":
+        from .layout import reshape
+
+        return reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def ravel(self) -> "Array":
+        from .layout import reshape
+
+        return reshape(self, (-1,))
+
+    flatten = ravel
+
+    def __getitem__(self, key: Any) -> "Array":
+        from .layout import getitem
+
+        return getitem(self, key)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
 
 def _result_dtype(ufunc: Any, *operands: Any) -> np.dtype:
     """The dtype NumPy gives ``ufunc`` over these operands (arrays by dtype, scalars as
@@ -397,20 +494,27 @@ def _elementwise(op: str, operands: Sequence[Any], compute: np.dtype, out: Optio
     first = arrays[0]
     shape = tuple(int(n) for n in np.broadcast_shapes(*[a.shape for a in arrays]))
     ndim = len(shape)
-    # The chunk length along each axis: that of an operand spanning it (all must agree).
+    # The chunk length along each axis: that of the first operand spanning it; the others are
+    # rechunked to it where they differ (as Dask unifies chunks).
     chunksize: List[int] = []
     for axis in range(ndim):
-        lengths = set()
+        lengths = []
         for a in arrays:
             k = axis - (ndim - a.ndim)
             if k >= 0 and a.shape[k] == shape[axis] and shape[axis] != 1:
-                lengths.add(min(a.chunksize[k], max(1, a.shape[k])))
-        if len(lengths) > 1:
-            raise ValueError(
-                f"the operands are chunked differently along axis {axis} ({sorted(lengths)}): "
-                "rechunk one to the other's chunks first (tern has no rechunk yet)"
-            )
-        chunksize.append(lengths.pop() if lengths else max(1, shape[axis]))
+                lengths.append(min(a.chunksize[k], max(1, a.shape[k])))
+        chunksize.append(lengths[0] if lengths else max(1, shape[axis]))
+    unified = []
+    for o in operands:
+        if isinstance(o, Array) and o.ndim:
+            pad = ndim - o.ndim
+            want = tuple(chunksize[k + pad] if o.shape[k] == shape[k + pad] and shape[k + pad] != 1 else o.chunksize[k] for k in range(o.ndim))
+            if want != tuple(min(c, max(1, n)) for c, n in zip(o.chunksize, o.shape)):
+                from .layout import rechunk
+
+                o = rechunk(o, want)
+        unified.append(o)
+    operands = unified
     grid = _grid(shape, chunksize)
     compute = np.dtype(compute)
     sources: List[Source] = []
@@ -499,19 +603,21 @@ def _reduction(x: Array, how: str, axis: Any, keepdims: bool, split_every: int) 
         axes = list(range(x.ndim))
     else:
         axes = sorted({a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)})
-    if how in ("min", "max") and any(x.shape[a] == 0 for a in axes):
+    if how in ("min", "max") and any(x.shape[a] == 0 for a in axes) and x.dtype.kind != "b":
         raise ValueError(f"{how} of an empty axis has no identity (as in NumPy)")
     sample = np.empty(0, dtype=x.dtype)
     if how == "sum":
         compute = np.sum(sample).dtype
+    elif how == "prod":
+        compute = np.prod(sample).dtype
     elif how == "mean":
         compute = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
     else:
         compute = x.dtype
-    if np.dtype(compute).kind not in "iuf":
+    if np.dtype(compute).kind not in "iuf" and not (how in ("min", "max") and x.dtype.kind == "b"):
         raise TypeError(f"{how} of {x.dtype}: tern reduces integers and floats")
     partial_op = "sum" if how == "mean" else how
-    combine_op = {"sum": "add", "mean": "add", "min": "minimum", "max": "maximum"}[how]
+    combine_op = {"sum": "add", "mean": "add", "prod": "mul", "min": "minimum", "max": "maximum"}[how]
     kept_shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
     kept_chunks = tuple(1 if k in axes else c for k, c in enumerate(x.chunksize))
     out_grid = _grid(kept_shape, kept_chunks)
@@ -568,7 +674,7 @@ def from_array(
     name made from its contents when not given), cut into ``chunks``, one chunk read from
     ``x`` at a time. Object arrays are refused: their elements are Python objects, not
     values."""
-    from .client import get_client
+    from ..client import get_client
 
     client = client or get_client()
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):

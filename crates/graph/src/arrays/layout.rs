@@ -1,0 +1,95 @@
+//! `array_gather`: a chunk assembled from pieces of others. Rechunking, slicing,
+//! concatenation, stacking and reshapes are all plans of gathers made by the client; the
+//! kernel moves bytes, so it serves every dtype (strings and records too).
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use tern_proto::Datum;
+
+use super::{Spec, bytes_output, chunk_bytes, dims};
+
+pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
+    let itemsize = spec.compute.itemsize() as usize;
+    let out_shape = &spec.out_shape;
+    let pieces = spec.raw["pieces"].as_array().ok_or("spec: no pieces")?;
+    if pieces.len() != inputs.len() || spec.shapes.len() != inputs.len() {
+        return Err(format!(
+            "{} operands, {} pieces, {} shapes",
+            inputs.len(),
+            pieces.len(),
+            spec.shapes.len()
+        ));
+    }
+    // Each element's bytes along one more axis, so every dtype is a grid of bytes.
+    let with_bytes = |shape: &[usize]| {
+        let mut dims = shape.to_vec();
+        dims.push(itemsize);
+        dims
+    };
+    let mut out = ArrayD::<u8>::zeros(IxDyn(&with_bytes(out_shape)));
+    for ((input, shape), piece) in inputs.into_iter().zip(&spec.shapes).zip(pieces) {
+        let shape = shape.as_ref().ok_or("a piece's operand has no shape")?;
+        if shape.len() != out_shape.len() {
+            return Err(format!(
+                "an operand of shape {shape:?} read into a chunk of shape {out_shape:?}: give both as many axes"
+            ));
+        }
+        let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
+        let mut part =
+            ArrayD::from_shape_vec(IxDyn(&with_bytes(shape)), bytes).map_err(|e| e.to_string())?;
+        if let Some(take) = piece["take"].as_array() {
+            if take.len() != shape.len() {
+                return Err(format!(
+                    "take lists for {} axes of {}",
+                    take.len(),
+                    shape.len()
+                ));
+            }
+            for (axis, list) in take.iter().enumerate() {
+                if list.is_null() {
+                    continue;
+                }
+                let indexes = dims(list)?;
+                // Bounded by where the piece lands, before anything is copied.
+                if indexes.len() > out_shape[axis] {
+                    return Err(format!(
+                        "{} indexes along axis {axis} of a chunk {} long",
+                        indexes.len(),
+                        out_shape[axis]
+                    ));
+                }
+                if let Some(bad) = indexes.iter().find(|&&i| i >= shape[axis]) {
+                    return Err(format!(
+                        "index {bad} along axis {axis} of length {}",
+                        shape[axis]
+                    ));
+                }
+                part = part.select(Axis(axis), &indexes);
+            }
+        }
+        let at = dims(&piece["at"])?;
+        if at.len() != out_shape.len() {
+            return Err(format!(
+                "a piece placed by {} offsets in {} axes",
+                at.len(),
+                out_shape.len()
+            ));
+        }
+        for (axis, (&offset, &length)) in at.iter().zip(out_shape).enumerate() {
+            if offset + part.len_of(Axis(axis)) > length {
+                return Err(format!(
+                    "a piece of {} along axis {axis} at {offset} overflows a chunk {length} long",
+                    part.len_of(Axis(axis))
+                ));
+            }
+        }
+        out.slice_each_axis_mut(|ax| {
+            let axis = ax.axis.index();
+            match at.get(axis) {
+                Some(&offset) => Slice::from(offset..offset + part.len_of(Axis(axis))),
+                None => Slice::from(..),
+            }
+        })
+        .assign(&part);
+    }
+    bytes_output(&spec.compute, out.iter().copied().collect())
+}

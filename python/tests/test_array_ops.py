@@ -1,0 +1,197 @@
+"""Array operations against NumPy on the same data: layout (rechunk, indexing, concatenate,
+stack, reshape), creation, where/clip/astype, scans, reductions (var, std, any, all, prod, arg
+reductions) and matrix products; then hypothesis over random shapes, chunkings and dtypes,
+uneven edge chunks included. Integers must be equal, floats close."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tern.array as ta
+
+RNG = np.random.default_rng(5)
+
+
+def close(got, want, dtype=None):
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    if got.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=1e-5 if got.dtype == np.float32 else 1e-10, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_layout_rechunk_index_concatenate_stack_reshape(client):
+    x = RNG.normal(size=(23, 17))
+    a = ta.from_array(x, chunks=(5, 4), client=client, name="ops_layout", replace=True)
+    for chunks in [(7, 3), (23, 1), (1, 17), (10, -1), {0: 4}]:
+        b = a.rechunk(chunks)
+        close(b.compute(), x)
+    assert a.rechunk((7, 3)).chunksize == (7, 3)
+    for key in [
+        (slice(2, 19, 3), slice(None, None, -2)),
+        (4,),
+        (Ellipsis, 5),
+        (slice(None), None, slice(1, 2)),
+        ([0, 22, 3, 3], slice(None)),
+        (slice(None), np.arange(17) % 3 == 0),
+        (-1, -1),
+        (slice(30, 40),),
+    ]:
+        close(a[key].compute(), x[key])
+    # A lazy boolean mask over the whole array, computed first, as x[x > 0] in NumPy.
+    close(a[a > 0.5].compute(), x[x > 0.5])
+    with pytest.raises(IndexError, match="out of bounds"):
+        a[23]
+    with pytest.raises(NotImplementedError, match="one axis at a time"):
+        a[[0, 1], [0, 1]]
+    y = RNG.normal(size=(9, 17))
+    b = ta.from_array(y, chunks=(4, 4), client=client)
+    close(ta.concatenate([a, b], axis=0).compute(), np.concatenate([x, y]))
+    close(ta.concatenate([a, a], axis=1).compute(), np.concatenate([x, x], axis=1))
+    ints = ta.from_array(np.arange(17, dtype=np.int32), chunks=5, client=client)
+    close(ta.concatenate([ints, ints.astype(np.float64)]).compute(), np.concatenate([np.arange(17, dtype=np.int32), np.arange(17.0)]))
+    close(ta.stack([a, a * 2, a], axis=1).compute(), np.stack([x, x * 2, x], axis=1))
+    # Stacking moves nothing: every chunk of the result is a chunk of an input.
+    stacked = ta.stack([a, a])
+    assert all(not hasattr(s, "kernel") for s in stacked._sources)
+    for shape in [(17, 23), (-1,), (391,), (23, 17, 1), (1, 391), (17, -1)]:
+        close(a.reshape(shape).compute(), x.reshape(shape))
+    close(a.ravel().compute(), x.ravel())
+    with pytest.raises(ValueError, match="cannot reshape"):
+        a.reshape(5, 5)
+    strings = np.array([["ab", "c"], ["d", "éf"], ["g", "h"]])
+    s = ta.from_array(strings, chunks=(2, 1), client=client)
+    close(s.rechunk((3, 2)).compute(), strings)
+    close(s[::-1, 1].compute(), strings[::-1, 1])
+
+
+def test_creation_routines_equal_numpys(client):
+    close(ta.zeros((5, 7), chunks=3, client=client).compute(), np.zeros((5, 7)))
+    close(ta.ones((4,), dtype=np.int16, chunks=3, client=client).compute(), np.ones(4, dtype=np.int16))
+    close(ta.full((3, 3), 2.5, chunks=2, client=client).compute(), np.full((3, 3), 2.5))
+    close(ta.arange(3, 50, 7, chunks=4, client=client).compute(), np.arange(3, 50, 7))
+    close(ta.arange(0.1, 2.3, 0.13, chunks=5, client=client).compute(), np.arange(0.1, 2.3, 0.13))
+    close(ta.arange(10, chunks=3, client=client).compute(), np.arange(10))
+    for endpoint in (True, False):
+        got = ta.linspace(-1.5, 3.25, 41, endpoint=endpoint, chunks=6, client=client).compute()
+        np.testing.assert_array_equal(got, np.linspace(-1.5, 3.25, 41, endpoint=endpoint))
+    close(ta.eye(7, chunks=3, M=9, k=2, client=client).compute(), np.eye(7, 9, k=2))
+    close(ta.eye(5, chunks=2, dtype=np.int32, client=client).compute(), np.eye(5, dtype=np.int32))
+    state = ta.random.RandomState(42, client=client)
+    r = state.random((300, 200), chunks=(100, 100))
+    values = r.compute()
+    np.testing.assert_array_equal(values, r.compute())  # the same graph, the same numbers
+    assert values.shape == (300, 200) and 0 <= values.min() and values.max() < 1
+    assert abs(values.mean() - 0.5) < 0.01
+    again = ta.random.RandomState(42, client=client).random((300, 200), chunks=(100, 100)).compute()
+    np.testing.assert_array_equal(values, again)
+    assert not np.array_equal(values, state.random((300, 200), chunks=(100, 100)).compute())
+    normal = state.normal(10.0, 2.0, size=(100_000,), chunks=25_000).compute()
+    assert abs(normal.mean() - 10) < 0.05 and abs(normal.std() - 2) < 0.05
+
+
+def test_where_clip_astype_and_scans(client):
+    x = RNG.normal(size=(31, 9)) * 10
+    a = ta.from_array(x, chunks=(8, 4), client=client, name="ops_elementwise", replace=True)
+    close(ta.where(a > 0, a, -1.0).compute(), np.where(x > 0, x, -1.0))
+    close(ta.where(a > 0, 1, 0).compute(), np.where(x > 0, 1, 0))
+    close(a.clip(-3, 4).compute(), x.clip(-3, 4))
+    close(ta.clip(a, None, 0).compute(), np.clip(x, None, 0))
+    close(a.astype(np.int32).compute(), x.astype(np.int32))
+    close(a.astype(np.float32).compute(), x.astype(np.float32))
+    close(a.astype(bool).compute(), x.astype(bool))
+    for axis in (0, 1, None):
+        close(a.cumsum(axis=axis).compute(), x.cumsum(axis=axis))
+    small = ta.from_array(x[:6, :3] / 10, chunks=(4, 2), client=client)
+    close(small.cumprod(axis=0).compute(), (x[:6, :3] / 10).cumprod(axis=0))
+    ints = (x * 10).astype(np.int8)
+    i = ta.from_array(ints, chunks=(8, 4), client=client)
+    close(i.cumsum(axis=0).compute(), ints.cumsum(axis=0))
+
+
+def test_reductions_var_std_any_all_prod_arg(client):
+    x = RNG.normal(size=(40, 30))
+    x[3, 7] = x.max() + 1
+    a = ta.from_array(x, chunks=(9, 7), client=client, name="ops_reductions", replace=True)
+    for axis in (None, 0, 1, (0, 1)):
+        close(a.var(axis=axis).compute(), x.var(axis=axis))
+        close(a.std(axis=axis, ddof=1).compute(), x.std(axis=axis, ddof=1))
+        close(a.prod(axis=axis).compute(), x.prod(axis=axis))
+        close((a > 2).any(axis=axis).compute(), (x > 2).any(axis=axis))
+        close((a > -3).all(axis=axis).compute(), (x > -3).all(axis=axis))
+    for axis in (None, 0, 1):
+        close(a.argmax(axis=axis).compute(), x.argmax(axis=axis))
+        close(a.argmin(axis=axis, split_every=2).compute(), x.argmin(axis=axis))
+    # Ties keep the first index; a NaN wins, as in NumPy.
+    ties = np.array([3, 1, 1, 5, 1, 0, 0, 9], dtype=np.int64)
+    t = ta.from_array(ties, chunks=3, client=client)
+    assert t.argmin().compute() == ties.argmin() and t.argmax().compute() == ties.argmax()
+    nans = np.array([1.0, 5.0, np.nan, 7.0, np.nan])
+    assert ta.from_array(nans, chunks=2, client=client).argmax().compute() == nans.argmax()
+    close(a.argmax(axis=1, keepdims=True).compute(), x.argmax(axis=1, keepdims=True))
+
+
+def test_matrix_products(client):
+    x = RNG.normal(size=(25, 14))
+    y = RNG.normal(size=(14, 11))
+    v = RNG.normal(size=14)
+    a = ta.from_array(x, chunks=(6, 5), client=client, name="ops_matmul_a", replace=True)
+    b = ta.from_array(y, chunks=(4, 4), client=client, name="ops_matmul_b", replace=True)  # rechunked to match
+    c = ta.from_array(v, chunks=3, client=client)
+    close((a @ b).compute(), x @ y)
+    close((a @ c).compute(), x @ v)
+    close((c @ b).compute(), v @ y)
+    close(ta.dot(c, c).compute(), v @ v)
+    close(a.dot(b).compute(), x.dot(y))
+    cube = RNG.normal(size=(4, 5, 6))
+    k = ta.from_array(cube, chunks=(2, 3, 4), client=client)
+    close(ta.tensordot(k, k, axes=([1, 2], [1, 2])).compute(), np.tensordot(cube, cube, axes=([1, 2], [1, 2])))
+    close(ta.tensordot(k, b[:6, :], axes=1).compute(), np.tensordot(cube, y[:6, :], axes=1))
+    ints = RNG.integers(-50, 50, (7, 7)).astype(np.int16)
+    i = ta.from_array(ints, chunks=3, client=client)
+    close((i @ i).compute(), ints @ ints)  # int16 products wrap as NumPy's do
+    with pytest.raises(ValueError, match="mismatch"):
+        a @ a
+
+
+DTYPES = [np.int8, np.int32, np.uint16, np.float32, np.float64]
+
+
+@st.composite
+def arrays(draw, max_ndim=3):
+    ndim = draw(st.integers(1, max_ndim))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    chunks = tuple(draw(st.integers(1, n)) for n in shape)
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**32 - 1))
+    values = (np.random.default_rng(seed).normal(size=shape) * 40).astype(dtype)
+    return values, chunks
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=arrays(), data=st.data())
+def test_hypothesis_operations_equal_numpy(client, case, data):
+    x, chunks = case
+    a = ta.from_array(x, chunks=chunks, client=client)
+    axis = data.draw(st.integers(0, x.ndim - 1))
+    new_chunks = tuple(data.draw(st.integers(1, n)) for n in x.shape)
+    close(a.rechunk(new_chunks).compute(), x)
+    start = data.draw(st.integers(-x.shape[axis], x.shape[axis]))
+    step = data.draw(st.sampled_from([1, 2, 3, -1, -2]))
+    key = (slice(None),) * axis + (slice(start, None, step),)
+    close(a[key].compute(), x[key])
+    close(a.sum(axis=axis).compute(), x.sum(axis=axis))
+    close(a.max(axis=axis, keepdims=True).compute(), x.max(axis=axis, keepdims=True))
+    close(a.argmin(axis=axis).compute(), x.argmin(axis=axis))
+    close(a.cumsum(axis=axis).compute(), x.cumsum(axis=axis))
+    close(ta.concatenate([a, a], axis=axis).compute(), np.concatenate([x, x], axis=axis))
+    close(a.reshape(-1).compute(), x.reshape(-1))
+    close(ta.where(a > 0, a, 0).compute(), np.where(x > 0, x, 0))
+    if x.dtype.kind == "f":
+        close(a.var(axis=axis).compute(), x.var(axis=axis))
+    if x.ndim == 2:
+        close((a @ a.T).compute(), x @ x.T)
