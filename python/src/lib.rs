@@ -413,18 +413,29 @@ impl NativeClient {
         Ok(self.submit(py, graph))
     }
 
-    /// Submit a graph of built-in kernels (the array operations): `tasks` as `(name,
-    /// kernel, arguments)`, arguments as for `submit_python_graph` plus `("value", x)` for a
-    /// number, a boolean or text. Returns a future for each task `wanted` names.
+    /// Submit a graph of built-in kernels (the array operations) and Python calls among
+    /// them (`map_blocks`): `tasks` as `(name, kernel, arguments)`, the kernel a built-in's
+    /// name or a pickled Python function (bytes); arguments as for `submit_python_graph` plus
+    /// `("value", x)` for a number, a boolean or text. Returns a future for each task
+    /// `wanted` names.
     fn submit_builtin_graph(
         &self,
         py: Python<'_>,
-        tasks: Vec<(String, String, Vec<Bound<'_, PyTuple>>)>,
+        tasks: Vec<(String, KernelOf, Vec<Bound<'_, PyTuple>>)>,
         wanted: Vec<usize>,
     ) -> PyResult<Vec<NativeFuture>> {
         let tasks = tasks
             .into_iter()
-            .map(|(name, kernel, args)| (name, Kernel::builtin(&kernel), args))
+            .map(|(name, kernel, args)| {
+                let kernel = match kernel {
+                    KernelOf::Builtin(name) => Kernel::builtin(&name),
+                    KernelOf::Python(function) => Kernel::External {
+                        runtime: "python".into(),
+                        function,
+                    },
+                };
+                (name, kernel, args)
+            })
             .collect();
         let graph = graph_of(tasks, &wanted)?;
         Ok(self.submit(py, graph))
@@ -479,6 +490,13 @@ impl NativeClient {
 }
 
 /// A graph of `tasks` (each reading earlier ones by index), wanting those `wanted` names.
+/// A task's kernel as Python gives it: a built-in's name, or a pickled function.
+#[derive(FromPyObject)]
+enum KernelOf {
+    Builtin(String),
+    Python(Vec<u8>),
+}
+
 fn graph_of(
     tasks: Vec<(String, Kernel, Vec<Bound<'_, PyTuple>>)>,
     wanted: &[usize],

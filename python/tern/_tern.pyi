@@ -1,6 +1,6 @@
 """Type stubs of the native module (Rust, over tern-client)."""
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 class TernError(Exception): ...
 class ClusterNotFound(TernError): ...
@@ -43,7 +43,7 @@ class NativeClient:
         self, tasks: Sequence[Tuple[str, bytes, Sequence[Tuple[Any, ...]]]], wanted: Sequence[int]
     ) -> List[NativeFuture]: ...
     def submit_builtin_graph(
-        self, tasks: Sequence[Tuple[str, str, Sequence[Tuple[Any, ...]]]], wanted: Sequence[int]
+        self, tasks: Sequence[Tuple[str, Union[str, bytes], Sequence[Tuple[Any, ...]]]], wanted: Sequence[int]
     ) -> List[NativeFuture]: ...
 
 class LocalSession:

@@ -195,3 +195,50 @@ def test_hypothesis_operations_equal_numpy(client, case, data):
         close(a.var(axis=axis).compute(), x.var(axis=axis))
     if x.ndim == 2:
         close((a @ a.T).compute(), x @ x.T)
+
+
+def test_map_blocks_and_blockwise_run_python_on_the_chunks(client):
+    x = RNG.normal(size=(20, 12))
+    y = RNG.normal(size=(20, 12))
+    a = ta.from_array(x, chunks=(6, 5), client=client, name="ops_blocks_a", replace=True)
+    b = ta.from_array(y, chunks=(7, 4), client=client, name="ops_blocks_b", replace=True)  # rechunked
+    close(a.map_blocks(np.sin).compute(), np.sin(x))
+    close(ta.map_blocks(lambda p, q, k: p * q + k, a, b, 3.0).compute(), x * y + 3.0)
+    # Built-in kernels before and after a Python function, in one graph.
+    close((ta.map_blocks(np.clip, a[::2] + 1, 0.5, 1.5) * 2).compute(), np.clip(x[::2] + 1, 0.5, 1.5) * 2)
+    # Keyword arguments reach the function; each block is its own call.
+    per_block = a.map_blocks(np.cumsum, axis=1).compute()
+    close(per_block[:6, :5], np.cumsum(x[:6, :5], axis=1))
+    # The dtype comes from a trial call, or as given.
+    assert a.map_blocks(lambda p: p > 0).dtype == np.bool_
+    close(a.map_blocks(lambda p: (p * 100).astype(np.int32), dtype=np.int32).compute(), (x * 100).astype(np.int32))
+    # Blocks of another shape, said with chunks=.
+    even = ta.from_array(x[:, :10], chunks=(5, 5), client=client)
+    firsts = even.map_blocks(lambda p: p[:1, :], chunks=(1, 5))
+    assert firsts.shape == (4, 10)
+    close(firsts.compute(), x[0::5, :10])
+    # Blocks lined up by index letters reach the function as they are stored (Dask's rule).
+    xt = ta.from_array(x.T.copy(), chunks=(5, 6), client=client)
+    close(ta.blockwise(lambda p, q: p + q.T, "ij", a, "ij", xt, "ji", dtype=float).compute(), x + x)
+    with pytest.raises(NotImplementedError, match="contracted"):
+        ta.blockwise(np.dot, "ik", a, "ij", b, "jk")
+    # A block of the wrong shape fails its future with a message saying what to do.
+    with pytest.raises(Exception, match="pass chunks="):
+        a.map_blocks(lambda p: p[:1], dtype=float).compute()
+
+
+def test_zarr_v3_in_and_out(client, tmp_path):
+    import zarr
+
+    x = RNG.normal(size=(30, 20)).astype(np.float32)
+    path = str(tmp_path / "in.zarr")
+    z = zarr.create_array(store=path, shape=x.shape, chunks=(8, 7), dtype=x.dtype, zarr_format=3)
+    z[:] = x
+    a = ta.from_zarr(path, client=client)
+    assert a.chunksize == (8, 7)
+    close(a.compute(), x)
+    out = str(tmp_path / "out.zarr")
+    (a * 2).to_zarr(out)
+    back = zarr.open_array(out, mode="r")
+    assert back.metadata.zarr_format == 3 and back.chunks == (8, 7)
+    close(back[:], x * 2)

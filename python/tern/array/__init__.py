@@ -11,6 +11,8 @@ command reads and writes the same arrays: ``tern put x.npy``, ``tern get x --out
 - ``core``: the :class:`Array`, storing and computing, elementwise operations, reductions;
 - ``layout``: rechunk, indexing, concatenate, stack, reshape (plans of gathers);
 - ``routines``: creation, where/clip/astype, scans, var/std, arg reductions, matrix products;
+- ``blocks``: ``map_blocks`` and ``blockwise`` with Python functions, in the Python workers;
+- ``stores``: Zarr v3 in and out;
 - ``random``: seeded random arrays.
 """
 
@@ -29,7 +31,9 @@ from .core import (
     sin,
     sqrt,
 )
+from .blocks import blockwise, map_blocks
 from .layout import concatenate, getitem, rechunk, reshape, stack
+from .stores import from_zarr, to_zarr
 from .routines import (
     all_ as all,
     any_ as any,
@@ -91,6 +95,7 @@ __all__ = [
     "argmax",
     "argmin",
     "astype",
+    "blockwise",
     "clip",
     "concatenate",
     "cos",
@@ -102,11 +107,13 @@ __all__ = [
     "eye",
     "from_array",
     "from_npy",
+    "from_zarr",
     "full",
     "full_like",
     "getitem",
     "linspace",
     "log",
+    "map_blocks",
     "matmul",
     "max",
     "maximum",
@@ -126,6 +133,7 @@ __all__ = [
     "std",
     "sum",
     "tensordot",
+    "to_zarr",
     "transpose",
     "var",
     "where",

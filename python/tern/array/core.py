@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -124,13 +124,15 @@ def _chunk_values(table: pa.Table, dtype: np.dtype, shape: Sequence[int]) -> np.
 
 
 class _Task:
-    """One task of an array's graph: a built-in kernel over chunks (its sources) and values."""
+    """One task of an array's graph: a built-in kernel (by name) or a pickled Python function
+    (``map_blocks``) over chunks (its sources) and values."""
 
-    __slots__ = ("kernel", "args")
+    __slots__ = ("kernel", "args", "name")
 
-    def __init__(self, kernel: str, args: List[Any]):
+    def __init__(self, kernel: Union[str, bytes], args: List[Any], name: Optional[str] = None):
         self.kernel = kernel
         self.args = args
+        self.name = name or (kernel if isinstance(kernel, str) else "python")
 
 
 # Where a chunk comes from: a stored partition ``("partition", dataset, version, index)`` or
@@ -226,9 +228,17 @@ class Array:
         """The whole array as NumPy. Stored chunks are read from one of their holders; the
         chunks of an operation's result are computed on the cluster (one graph) and fetched
         from the nodes that made them."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        for where, values in self._blocks():
+            out[where] = values
+        return out
+
+    def _blocks(self) -> Iterator[Tuple[Tuple[slice, ...], np.ndarray]]:
+        """Each chunk with where it goes, one at a time (the graph is sent first; results stay
+        on the nodes until fetched), so a writer holds one chunk, not the array."""
         import pyarrow.ipc
 
-        tasks: List[Tuple[str, str, List[Tuple[Any, ...]]]] = []
+        tasks: List[Tuple[str, Union[str, bytes], List[Tuple[Any, ...]]]] = []
         made: Dict[int, int] = {}
 
         def arg(source: Any) -> Tuple[Any, ...]:
@@ -236,6 +246,9 @@ class Array:
                 return ("task", add(source))
             if isinstance(source, tuple) and source and source[0] == "partition":
                 return source
+            data = getattr(source, "data", None)
+            if isinstance(data, bytes) and type(source).__name__ == "_Pickled":
+                return ("pickle", data)
             return ("value", source)
 
         def add(task: _Task) -> int:
@@ -243,13 +256,12 @@ class Array:
             if known is not None:
                 return known
             args = [arg(a) for a in task.args]
-            tasks.append((task.kernel, task.kernel, args))
+            tasks.append((task.name, task.kernel, args))
             made[id(task)] = len(tasks) - 1
             return made[id(task)]
 
         wanted = [add(s) for s in self._sources if isinstance(s, _Task)]
         futures = iter(self._client._native.submit_builtin_graph(tasks, wanted) if tasks else [])
-        out = np.empty(self.shape, dtype=self.dtype)
         for index, source in enumerate(self._sources):
             start, size = _chunk_bounds(self.shape, self.chunksize, index)
             where = tuple(slice(s, s + n) for s, n in zip(start, size))
@@ -260,8 +272,12 @@ class Array:
             else:
                 ipc = self._client._native.read_partition(source[1], source[3])
             table = pyarrow.ipc.open_stream(pa.py_buffer(ipc)).read_all()
-            out[where] = _chunk_values(table, self.dtype, size)
-        return out
+            yield where, _chunk_values(table, self.dtype, size)
+
+    def to_zarr(self, url: str, component: Optional[str] = None, overwrite: bool = False) -> None:
+        from .stores import to_zarr
+
+        to_zarr(self, url, component, overwrite)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         values = self.compute()
@@ -452,6 +468,11 @@ class Array:
         from .routines import matmul
 
         return matmul(other, self)
+
+    def map_blocks(self, func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **kwargs: Any) -> "Array":
+        from .blocks import map_blocks
+
+        return map_blocks(func, self, *args, dtype=dtype, chunks=chunks, **kwargs)
 
     def rechunk(self, chunks: Any = "auto") -> "Array":
         from .layout import rechunk

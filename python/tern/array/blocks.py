@@ -1,0 +1,168 @@
+"""``map_blocks`` and ``blockwise``: the user's Python function over chunks, run in the Python
+workers of the node that holds each task's largest input chunk (never inside a node), in the
+same graph as the built-in kernels around it."""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Dict, List, Sequence, Tuple
+
+import cloudpickle  # type: ignore[import-untyped]
+import numpy as np
+
+from .core import Array, Source, _chunk_bounds, _chunk_table, _flat, _grid, _positions, _Task
+from .layout import rechunk
+
+
+class _Pickled:
+    """A value a Python task gets as it is (pickled)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any):
+        self.data = cloudpickle.dumps(value)
+
+
+class _OnChunks:
+    """``fn`` over chunks as NumPy arrays. A chunk reaches the worker as the table its block
+    holds; it is read back with its dtype and shape (the first argument says which argument
+    is which), and the result is checked and sent on as a chunk."""
+
+    def __init__(self, fn: Any, kwargs: Dict[str, Any], out_dtype: np.dtype):
+        self.fn = fn
+        self.kwargs = kwargs
+        self.out_dtype = out_dtype
+
+    def __call__(self, layout: Tuple[Any, ...], *inputs: Any) -> Any:
+        kinds, out_shape = layout
+        args = [_from_frame(value, *kind) if kind is not None else value for kind, value in zip(kinds, inputs)]
+        result = np.asarray(self.fn(*args, **self.kwargs))
+        if result.shape != tuple(out_shape):
+            name = getattr(self.fn, "__name__", "the function")
+            raise ValueError(
+                f"{name} gave a block of shape {result.shape} where {tuple(out_shape)} was expected: "
+                "pass chunks= with the shape of the blocks it makes"
+            )
+        return _chunk_table(np.ascontiguousarray(result, dtype=self.out_dtype))
+
+
+def _from_frame(frame: Any, descr: str, shape: Sequence[int]) -> np.ndarray:
+    """A chunk from the pandas frame the worker made of its table (one column, ``values``)."""
+    dtype = np.dtype(descr)
+    column = frame["values"]
+    if dtype.kind in "iuf":
+        values = column.to_numpy(dtype=dtype)
+    elif dtype.kind == "b":
+        values = column.to_numpy(dtype=np.uint8).view(np.bool_)
+    else:
+        values = np.frombuffer(b"".join(column.tolist()), dtype=dtype)
+    shaped: np.ndarray = values.reshape(shape)
+    return shaped
+
+
+def _meta_dtype(fn: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> np.dtype:
+    samples = [np.ones((1,) * a.ndim, dtype=a.dtype) if isinstance(a, Array) else a for a in args]
+    try:
+        return np.dtype(np.asarray(fn(*samples, **kwargs)).dtype)
+    except Exception as e:
+        raise ValueError(f"cannot tell the dtype of what the function makes ({e}): pass dtype=") from None
+
+
+def blockwise(
+    func: Any,
+    out_ind: str,
+    *args: Any,
+    dtype: Any = None,
+    chunks: Any = None,
+    concatenate: Any = None,
+    **kwargs: Any,
+) -> Array:
+    """Dask's ``blockwise``: ``func`` over blocks lined up by index letters, as
+    ``blockwise(f, "ij", x, "ij", y, "ji")``; ``args`` alternate arrays (or values, with index
+    ``None``) and their indexes. Every letter of an input must be in ``out_ind`` (contractions
+    are not supported yet). ``chunks`` is the shape of every block ``func`` makes, when it is
+    not that of the inputs' blocks."""
+    pairs = list(zip(args[::2], args[1::2]))
+    if len(args) % 2:
+        raise TypeError("blockwise takes arrays and their indexes in pairs")
+    arrays = [(a, ind) for a, ind in pairs if isinstance(a, Array)]
+    for a, ind in arrays:
+        if ind is None or len(ind) != a.ndim:
+            raise ValueError(f"an index {ind!r} for an array of {a.ndim} dimensions")
+        missing = set(ind) - set(out_ind)
+        if missing:
+            raise NotImplementedError(f"contracted indexes {sorted(missing)} (not in {out_ind!r}) are not supported yet")
+    # Each letter's length and chunk length from the first array that has it; the others are
+    # rechunked to it.
+    length: Dict[str, int] = {}
+    chunk: Dict[str, int] = {}
+    for a, ind in arrays:
+        for letter, n, c in zip(ind, a.shape, a.chunksize):
+            if letter in length and length[letter] != n:
+                raise ValueError(f"index {letter!r} has lengths {length[letter]} and {n}")
+            length.setdefault(letter, n)
+            chunk.setdefault(letter, min(c, max(1, n)))
+    lined: List[Any] = []
+    for a, ind in pairs:
+        if isinstance(a, Array):
+            want = tuple(chunk[letter] for letter in ind)
+            if want != tuple(min(c, max(1, n)) for c, n in zip(a.chunksize, a.shape)):
+                a = rechunk(a, want)
+        lined.append((a, ind))
+    if any(letter not in length for letter in out_ind):
+        raise ValueError(f"an output index in {out_ind!r} that no input has")
+    in_shape = tuple(length[letter] for letter in out_ind)
+    in_chunks = tuple(chunk[letter] for letter in out_ind)
+    grid = _grid(in_shape, in_chunks)
+    if chunks is None:
+        shape, chunksize = in_shape, in_chunks
+    else:
+        chunksize = tuple(int(c) for c in chunks)
+        if len(chunksize) != len(out_ind):
+            raise ValueError(f"chunks {chunks} for {len(out_ind)} output dimensions")
+        shape = tuple(g * c for g, c in zip(grid, chunksize))
+    out_dtype = np.dtype(dtype) if dtype is not None else _meta_dtype(func, [a for a, _ in pairs], kwargs)
+    function = cloudpickle.dumps((_OnChunks(func, kwargs, out_dtype), {}))
+    name = getattr(func, "__name__", "map_blocks")
+    sources: List[Source] = []
+    for index, position in enumerate(_positions(grid)):
+        at = dict(zip(out_ind, position))
+        kinds: List[Any] = []
+        task_args: List[Any] = []
+        for a, ind in lined:
+            if not isinstance(a, Array):
+                kinds.append(None)
+                task_args.append(_Pickled(a))
+                continue
+            j = _flat([at[letter] for letter in ind], a.numblocks)
+            kinds.append((a.dtype.str if a.dtype.fields is None else a.dtype.descr, a._chunk_shape(j)))
+            task_args.append(a._sources[j])
+        out_shape = _chunk_bounds(shape, chunksize, index)[1]
+        sources.append(_Task(function, [_Pickled((kinds, out_shape)), *task_args], name=name))
+    client = arrays[0][0]._client if arrays else None
+    if client is None:
+        raise ValueError("blockwise needs at least one array")
+    return Array(client, shape, chunksize, out_dtype, sources)
+
+
+def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **kwargs: Any) -> Array:
+    """Dask's ``map_blocks``: ``func`` over each block of the arrays in ``args`` (of one shape,
+    lined up block by block; other values pass as they are), as a NumPy array, in Python on
+    the node holding it. ``chunks`` is the shape of each block ``func`` makes when it differs
+    from its input's; ``dtype`` what it makes (found by calling it on a small block when not
+    given)."""
+    for unsupported in ("drop_axis", "new_axis"):
+        if kwargs.pop(unsupported, None) not in (None, [], ()):
+            raise NotImplementedError(f"map_blocks with {unsupported} is not supported yet")
+    arrays = [a for a in args if isinstance(a, Array)]
+    if not arrays:
+        raise ValueError("map_blocks needs at least one array")
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise NotImplementedError(
+            "map_blocks over arrays of different shapes (broadcasting) is not supported yet: give them one shape"
+        )
+    letters = string.ascii_lowercase[: arrays[0].ndim]
+    paired: List[Any] = []
+    for a in args:
+        paired += [a, letters if isinstance(a, Array) else None]
+    return blockwise(func, letters, *paired, dtype=dtype, chunks=chunks, **kwargs)
