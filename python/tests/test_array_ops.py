@@ -242,3 +242,13 @@ def test_zarr_v3_in_and_out(client, tmp_path):
     back = zarr.open_array(out, mode="r")
     assert back.metadata.zarr_format == 3 and back.chunks == (8, 7)
     close(back[:], x * 2)
+
+
+def test_persist_keeps_chunks_on_the_nodes(client):
+    x = RNG.normal(size=(40, 30))
+    a = ta.from_array(x, chunks=(10, 10), client=client, name="ops_persist", replace=True)
+    kept = ((a + 1) * 2).persist()
+    assert all(type(s).__name__ == "_Kept" for s in kept._sources)
+    close(kept.compute(), (x + 1) * 2)
+    # Later work reads the kept chunks where they are.
+    close((kept.sum(axis=0) + kept[3]).compute(), ((x + 1) * 2).sum(axis=0) + (x[3] + 1) * 2)

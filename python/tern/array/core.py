@@ -135,9 +135,19 @@ class _Task:
         self.name = name or (kernel if isinstance(kernel, str) else "python")
 
 
-# Where a chunk comes from: a stored partition ``("partition", dataset, version, index)`` or
-# the task that makes it.
-Source = Union[Tuple[str, str, int, int], _Task]
+class _Kept:
+    """A chunk computed earlier and kept on the node that made it (``persist``), while this
+    future lives."""
+
+    __slots__ = ("native",)
+
+    def __init__(self, native: Any):
+        self.native = native
+
+
+# Where a chunk comes from: a stored partition ``("partition", dataset, version, index)``,
+# the task that makes it, or a kept result.
+Source = Union[Tuple[str, str, int, int], _Task, _Kept]
 
 
 def _grid(shape: Sequence[int], chunksize: Sequence[int]) -> List[int]:
@@ -233,11 +243,9 @@ class Array:
             out[where] = values
         return out
 
-    def _blocks(self) -> Iterator[Tuple[Tuple[slice, ...], np.ndarray]]:
-        """Each chunk with where it goes, one at a time (the graph is sent first; results stay
-        on the nodes until fetched), so a writer holds one chunk, not the array."""
-        import pyarrow.ipc
-
+    def _submit(self) -> List[Any]:
+        """Send the graph that makes this array's computed chunks: a future for each, in
+        order of the chunks that are tasks."""
         tasks: List[Tuple[str, Union[str, bytes], List[Tuple[Any, ...]]]] = []
         made: Dict[int, int] = {}
 
@@ -246,6 +254,8 @@ class Array:
                 return ("task", add(source))
             if isinstance(source, tuple) and source and source[0] == "partition":
                 return source
+            if isinstance(source, _Kept):
+                return ("future", source.native)
             data = getattr(source, "data", None)
             if isinstance(data, bytes) and type(source).__name__ == "_Pickled":
                 return ("pickle", data)
@@ -261,18 +271,37 @@ class Array:
             return made[id(task)]
 
         wanted = [add(s) for s in self._sources if isinstance(s, _Task)]
-        futures = iter(self._client._native.submit_builtin_graph(tasks, wanted) if tasks else [])
+        return list(self._client._native.submit_builtin_graph(tasks, wanted) if tasks else [])
+
+    def _blocks(self) -> Iterator[Tuple[Tuple[slice, ...], np.ndarray]]:
+        """Each chunk with where it goes, one at a time (the graph is sent first; results stay
+        on the nodes until fetched), so a writer holds one chunk, not the array."""
+        import pyarrow.ipc
+
+        futures = iter(self._submit())
         for index, source in enumerate(self._sources):
             start, size = _chunk_bounds(self.shape, self.chunksize, index)
             where = tuple(slice(s, s + n) for s, n in zip(start, size))
-            if isinstance(source, _Task):
-                kind, ipc = next(futures).result()
+            if isinstance(source, (_Task, _Kept)):
+                native = next(futures) if isinstance(source, _Task) else source.native
+                kind, ipc = native.result()
                 if kind != "table":
                     raise TernError(f"chunk {index} came back as {kind}, not a chunk")
             else:
                 ipc = self._client._native.read_partition(source[1], source[3])
             table = pyarrow.ipc.open_stream(pa.py_buffer(ipc)).read_all()
             yield where, _chunk_values(table, self.dtype, size)
+
+    def persist(self) -> "Array":
+        """The same array with its computed chunks made now and kept on the nodes that made
+        them (Dask's ``persist``): later work and ``compute()`` read them there instead of
+        computing them again. They are released when no array made from this one is left."""
+        futures = iter(self._submit())
+        sources: List[Source] = [_Kept(next(futures)) if isinstance(s, _Task) else s for s in self._sources]
+        for source in sources:
+            if isinstance(source, _Kept):
+                source.native.result()  # made, or its error raised here
+        return Array(self._client, self.shape, self.chunksize, self.dtype, sources, self.name, self.version)
 
     def to_zarr(self, url: str, component: Optional[str] = None, overwrite: bool = False) -> None:
         from .stores import to_zarr
