@@ -287,3 +287,89 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, want);
     }
 }
+
+/// A naive C-order index of `position` in `shape`, broadcasting axes of length 1.
+fn flat_index(position: &[usize], shape: &[usize]) -> usize {
+    let pad = position.len() - shape.len();
+    shape.iter().enumerate().fold(0, |acc, (k, &n)| {
+        let p = if n == 1 { 0 } else { position[k + pad] };
+        acc * n + p
+    })
+}
+
+fn all_positions(shape: &[usize]) -> Vec<Vec<usize>> {
+    let mut out = vec![vec![]];
+    for &n in shape {
+        out = out
+            .into_iter()
+            .flat_map(|p| {
+                (0..n).map(move |i| {
+                    let mut q = p.clone();
+                    q.push(i);
+                    q
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+proptest::proptest! {
+    /// Elementwise operations with broadcasting (either operand may have length 1 along an
+    /// axis, or fewer axes) equal the element-by-element computation; integers wrap.
+    #[test]
+    fn elementwise_equals_the_naive_computation(
+        dims in proptest::collection::vec((1usize..4, 0u8..3), 1..4),
+        seed in 0i64..1000,
+    ) {
+        let out: Vec<usize> = dims.iter().map(|(n, _)| *n).collect();
+        // Operand b drops its leading axis when asked, and has length 1 where dims say 1.
+        let b_shape: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .filter(|(k, (_, how))| !(*k == 0 && *how == 2 && dims.len() > 1))
+            .map(|(_, (n, how))| if *how == 1 { 1 } else { *n })
+            .collect();
+        let a_len: usize = out.iter().product();
+        let b_len: usize = b_shape.iter().product();
+        let a: Vec<i64> = (0..a_len as i64).map(|v| v * 7919 + seed - 500).collect();
+        let b: Vec<i64> = (0..b_len as i64).map(|v| v * 104729 - seed).collect();
+        let ints = |v: &[i64]| chunk_of(&DType::Int(8), v.iter().flat_map(|x| x.to_le_bytes()).collect());
+        for (op, f) in [("add", i64::wrapping_add as fn(i64, i64) -> i64), ("sub", i64::wrapping_sub), ("mul", i64::wrapping_mul)] {
+            let spec = spec_of(serde_json::json!({
+                "op": op, "compute": "<i8", "shapes": [out, b_shape], "out_shape": out
+            }));
+            let got = i64s(map(vec![spec, ints(&a), ints(&b)]).unwrap(), a_len);
+            let want: Vec<i64> = all_positions(&out)
+                .iter()
+                .map(|p| f(a[flat_index(p, &out)], b[flat_index(p, &b_shape)]))
+                .collect();
+            proptest::prop_assert_eq!(got, want, "{}", op);
+        }
+    }
+
+    /// A sum over any set of axes keeps them as length 1 and equals the naive sum.
+    #[test]
+    fn sums_over_any_axes_equal_the_naive_sum(
+        shape in proptest::collection::vec(1usize..5, 1..4),
+        mask in 1u8..8,
+    ) {
+        let axes: Vec<usize> = (0..shape.len()).filter(|k| mask & (1 << k) != 0).collect();
+        proptest::prop_assume!(!axes.is_empty());
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = (0..n).map(|v| (v * 37 % 11) as f64 - 4.5).collect();
+        let spec = spec_of(serde_json::json!({
+            "op": "sum", "compute": "<f8", "shapes": [shape], "axes": axes
+        }));
+        let kept: Vec<usize> = shape.iter().enumerate().map(|(k, &d)| if axes.contains(&k) { 1 } else { d }).collect();
+        let got = f64s(reduce(vec![spec, floats(&values)]).unwrap(), kept.iter().product());
+        let mut want = vec![0.0; kept.iter().product()];
+        for p in all_positions(&shape) {
+            let q: Vec<usize> = p.iter().enumerate().map(|(k, &i)| if axes.contains(&k) { 0 } else { i }).collect();
+            want[flat_index(&q, &kept)] += values[flat_index(&p, &shape)];
+        }
+        for (g, w) in got.iter().zip(&want) {
+            proptest::prop_assert!((g - w).abs() < 1e-9, "{got:?} {want:?}");
+        }
+    }
+}
