@@ -18,8 +18,9 @@ def close(got, want, dtype=None):
     want = np.asarray(want)
     assert got.shape == want.shape, (got.shape, want.shape)
     assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    if got.dtype.kind == "f":
-        np.testing.assert_allclose(got, want, rtol=1e-5 if got.dtype == np.float32 else 1e-10, atol=1e-12)
+    if got.dtype.kind in "fc":
+        single = got.dtype in (np.float32, np.complex64)
+        np.testing.assert_allclose(got, want, rtol=1e-5 if single else 1e-10, atol=1e-12)
     else:
         np.testing.assert_array_equal(got, want)
 
@@ -252,3 +253,31 @@ def test_persist_keeps_chunks_on_the_nodes(client):
     close(kept.compute(), (x + 1) * 2)
     # Later work reads the kept chunks where they are.
     close((kept.sum(axis=0) + kept[3]).compute(), ((x + 1) * 2).sum(axis=0) + (x[3] + 1) * 2)
+
+
+def test_complex_numbers_and_strings(client):
+    z = (RNG.normal(size=(12, 9)) + 1j * RNG.normal(size=(12, 9))).astype(np.complex128)
+    w = (RNG.normal(size=(12, 9)) + 1j * RNG.normal(size=(12, 9))).astype(np.complex64)
+    x = RNG.normal(size=(12, 9))
+    a = ta.from_array(z, chunks=(5, 4), client=client, name="ops_complex", replace=True)
+    b = ta.from_array(w, chunks=(5, 4), client=client)
+    r = ta.from_array(x, chunks=(5, 4), client=client)
+    close((a * b + r).compute(), z * w + x)
+    close((a / (b + 2) - 1j).compute(), z / (w + 2) - 1j)
+    close(abs(a).compute(), abs(z))
+    close((b * 2).compute(), w * 2)
+    close(abs(b).compute(), abs(w))
+    close(a.real.compute(), z.real)
+    close(b.imag.compute(), w.imag)
+    close(a.conj().compute(), z.conj())
+    close(ta.exp(a).compute(), np.exp(z))
+    close((a == a).compute(), z == z)
+    close(a.sum(axis=0).compute(), z.sum(axis=0))
+    close(a.mean().compute(), z.mean())
+    close(a.T.compute(), z.T)
+    close(r.astype(np.complex64).compute(), x.astype(np.complex64))
+    with pytest.raises(TypeError, match="no order"):
+        a < b
+    strings = np.array([["ab", "c", "d"], ["e", "fg", "h"]])
+    s = ta.from_array(strings, chunks=(1, 2), client=client)
+    close(s.T.compute(), strings.T)

@@ -395,8 +395,6 @@ class Array:
         order = [a % self.ndim for a in order] if self.ndim else []
         if sorted(order) != list(range(self.ndim)):
             raise ValueError(f"axes {tuple(axes)} do not permute {self.ndim} axes")
-        if self.dtype.kind not in "biuf":
-            raise TypeError(f"transposing {self.dtype} arrays is not supported yet")
         shape = tuple(self.shape[a] for a in order)
         chunksize = tuple(self.chunksize[a] for a in order)
         grid = self.numblocks
@@ -427,6 +425,17 @@ class Array:
 
     def mean(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
         return _reduction(self, "mean", axis, keepdims, split_every)
+
+    @property
+    def real(self) -> "Array":
+        return real(self)
+
+    @property
+    def imag(self) -> "Array":
+        return imag(self)
+
+    def conj(self) -> "Array":
+        return conj(self)
 
     def prod(self, axis: Any = None, keepdims: bool = False, split_every: int = 8) -> "Array":
         return _reduction(self, "prod", axis, keepdims, split_every)
@@ -572,17 +581,26 @@ def _elementwise(op: str, operands: Sequence[Any], compute: np.dtype, out: Optio
         out_shape = _chunk_bounds(shape, chunksize, index)[1] if ndim else []
         shapes: List[Any] = []
         args: List[Any] = []
+        constants: List[Any] = []
         for o in operands:
             if not isinstance(o, Array):
+                value = o.item() if isinstance(o, np.generic) else o
                 shapes.append(None)
-                args.append(o.item() if isinstance(o, np.generic) else o)
+                # A complex number travels in the spec; the argument only holds its place.
+                constants.append([value.real, value.imag] if isinstance(value, complex) else None)
+                args.append(0 if isinstance(value, complex) else value)
                 continue
+            constants.append(None)
             pad = ndim - o.ndim
             own = [0 if o.shape[k] == 1 and shape[k + pad] != 1 else position[k + pad] for k in range(o.ndim)]
             j = _flat(own, _grid(o.shape, o.chunksize)) if o.ndim else 0
             shapes.append(o._chunk_shape(j) if o.ndim else [])
             args.append(o._sources[j])
         spec = {"op": op, "compute": _descr(compute), "shapes": shapes, "out_shape": out_shape}
+        if any(c is not None for c in constants):
+            spec["constants"] = constants
+        if out is not None:
+            spec["out"] = _descr(np.dtype(out))
         sources.append(_Task("array_map", [json.dumps(spec), *args]))
     return Array(first._client, shape, tuple(chunksize), np.dtype(out or compute), sources)
 
@@ -592,26 +610,47 @@ _COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 
 def _binary(op: str, ufunc: Any, a: Any, b: Any) -> "Array":
     for o in (a, b):
-        if not isinstance(o, (Array, int, float, bool, np.generic)):
+        if not isinstance(o, (Array, int, float, bool, complex, np.generic)):
             return NotImplemented  # type: ignore[no-any-return]
+    if op in _COMPARISONS and op not in ("eq", "ne") and _result_dtype(np.add, a, b).kind == "c":
+        raise TypeError(f"{op}: complex numbers have no order in tern (NumPy's is lexicographic)")
     if op in _COMPARISONS:
         compute = _result_dtype(np.add, a, b) if not any(
             isinstance(o, Array) and o.dtype.kind == "b" for o in (a, b)
         ) else np.dtype(np.uint8)
         return _elementwise(op, [a, b], compute, np.dtype(bool))
     compute = _result_dtype(ufunc, a, b)
-    if compute.kind not in "iuf":
-        raise TypeError(f"{op} of {a!r} and {b!r} gives {compute}: tern computes in integers and floats")
-    if op == "pow" and compute.kind != "f":
+    if compute.kind not in "iufc" or (compute.kind == "c" and op in ("minimum", "maximum", "floordiv")):
+        raise TypeError(f"{op} of {a!r} and {b!r} gives {compute}: tern computes in integers, floats and complex numbers")
+    if op == "pow" and compute.kind not in "fc":
         raise TypeError("integer powers are not supported yet: make one operand a float")
     return _elementwise(op, [a, b], compute)
 
 
 def _unary(op: str, ufunc: Any, x: "Array") -> "Array":
-    compute = _result_dtype(ufunc, x)
-    if compute.kind not in "iuf":
-        raise TypeError(f"{op} of {x.dtype}: tern computes in integers and floats")
-    return _elementwise(op, [x], compute)
+    out = _result_dtype(ufunc, x)
+    if x.dtype.kind == "c":
+        # Computed in complex numbers; abs gives floats.
+        return _elementwise(op, [x], x.dtype, out)
+    if out.kind not in "iuf":
+        raise TypeError(f"{op} of {x.dtype}: tern computes in integers, floats and complex numbers")
+    return _elementwise(op, [x], out)
+
+
+def real(x: Array) -> Array:
+    """The real parts (the array itself when it is not complex)."""
+    return _elementwise("real", [x], x.dtype, np.real(np.empty(0, x.dtype)).dtype) if x.dtype.kind == "c" else x
+
+
+def imag(x: Array) -> Array:
+    """The imaginary parts (zeros when it is not complex)."""
+    if x.dtype.kind == "c":
+        return _elementwise("imag", [x], x.dtype, np.imag(np.empty(0, x.dtype)).dtype)
+    return x * 0
+
+
+def conj(x: Array) -> Array:
+    return _elementwise("conj", [x], x.dtype) if x.dtype.kind == "c" else x
 
 
 def exp(x: Array) -> Array:
@@ -664,7 +703,9 @@ def _reduction(x: Array, how: str, axis: Any, keepdims: bool, split_every: int) 
         compute = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
     else:
         compute = x.dtype
-    if np.dtype(compute).kind not in "iuf" and not (how in ("min", "max") and x.dtype.kind == "b"):
+    if np.dtype(compute).kind == "c" and how in ("min", "max"):
+        raise TypeError(f"{how} of complex numbers: they have no order in tern (NumPy's is lexicographic)")
+    if np.dtype(compute).kind not in "iufc" and not (how in ("min", "max") and x.dtype.kind == "b"):
         raise TypeError(f"{how} of {x.dtype}: tern reduces integers and floats")
     partial_op = "sum" if how == "mean" else how
     combine_op = {"sum": "add", "mean": "add", "prod": "mul", "min": "minimum", "max": "maximum"}[how]

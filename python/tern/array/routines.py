@@ -166,7 +166,7 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Array:
     out = _result_dtype(lambda a, b: np.where(True, a, b), x, y)
     if out.kind == "b":
         compute = np.dtype(np.uint8)
-    elif out.kind in "iuf":
+    elif out.kind in "iufc":
         compute = out
     else:
         raise TypeError(f"where over {out}: tern computes in booleans, integers and floats")
@@ -193,8 +193,13 @@ def astype(x: Array, dtype: Any) -> Array:
         return x
     if dtype.kind == "b":
         return x != 0
-    if dtype.kind not in "iuf" or x.dtype.kind not in "biuf":
-        raise TypeError(f"astype from {x.dtype} to {dtype}: tern casts between booleans, integers and floats")
+    if x.dtype.kind == "c" and dtype.kind != "c":
+        # NumPy drops the imaginary parts (with a warning).
+        from .core import real
+
+        return astype(real(x), dtype)
+    if dtype.kind not in "iufc" or x.dtype.kind not in "biufc":
+        raise TypeError(f"astype from {x.dtype} to {dtype}: tern casts between booleans, integers, floats and complex numbers")
     return _elementwise("astype", [x], dtype)
 
 

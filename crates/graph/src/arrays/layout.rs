@@ -93,3 +93,26 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
     }
     bytes_output(&spec.compute, out.iter().copied().collect())
 }
+
+/// `transpose` of one chunk of any dtype, its elements moved as bytes.
+pub(super) fn transpose_bytes(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
+    let itemsize = spec.compute.itemsize() as usize;
+    let input = inputs.into_iter().next().ok_or("no operand")?;
+    let shape = spec.first_shape()?;
+    let mut axes = spec.axes.clone();
+    let mut sorted = axes.clone();
+    sorted.sort_unstable();
+    if sorted != (0..shape.len()).collect::<Vec<_>>() {
+        return Err(format!(
+            "axes {axes:?} do not permute a {}-d chunk",
+            shape.len()
+        ));
+    }
+    let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
+    let mut dims = shape.clone();
+    dims.push(itemsize);
+    let values = ArrayD::from_shape_vec(IxDyn(&dims), bytes).map_err(|e| e.to_string())?;
+    axes.push(shape.len());
+    let turned = values.permuted_axes(IxDyn(&axes));
+    bytes_output(&spec.compute, turned.iter().copied().collect())
+}

@@ -18,6 +18,7 @@
 //! | `array_create` | spec `{op, compute, out_shape, start, …}` | a chunk made from nothing, its place in the whole array at `start`: `zeros`, `ones`, `full` (`value`), `arange` (`begin`, `step`), `linspace` (`begin`, `stop`, `num`, `endpoint`), `eye` (`k`), `random` (`seed`, `index`, `dist`: `uniform` or `normal`) |
 //! | `array_matmul` | spec `{compute, shapes}`, two 2-d chunks | their matrix product |
 
+mod complex;
 mod create;
 mod elementwise;
 mod layout;
@@ -105,6 +106,17 @@ struct Spec {
     axes: Vec<usize>,
     /// The whole spec, for what only some operations read.
     raw: Json,
+}
+
+impl Spec {
+    /// The shape of the first operand, which most operations read alone.
+    fn first_shape(&self) -> Result<Vec<usize>, String> {
+        self.shapes
+            .first()
+            .cloned()
+            .flatten()
+            .ok_or_else(|| "no chunk shape".to_string())
+    }
 }
 
 fn dims(v: &Json) -> Result<Vec<usize>, String> {
@@ -211,7 +223,7 @@ where
     }
 }
 
-fn as_chunk<T: Num>(op: Operand<T>, shape: &[usize]) -> Result<ArrayD<T>, String> {
+fn as_chunk<T: Clone>(op: Operand<T>, shape: &[usize]) -> Result<ArrayD<T>, String> {
     match op {
         Operand::Scalar(v) => Ok(ArrayD::from_elem(IxDyn(shape), v)),
         Operand::Chunk(a) => a
@@ -265,6 +277,12 @@ pub fn map(mut inputs: Vec<Datum>) -> Result<Datum, String> {
         return Err("no spec".into());
     }
     let spec = spec(&inputs.remove(0))?;
+    if spec.op == "transpose" && !computes_natively(&spec.compute) {
+        return layout::transpose_bytes(&spec, inputs);
+    }
+    if matches!(spec.compute, DType::Complex(_)) {
+        return complex::map(&spec, inputs);
+    }
     by_dtype!(&spec.compute, map_typed, &spec, inputs)
 }
 
@@ -275,6 +293,9 @@ pub fn reduce(mut inputs: Vec<Datum>) -> Result<Datum, String> {
     }
     let spec = spec(&inputs.remove(0))?;
     let chunk = inputs.remove(0);
+    if matches!(spec.compute, DType::Complex(_)) {
+        return complex::reduce(&spec, chunk);
+    }
     by_dtype!(&spec.compute, reduce_typed, &spec, chunk)
 }
 
@@ -310,6 +331,14 @@ pub fn arg_combine(mut inputs: Vec<Datum>) -> Result<Datum, String> {
     }
     let spec = spec(&inputs.remove(0))?;
     by_dtype!(&spec.compute, arg_combine_typed, &spec, inputs)
+}
+
+/// Whether `by_dtype!` computes in `dtype` (others move as bytes, or as complex numbers).
+fn computes_natively(dtype: &DType) -> bool {
+    matches!(
+        dtype,
+        DType::Bool | DType::Int(_) | DType::UInt(_) | DType::Float(4) | DType::Float(8)
+    )
 }
 
 /// Refuse a result of `elements` elements of `dtype` larger than a chunk may be.

@@ -22,12 +22,7 @@ pub(super) fn reduce_typed<P: ArrowPrimitiveType>(
 where
     P::Native: Num,
 {
-    let shape = spec
-        .shapes
-        .first()
-        .cloned()
-        .flatten()
-        .ok_or("no chunk shape")?;
+    let shape = spec.first_shape()?;
     let Operand::Chunk(mut values) = operand::<P>(input, Some(&shape))? else {
         return Err("a reduction reads a chunk".into());
     };
@@ -160,7 +155,7 @@ where
         "argmax" => false,
         other => return Err(format!("no arg reduction {other:?}")),
     };
-    let shape = spec.shapes.first().cloned().flatten().ok_or("no shape")?;
+    let shape = spec.first_shape()?;
     let elements: usize = shape.iter().product();
     let mut best: Option<(Vec<P::Native>, Vec<i64>)> = None;
     for input in inputs {

@@ -373,3 +373,79 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn complex_arithmetic_and_sums() {
+    let c128 = |values: &[(f64, f64)]| {
+        chunk_of(
+            &DType::Complex(16),
+            values
+                .iter()
+                .flat_map(|(re, im)| re.to_le_bytes().into_iter().chain(im.to_le_bytes()))
+                .collect(),
+        )
+    };
+    let pairs = |datum: Datum, n: usize| -> Vec<(f64, f64)> {
+        let (_, batches) = crate::kernels::table(datum).unwrap();
+        let meta =
+            tern_array::ArrayMeta::new(DType::Complex(16), vec![n as u64], vec![n as u64]).unwrap();
+        chunk::from_batches(&meta, 0, &batches)
+            .unwrap()
+            .chunks(16)
+            .map(|b| {
+                (
+                    f64::from_le_bytes(b[..8].try_into().unwrap()),
+                    f64::from_le_bytes(b[8..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    // (1+2i)(3-i) = 5+5i; (0+1i)(2+0i) = 0+2i; times a real chunk, plus the constant 1i.
+    let spec = spec_of(serde_json::json!({
+        "op": "mul", "compute": "<c16", "shapes": [[2], [2]], "out_shape": [2]
+    }));
+    let got = pairs(
+        map(vec![
+            spec,
+            c128(&[(1., 2.), (0., 1.)]),
+            c128(&[(3., -1.), (2., 0.)]),
+        ])
+        .unwrap(),
+        2,
+    );
+    assert_eq!(got, vec![(5., 5.), (0., 2.)]);
+    let spec = spec_of(serde_json::json!({
+        "op": "add", "compute": "<c16", "shapes": [[2], null], "out_shape": [2], "constants": [null, [0.0, 1.0]]
+    }));
+    let got = pairs(
+        map(vec![spec, floats(&[1., 2.]), Datum::Value(Value::Int(0))]).unwrap(),
+        2,
+    );
+    assert_eq!(got, vec![(1., 1.), (2., 1.)]);
+    let spec = spec_of(serde_json::json!({
+        "op": "abs", "compute": "<c16", "shapes": [[1]], "out_shape": [1], "out": "<f8"
+    }));
+    assert_eq!(
+        f64s(map(vec![spec, c128(&[(3., 4.)])]).unwrap(), 1),
+        vec![5.]
+    );
+    let spec = spec_of(serde_json::json!({
+        "op": "sum", "compute": "<c16", "shapes": [[3]], "axes": [0]
+    }));
+    let got = pairs(
+        reduce(vec![spec, c128(&[(1., 1.), (2., -3.), (0.5, 0.)])]).unwrap(),
+        1,
+    );
+    assert_eq!(got, vec![(3.5, -2.)]);
+    // Strings transpose as bytes.
+    let spec = spec_of(serde_json::json!({
+        "op": "transpose", "compute": "|S2", "shapes": [[2, 2]], "axes": [1, 0]
+    }));
+    let got = map(vec![spec, chunk_of(&DType::Bytes(2), b"aabbccdd".to_vec())]).unwrap();
+    let (_, batches) = crate::kernels::table(got).unwrap();
+    let meta = tern_array::ArrayMeta::new(DType::Bytes(2), vec![4], vec![4]).unwrap();
+    assert_eq!(
+        chunk::from_batches(&meta, 0, &batches).unwrap(),
+        b"aaccbbdd".to_vec()
+    );
+}
