@@ -281,3 +281,42 @@ def test_complex_numbers_and_strings(client):
     strings = np.array([["ab", "c", "d"], ["e", "fg", "h"]])
     s = ta.from_array(strings, chunks=(1, 2), client=client)
     close(s.T.compute(), strings.T)
+
+
+def test_a_node_killed_mid_computation_still_gives_numpys_answer(tmp_path):
+    """SIGKILL a node while the Python workers run blocks of an array's graph: its tasks are
+    retried elsewhere, outputs it kept are made again, and the answer is still NumPy's."""
+    import os
+    import pathlib
+    import signal
+    import threading
+    import time
+
+    import tern
+
+    started = tmp_path / "started"
+
+    def slow_double(block):
+        import pathlib as p
+        import time as t
+
+        p.Path(started).touch()
+        t.sleep(0.2)
+        return block * 2
+
+    x = RNG.normal(size=(80, 80))
+    with tern.LocalCluster(n_workers=3) as cluster, tern.Client(cluster) as client:
+        a = ta.from_array(x, chunks=(10, 10), client=client, name="ops_chaos")
+        lazy = (a.map_blocks(slow_double, dtype=float) + a).sum(axis=0)
+        answer = {}
+        worker = threading.Thread(target=lambda: answer.setdefault("sum", lazy.compute()))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists(), "no block started"
+        pid = int((pathlib.Path(cluster.directory) / "run" / "node-3.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "the computation did not finish after the kill"
+        close(answer["sum"], (x * 2 + x).sum(axis=0))
