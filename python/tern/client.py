@@ -23,7 +23,19 @@ if TYPE_CHECKING:
     from .dataframe import DataFrame
     from .futures import Future
 
-_default_client: Optional["Client"] = None
+# The clients made in this process, oldest first (weakly: a dropped client goes too).
+_clients: List["weakref.ref[Client]"] = []
+
+
+def current_client() -> Optional["Client"]:
+    """The newest client of this process that is still open, if any: closing a client makes
+    the one before it current again, as in Dask."""
+    while _clients:
+        client = _clients[-1]()
+        if client is not None and not client._closed:
+            return client
+        _clients.pop()
+    return None
 
 
 def _identity(x: Any) -> Any:
@@ -33,9 +45,7 @@ def _identity(x: Any) -> Any:
 def get_client() -> "Client":
     """The client made last in this process (Dask's ``get_client``); one is made (and a local
     cluster started if none runs) when there is none yet."""
-    if _default_client is None or _default_client._closed:
-        return Client()
-    return _default_client
+    return current_client() or Client()
 
 
 def _tern_binary() -> str:
@@ -181,8 +191,7 @@ class Client:
         else:
             self.cluster = None
             self._native = NativeClient(os.fspath(cluster))
-        global _default_client
-        _default_client = self
+        _clients.append(weakref.ref(self))
 
     # -- the cluster ---------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ def from_pandas(
     parts = _partitions_of(df, npartitions)
     auto_name = name is None
     name = name or _name_of(df, npartitions)
-    has_client = clients._default_client is not None and not clients._default_client._closed
+    has_client = clients.current_client() is not None
     if client is None and not has_client and config.get("scheduler") != "distributed":
         here = local_data()
         here.hold(name, parts)

@@ -214,7 +214,7 @@ def _scheduler(named: Optional[str]) -> str:
     chosen = named or config.get("scheduler")
     if chosen is None:
         # Dask computes local collections on threads unless a client exists.
-        has_client = clients._default_client is not None and not clients._default_client._closed
+        has_client = clients.current_client() is not None
         return "distributed" if has_client else "threads"
     aliases = {"single-threaded": "sync", "synchronous": "sync", "threading": "threads", "cluster": "distributed", "multiprocessing": "processes"}
     chosen = aliases.get(chosen, chosen)

@@ -128,3 +128,13 @@ def test_a_dask_script_runs_after_changing_its_imports():
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "same answers as pandas and Python" in out.stdout
+
+
+def test_closing_a_client_makes_the_one_before_it_current_again(client):
+    """As in Dask: a second client, closed, leaves the first as the default (no new cluster)."""
+    import tern.client as clients
+
+    before = clients.get_client()
+    with tern.LocalCluster(n_workers=1) as other, tern.Client(other) as second:
+        assert clients.get_client() is second
+    assert clients.get_client() is before

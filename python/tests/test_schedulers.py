@@ -119,7 +119,7 @@ def test_data_made_without_a_client_computes_here(tmp_path):
         again = dd.read_csv("people.csv")
         assert len(again) == len(data), len(again)
         assert again.team.nunique().compute() == data.team.nunique()
-        print(repr(df).splitlines()[1], df.head(2).shape, clients._default_client)
+        print(repr(df).splitlines()[1], df.head(2).shape, clients.current_client())
         """
     out = run_script(
         code,
