@@ -42,6 +42,14 @@ where
             shape.len()
         ));
     }
+    // Every position computed below (start + index) must fit: a spec comes from a client.
+    let too_far =
+        |(&s, &n): (&usize, &usize)| s.checked_add(n).is_none_or(|end| end > i64::MAX as usize);
+    if start.iter().zip(shape).any(too_far) {
+        return Err(format!(
+            "a chunk starting at {start:?} lies past the largest array"
+        ));
+    }
     let r = &spec.raw;
     let one_d = || {
         if shape.len() == 1 {

@@ -75,7 +75,10 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
             ));
         }
         for (axis, (&offset, &length)) in at.iter().zip(out_shape).enumerate() {
-            if offset + part.len_of(Axis(axis)) > length {
+            if offset
+                .checked_add(part.len_of(Axis(axis)))
+                .is_none_or(|end| end > length)
+            {
                 return Err(format!(
                     "a piece of {} along axis {axis} at {offset} overflows a chunk {length} long",
                     part.len_of(Axis(axis))

@@ -50,7 +50,7 @@ where
                 }
             }
             best.push(value);
-            at.push(offset + index as i64);
+            at.push(offset.saturating_add(index as i64));
         }
         let values = ArrayD::from_shape_vec(IxDyn(&kept_shape), best).map_err(|e| e.to_string())?;
         return arg_partial::<P>(values, at);

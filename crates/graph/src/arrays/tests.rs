@@ -449,3 +449,28 @@ fn complex_arithmetic_and_sums() {
         b"aaccbbdd".to_vec()
     );
 }
+
+#[test]
+fn hostile_offsets_are_errors_not_panics() {
+    let spec = spec_of(serde_json::json!({
+        "compute": "<f8", "out_shape": [2], "shapes": [[2]],
+        "pieces": [{"take": null, "at": [u64::MAX]}]
+    }));
+    assert!(
+        gather(vec![spec, floats(&[1., 2.])])
+            .unwrap_err()
+            .contains("overflows")
+    );
+    let spec = spec_of(serde_json::json!({
+        "op": "eye", "compute": "<f8", "out_shape": [2, 2], "start": [u64::MAX, 0]
+    }));
+    assert!(
+        create(vec![spec])
+            .unwrap_err()
+            .contains("past the largest array")
+    );
+    let spec = spec_of(serde_json::json!({
+        "op": "argmax", "compute": "<f8", "shapes": [[2]], "axes": [0], "offset": i64::MAX
+    }));
+    assert!(reduce(vec![spec, floats(&[1., 2.])]).is_ok());
+}
