@@ -373,10 +373,7 @@ impl NativeClient {
         function: Vec<u8>,
         calls: Vec<Vec<Bound<'_, PyTuple>>>,
     ) -> PyResult<Vec<NativeFuture>> {
-        let kernel = Kernel::External {
-            runtime: "python".into(),
-            function,
-        };
+        let kernel = python_kernel(function);
         let mut tasks = Vec::with_capacity(calls.len());
         for call in &calls {
             let args = call
@@ -401,13 +398,7 @@ impl NativeClient {
     ) -> PyResult<Vec<NativeFuture>> {
         let tasks = tasks
             .into_iter()
-            .map(|(name, function, args)| {
-                let kernel = Kernel::External {
-                    runtime: "python".into(),
-                    function,
-                };
-                (name, kernel, args)
-            })
+            .map(|(name, function, args)| (name, python_kernel(function), args))
             .collect();
         let graph = graph_of(tasks, &wanted)?;
         Ok(self.submit(py, graph))
@@ -429,10 +420,7 @@ impl NativeClient {
             .map(|(name, kernel, args)| {
                 let kernel = match kernel {
                     KernelOf::Builtin(name) => Kernel::builtin(&name),
-                    KernelOf::Python(function) => Kernel::External {
-                        runtime: "python".into(),
-                        function,
-                    },
+                    KernelOf::Python(function) => python_kernel(function),
                 };
                 (name, kernel, args)
             })
@@ -490,6 +478,14 @@ impl NativeClient {
 }
 
 /// A graph of `tasks` (each reading earlier ones by index), wanting those `wanted` names.
+/// A pickled Python function as a task's kernel (run by the nodes' Python workers).
+fn python_kernel(function: Vec<u8>) -> Kernel {
+    Kernel::External {
+        runtime: "python".into(),
+        function,
+    }
+}
+
 /// A task's kernel as Python gives it: a built-in's name, or a pickled function.
 #[derive(FromPyObject)]
 enum KernelOf {
