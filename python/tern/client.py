@@ -102,13 +102,15 @@ class LocalCluster:
     block, or the end of the process) stops them. ``memory_limit`` (bytes, or text such as
     ``"2GiB"``) bounds each Python worker's resident memory, as Dask's does: a worker past it
     is stopped and its task fails saying so (default: the machine's memory shared among a
-    node's task slots)."""
+    node's task slots). ``node_memory`` bounds what all the tasks of a node may hold at once
+    (``tern up --query-memory``): a task that needs more fails saying so."""
 
     def __init__(
         self,
         n_workers: int = 3,
         directory: Optional[Union[str, os.PathLike]] = None,
         memory_limit: Union[None, int, str] = None,
+        node_memory: Union[None, int, str] = None,
     ):
         if n_workers < 1:
             raise ValueError(f"n_workers must be at least 1, not {n_workers}")
@@ -134,7 +136,8 @@ class LocalCluster:
                 "--python",
                 sys.executable,
             ]
-            + ([] if memory_limit is None else ["--worker-memory", str(memory_limit)]),
+            + ([] if memory_limit is None else ["--worker-memory", str(memory_limit)])
+            + ([] if node_memory is None else ["--query-memory", str(node_memory)]),
             capture_output=True,
             text=True,
             check=False,

@@ -320,3 +320,20 @@ def test_a_node_killed_mid_computation_still_gives_numpys_answer(tmp_path):
         worker.join(timeout=120)
         assert not worker.is_alive(), "the computation did not finish after the kill"
         close(answer["sum"], (x * 2 + x).sum(axis=0))
+
+
+def test_rechunk_of_an_array_larger_than_a_nodes_memory_stays_within_it():
+    """Each node may hold 8 MiB for its tasks; the array is 48 MB. Rechunking (250, 500)
+    chunks into (2000, 25) reads each input chunk once and cuts it into the pieces the result
+    chunks need, so no task holds more than about two chunks (read whole by every result
+    chunk, each task would need 16 MiB and fail)."""
+    import tern
+
+    x = RNG.random((2000, 3000))
+    with tern.LocalCluster(n_workers=3, node_memory="8MiB") as cluster, tern.Client(cluster) as client:
+        a = ta.from_array(x, chunks=(250, 500), client=client, name="ops_big_rechunk")
+        b = a.rechunk((2000, 25))
+        assert b.chunksize == (2000, 25)
+        np.testing.assert_array_equal(b.compute(), x)
+        # And back, through the same splits.
+        np.testing.assert_array_equal(b.rechunk((250, 500)).compute(), x)

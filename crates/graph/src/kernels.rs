@@ -37,7 +37,7 @@ pub enum KernelError {
 }
 
 /// Every built-in kernel by name, for `tern` to list and nodes to check.
-pub const BUILTINS: [&str; 19] = [
+pub const BUILTINS: [&str; 20] = [
     "identity",
     "inc",
     "add",
@@ -55,6 +55,7 @@ pub const BUILTINS: [&str; 19] = [
     "array_reduce",
     "array_arg_combine",
     "array_gather",
+    "array_split",
     "array_create",
     "array_matmul",
 ];
@@ -162,6 +163,7 @@ pub fn run(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Datum, KernelError> {
         "array_reduce" => crate::arrays::reduce(inputs).map_err(bad),
         "array_arg_combine" => crate::arrays::arg_combine(inputs).map_err(bad),
         "array_gather" => crate::arrays::gather(inputs).map_err(bad),
+        "array_split" => crate::arrays::split(inputs).map_err(bad),
         "array_create" => crate::arrays::create(inputs).map_err(bad),
         "array_matmul" => crate::arrays::matmul(inputs).map_err(bad),
         "table_from_values" => {
@@ -190,6 +192,7 @@ fn describe(d: &Datum) -> String {
     match d {
         Datum::Value(v) => format!("{v:?}"),
         Datum::Table(bytes) => format!("a table of {} bytes", bytes.len()),
+        Datum::Parts(parts) => format!("{} parts", parts.len()),
     }
 }
 
@@ -208,6 +211,7 @@ fn values(inputs: Vec<Datum>) -> Result<Vec<Value>, String> {
         .map(|d| match d {
             Datum::Value(v) => Ok(v),
             Datum::Table(_) => Err("expects values, got a table".to_string()),
+            Datum::Parts(_) => Err("expects values, got parts".to_string()),
         })
         .collect()
 }
@@ -266,6 +270,7 @@ pub fn table(input: Datum) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
     match input {
         Datum::Table(bytes) => tern_exec::ipc_to_batches(bytes).map_err(|e| e.to_string()),
         Datum::Value(v) => Err(format!("expects a table, got {v:?}")),
+        Datum::Parts(parts) => Err(format!("expects a table, got {} parts", parts.len())),
     }
 }
 

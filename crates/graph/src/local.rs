@@ -80,8 +80,24 @@ fn resolve(
                 version,
                 index,
             } => inputs.partition(dataset, *version, *index),
-            Arg::Output(key) => match done.get(key) {
-                Some(Ok(datum)) => Ok(datum.clone()),
+            Arg::Output(key) | Arg::Part { of: key, .. } => match done.get(key) {
+                Some(Ok(datum)) => match (arg, datum) {
+                    (Arg::Part { part, .. }, Datum::Parts(parts)) => {
+                        parts.get(*part as usize).cloned().ok_or_else(|| {
+                            format!(
+                                "upstream task {key} made {} parts, not {}",
+                                parts.len(),
+                                part + 1
+                            )
+                        })
+                    }
+                    (Arg::Part { .. }, _) => Err(format!("upstream task {key} made no parts")),
+                    // As a node keeps it: a task read whole gives how many parts it made.
+                    (_, Datum::Parts(parts)) => {
+                        Ok(Datum::Value(tern_proto::Value::Int(parts.len() as i64)))
+                    }
+                    _ => Ok(datum.clone()),
+                },
                 Some(Err(e)) => Err(format!("upstream task {key} failed: {e}")),
                 None => Err(format!("upstream task {key} has not run")),
             },
@@ -224,6 +240,79 @@ mod tests {
             let got = compute(&graph, scheduler, &NoInputs).unwrap();
             assert_eq!(got.get(&top), Some(&want), "{scheduler:?}");
         }
+    }
+
+    #[test]
+    fn a_task_reads_one_part_of_what_another_made() {
+        // An array chunk [0, 1, 2, 3] cut into [0, 1] and [2, 3]; a gather reads the second.
+        let batch = tern_array::chunk::to_batch(
+            &tern_array::DType::Int(8),
+            (0i64..4).flat_map(|v| v.to_le_bytes()).collect(),
+        )
+        .unwrap();
+        let chunk = crate::kernels::to_table(&batch.schema(), &[batch]).unwrap();
+        let spec = |v: serde_json::Value| Arg::Value(Value::Str(v.to_string()));
+        let make = Task::new(
+            "chunk",
+            Kernel::builtin("identity"),
+            vec![Arg::Partition {
+                dataset: "c".into(),
+                version: 1,
+                index: 0,
+            }],
+        );
+        let split = Task::new(
+            "split",
+            Kernel::builtin("array_split"),
+            vec![
+                spec(
+                    serde_json::json!({"compute": "<i8", "shapes": [[4]], "parts": [[[0, 2]], [[2, 4]]]}),
+                ),
+                Arg::Output(make.key.clone()),
+            ],
+        );
+        let second = Task::new(
+            "gather",
+            Kernel::builtin("array_gather"),
+            vec![
+                spec(
+                    serde_json::json!({"compute": "<i8", "out_shape": [2], "shapes": [[2]],
+                    "pieces": [{"take": null, "at": [0]}]}),
+                ),
+                Arg::Part {
+                    of: split.key.clone(),
+                    part: 1,
+                },
+            ],
+        );
+        let whole = Task::new(
+            "identity",
+            Kernel::builtin("identity"),
+            vec![Arg::Output(split.key.clone())],
+        );
+        let graph = Graph {
+            tasks: vec![make.clone(), split, second.clone(), whole.clone()],
+            wanted: vec![second.key.clone(), whole.key.clone()],
+        };
+        struct Chunk(Datum);
+        impl Inputs for Chunk {
+            fn partition(&self, _: &str, _: u64, _: u32) -> Result<Datum, String> {
+                Ok(self.0.clone())
+            }
+        }
+        let got = compute(&graph, Local::Sync, &Chunk(chunk)).unwrap();
+        let (_, batches) = crate::kernels::table(got[&second.key].clone().unwrap()).unwrap();
+        let meta = tern_array::ArrayMeta::new(tern_array::DType::Int(8), vec![2], vec![2]).unwrap();
+        let bytes = tern_array::chunk::from_batches(&meta, 0, &batches).unwrap();
+        assert_eq!(
+            bytes,
+            [2i64, 3]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        );
+        // Read whole, a task that made parts gives how many, as a node keeps it.
+        assert_eq!(got[&whole.key], Ok(Datum::Value(Value::Int(2))));
     }
 
     #[test]

@@ -142,9 +142,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                     match &kernel {
                         Kernel::External { runtime, function } => {
                             match workers.run(runtime, function, &inputs) {
-                                Ok(datum) => {
-                                    Ok(postcard::to_allocvec(&datum).map_err(|e| e.to_string()))
-                                }
+                                Ok(datum) => Ok(kept_buckets(datum)),
                                 // The node's trouble, not the function's: tried elsewhere.
                                 Err(
                                     e @ (tern_workers::WorkerError::Died { .. }
@@ -190,7 +188,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
                 .into_iter()
                 .zip(outputs)
                 .map(|(index, output)| match output {
-                    Ok(Ok(bytes)) => match shuffles.put(job, GRAPH_STAGE, index, vec![bytes]) {
+                    Ok(Ok(buckets)) => match shuffles.put(job, GRAPH_STAGE, index, buckets) {
                         Ok(bytes) => TaskRan::Kept { bytes },
                         Err(e) => TaskRan::Failed(ErrorReply {
                             kind: ErrorKind::Unavailable,
@@ -442,8 +440,9 @@ async fn hold<T: Transport>(
     }
 }
 
-/// Outputs a batch reads, by (job, task) as kept: the output, or which node lost it and why.
-type KeptInputs = HashMap<(u64, u32), Result<Datum, (NodeId, String)>>;
+/// Outputs a batch reads, by (job, task, bucket) as kept: the output (or one of its parts),
+/// or which node lost it and why.
+type KeptInputs = HashMap<(u64, u32, u32), Result<Datum, (NodeId, String)>>;
 
 /// The outputs of other tasks that a batch reads (of its job, or of an earlier submission's),
 /// fetched once each, in one request per node and job keeping them (a chunk of
@@ -452,7 +451,8 @@ async fn fetch_kept<T: Transport>(
     reader: &crate::reader::NodeReader<T>,
     runs: &[TaskRun],
 ) -> KeptInputs {
-    let mut by_node: BTreeMap<(NodeId, &str, u64), Vec<u32>> = BTreeMap::new();
+    // One request fetches one bucket of several tasks' outputs.
+    let mut by_node: BTreeMap<(NodeId, &str, u64, u32), Vec<u32>> = BTreeMap::new();
     for run in runs {
         for source in &run.sources {
             if let ArgSource::Kept {
@@ -460,17 +460,18 @@ async fn fetch_kept<T: Transport>(
                 task,
                 node,
                 addr,
+                bucket,
             } = source
             {
                 by_node
-                    .entry((*node, addr.as_str(), *job))
+                    .entry((*node, addr.as_str(), *job, *bucket))
                     .or_default()
                     .push(*task);
             }
         }
     }
     let mut requests = Vec::new();
-    for ((node, addr, job), mut tasks) in by_node {
+    for ((node, addr, job, bucket), mut tasks) in by_node {
         tasks.sort_unstable();
         tasks.dedup();
         for chunk in tasks.chunks(FETCH_BATCH) {
@@ -480,27 +481,27 @@ async fn fetch_kept<T: Transport>(
                     job,
                     stage: GRAPH_STAGE,
                     task,
-                    bucket: 0,
+                    bucket,
                 })
                 .collect();
             let chunk = chunk.to_vec();
             let fetched = reader.fetch(keys, None, node, addr.to_string());
-            requests.push(async move { (node, job, chunk, fetched.await) });
+            requests.push(async move { (node, job, bucket, chunk, fetched.await) });
         }
     }
     let mut kept = HashMap::new();
-    for (node, job, tasks, fetched) in futures::future::join_all(requests).await {
+    for (node, job, bucket, tasks, fetched) in futures::future::join_all(requests).await {
         match fetched {
             Ok(parts) => {
                 for (task, part) in tasks.into_iter().zip(parts) {
                     let datum = postcard::from_bytes::<Datum>(part.as_slice())
                         .map_err(|e| (node, format!("an unreadable output: {e}")));
-                    kept.insert((job, task), datum);
+                    kept.insert((job, task, bucket), datum);
                 }
             }
             Err(reason) => {
                 for task in tasks {
-                    kept.insert((job, task), Err((node, reason.clone())));
+                    kept.insert((job, task, bucket), Err((node, reason.clone())));
                 }
             }
         }
@@ -550,11 +551,15 @@ async fn task_inputs<T: Transport>(
                 Datum::Table(read.bytes)
             }
             (
-                Arg::Output(key),
+                Arg::Output(key) | Arg::Part { of: key, .. },
                 ArgSource::Kept {
-                    job, task, node, ..
+                    job,
+                    task,
+                    node,
+                    bucket,
+                    ..
                 },
-            ) => match kept.get(&(*job, *task)) {
+            ) => match kept.get(&(*job, *task, *bucket)) {
                 Some(Ok(datum)) => datum.clone(),
                 Some(Err((lost, reason))) => {
                     return Err(TaskRan::InputLost {
@@ -595,18 +600,33 @@ fn datum_bytes(datum: &Datum) -> usize {
     match datum {
         Datum::Table(bytes) => bytes.len(),
         Datum::Value(v) => value(v),
+        Datum::Parts(parts) => parts.iter().map(datum_bytes).sum(),
     }
 }
 
 /// Run one kernel and encode its output as it is kept: `Err` is the message it raised. A
 /// kernel that panics would panic anywhere with these inputs, so it raises too.
-fn run_kernel(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Vec<u8>, String> {
+fn run_kernel(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Vec<Vec<u8>>, String> {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         tern_graph::kernels::run(kernel, inputs)
     }));
     match ran {
-        Ok(Ok(datum)) => postcard::to_allocvec(&datum).map_err(|e| e.to_string()),
+        Ok(Ok(datum)) => kept_buckets(datum),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("{kernel} stopped: it panicked")),
+    }
+}
+
+/// A task's output as it is kept: one bucket, or for [`Datum::Parts`] how many parts there
+/// are in bucket 0 and part `i` in bucket `i + 1`, so a task reading one part
+/// (`Arg::Part`) fetches that part alone.
+fn kept_buckets(datum: Datum) -> Result<Vec<Vec<u8>>, String> {
+    let encode = |datum: &Datum| postcard::to_allocvec(datum).map_err(|e| e.to_string());
+    match datum {
+        Datum::Parts(parts) => {
+            let count = Datum::Value(tern_proto::Value::Int(parts.len() as i64));
+            std::iter::once(&count).chain(&parts).map(encode).collect()
+        }
+        whole => Ok(vec![encode(&whole)?]),
     }
 }

@@ -270,6 +270,10 @@ pub enum Datum {
     Value(Value),
     /// A table, as one Arrow IPC stream.
     Table(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+    /// Several outputs of one task (an array chunk cut into the pieces other chunks need),
+    /// kept apart so that a task reading one of them ([`Arg::Part`]) fetches that one alone.
+    /// Read whole ([`Arg::Output`]), such a task gives how many parts it made.
+    Parts(Vec<Datum>),
 }
 
 /// One argument of a task.
@@ -285,6 +289,11 @@ pub enum Arg {
     },
     /// What another task of the graph (or one kept from an earlier graph) made.
     Output(TaskKey),
+    /// Part `part` of what another task made as [`Datum::Parts`].
+    Part {
+        of: TaskKey,
+        part: u32,
+    },
 }
 
 /// What a task needs of the node that runs it.
@@ -318,7 +327,7 @@ impl Task {
     /// The keys of the tasks whose outputs this one reads.
     pub fn upstream(&self) -> impl Iterator<Item = &TaskKey> {
         self.args.iter().filter_map(|a| match a {
-            Arg::Output(key) => Some(key),
+            Arg::Output(key) | Arg::Part { of: key, .. } => Some(key),
             _ => None,
         })
     }
@@ -493,6 +502,8 @@ pub enum ArgSource {
         task: u32,
         node: crate::NodeId,
         addr: String,
+        /// Which of the output's buckets: 0 for the whole output, `i + 1` for part `i`.
+        bucket: u32,
     },
 }
 
@@ -651,6 +662,7 @@ fn literal_bytes(arg: &Arg) -> usize {
         Arg::Value(v) => value(v),
         Arg::Partition { dataset, .. } => dataset.len() + 12,
         Arg::Output(key) => key.as_str().len(),
+        Arg::Part { of, .. } => of.as_str().len() + 4,
     }
 }
 

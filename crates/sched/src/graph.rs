@@ -467,7 +467,11 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         partition: format!("partition {index} of {dataset}"),
                     }
                 }
-                Arg::Output(key) => {
+                Arg::Output(key) | Arg::Part { of: key, .. } => {
+                    let bucket = match arg {
+                        Arg::Part { part, .. } => part.saturating_add(1),
+                        _ => 0,
+                    };
                     let (task, node, size) = run.kept(key).ok_or(Attempt::NotReady)?;
                     *bytes.entry(node).or_default() += size.max(1);
                     // A node this coordinator does not know (an earlier submission's, since
@@ -483,6 +487,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         task,
                         node,
                         addr,
+                        bucket,
                     }
                 }
             });

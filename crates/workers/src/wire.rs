@@ -64,6 +64,13 @@ fn encode_input(input: &Datum) -> Result<Vec<u8>, String> {
             json(value, &mut text)?;
             text
         }
+        // A task reads one part (`Arg::Part`), never the parts together.
+        Datum::Parts(parts) => {
+            return Err(format!(
+                "{} parts as one input: a Python task reads one part at a time",
+                parts.len()
+            ));
+        }
     })
 }
 

@@ -135,6 +135,17 @@ class _Task:
         self.name = name or (kernel if isinstance(kernel, str) else "python")
 
 
+class _Part:
+    """Part ``index`` of what a task makes as several parts (``array_split``: an input chunk
+    cut into the pieces result chunks need), read alone by the task that needs it."""
+
+    __slots__ = ("task", "index")
+
+    def __init__(self, task: _Task, index: int):
+        self.task = task
+        self.index = index
+
+
 class _Kept:
     """A chunk computed earlier and kept on the node that made it (``persist``), while this
     future lives."""
@@ -252,6 +263,8 @@ class Array:
         def arg(source: Any) -> Tuple[Any, ...]:
             if isinstance(source, _Task):
                 return ("task", add(source))
+            if isinstance(source, _Part):
+                return ("part", add(source.task), source.index)
             if isinstance(source, tuple) and source and source[0] == "partition":
                 return source
             if isinstance(source, _Kept):

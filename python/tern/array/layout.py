@@ -4,7 +4,9 @@
 Every one says, per axis, where each position of the result comes from (which input, for a
 concatenation, and the index there). A task assembles one result chunk from the pieces of the
 input chunks those positions fall in; a result chunk that is an input chunk as it stands is
-that chunk, with no task (so ``stack`` and aligned ``concatenate`` move nothing). Inserting or
+that chunk, with no task (so ``stack`` and aligned ``concatenate`` move nothing). An input
+chunk several tasks take boxes of is cut once into those boxes by an ``array_split`` task,
+and each task fetches its box alone. Inserting or
 dropping an axis of length 1 does not change a chunk's C order, so ``None`` in an index, an
 integer index and ``stack``'s new axis cost nothing either.
 """
@@ -17,11 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core import Array, Source, _chunk_bounds, _descr, _flat, _grid, _positions, _Task, normalize_chunks
+from .core import Array, Source, _chunk_bounds, _descr, _flat, _grid, _Part, _positions, _Task, normalize_chunks
 
-# A task reads at most about this many bytes of input chunks; a rechunk that would read more
-# goes through intermediate chunks (Dask's rechunk planning, in two steps).
-_MAX_TASK_INPUT_BYTES = 512 << 20
 # More chunks than an array may have.
 _MAX_CHUNKS = 1 << 22
 
@@ -91,6 +90,9 @@ def _gather(inputs: Sequence[Array], shape: Sequence[int], chunksize: Sequence[i
         return cache[key]
 
     sources: List[Source] = []
+    # Each result chunk that needs a task: its index in `sources`, shape and pieces (operand
+    # source, its shape, the piece's spec, which input chunk it is).
+    gathers: List[Tuple[int, List[int], List[List[Any]]]] = []
     for index, _ in enumerate(_positions(out_grid)):
         start, size = _chunk_bounds(shape, chunksize, index)
         pieces: List[Tuple[int, Tuple[Any, ...]]] = []
@@ -101,9 +103,7 @@ def _gather(inputs: Sequence[Array], shape: Sequence[int], chunksize: Sequence[i
                 [head] if axis == joined else runs(axis, start[axis], start[axis] + size[axis], k) for axis in range(ndim)
             ]
             pieces.extend((k, combo) for combo in _product(per_axis))
-        shapes = []
-        specs = []
-        operands: List[Source] = []
+        planned: List[List[Any]] = []
         for k, combo in pieces:
             a = inputs[k]
             j = _flat([c for _, c, _, _ in combo], in_grids[k])
@@ -112,15 +112,51 @@ def _gather(inputs: Sequence[Array], shape: Sequence[int], chunksize: Sequence[i
                 None if len(loc) == n and np.array_equal(loc, np.arange(n)) else loc.tolist()
                 for (_, _, loc, _), n in zip(combo, own)
             ]
-            shapes.append(own)
-            specs.append({"take": None if all(t is None for t in take) else take, "at": [o for _, _, _, o in combo]})
-            operands.append(a._sources[j])
-        if len(operands) == 1 and specs[0]["take"] is None and shapes[0] == list(size):
-            sources.append(operands[0])
+            planned.append([a._sources[j], own, {"take": take, "at": [o for _, _, _, o in combo]}, (k, j)])
+        if len(planned) == 1 and all(t is None for t in planned[0][2]["take"]) and planned[0][1] == list(size):
+            sources.append(planned[0][0])
             continue
-        spec = {"compute": _descr(dtype), "out_shape": list(size), "shapes": shapes, "pieces": specs}
-        sources.append(_Task("array_gather", [json.dumps(spec), *operands]))
+        gathers.append((len(sources), list(size), planned))
+        sources.append(None)  # type: ignore[arg-type]  # the gather task, made below
+    _split_shared_chunks(dtype, [piece for _, _, planned in gathers for piece in planned])
+    for at, size, planned in gathers:
+        specs = [{"take": None if all(t is None for t in spec["take"]) else spec["take"], "at": spec["at"]} for _, _, spec, _ in planned]
+        spec = {"compute": _descr(dtype), "out_shape": size, "shapes": [own for _, own, _, _ in planned], "pieces": specs}
+        sources[at] = _Task("array_gather", [json.dumps(spec), *[operand for operand, _, _, _ in planned]])
     return Array(inputs[0]._client, tuple(int(n) for n in shape), tuple(int(c) for c in chunksize), dtype, sources)
+
+
+def _contiguous(take: Optional[List[int]]) -> bool:
+    return take is None or (len(take) > 0 and take == list(range(take[0], take[0] + len(take))))
+
+
+def _split_shared_chunks(dtype: np.dtype, pieces: List[List[Any]]) -> None:
+    """Where several gather tasks take boxes of one input chunk, that chunk is read once, by
+    an ``array_split`` task that cuts it into those boxes, and each gather fetches only its
+    box (Dask's rechunk split step). Without it a rechunk from (1000, 1000) to (20000, 50)
+    chunks would read every input chunk twenty times. ``pieces`` are changed in place."""
+    users: Dict[Tuple[int, int], List[List[Any]]] = {}
+    for piece in pieces:
+        users.setdefault(piece[3], []).append(piece)
+    for shared in users.values():
+        if len(shared) < 2 or not all(all(_contiguous(t) for t in piece[2]["take"]) for piece in shared):
+            continue
+        operand, own = shared[0][0], shared[0][1]
+        boxes: Dict[Tuple[Any, ...], int] = {}
+        chosen = [boxes.setdefault(tuple(None if t is None else (t[0], t[0] + len(t)) for t in piece[2]["take"]), len(boxes)) for piece in shared]
+        if all(r is None for box in boxes for r in box):
+            continue  # every task reads the whole chunk: nothing to cut
+        spec = {
+            "compute": _descr(dtype),
+            "shapes": [own],
+            "parts": [[None if r is None else list(r) for r in box] for box in boxes],
+        }
+        split = _Task("array_split", [json.dumps(spec), operand])
+        shapes = [[n if r is None else r[1] - r[0] for r, n in zip(box, own)] for box in boxes]
+        for piece, part in zip(shared, chosen):
+            piece[0] = _Part(split, part)
+            piece[1] = shapes[part]
+            piece[2]["take"] = [None] * len(own)
 
 
 def _product(per_axis: Sequence[Sequence[Any]]) -> List[Tuple[Any, ...]]:
@@ -130,15 +166,12 @@ def _product(per_axis: Sequence[Sequence[Any]]) -> List[Tuple[Any, ...]]:
     return combos
 
 
-def _chunk_bytes(x: Array) -> int:
-    return int(np.prod(x.chunksize, dtype=np.int64)) * x.dtype.itemsize
-
-
 def rechunk(x: Array, chunks: Any = "auto") -> Array:
     """``x`` cut into other chunks (Dask's ``rechunk``): an int, a tuple (``-1`` or ``None``
-    for a whole axis), a dict ``{axis: length}`` or ``"auto"``. Each task reads the input chunks
-    one result chunk overlaps; when those would exceed about 512 MiB, the rechunk goes through
-    intermediate chunks first, so no task holds more than a few chunks."""
+    for a whole axis), a dict ``{axis: length}`` or ``"auto"``. An input chunk that several
+    result chunks share is cut once into their pieces (``array_split``), and each result chunk
+    is assembled from its pieces alone: every task holds about one input or one result chunk,
+    and every byte is read once and moved at most once."""
     if isinstance(chunks, dict):
         wanted = list(x.chunksize)
         for axis, c in chunks.items():
@@ -148,15 +181,6 @@ def rechunk(x: Array, chunks: Any = "auto") -> Array:
     if chunksize == tuple(min(c, max(1, n)) for c, n in zip(x.chunksize, x.shape)) or x.ndim == 0:
         return x
     maps: List[AxisMap] = [(np.arange(n), None) for n in x.shape]
-    # What the widest task of the direct plan reads: the input chunks one result chunk spans.
-    spans = [math.ceil(c / i) + (1 if c % i else 0) for c, i in zip(chunksize, x.chunksize)]
-    reads = int(np.prod(spans, dtype=np.int64)) * _chunk_bytes(x)
-    if reads > _MAX_TASK_INPUT_BYTES:
-        # First split where the result's chunks are smaller, then merge where they are larger:
-        # each step's tasks read a few chunks at most.
-        middle = tuple(min(c, i) for c, i in zip(chunksize, x.chunksize))
-        if middle not in (x.chunksize, chunksize):
-            x = _gather([x], x.shape, middle, maps)
     return _gather([x], x.shape, chunksize, maps)
 
 

@@ -167,11 +167,13 @@ where
     output::<P>(&spec.compute, result)
 }
 
-/// `array_matmul`: the product of two 2-d chunks, `(m, k) @ (k, n)`.
-pub(super) fn matmul_typed<P: ArrowPrimitiveType>(
+/// The two 2-d chunks of an `array_matmul`, checked to multiply.
+type Factors<T> = (Array2<T>, Array2<T>);
+
+fn factors<P: ArrowPrimitiveType>(
     spec: &Spec,
     inputs: Vec<Datum>,
-) -> Result<Datum, String>
+) -> Result<Factors<P::Native>, String>
 where
     P::Native: Num,
 {
@@ -193,17 +195,44 @@ where
             .map_err(|e| e.to_string())?;
         matrices.push(matrix);
     }
-    let (a, b) = (&matrices[0], &matrices[1]);
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
+    let b = matrices.pop().ok_or("no right factor")?;
+    let a = matrices.pop().ok_or("no left factor")?;
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
     if k != k2 {
         return Err(format!(
             "chunks of shapes ({m}, {k}) and ({k2}, {n}) do not multiply"
         ));
     }
     super::check_elements((m * n) as u64, &spec.compute)?;
+    Ok((a, b))
+}
+
+/// `array_matmul` in floats: ndarray's `dot`, a cache-blocked, vectorised GEMM
+/// (`matrixmultiply`), several times the speed of the plain loop below on 1000-square chunks.
+pub(super) fn matmul_float<P: ArrowPrimitiveType>(
+    spec: &Spec,
+    inputs: Vec<Datum>,
+) -> Result<Datum, String>
+where
+    P::Native: Num + ndarray::LinalgScalar,
+{
+    let (a, b) = factors::<P>(spec, inputs)?;
+    output::<P>(&spec.compute, a.dot(&b).into_dyn())
+}
+
+/// `array_matmul`: the product of two 2-d chunks, `(m, k) @ (k, n)`.
+pub(super) fn matmul_typed<P: ArrowPrimitiveType>(
+    spec: &Spec,
+    inputs: Vec<Datum>,
+) -> Result<Datum, String>
+where
+    P::Native: Num,
+{
+    let (a, b) = factors::<P>(spec, inputs)?;
+    let ((m, k), (_, n)) = (a.dim(), b.dim());
     // Row by row, each row of `b` scaled and added: the inner loop runs along contiguous
-    // memory in both, and integers wrap as NumPy's do.
+    // memory in both, and integers wrap as NumPy's do (ndarray's own product would panic on
+    // overflow in a debug build).
     let mut out = Array2::<P::Native>::from_elem((m, n), P::Native::default());
     for i in 0..m {
         let mut row = out.row_mut(i);

@@ -119,3 +119,65 @@ pub(super) fn transpose_bytes(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, 
     let turned = values.permuted_axes(IxDyn(&axes));
     bytes_output(&spec.compute, turned.iter().copied().collect())
 }
+
+/// `array_split`: one chunk cut into boxes (per axis all of it, or `[start, stop)`), each
+/// a chunk of its own in a [`Datum::Parts`], so that each task assembling a result chunk
+/// fetches only the pieces it needs, and each input chunk is read once (a rechunk's split
+/// step). Any dtype, moved as bytes.
+pub(super) fn split(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
+    let [input] = <[Datum; 1]>::try_from(inputs).map_err(|_| "a split reads one chunk")?;
+    let itemsize = spec.compute.itemsize() as usize;
+    let shape = spec.first_shape()?;
+    let parts = spec.raw["parts"].as_array().ok_or("spec: no parts")?;
+    let mut boxes = Vec::with_capacity(parts.len());
+    let mut total = 0u64;
+    for part in parts {
+        let ranges = part.as_array().ok_or("a part is a list of ranges")?;
+        if ranges.len() != shape.len() {
+            return Err(format!(
+                "a part of {} ranges of a {}-d chunk",
+                ranges.len(),
+                shape.len()
+            ));
+        }
+        let mut boxed = Vec::with_capacity(ranges.len());
+        let mut elements = 1u64;
+        for (axis, range) in ranges.iter().enumerate() {
+            let (start, stop) = if range.is_null() {
+                (0, shape[axis])
+            } else {
+                match dims(range)?[..] {
+                    [start, stop] => (start, stop),
+                    _ => return Err(format!("a range is [start, stop], not {range}")),
+                }
+            };
+            if start > stop || stop > shape[axis] {
+                return Err(format!(
+                    "range {start}..{stop} along axis {axis} of length {}",
+                    shape[axis]
+                ));
+            }
+            elements = elements.saturating_mul((stop - start) as u64);
+            boxed.push(start..stop);
+        }
+        // Bounded before anything is copied: a spec comes from a client.
+        total = total.saturating_add(elements);
+        super::check_elements(total, &spec.compute)?;
+        boxes.push(boxed);
+    }
+    let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
+    let mut dims = shape.clone();
+    dims.push(itemsize);
+    let values = ArrayD::from_shape_vec(IxDyn(&dims), bytes).map_err(|e| e.to_string())?;
+    boxes
+        .into_iter()
+        .map(|boxed| {
+            let piece = values.slice_each_axis(|ax| match boxed.get(ax.axis.index()) {
+                Some(range) => Slice::from(range.clone()),
+                None => Slice::from(..),
+            });
+            bytes_output(&spec.compute, piece.iter().copied().collect())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Datum::Parts)
+}

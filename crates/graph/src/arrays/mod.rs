@@ -15,6 +15,7 @@
 //! | `array_reduce` | spec `{op, compute, shape, axes}`, one chunk | the chunk reduced over `axes` (kept as length 1): `sum`, `prod`, `min`, `max`; `argmin`/`argmax` along `axes[0]` (its start in the whole array at `offset`): the values and their indexes, for `array_arg_combine` |
 //! | `array_arg_combine` | spec `{op, compute, shapes, final}`, partials of `argmin`/`argmax` | the partials combined (the first index among equals wins, NaN wins as in NumPy); with `final`, the indexes alone as an `<i8` chunk |
 //! | `array_gather` | spec `{compute, out_shape, shapes, pieces}`, chunks | a new chunk assembled from pieces of the operands: each piece takes index lists along each axis of its operand (`take`, all when null) and lands at offsets `at`. Rechunking, slicing, concatenation, stacking and reshapes are plans of gathers; any dtype (moved as bytes) |
+//! | `array_split` | spec `{compute, shapes, parts}`, one chunk | the chunk cut into `parts`, boxes given per axis as `[start, stop]` (all of it when null), each its own chunk in a `Datum::Parts` that later tasks read one part at a time (`Arg::Part`): a rechunk's first step, so every input chunk is read once; any dtype |
 //! | `array_create` | spec `{op, compute, out_shape, start, …}` | a chunk made from nothing, its place in the whole array at `start`: `zeros`, `ones`, `full` (`value`), `arange` (`begin`, `step`), `linspace` (`begin`, `stop`, `num`, `endpoint`), `eye` (`k`), `random` (`seed`, `index`, `dist`: `uniform` or `normal`) |
 //! | `array_matmul` | spec `{compute, shapes}`, two 2-d chunks | their matrix product |
 
@@ -38,7 +39,7 @@ use tern_exec::arrow::datatypes::{
 use tern_proto::{Datum, Value};
 
 use create::create_typed;
-use elementwise::{map_typed, matmul_typed};
+use elementwise::{map_typed, matmul_float, matmul_typed};
 use reduce::{arg_combine_typed, reduce_typed};
 
 /// The numbers kernels compute in, with NumPy's semantics: integers wrap on overflow.
@@ -308,6 +309,15 @@ pub fn gather(mut inputs: Vec<Datum>) -> Result<Datum, String> {
     layout::gather(&spec, inputs)
 }
 
+/// `array_split`: see the module docs.
+pub fn split(mut inputs: Vec<Datum>) -> Result<Datum, String> {
+    if inputs.is_empty() {
+        return Err("no spec".into());
+    }
+    let spec = spec(&inputs.remove(0))?;
+    layout::split(&spec, inputs)
+}
+
 /// `array_create`: see the module docs.
 pub fn create(inputs: Vec<Datum>) -> Result<Datum, String> {
     let [first] = <[Datum; 1]>::try_from(inputs).map_err(|_| "a spec alone")?;
@@ -321,7 +331,11 @@ pub fn matmul(mut inputs: Vec<Datum>) -> Result<Datum, String> {
         return Err("a spec and two chunks".into());
     }
     let spec = spec(&inputs.remove(0))?;
-    by_dtype!(&spec.compute, matmul_typed, &spec, inputs)
+    match spec.compute {
+        DType::Float(8) => matmul_float::<Float64Type>(&spec, inputs),
+        DType::Float(4) => matmul_float::<Float32Type>(&spec, inputs),
+        _ => by_dtype!(&spec.compute, matmul_typed, &spec, inputs),
+    }
 }
 
 /// `array_arg_combine`: see the module docs.

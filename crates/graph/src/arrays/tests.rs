@@ -250,6 +250,38 @@ fn creation_routines_fill_as_numpy_does() {
 }
 
 #[test]
+fn split_cuts_a_chunk_into_boxes_read_one_at_a_time() {
+    // A 3 x 4 chunk of 0..12 cut into its left two columns, the rest of row 0, and all of it.
+    let spec = spec_of(serde_json::json!({
+        "compute": "<f8", "shapes": [[3, 4]],
+        "parts": [[null, [0, 2]], [[0, 1], [2, 4]], [null, null]]
+    }));
+    let values: Vec<f64> = (0..12).map(f64::from).collect();
+    let Datum::Parts(parts) = split(vec![spec, floats(&values)]).unwrap() else {
+        panic!("a split makes parts");
+    };
+    let mut parts = parts.into_iter();
+    assert_eq!(f64s(parts.next().unwrap(), 6), vec![0., 1., 4., 5., 8., 9.]);
+    assert_eq!(f64s(parts.next().unwrap(), 2), vec![2., 3.]);
+    assert_eq!(f64s(parts.next().unwrap(), 12), values);
+    // Ranges past the chunk, backwards, or of the wrong arity are errors, not panics.
+    for parts in [
+        serde_json::json!([[null, [0, 5]]]),
+        serde_json::json!([[null, [3, 2]]]),
+        serde_json::json!([[null, [0, 1, 2]]]),
+        serde_json::json!([[null]]),
+    ] {
+        let spec =
+            spec_of(serde_json::json!({"compute": "<f8", "shapes": [[3, 4]], "parts": parts}));
+        assert!(split(vec![spec, floats(&values)]).is_err(), "{parts}");
+    }
+    // Many copies of the whole chunk are bounded before anything is copied.
+    let many = vec![serde_json::json!([null, null]); 1 << 22];
+    let spec = spec_of(serde_json::json!({"compute": "<f8", "shapes": [[3, 4]], "parts": many}));
+    assert!(split(vec![spec, floats(&values)]).is_err());
+}
+
+#[test]
 fn matmul_of_two_chunks() {
     let spec = spec_of(serde_json::json!({"compute": "<f8", "shapes": [[2, 3], [3, 1]]}));
     let got = matmul(vec![
@@ -283,6 +315,27 @@ proptest::proptest! {
         let want: Vec<f64> = take_rows
             .iter()
             .flat_map(|&r| take_cols.iter().map(move |&c| (r * cols + c) as f64))
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+
+    /// The float product (a blocked GEMM) equals the textbook triple loop, on shapes that
+    /// are not multiples of any kernel's block.
+    #[test]
+    fn float_matmul_equals_the_triple_loop(
+        m in 1usize..40, k in 1usize..40, n in 1usize..40, seed in 0u64..1000,
+    ) {
+        // Small integers: every partial sum is exact in f64, so any order of adding agrees.
+        let value = |i: usize| ((i as u64 * 2654435761 + seed) % 17) as f64 - 8.0;
+        let a: Vec<f64> = (0..m * k).map(value).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| value(i + 7)).collect();
+        let spec = spec_of(serde_json::json!({"compute": "<f8", "shapes": [[m, k], [k, n]]}));
+        let got = f64s(matmul(vec![spec, floats(&a), floats(&b)]).unwrap(), m * n);
+        let want: Vec<f64> = (0..m)
+            .flat_map(|i| {
+                let (a, b) = (&a, &b);
+                (0..n).map(move |j| (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum())
+            })
             .collect();
         proptest::prop_assert_eq!(got, want);
     }
