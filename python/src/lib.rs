@@ -408,12 +408,15 @@ impl NativeClient {
     /// them (`map_blocks`): `tasks` as `(name, kernel, arguments)`, the kernel a built-in's
     /// name or a pickled Python function (bytes); arguments as for `submit_python_graph` plus
     /// `("value", x)` for a number, a boolean or text. Returns a future for each task
-    /// `wanted` names.
+    /// `wanted` names; with `stay`, the wanted outputs stay on the nodes that made them and
+    /// each future resolves to `None` once made (`persist`).
+    #[pyo3(signature = (tasks, wanted, stay = false))]
     fn submit_builtin_graph(
         &self,
         py: Python<'_>,
         tasks: Vec<(String, KernelOf, Vec<Bound<'_, PyTuple>>)>,
         wanted: Vec<usize>,
+        stay: bool,
     ) -> PyResult<Vec<NativeFuture>> {
         let tasks = tasks
             .into_iter()
@@ -426,7 +429,7 @@ impl NativeClient {
             })
             .collect();
         let graph = graph_of(tasks, &wanted)?;
-        Ok(self.submit(py, graph))
+        Ok(self.submit_kept(py, graph, stay))
     }
 
     /// The cluster's nodes and leader, as JSON text.
@@ -465,10 +468,19 @@ impl NativeClient {
     /// Submit `graph` keeping its outputs (futures); the futures' driver runs on the
     /// client's runtime.
     fn submit(&self, py: Python<'_>, graph: Graph) -> Vec<NativeFuture> {
+        self.submit_kept(py, graph, false)
+    }
+
+    /// `graph` submitted; with `stay`, its wanted outputs stay on the nodes (`persist`).
+    fn submit_kept(&self, py: Python<'_>, graph: Graph, stay: bool) -> Vec<NativeFuture> {
         let client = self.client.clone();
         let futures = py.allow_threads(|| {
             let _entered = runtime().enter();
-            client.submit(graph)
+            if stay {
+                client.persist(graph)
+            } else {
+                client.submit(graph)
+            }
         });
         futures
             .into_iter()

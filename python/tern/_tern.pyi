@@ -43,7 +43,10 @@ class NativeClient:
         self, tasks: Sequence[Tuple[str, bytes, Sequence[Tuple[Any, ...]]]], wanted: Sequence[int]
     ) -> List[NativeFuture]: ...
     def submit_builtin_graph(
-        self, tasks: Sequence[Tuple[str, Union[str, bytes], Sequence[Tuple[Any, ...]]]], wanted: Sequence[int]
+        self,
+        tasks: Sequence[Tuple[str, Union[str, bytes], Sequence[Tuple[Any, ...]]]],
+        wanted: Sequence[int],
+        stay: bool = False,
     ) -> List[NativeFuture]: ...
 
 class LocalSession:

@@ -308,6 +308,7 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
         graph: listed.graph(),
         kept: vec![],
         keep: false,
+        stay: false,
     });
     let at = encoded
         .windows(4)

@@ -162,7 +162,7 @@ impl<T: Transport> Client<T> {
     /// reads are read where they are kept (see [`Client::submit`]).
     pub async fn graph_stream(&self, graph: &Graph) -> Result<GraphStream<T>, ClientError> {
         self.kept.wait_for_inputs(graph).await;
-        let (submission, reads) = self.kept.resolve(graph.clone(), false);
+        let (submission, reads) = self.kept.resolve(graph.clone(), false, false);
         let mut stream = self.graph_stream_of(&submission).await?;
         stream._reads = reads;
         Ok(stream)

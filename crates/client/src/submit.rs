@@ -151,13 +151,19 @@ impl KeptRegistry {
     /// `graph` as it is sent: with the tasks that make the kept outputs it reads (when it
     /// does not have them), and where those are kept; and the holds that keep them while it
     /// runs.
-    pub(crate) fn resolve(&self, mut graph: Graph, keep: bool) -> (Submission, Vec<Arc<Hold>>) {
+    pub(crate) fn resolve(
+        &self,
+        mut graph: Graph,
+        keep: bool,
+        stay: bool,
+    ) -> (Submission, Vec<Arc<Hold>>) {
         let entries = self.lock();
         if entries.is_empty() {
             let submission = Submission {
                 graph,
                 kept: Vec::new(),
                 keep,
+                stay,
             };
             return (submission, Vec::new());
         }
@@ -223,7 +229,15 @@ impl KeptRegistry {
                 holds.push(hold);
             }
         }
-        (Submission { graph, kept, keep }, holds)
+        (
+            Submission {
+                graph,
+                kept,
+                keep,
+                stay,
+            },
+            holds,
+        )
     }
 
     /// `submission`'s output `at.key` is kept at `at`.
@@ -301,6 +315,17 @@ impl<T: Transport> Client<T> {
     /// names none), in the order wanted. The wanted outputs stay kept on the cluster while a
     /// future of them lives; later graphs may read them by key (see the module docs).
     pub fn submit(self: &Arc<Self>, graph: Graph) -> Vec<TaskFuture> {
+        self.submit_kept(graph, false)
+    }
+
+    /// Dask's `persist`: as [`Self::submit`], but the wanted outputs stay on the nodes that
+    /// made them and are not sent here; each future resolves to `Datum::Value(Value::Null)`
+    /// once its output is made (or to its failure). Later graphs read them by key.
+    pub fn persist(self: &Arc<Self>, graph: Graph) -> Vec<TaskFuture> {
+        self.submit_kept(graph, true)
+    }
+
+    fn submit_kept(self: &Arc<Self>, graph: Graph, stay: bool) -> Vec<TaskFuture> {
         let wanted: Vec<TaskKey> = if graph.wanted.is_empty() {
             let mut seen = std::collections::BTreeSet::new();
             graph
@@ -349,7 +374,7 @@ impl<T: Transport> Client<T> {
                 return;
             };
             client.kept.wait_for_inputs(&asked).await;
-            let (submission, reads) = client.kept.resolve(Graph::clone(&asked), true);
+            let (submission, reads) = client.kept.resolve(Graph::clone(&asked), true, stay);
             drop(asked);
             // The outputs it reads stay kept until it has finished.
             let mut reads = Some(reads);

@@ -647,6 +647,10 @@ pub struct Submission {
     /// Keep the wanted outputs on their nodes after the graph finishes, for as long as the
     /// client holds the submission's stream open (Dask's futures and `persist`).
     pub keep: bool,
+    /// With `keep`: the wanted outputs stay on their nodes; the client is told where each
+    /// is kept and that it was made (`Datum::Value(Value::Null)`), not sent its bytes
+    /// (Dask's `persist`, which leaves the data on the workers). Later graphs read them.
+    pub stay: bool,
 }
 
 fn literal_bytes(arg: &Arg) -> usize {
@@ -710,6 +714,7 @@ mod tests {
             },
             kept: vec![],
             keep: false,
+            stay: false,
         };
         let bytes = crate::encode_submission(&submission);
         let within =

@@ -90,15 +90,23 @@ enum Attempt {
 pub struct PreparedGraph {
     run: Run,
     keep: bool,
+    stay: bool,
 }
 
 impl PreparedGraph {
     pub fn new(submission: Submission) -> Result<Self, tern_proto::GraphError> {
-        let Submission { graph, kept, keep } = submission;
+        let Submission {
+            graph,
+            kept,
+            keep,
+            stay,
+        } = submission;
         let order = graph.validate(&BTreeSet::new())?;
         Ok(Self {
             run: Run::new(graph, &order, &kept),
             keep,
+            // Outputs that are neither sent nor kept would be lost: without `keep` they are sent.
+            stay: stay && keep,
         })
     }
 
@@ -206,7 +214,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         events: &tokio::sync::mpsc::UnboundedSender<GraphEvent>,
     ) -> Result<GraphReport, SchedError> {
         let started = Instant::now();
-        let keep = prepared.keep;
+        let (keep, stay) = (prepared.keep, prepared.stay);
         let mut run = prepared.run;
         let wanted = run.wanted();
         let mut sent: BTreeSet<usize> = BTreeSet::new();
@@ -223,6 +231,22 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     continue;
                 }
                 match run.state(i) {
+                    State::Done { node } if stay => {
+                        // Left where it is (`Submission::stay`): where, and that it was made.
+                        sent.insert(i);
+                        let (job, task) = run.foreign(i).unwrap_or((self.job, i as u32));
+                        let key = run.graph.tasks[i].key.clone();
+                        let _ = events.send(GraphEvent::Kept(KeptOutput {
+                            key: key.clone(),
+                            job,
+                            task,
+                            node,
+                        }));
+                        let _ = events.send(GraphEvent::Output {
+                            key,
+                            outcome: TaskOutcome::Done(Datum::Value(tern_proto::Value::Null)),
+                        });
+                    }
                     State::Done { node } => {
                         let (job, task) = run.foreign(i).unwrap_or((self.job, i as u32));
                         done_on.entry((node, job)).or_default().push((i, task));

@@ -254,9 +254,11 @@ class Array:
             out[where] = values
         return out
 
-    def _submit(self) -> List[Any]:
+    def _submit(self, stay: bool = False, fetch_kept: bool = False) -> List[Any]:
         """Send the graph that makes this array's computed chunks: a future for each, in
-        order of the chunks that are tasks."""
+        order of the chunks that are tasks. With ``stay`` the chunks stay on the nodes that
+        made them (``persist``); with ``fetch_kept`` chunks kept earlier are wanted too (each
+        read by an ``identity`` task beside it, as their own futures resolved to nothing)."""
         tasks: List[Tuple[str, Union[str, bytes], List[Tuple[Any, ...]]]] = []
         made: Dict[int, int] = {}
 
@@ -283,21 +285,26 @@ class Array:
             made[id(task)] = len(tasks) - 1
             return made[id(task)]
 
-        wanted = [add(s) for s in self._sources if isinstance(s, _Task)]
-        return list(self._client._native.submit_builtin_graph(tasks, wanted) if tasks else [])
+        # Held in a list: `made` knows tasks by id(), which a freed wrapper would pass on.
+        chunks = [
+            s if isinstance(s, _Task) else _Task("identity", [s])
+            for s in self._sources
+            if isinstance(s, _Task) or (fetch_kept and isinstance(s, _Kept))
+        ]
+        wanted = [add(s) for s in chunks]
+        return list(self._client._native.submit_builtin_graph(tasks, wanted, stay) if tasks else [])
 
     def _blocks(self) -> Iterator[Tuple[Tuple[slice, ...], np.ndarray]]:
         """Each chunk with where it goes, one at a time (the graph is sent first; results stay
         on the nodes until fetched), so a writer holds one chunk, not the array."""
         import pyarrow.ipc
 
-        futures = iter(self._submit())
+        futures = iter(self._submit(fetch_kept=True))
         for index, source in enumerate(self._sources):
             start, size = _chunk_bounds(self.shape, self.chunksize, index)
             where = tuple(slice(s, s + n) for s, n in zip(start, size))
             if isinstance(source, (_Task, _Kept)):
-                native = next(futures) if isinstance(source, _Task) else source.native
-                kind, ipc = native.result()
+                kind, ipc = next(futures).result()
                 if kind != "table":
                     raise TernError(f"chunk {index} came back as {kind}, not a chunk")
             else:
@@ -308,8 +315,9 @@ class Array:
     def persist(self) -> "Array":
         """The same array with its computed chunks made now and kept on the nodes that made
         them (Dask's ``persist``): later work and ``compute()`` read them there instead of
-        computing them again. They are released when no array made from this one is left."""
-        futures = iter(self._submit())
+        computing them again. They are released when no array made from this one is left.
+        Nothing comes back here but that each chunk was made."""
+        futures = iter(self._submit(stay=True))
         sources: List[Source] = [_Kept(next(futures)) if isinstance(s, _Task) else s for s in self._sources]
         for source in sources:
             if isinstance(source, _Kept):
