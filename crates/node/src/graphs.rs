@@ -10,9 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use futures::StreamExt;
 use tern_exec::{BlockReader, ShuffleFetcher, ShuffleKey};
 use tern_proto::{
-    Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, FETCH_BATCH, GRAPH_STAGE, GraphEvent,
-    Kernel, MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport,
-    human_bytes,
+    Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
+    MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
 };
 use tern_sched::{GraphCoordinator, PreparedGraph};
 use tracing::{debug, warn};
@@ -446,13 +445,13 @@ type KeptInputs = HashMap<(u64, u32, u32), Result<Datum, (NodeId, String)>>;
 
 /// The outputs of other tasks that a batch reads (of its job, or of an earlier submission's),
 /// fetched once each, in one request per node and job keeping them (a chunk of
-/// [`FETCH_BATCH`] keys at a time).
+/// [`tern_proto::fetch_batches`] at a time).
 async fn fetch_kept<T: Transport>(
     reader: &crate::reader::NodeReader<T>,
     runs: &[TaskRun],
 ) -> KeptInputs {
     // One request fetches one bucket of several tasks' outputs.
-    let mut by_node: BTreeMap<(NodeId, &str, u64, u32), Vec<u32>> = BTreeMap::new();
+    let mut by_node: BTreeMap<(NodeId, &str, u64, u32), Vec<(u32, u64)>> = BTreeMap::new();
     for run in runs {
         for source in &run.sources {
             if let ArgSource::Kept {
@@ -461,12 +460,13 @@ async fn fetch_kept<T: Transport>(
                 node,
                 addr,
                 bucket,
+                bytes,
             } = source
             {
                 by_node
                     .entry((*node, addr.as_str(), *job, *bucket))
                     .or_default()
-                    .push(*task);
+                    .push((*task, *bytes));
             }
         }
     }
@@ -474,7 +474,8 @@ async fn fetch_kept<T: Transport>(
     for ((node, addr, job, bucket), mut tasks) in by_node {
         tasks.sort_unstable();
         tasks.dedup();
-        for chunk in tasks.chunks(FETCH_BATCH) {
+        // A bounded body each (a part's size is not known apart: its whole output's counts).
+        for chunk in tern_proto::fetch_batches(tasks) {
             let keys = chunk
                 .iter()
                 .map(|&task| ShuffleKey {
@@ -484,7 +485,6 @@ async fn fetch_kept<T: Transport>(
                     bucket,
                 })
                 .collect();
-            let chunk = chunk.to_vec();
             let fetched = reader.fetch(keys, None, node, addr.to_string());
             requests.push(async move { (node, job, bucket, chunk, fetched.await) });
         }

@@ -504,12 +504,41 @@ pub enum ArgSource {
         addr: String,
         /// Which of the output's buckets: 0 for the whole output, `i + 1` for part `i`.
         bucket: u32,
+        /// The whole output's size as kept, so that fetches stay under [`FETCH_BATCH_BYTES`].
+        bytes: u64,
     },
 }
 
 /// Kept graph outputs asked for in one `Request::FetchShuffle` (by coordinators fetching
 /// wanted outputs, and by nodes fetching a batch's inputs).
 pub const FETCH_BATCH: usize = 1024;
+
+/// About the most bytes of kept outputs asked for in one `Request::FetchShuffle`: the answer
+/// is one body, which may not exceed [`crate::MAX_BLOCK_BYTES`] (a thousand 8 MB array
+/// chunks would).
+pub const FETCH_BATCH_BYTES: u64 = 256 << 20;
+
+/// `items` (each with its size) cut into fetches of at most [`FETCH_BATCH`] items and about
+/// [`FETCH_BATCH_BYTES`] (an item larger than that alone), in order.
+pub fn fetch_batches<T>(items: impl IntoIterator<Item = (T, u64)>) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0u64;
+    for (item, size) in items {
+        match batches.last_mut() {
+            Some(batch)
+                if batch.len() < FETCH_BATCH && bytes.saturating_add(size) <= FETCH_BATCH_BYTES =>
+            {
+                bytes += size;
+                batch.push(item);
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![item]);
+            }
+        }
+    }
+    batches
+}
 
 /// Most tasks a coordinator sends a node in one `Request::RunGraphTasks`: many tiny tasks
 /// cost one request per batch instead of one each, and a batch still fits a frame.
@@ -673,6 +702,19 @@ fn literal_bytes(arg: &Arg) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetches_are_bounded_by_count_and_bytes() {
+        let mb = 1 << 20;
+        // 100 chunks of 8 MB: 32 per fetch (256 MiB), never one body of 800 MB.
+        let batches = fetch_batches((0..100).map(|i| (i, 8 * mb)));
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [32, 32, 32, 4]);
+        assert_eq!(batches.concat(), (0..100).collect::<Vec<_>>(), "in order, none lost");
+        // Tiny outputs: by count. One larger than the bound: alone.
+        assert_eq!(fetch_batches((0..2049).map(|i| (i, 1))).len(), 3);
+        let big = fetch_batches([(0, 1), (1, FETCH_BATCH_BYTES * 2), (2, 1)]);
+        assert_eq!(big, vec![vec![0], vec![1], vec![2]]);
+    }
 
     fn inc(x: Arg) -> Task {
         Task::new("inc", Kernel::builtin("inc"), vec![x])

@@ -30,10 +30,10 @@ pub use frame::{
     decode_submission, encode_request, encode_response, encode_submission, join_parts, split_parts,
 };
 pub use graph::{
-    Arg, ArgSource, Datum, FETCH_BATCH, GRAPH_STAGE, Graph, GraphError, GraphEvent, GraphReport,
-    KeptOutput, Kernel, MAX_GRAPH_BYTES, MAX_GRAPH_ITEMS, MAX_GRAPH_TASKS, MAX_TASK_BATCH,
-    MAX_VALUE_DEPTH, Resources, Submission, Task, TaskFailure, TaskKey, TaskOutcome, TaskRan,
-    TaskRun, Value,
+    Arg, ArgSource, Datum, FETCH_BATCH, FETCH_BATCH_BYTES, GRAPH_STAGE, Graph, GraphError,
+    GraphEvent, GraphReport, KeptOutput, Kernel, MAX_GRAPH_BYTES, MAX_GRAPH_ITEMS, MAX_GRAPH_TASKS,
+    MAX_TASK_BATCH, MAX_VALUE_DEPTH, Resources, Submission, Task, TaskFailure, TaskKey,
+    TaskOutcome, TaskRan, TaskRun, Value, fetch_batches,
 };
 pub use message::*;
 pub use query::{

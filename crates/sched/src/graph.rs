@@ -25,9 +25,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tern_proto::{
-    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, FETCH_BATCH, GRAPH_STAGE, GraphEvent,
-    GraphReport, KeptOutput, MAX_TASK_BATCH, NodeId, Request, Response, Submission, TaskFailure,
-    TaskOutcome, TaskRan, TaskRun, Transport,
+    Arg, ArgSource, DatasetRecord, Datum, ErrorKind, GRAPH_STAGE, GraphEvent, GraphReport,
+    KeptOutput, MAX_TASK_BATCH, NodeId, Request, Response, Submission, TaskFailure, TaskOutcome,
+    TaskRan, TaskRun, Transport,
 };
 use tracing::{debug, warn};
 
@@ -37,7 +37,7 @@ use crate::{LoadBoard, NodeView, Patience, SchedError};
 /// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// Requests in flight while fetching wanted outputs ([`FETCH_BATCH`] each).
+/// Requests in flight while fetching wanted outputs ([`tern_proto::fetch_batches`] each).
 const FETCHES_IN_FLIGHT: usize = 4;
 
 /// Wanted outputs fetched in one request: from a node, of a job, (task, as the job keeps it).
@@ -225,7 +225,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             // outputs again and the loop runs once more.
             let mut lost_any = false;
             // By node and the job keeping them: (task, as the job keeps it).
-            let mut done_on: BTreeMap<(NodeId, u64), Vec<(usize, u32)>> = BTreeMap::new();
+            let mut done_on: BTreeMap<(NodeId, u64), Vec<((usize, u32), u64)>> = BTreeMap::new();
             for &i in &wanted {
                 if sent.contains(&i) {
                     continue;
@@ -249,7 +249,11 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     }
                     State::Done { node } => {
                         let (job, task) = run.foreign(i).unwrap_or((self.job, i as u32));
-                        done_on.entry((node, job)).or_default().push((i, task));
+                        let size = run.size(i);
+                        done_on
+                            .entry((node, job))
+                            .or_default()
+                            .push(((i, task), size));
                     }
                     State::Failed => {
                         sent.insert(i);
@@ -269,14 +273,13 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     }
                 }
             }
-            // Many outputs per request, a few requests at once.
+            // Many outputs per request (a bounded body each), a few requests at once.
             let batches: Vec<FetchBatch> = done_on
                 .into_iter()
                 .flat_map(|((node, job), tasks)| {
-                    tasks
-                        .chunks(FETCH_BATCH)
-                        .map(|c| (node, job, c.to_vec()))
-                        .collect::<Vec<_>>()
+                    tern_proto::fetch_batches(tasks)
+                        .into_iter()
+                        .map(move |c| (node, job, c))
                 })
                 .collect();
             let mut fetched = futures::stream::iter(batches)
@@ -512,6 +515,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         node,
                         addr,
                         bucket,
+                        bytes: size,
                     }
                 }
             });

@@ -474,6 +474,11 @@ impl Run {
         }
     }
 
+    /// The bytes task `i`'s output was kept as (0 until it is done).
+    pub(crate) fn size(&self, i: usize) -> u64 {
+        self.sizes[i]
+    }
+
     /// Task `key`'s index, the node keeping its output and its bytes: `None` unless it is
     /// done.
     pub(crate) fn kept(&self, key: &TaskKey) -> Option<(usize, NodeId, u64)> {
