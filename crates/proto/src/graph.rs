@@ -708,8 +708,15 @@ mod tests {
         let mb = 1 << 20;
         // 100 chunks of 8 MB: 32 per fetch (256 MiB), never one body of 800 MB.
         let batches = fetch_batches((0..100).map(|i| (i, 8 * mb)));
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [32, 32, 32, 4]);
-        assert_eq!(batches.concat(), (0..100).collect::<Vec<_>>(), "in order, none lost");
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [32, 32, 32, 4]
+        );
+        assert_eq!(
+            batches.concat(),
+            (0..100).collect::<Vec<_>>(),
+            "in order, none lost"
+        );
         // Tiny outputs: by count. One larger than the bound: alone.
         assert_eq!(fetch_batches((0..2049).map(|i| (i, 1))).len(), 3);
         let big = fetch_batches([(0, 1), (1, FETCH_BATCH_BYTES * 2), (2, 1)]);
