@@ -340,6 +340,32 @@ fn hostile_graphs_and_direct_task_calls_get_clear_errors() {
             other => panic!("{other:?}"),
         }
     }
+    // A part of a task that made no parts, or fewer: the reader fails, naming it (the lost
+    // input it looks like would be made again forever).
+    let whole = delayed("inc", [1.into()]);
+    for part in [0, 5] {
+        let reader = tern_proto::Task::new(
+            "identity",
+            tern_proto::Kernel::builtin("identity"),
+            vec![tern_proto::Arg::Part {
+                of: whole.key().clone(),
+                part,
+            }],
+        );
+        let mut graph = whole.graph();
+        graph.wanted = vec![reader.key.clone()];
+        graph.tasks.push(reader.clone());
+        let answer = on_cluster(&rt, &client, &graph);
+        match &answer.outcomes[&reader.key] {
+            TaskOutcome::Failed(TaskFailure::Raised { message }) => {
+                assert!(
+                    message.contains(&format!("has no part {part}")),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // A kernel whose inputs the node's memory for queries cannot hold fails, saying so, at
     // once (it would anywhere); the nodes stay up.
     let small = LocalCluster::up_args(1, &["--query-memory", "1MiB", "--task-memory", "1MiB"]);

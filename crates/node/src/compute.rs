@@ -310,15 +310,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let got = crate::blocks::off_runtime(!self.blocks.blocks_thread(), move || {
             keys.into_iter()
                 .map(|key| {
-                    let bucket = shuffles.get(key).map_err(|e| e.to_string())?;
+                    let bucket = shuffles.get(key).map_err(|e| {
+                        // A bucket past the output's last is the asker's mistake, not a loss.
+                        let kind = match e {
+                            crate::shuffle::ShuffleError::NoBucket { .. } => ErrorKind::Invalid,
+                            _ => ErrorKind::Unavailable,
+                        };
+                        (kind, e.to_string())
+                    })?;
                     match &columns {
                         Some(columns) => tern_exec::project_ipc(bucket, columns)
                             .map(Buffer::from_vec)
-                            .map_err(|e| format!("bucket {key:?}: {e}")),
+                            .map_err(|e| (ErrorKind::Unavailable, format!("bucket {key:?}: {e}"))),
                         None => Ok(bucket),
                     }
                 })
-                .collect::<Result<Vec<_>, String>>()
+                .collect::<Result<Vec<_>, (ErrorKind, String)>>()
         })
         .await;
         match got {
@@ -330,13 +337,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 };
                 respond_with_bytes(reply, &answer, &body).await
             }
-            Ok(Err(e)) => {
-                respond(
-                    reply,
-                    &Response::error(ErrorKind::Unavailable, e.to_string()),
-                )
-                .await
-            }
+            Ok(Err((kind, message))) => respond(reply, &Response::error(kind, message)).await,
             Err(e) => {
                 respond(
                     reply,

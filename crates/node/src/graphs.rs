@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
-use tern_exec::{BlockReader, ShuffleFetcher, ShuffleKey};
+use tern_exec::{BlockReader, ShuffleKey};
 use tern_proto::{
     Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
     MAX_GRAPH_BYTES, MAX_TASK_BATCH, NodeId, Response, TaskRan, TaskRun, Transport, human_bytes,
@@ -17,6 +17,7 @@ use tern_sched::{GraphCoordinator, PreparedGraph};
 use tracing::{debug, warn};
 
 use crate::compute::respond;
+use crate::reader::BucketFetchError;
 use crate::service::NodeService;
 
 /// How long a kernel waits for the node's memory for queries held by other work before its
@@ -441,7 +442,7 @@ async fn hold<T: Transport>(
 
 /// Outputs a batch reads, by (job, task, bucket) as kept: the output (or one of its parts),
 /// or which node lost it and why.
-type KeptInputs = HashMap<(u64, u32, u32), Result<Datum, (NodeId, String)>>;
+type KeptInputs = HashMap<(u64, u32, u32), Result<Datum, (NodeId, BucketFetchError)>>;
 
 /// The outputs of other tasks that a batch reads (of its job, or of an earlier submission's),
 /// fetched once each, in one request per node and job keeping them (a chunk of
@@ -485,7 +486,7 @@ async fn fetch_kept<T: Transport>(
                     bucket,
                 })
                 .collect();
-            let fetched = reader.fetch(keys, None, node, addr.to_string());
+            let fetched = reader.fetch_buckets(keys, None, node, addr.to_string());
             requests.push(async move { (node, job, bucket, chunk, fetched.await) });
         }
     }
@@ -494,8 +495,10 @@ async fn fetch_kept<T: Transport>(
         match fetched {
             Ok(parts) => {
                 for (task, part) in tasks.into_iter().zip(parts) {
-                    let datum = postcard::from_bytes::<Datum>(part.as_slice())
-                        .map_err(|e| (node, format!("an unreadable output: {e}")));
+                    let datum = postcard::from_bytes::<Datum>(part.as_slice()).map_err(|e| {
+                        let why = format!("an unreadable output: {e}");
+                        (node, BucketFetchError::Lost(why))
+                    });
                     kept.insert((job, task, bucket), datum);
                 }
             }
@@ -561,6 +564,18 @@ async fn task_inputs<T: Transport>(
                 },
             ) => match kept.get(&(*job, *task, *bucket)) {
                 Some(Ok(datum)) => datum.clone(),
+                Some(Err((_, BucketFetchError::NoBucket(_)))) => {
+                    // Kept, but never cut into that many parts: the graph is wrong.
+                    let message = match arg {
+                        Arg::Part { part, .. } => {
+                            format!(
+                                "upstream task {key} has no part {part}: it made fewer, or none"
+                            )
+                        }
+                        _ => format!("{key} is kept without its value"),
+                    };
+                    return Err(TaskRan::Raised { message });
+                }
                 Some(Err((lost, reason))) => {
                     return Err(TaskRan::InputLost {
                         node: *lost,

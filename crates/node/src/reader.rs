@@ -11,12 +11,12 @@ use tern_exec::arrow::buffer::Buffer;
 use tern_exec::{
     BlockRead, BlockReader, ColumnCache, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey,
 };
-use tern_proto::{BlockHash, NodeId, Request, Transport};
+use tern_proto::{BlockHash, ErrorKind, NodeId, Request, Transport};
 use tern_store::BlockStore;
 use tracing::warn;
 
 use crate::blocks::on_store;
-use crate::shuffle::ShuffleStore;
+use crate::shuffle::{ShuffleError, ShuffleStore};
 
 /// Reads partitions for one task or query: own store first, then the holders.
 pub(crate) struct NodeReader<T: Transport> {
@@ -36,18 +36,32 @@ pub(crate) struct NodeReader<T: Transport> {
     pub(crate) cache: Arc<ColumnCache>,
 }
 
-impl<T: Transport> ShuffleFetcher for NodeReader<T> {
-    fn fetch(
+/// Why kept shuffle outputs could not be fetched.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum BucketFetchError {
+    /// The node keeping them is gone, or no longer keeps them: they can be made again.
+    #[error("{0}")]
+    Lost(String),
+    /// The output is kept, without the bucket asked for: the asker is wrong, not the node.
+    #[error("{0}")]
+    NoBucket(String),
+}
+
+impl<T: Transport> NodeReader<T> {
+    /// One bucket of several tasks' outputs (all of one job and stage) kept on `node`, in the
+    /// order of `keys`, only `columns` of them when given.
+    pub(crate) fn fetch_buckets(
         &self,
         keys: Vec<ShuffleKey>,
         columns: Option<Vec<usize>>,
         node: NodeId,
         addr: String,
-    ) -> ShuffleFuture {
+    ) -> impl std::future::Future<Output = Result<Vec<Buffer>, BucketFetchError>> + Send + 'static
+    {
         let (me, shuffles, transport) = (self.me, self.shuffles.clone(), self.transport.clone());
         let inline = !self.blocks.blocks_thread();
         let lost = self.lost.clone();
-        Box::pin(async move {
+        async move {
             let Some(first) = keys.first().copied() else {
                 return Ok(Vec::new());
             };
@@ -58,17 +72,36 @@ impl<T: Transport> ShuffleFetcher for NodeReader<T> {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .await
-                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(BucketFetchError::Lost)
+                .and_then(|r| {
+                    r.map_err(|e| match e {
+                        ShuffleError::NoBucket { .. } => BucketFetchError::NoBucket(e.to_string()),
+                        _ => BucketFetchError::Lost(e.to_string()),
+                    })
+                })
             } else {
                 fetch_shuffle(transport.as_ref(), &addr, &keys, columns).await
             };
             if let Err(reason) = &fetched {
                 lost.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert((first.stage, node, reason.clone()));
+                    .get_or_insert((first.stage, node, reason.to_string()));
             }
             fetched
-        })
+        }
+    }
+}
+
+impl<T: Transport> ShuffleFetcher for NodeReader<T> {
+    fn fetch(
+        &self,
+        keys: Vec<ShuffleKey>,
+        columns: Option<Vec<usize>>,
+        node: NodeId,
+        addr: String,
+    ) -> ShuffleFuture {
+        let fetched = self.fetch_buckets(keys, columns, node, addr);
+        Box::pin(async move { fetched.await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -79,7 +112,7 @@ async fn fetch_shuffle<T: Transport>(
     addr: &str,
     keys: &[ShuffleKey],
     columns: Option<Vec<usize>>,
-) -> Result<Vec<Buffer>, String> {
+) -> Result<Vec<Buffer>, BucketFetchError> {
     let request = Request::FetchShuffle {
         job: keys[0].job,
         stage: keys[0].stage,
@@ -87,18 +120,24 @@ async fn fetch_shuffle<T: Transport>(
         bucket: keys[0].bucket,
         columns: columns.map(|c| c.into_iter().map(|c| c as u32).collect()),
     };
+    let lost = |e: String| BucketFetchError::Lost(e);
     let fetch = tern_proto::fetch_bytes(transport, addr, &request);
     let body = tern_sched::while_alive(transport, addr, fetch)
         .await
-        .map_err(|gone| gone.to_string())?
-        .map_err(|e| e.to_string())?;
-    let parts = tern_proto::split_parts(&body).map_err(|e| e.to_string())?;
+        .map_err(|gone| lost(gone.to_string()))?
+        .map_err(|e| match e {
+            tern_proto::FetchError::Refused { reply, .. } if reply.kind == ErrorKind::Invalid => {
+                BucketFetchError::NoBucket(reply.message)
+            }
+            e => lost(e.to_string()),
+        })?;
+    let parts = tern_proto::split_parts(&body).map_err(|e| lost(e.to_string()))?;
     if parts.len() != keys.len() {
-        return Err(format!(
+        return Err(lost(format!(
             "asked for {} buckets, got {}",
             keys.len(),
             parts.len()
-        ));
+        )));
     }
     let body = Buffer::from_vec(body);
     Ok(parts

@@ -49,6 +49,15 @@ pub(crate) enum ShuffleError {
         task: u32,
         bucket: u32,
     },
+    /// The output is kept, with fewer buckets than asked for: asking again will not help.
+    #[error("job {job:x} stage {stage} task {task} keeps {buckets} buckets, not bucket {bucket}")]
+    NoBucket {
+        job: u64,
+        stage: u32,
+        task: u32,
+        bucket: u32,
+        buckets: usize,
+    },
     #[error("shuffle file {path}: {source}")]
     Io {
         path: String,
@@ -137,10 +146,17 @@ impl ShuffleStore {
                 .outputs
                 .get(&(key.job, key.stage, key.task))
                 .ok_or_else(missing)?;
+            let no_bucket = || ShuffleError::NoBucket {
+                job: key.job,
+                stage: key.stage,
+                task: key.task,
+                bucket: key.bucket,
+                buckets: output.buckets.len(),
+            };
             match output
                 .buckets
                 .get(key.bucket as usize)
-                .ok_or_else(missing)?
+                .ok_or_else(no_bucket)?
             {
                 Bucket::Memory(bytes) => return Ok(bytes.clone()),
                 Bucket::File(path) => path.clone(),

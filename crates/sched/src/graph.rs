@@ -37,6 +37,11 @@ use crate::{LoadBoard, NodeView, Patience, SchedError};
 /// Nodes a task is tried on before it is given up (Dask's `allowed-failures` is 3 too).
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// Times one task's inputs may be lost and made again before it is given up: each loss
+/// needs a node gone or an output dropped, so a task meeting this many has a cause that
+/// making its inputs again does not cure.
+pub const MAX_INPUT_LOSSES: u32 = 12;
+
 /// Requests in flight while fetching wanted outputs ([`tern_proto::fetch_batches`] each).
 const FETCHES_IN_FLIGHT: usize = 4;
 
@@ -71,6 +76,7 @@ enum Attempt {
     /// The node keeping an input is gone (or dropped it).
     InputLost {
         node: NodeId,
+        reason: String,
     },
     /// The node failed while running it (died, stopped answering, refused for its own
     /// reasons): try another.
@@ -388,7 +394,16 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     Attempt::Unavailable(message) => {
                         run.fail(i, TaskFailure::InputUnavailable { message })
                     }
-                    Attempt::InputLost { node } => {
+                    Attempt::InputLost { node, reason } => {
+                        let losses = run.input_losses.entry(i as u32).or_default();
+                        *losses += 1;
+                        if *losses >= MAX_INPUT_LOSSES {
+                            let attempts = *losses;
+                            let message =
+                                format!("its inputs were lost {attempts} times, last: {reason}");
+                            run.fail(i, TaskFailure::Abandoned { attempts, message });
+                            continue;
+                        }
                         self.check_node(run, node, &mut answers).await;
                         // A node that answers but no longer has them: made again.
                         run.lose_inputs_of(i, node);
@@ -507,7 +522,10 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                         .nodes
                         .get(&node)
                         .map(|n| n.addr.clone())
-                        .ok_or(Attempt::InputLost { node })?;
+                        .ok_or_else(|| Attempt::InputLost {
+                            node,
+                            reason: "kept on a node no longer known".into(),
+                        })?;
                     let (job, task) = run.foreign(task).unwrap_or((self.job, task as u32));
                     ArgSource::Kept {
                         job,
@@ -569,7 +587,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                     run.fail(i, TaskFailure::InputUnavailable { message });
                     continue;
                 }
-                Err(Attempt::InputLost { node }) => {
+                Err(Attempt::InputLost { node, .. }) => {
                     run.take_ready(i);
                     run.lose(node);
                     run.wait_again(i);
@@ -717,7 +735,9 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
                 let attempt = match ended {
                     TaskRan::Kept { bytes } => Attempt::Ran { node, bytes, local },
                     TaskRan::Raised { message } => Attempt::Raised(message),
-                    TaskRan::InputLost { node: lost, .. } => Attempt::InputLost { node: lost },
+                    TaskRan::InputLost { node: lost, reason } => {
+                        Attempt::InputLost { node: lost, reason }
+                    }
                     TaskRan::Failed(e)
                         if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadData) =>
                     {

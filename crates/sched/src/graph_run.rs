@@ -73,6 +73,8 @@ pub(crate) struct Run {
     /// Released outputs not yet dropped, by the node keeping them.
     releasing: BTreeMap<NodeId, BTreeSet<u32>>,
     pub(crate) attempts: HashMap<u32, u32>,
+    /// Times each task found an input lost (bounded by `MAX_INPUT_LOSSES`).
+    pub(crate) input_losses: HashMap<u32, u32>,
     /// Microseconds a task has taken on its node, as batches came back (a moving average).
     pub(crate) task_micros: Option<f64>,
     /// Tasks done, released or failed.
@@ -163,6 +165,7 @@ impl Run {
             foreign: HashMap::new(),
             releasing: BTreeMap::new(),
             attempts: HashMap::new(),
+            input_losses: HashMap::new(),
             task_micros: None,
             ended: 0,
             report: GraphReport {
