@@ -5,7 +5,7 @@
 //!
 //! A chunk's block is an Arrow IPC stream of one column, `values`: the chunk's elements in C
 //! order, little-endian, as NumPy lays them out (numbers as Arrow numbers, everything else as
-//! fixed-size binary of the dtype's item size), compressed as every block is. So the store,
+//! fixed-size binary of the dtype's item size), compressed when it pays as every block is. So the store,
 //! its integrity checks and the readers need nothing new, and pyarrow hands a chunk to NumPy
 //! without a copy.
 //!

@@ -3,7 +3,7 @@
 //!
 //! CSV (header row, schema inferred from a sample like `dask.dataframe.read_csv`), Parquet,
 //! Arrow IPC (file or stream) and JSON lines. A partition is one Arrow IPC stream,
-//! zstd-compressed, stored as one block.
+//! zstd-compressed when that saves a fifth or more, stored as one block.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -338,39 +338,79 @@ pub fn schema_json(schema: &Schema) -> String {
     serde_json::Value::Array(columns).to_string()
 }
 
-/// Accumulates batches into one partition (an Arrow IPC stream, zstd-compressed: LZ4 was
-/// measured too, and stored 1.7x the bytes, made ingest slower and queries no faster; see
-/// docs/benchmarks.md).
+/// Accumulates batches into one partition: an Arrow IPC stream, zstd-compressed when that
+/// pays (LZ4 was measured too, and stored 1.7x the bytes, made ingest slower and queries no
+/// faster; see docs/benchmarks.md).
+///
+/// Whether it pays is decided on the first batch: data that zstd shrinks by less than
+/// [`MIN_SAVING`] (random floats shrink by about a tenth) is stored plain, since every read
+/// of it would pay for decompressing (40% of a node's time summing such an array).
 pub struct PartitionBuilder {
-    writer: StreamWriter<Vec<u8>>,
+    schema: SchemaRef,
+    writer: Option<StreamWriter<Vec<u8>>>,
     pub rows: u64,
     /// Uncompressed Arrow bytes so far: what `--partition-size` is measured in.
     pub arrow_bytes: u64,
 }
 
+/// The least share of a sample's bytes zstd must save for a partition to be compressed.
+pub const MIN_SAVING: f64 = 0.2;
+
+/// Rows of the first batch encoded both ways to decide.
+const SAMPLE_ROWS: usize = 64 << 10;
+
 impl PartitionBuilder {
     pub fn new(schema: &Schema) -> Result<Self, ArrowError> {
-        let options =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
         Ok(Self {
-            writer: StreamWriter::try_new_with_options(Vec::new(), schema, options)?,
+            schema: Arc::new(schema.clone()),
+            writer: None,
             rows: 0,
             arrow_bytes: 0,
         })
     }
 
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
-        self.writer.write(batch)?;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let compress = compression_pays(&self.schema, batch)?;
+                self.writer.insert(stream_writer(&self.schema, compress)?)
+            }
+        };
+        writer.write(batch)?;
         self.rows += batch.num_rows() as u64;
         self.arrow_bytes += batch.get_array_memory_size() as u64;
         Ok(())
     }
 
     /// The finished partition's bytes.
-    pub fn finish(mut self) -> Result<Vec<u8>, ArrowError> {
-        self.writer.finish()?;
-        self.writer.into_inner()
+    pub fn finish(self) -> Result<Vec<u8>, ArrowError> {
+        let mut writer = match self.writer {
+            Some(writer) => writer,
+            None => stream_writer(&self.schema, true)?,
+        };
+        writer.finish()?;
+        writer.into_inner()
     }
+}
+
+fn stream_writer(schema: &Schema, compress: bool) -> Result<StreamWriter<Vec<u8>>, ArrowError> {
+    let options = IpcWriteOptions::default()
+        .try_with_compression(compress.then_some(CompressionType::ZSTD))?;
+    StreamWriter::try_new_with_options(Vec::new(), schema, options)
+}
+
+/// Whether zstd saves at least [`MIN_SAVING`] of the first rows of `batch`.
+fn compression_pays(schema: &Schema, batch: &RecordBatch) -> Result<bool, ArrowError> {
+    let sample = batch.slice(0, batch.num_rows().min(SAMPLE_ROWS));
+    let size = |compress| -> Result<usize, ArrowError> {
+        let mut writer = stream_writer(schema, compress)?;
+        writer.write(&sample)?;
+        writer.finish()?;
+        Ok(writer.into_inner()?.len())
+    };
+    let (plain, packed) = (size(false)?, size(true)?);
+    Ok((packed as f64) <= (plain as f64) * (1.0 - MIN_SAVING))
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! concatenation, stacking and reshapes are all plans of gathers made by the client; the
 //! kernel moves bytes, so it serves every dtype (strings and records too).
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, Axis, IxDyn};
 use tern_proto::Datum;
 
-use super::{Spec, bytes_output, chunk_bytes, dims};
+use super::boxes::{Layout, copy_box, cut_box};
+use super::{Spec, bytes_output, chunk_bytes, dims, standard_vec};
 
 pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
     let itemsize = spec.compute.itemsize() as usize;
@@ -19,13 +20,8 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
             spec.shapes.len()
         ));
     }
-    // Each element's bytes along one more axis, so every dtype is a grid of bytes.
-    let with_bytes = |shape: &[usize]| {
-        let mut dims = shape.to_vec();
-        dims.push(itemsize);
-        dims
-    };
-    let mut out = ArrayD::<u8>::zeros(IxDyn(&with_bytes(out_shape)));
+    let to = Layout::new(out_shape, itemsize);
+    let mut out = vec![0u8; to.bytes()];
     for ((input, shape), piece) in inputs.into_iter().zip(&spec.shapes).zip(pieces) {
         let shape = shape.as_ref().ok_or("a piece's operand has no shape")?;
         if shape.len() != out_shape.len() {
@@ -33,9 +29,8 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
                 "an operand of shape {shape:?} read into a chunk of shape {out_shape:?}: give both as many axes"
             ));
         }
-        let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
-        let mut part =
-            ArrayD::from_shape_vec(IxDyn(&with_bytes(shape)), bytes).map_err(|e| e.to_string())?;
+        let mut bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
+        let mut shape = shape.clone();
         if let Some(take) = piece["take"].as_array() {
             if take.len() != shape.len() {
                 return Err(format!(
@@ -44,6 +39,10 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
                     shape.len()
                 ));
             }
+            // Index lists pick elements one by one (ndarray's select); a box of whole axes
+            // is then copied like any other piece.
+            let mut part = ArrayD::from_shape_vec(IxDyn(&with_item(&shape, itemsize)), bytes)
+                .map_err(|e| e.to_string())?;
             for (axis, list) in take.iter().enumerate() {
                 if list.is_null() {
                     continue;
@@ -64,7 +63,9 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
                     ));
                 }
                 part = part.select(Axis(axis), &indexes);
+                shape[axis] = indexes.len();
             }
+            bytes = standard_vec(part);
         }
         let at = dims(&piece["at"])?;
         if at.len() != out_shape.len() {
@@ -76,25 +77,33 @@ pub(super) fn gather(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
         }
         for (axis, (&offset, &length)) in at.iter().zip(out_shape).enumerate() {
             if offset
-                .checked_add(part.len_of(Axis(axis)))
+                .checked_add(shape[axis])
                 .is_none_or(|end| end > length)
             {
                 return Err(format!(
                     "a piece of {} along axis {axis} at {offset} overflows a chunk {length} long",
-                    part.len_of(Axis(axis))
+                    shape[axis]
                 ));
             }
         }
-        out.slice_each_axis_mut(|ax| {
-            let axis = ax.axis.index();
-            match at.get(axis) {
-                Some(&offset) => Slice::from(offset..offset + part.len_of(Axis(axis))),
-                None => Slice::from(..),
-            }
-        })
-        .assign(&part);
+        let whole: Vec<_> = shape.iter().map(|&n| 0..n).collect();
+        copy_box(
+            &bytes,
+            &Layout::new(&shape, itemsize),
+            &whole,
+            &mut out,
+            &to,
+            &at,
+        );
     }
-    bytes_output(&spec.compute, out.iter().copied().collect())
+    bytes_output(&spec.compute, out)
+}
+
+/// `shape` with one more axis: each element's bytes, so every dtype is a grid of bytes.
+fn with_item(shape: &[usize], itemsize: usize) -> Vec<usize> {
+    let mut dims = shape.to_vec();
+    dims.push(itemsize);
+    dims
 }
 
 /// `transpose` of one chunk of any dtype, its elements moved as bytes.
@@ -112,12 +121,13 @@ pub(super) fn transpose_bytes(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, 
         ));
     }
     let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
-    let mut dims = shape.clone();
-    dims.push(itemsize);
-    let values = ArrayD::from_shape_vec(IxDyn(&dims), bytes).map_err(|e| e.to_string())?;
+    let values = ArrayD::from_shape_vec(IxDyn(&with_item(&shape, itemsize)), bytes)
+        .map_err(|e| e.to_string())?;
     axes.push(shape.len());
-    let turned = values.permuted_axes(IxDyn(&axes));
-    bytes_output(&spec.compute, turned.iter().copied().collect())
+    bytes_output(
+        &spec.compute,
+        standard_vec(values.permuted_axes(IxDyn(&axes))),
+    )
 }
 
 /// `array_split`: one chunk cut into boxes (per axis all of it, or `[start, stop)`), each
@@ -166,18 +176,10 @@ pub(super) fn split(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
         boxes.push(boxed);
     }
     let bytes = chunk_bytes(input, &spec.compute, shape.iter().product())?;
-    let mut dims = shape.clone();
-    dims.push(itemsize);
-    let values = ArrayD::from_shape_vec(IxDyn(&dims), bytes).map_err(|e| e.to_string())?;
+    let from = Layout::new(&shape, itemsize);
     boxes
         .into_iter()
-        .map(|boxed| {
-            let piece = values.slice_each_axis(|ax| match boxed.get(ax.axis.index()) {
-                Some(range) => Slice::from(range.clone()),
-                None => Slice::from(..),
-            });
-            bytes_output(&spec.compute, piece.iter().copied().collect())
-        })
+        .map(|boxed| bytes_output(&spec.compute, cut_box(&bytes, &from, &boxed)))
         .collect::<Result<Vec<_>, _>>()
         .map(Datum::Parts)
 }

@@ -19,6 +19,7 @@
 //! | `array_create` | spec `{op, compute, out_shape, start, …}` | a chunk made from nothing, its place in the whole array at `start`: `zeros`, `ones`, `full` (`value`), `arange` (`begin`, `step`), `linspace` (`begin`, `stop`, `num`, `endpoint`), `eye` (`k`), `random` (`seed`, `index`, `dist`: `uniform` or `normal`) |
 //! | `array_matmul` | spec `{compute, shapes}`, two 2-d chunks | their matrix product |
 
+mod boxes;
 mod complex;
 mod create;
 mod elementwise;
@@ -244,13 +245,33 @@ fn output<P: ArrowPrimitiveType>(
     dtype: &DType,
     values: ArrayD<P::Native>,
 ) -> Result<Datum, String> {
-    let flat: Vec<P::Native> = values.iter().copied().collect();
-    let column: ArrayRef = std::sync::Arc::new(PrimitiveArray::<P>::from_iter_values(flat));
+    let flat = standard_vec(values);
+    let column: ArrayRef = std::sync::Arc::new(PrimitiveArray::<P>::new(flat.into(), None));
     let stored = cast(&column, &dtype.arrow_type()).map_err(|e| e.to_string())?;
     let batch =
         tern_exec::arrow::record_batch::RecordBatch::try_new(chunk::schema(dtype), vec![stored])
             .map_err(|e| e.to_string())?;
     crate::kernels::to_table(&batch.schema(), &[batch])
+}
+
+/// An array's elements in C order: its own buffer when laid out so already (a fresh
+/// result usually is), else copied in that order.
+fn standard_vec<T: Clone>(array: ArrayD<T>) -> Vec<T> {
+    let array = if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned()
+    };
+    let len = array.len();
+    let (mut values, offset) = array.into_raw_vec_and_offset();
+    // An owned array cut in place keeps the elements around it in its buffer.
+    match offset.unwrap_or(0) {
+        0 => {
+            values.truncate(len);
+            values
+        }
+        start => values[start..start + len].to_vec(),
+    }
 }
 
 /// Dispatch on the compute dtype.
