@@ -17,11 +17,11 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::types::PyTuple;
-use tern_client::ingest::{PartitionBuilder, schema_json};
 use tern_client::{Client, ClientError, FutureError, TaskFuture};
 use tern_proto::{Arg, DatasetRecord, Datum, Graph, Kernel, Task, Value};
 
 mod local;
+mod put;
 mod streams;
 
 create_exception!(
@@ -124,6 +124,18 @@ fn wait_ticking<T: Send + 'static>(
                 }
             }
         }
+    }
+}
+
+/// The formats a dataset may be stored in.
+fn dataset_format(format: &str) -> PyResult<&'static str> {
+    match format {
+        "arrow-ipc" => Ok("arrow-ipc"),
+        tern_array::FORMAT => Ok(tern_array::FORMAT),
+        other => Err(TernError::new_err(format!(
+            "format {other:?}: arrow-ipc or {}",
+            tern_array::FORMAT
+        ))),
     }
 }
 
@@ -283,56 +295,32 @@ impl NativeClient {
         format: &str,
         schema: Option<String>,
     ) -> PyResult<String> {
-        let format = match format {
-            "arrow-ipc" => "arrow-ipc",
-            tern_array::FORMAT => tern_array::FORMAT,
-            other => {
-                return Err(TernError::new_err(format!(
-                    "format {other:?}: arrow-ipc or {}",
-                    tern_array::FORMAT
-                )));
-            }
-        };
-        let mut first = None;
-        let mut encoded = Vec::with_capacity(partitions.len());
-        for (i, part) in partitions.iter().enumerate() {
-            let (this, batches) = streams::import(part)?;
-            match &first {
-                None => first = Some(this.clone()),
-                Some(first) if first.fields() != this.fields() => {
-                    return Err(TernError::new_err(format!(
-                        "partition {i} has columns {:?}, the first one {:?}",
-                        this.fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
-                        first.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-                    )));
-                }
-                Some(_) => {}
-            }
-            let mut builder = PartitionBuilder::new(&this).map_err(arrow_err)?;
-            for batch in &batches {
-                // A node reads at most 16 million rows in one batch.
-                for start in (0..batch.num_rows().max(1)).step_by(tern_array::chunk::BATCH_ELEMENTS)
-                {
-                    let rows = tern_array::chunk::BATCH_ELEMENTS.min(batch.num_rows() - start);
-                    builder.push(&batch.slice(start, rows)).map_err(arrow_err)?;
-                }
-            }
-            let rows = builder.rows;
-            encoded.push((builder.finish().map_err(arrow_err)?, rows));
+        let format = dataset_format(format)?;
+        let put = put::DatasetPut::start(self.client.clone(), name, replace, format, schema);
+        for part in partitions {
+            put.add(py, part)?;
         }
-        let first = first.ok_or_else(|| TernError::new_err("no partitions to store"))?;
-        let schema = match schema {
-            Some(described) => described,
-            None => schema_json(&first),
-        };
-        let client = self.client.clone();
-        let record = wait(py, async move {
-            client
-                .put_dataset(&name, format, &schema, &encoded, replace)
-                .await
-        })?
-        .map_err(to_py)?;
-        Ok(record_json(&record))
+        put.commit(py)
+    }
+
+    /// Store dataset `name` one partition at a time (as `put` does, holding about two
+    /// partitions at once): `add` each, then `commit`.
+    #[pyo3(signature = (name, replace=false, format="arrow-ipc", schema=None))]
+    fn put_stream(
+        &self,
+        name: String,
+        replace: bool,
+        format: &str,
+        schema: Option<String>,
+    ) -> PyResult<put::DatasetPut> {
+        let format = dataset_format(format)?;
+        Ok(put::DatasetPut::start(
+            self.client.clone(),
+            name,
+            replace,
+            format,
+            schema,
+        ))
     }
 
     /// Remove dataset `name` (its blocks are collected later).
@@ -673,6 +661,7 @@ fn array_auto_chunks(descr: &str, shape: Vec<u64>) -> PyResult<String> {
 fn _tern(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeFuture>()?;
+    m.add_class::<put::DatasetPut>()?;
     m.add_class::<local::LocalSession>()?;
     m.add_function(wrap_pyfunction!(local::tables_of, m)?)?;
     m.add_function(wrap_pyfunction!(array_check, m)?)?;

@@ -95,6 +95,31 @@ def test_a_taken_name_and_a_missing_dataset_are_typed_errors(client):
         client.sql("SELECT no_such_column FROM people_taken").compute()
 
 
+def test_a_streamed_put_holds_one_partition_at_a_time_and_commits_only_on_commit(client):
+    import pyarrow as pa
+
+    part = pa.table({"x": np.arange(1000), "y": np.random.default_rng(3).random(1000)})
+    put = client._native.put_stream("streamed_parts")
+    for _ in range(3):
+        put.add(part)
+    assert "streamed_parts" not in client.list_datasets()  # nothing is seen before the commit
+    put.commit()
+    assert len(client.table("streamed_parts")) == 3000
+    # A name taken, columns that differ from the first partition's: raised, nothing committed.
+    with pytest.raises(tern.DatasetExists):
+        taken = client._native.put_stream("streamed_parts")
+        taken.add(part)
+        taken.commit()
+    other = client._native.put_stream("streamed_other")
+    other.add(part)
+    with pytest.raises(tern.TernError, match="columns"):
+        other.add(pa.table({"z": [1]}))
+    abandoned = client._native.put_stream("streamed_abandoned")
+    abandoned.add(part)
+    del abandoned
+    assert "streamed_abandoned" not in client.list_datasets()
+
+
 def test_reprs_show_the_structure(client):
     stored = client.put(people(20), "people_repr", npartitions=2)
     text = repr(stored)

@@ -798,24 +798,27 @@ def from_array(
     meta = json.dumps({"dtype": json.loads(descr), "shape": list(shape), "chunks": list(chunksize)})
     _tern.array_check(meta)  # the refusals the cluster would make, before anything is sent
     count = int(np.prod([max(1, math.ceil(n / c)) for n, c in zip(shape, chunksize)], dtype=np.int64))
-    parts = []
-    digest = None
+
+    def chunk(index: int) -> np.ndarray:
+        start, size = _chunk_bounds(shape, chunksize, index)
+        where = tuple(slice(s, s + n) for s, n in zip(start, size))
+        return np.ascontiguousarray(np.asarray(x[where] if where else x[()]), dtype=dtype).reshape(size)
+
     if name is None:
+        # Named by its contents: read once to name it (one chunk at a time), once to store.
         import hashlib
 
         digest = hashlib.blake2b(meta.encode(), digest_size=8)
-    for index in range(count):
-        start, size = _chunk_bounds(shape, chunksize, index)
-        where = tuple(slice(s, s + n) for s, n in zip(start, size))
-        values = np.ascontiguousarray(np.asarray(x[where] if where else x[()]), dtype=dtype).reshape(size)
-        if digest is not None:
-            digest.update(values.tobytes())
-        parts.append(_chunk_table(values))
-    if name is None:
-        name = f"array_{digest.hexdigest() if digest is not None else ''}"
+        for index in range(count):
+            digest.update(chunk(index).tobytes())
+        name = f"array_{digest.hexdigest()}"
         if name in client.list_datasets():
             return client.array(name)
-    client._native.put(name, parts, replace, FORMAT, meta)
+    # One chunk at a time: x may be larger than this process's memory (an h5py dataset).
+    put = client._native.put_stream(name, replace, FORMAT, meta)
+    for index in range(count):
+        put.add(_chunk_table(chunk(index)))
+    put.commit()
     return client.array(name)
 
 
