@@ -23,7 +23,7 @@ const RELEASE_WINDOW: Duration = Duration::from_secs(30);
 
 /// The sample graph over one version of a table: per partition its rows and the sum of `v`,
 /// both added up (`rows`, `total`), and beside them a small graph of literals ending in
-/// `literals`.
+/// `literals` (through an array chunk cut into parts, one of them read alone).
 struct Sample {
     graph: Graph,
     record: DatasetRecord,
@@ -63,12 +63,54 @@ fn sample(record: DatasetRecord, op: u64) -> Sample {
         "add",
         vec![Arg::Output(a.key.clone()), Arg::Value(Value::Int(2))],
     );
+    // A chunk cut into parts (kept one per bucket), one part read alone by `Arg::Part`.
+    let length = 3 + op % 5;
+    let chunk = task(
+        "array_create",
+        vec![Arg::Value(Value::Str(
+            serde_json::json!({
+                "op": "arange", "compute": "<i8", "out_shape": [length], "start": [0],
+                "begin": op, "step": 1
+            })
+            .to_string(),
+        ))],
+    );
+    let cut = task(
+        "array_split",
+        vec![
+            Arg::Value(Value::Str(
+                serde_json::json!({
+                    "compute": "<i8", "shapes": [[length]], "parts": [[[0, 1]], [[1, length]]]
+                })
+                .to_string(),
+            )),
+            Arg::Output(chunk.key.clone()),
+        ],
+    );
+    let part_rows = task(
+        "row_count",
+        vec![Arg::Part {
+            of: cut.key.clone(),
+            part: 1,
+        }],
+    );
     let c = task(
         "add",
-        vec![Arg::Output(a.key.clone()), Arg::Output(b.key.clone())],
+        vec![
+            Arg::Output(a.key.clone()),
+            Arg::Output(b.key.clone()),
+            Arg::Output(part_rows.key.clone()),
+        ],
     );
     let literal_graph = Graph {
-        tasks: vec![a.clone(), b.clone(), c.clone()],
+        tasks: vec![
+            a.clone(),
+            b.clone(),
+            chunk.clone(),
+            cut.clone(),
+            part_rows.clone(),
+            c.clone(),
+        ],
         wanted: vec![c.key.clone()],
     };
     let literals_expected = match tern_graph::compute(
@@ -83,7 +125,8 @@ fn sample(record: DatasetRecord, op: u64) -> Sample {
         Err(e) => Err(e.to_string()),
     };
     let wanted = vec![rows.key.clone(), total.key.clone(), c.key.clone()];
-    tasks.extend([rows.clone(), total.clone(), a, b, c.clone()]);
+    tasks.extend([rows.clone(), total.clone()]);
+    tasks.extend(literal_graph.tasks);
     Sample {
         graph: Graph { tasks, wanted },
         record,
