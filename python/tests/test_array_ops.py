@@ -206,6 +206,26 @@ def test_hypothesis_operations_equal_numpy(client, case, data):
             close(got, want)
 
 
+def test_map_blocks_drops_and_adds_axes_as_dask_does(client):
+    x = RNG.normal(size=(20, 12))
+    a = ta.from_array(x, chunks=(6, 5), client=client)
+    # A dropped axis reaches the function whole (Dask concatenates its blocks).
+    close(a.map_blocks(lambda b: b.sum(axis=1), drop_axis=1).compute(), x.sum(axis=1))
+    close(a.map_blocks(lambda b: b.max(axis=0), drop_axis=[-2]).compute(), x.max(axis=0))
+    close(a.map_blocks(lambda b: b[None], new_axis=0).compute(), x[None])
+    stacked = a.map_blocks(lambda b: np.stack([b, -b], axis=-1), new_axis=2, chunks=(6, 5, 2))
+    assert stacked.shape == (20, 12, 2)
+    close(stacked.compute(), np.stack([x, -x], axis=-1))
+    per_row = a.map_blocks(
+        lambda b: np.stack([b.sum(axis=1), b.mean(axis=1)], axis=1), drop_axis=1, new_axis=1, chunks=(6, 2)
+    )
+    close(per_row.compute(), np.stack([x.sum(axis=1), x.mean(axis=1)], axis=1))
+    with pytest.raises(NotImplementedError, match="contracting"):
+        ta.blockwise(lambda b: b.sum(axis=1), "i", a, "ij", dtype=float)
+    with pytest.raises(ValueError, match="out of bounds"):
+        a.map_blocks(np.sum, drop_axis=2)
+
+
 def test_map_blocks_and_blockwise_run_python_on_the_chunks(client):
     x = RNG.normal(size=(20, 12))
     y = RNG.normal(size=(20, 12))
@@ -229,7 +249,7 @@ def test_map_blocks_and_blockwise_run_python_on_the_chunks(client):
     # Blocks lined up by index letters reach the function as they are stored (Dask's rule).
     xt = ta.from_array(x.T.copy(), chunks=(5, 6), client=client)
     close(ta.blockwise(lambda p, q: p + q.T, "ij", a, "ij", xt, "ji", dtype=float).compute(), x + x)
-    with pytest.raises(NotImplementedError, match="contracted"):
+    with pytest.raises(NotImplementedError, match="contracting several blocks"):
         ta.blockwise(np.dot, "ik", a, "ij", b, "jk")
     # A block of the wrong shape fails its future with a message saying what to do.
     with pytest.raises(Exception, match="pass chunks="):

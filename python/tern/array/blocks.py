@@ -75,13 +75,16 @@ def blockwise(
     dtype: Any = None,
     chunks: Any = None,
     concatenate: Any = None,
+    new_axes: Any = None,
     **kwargs: Any,
 ) -> Array:
     """Dask's ``blockwise``: ``func`` over blocks lined up by index letters, as
     ``blockwise(f, "ij", x, "ij", y, "ji")``; ``args`` alternate arrays (or values, with index
-    ``None``) and their indexes. Every letter of an input must be in ``out_ind`` (contractions
-    are not supported yet). ``chunks`` is the shape of every block ``func`` makes, when it is
-    not that of the inputs' blocks."""
+    ``None``) and their indexes. A letter of an input that is not in ``out_ind`` must span one
+    block of it (``func`` gets the whole axis, as with Dask's ``concatenate=True``; sums over
+    several blocks are not supported yet). ``new_axes`` gives the length of output letters no
+    input has (one block each). ``chunks`` is the shape of every block ``func`` makes, when it
+    is not that of the inputs' blocks."""
     pairs = list(zip(args[::2], args[1::2]))
     if len(args) % 2:
         raise TypeError("blockwise takes arrays and their indexes in pairs")
@@ -89,9 +92,12 @@ def blockwise(
     for a, ind in arrays:
         if ind is None or len(ind) != a.ndim:
             raise ValueError(f"an index {ind!r} for an array of {a.ndim} dimensions")
-        missing = set(ind) - set(out_ind)
-        if missing:
-            raise NotImplementedError(f"contracted indexes {sorted(missing)} (not in {out_ind!r}) are not supported yet")
+        for letter, blocks in zip(ind, a.numblocks):
+            if letter not in out_ind and blocks > 1:
+                raise NotImplementedError(
+                    f"index {letter!r} is not in {out_ind!r} and spans {blocks} blocks: contracting "
+                    "several blocks is not supported yet (rechunk that axis to one block)"
+                )
     # Each letter's length and chunk length from the first array that has it; the others are
     # rechunked to it.
     length: Dict[str, int] = {}
@@ -109,8 +115,12 @@ def blockwise(
             if want != tuple(min(c, max(1, n)) for c, n in zip(a.chunksize, a.shape)):
                 a = rechunk(a, want)
         lined.append((a, ind))
+    for letter, n in dict(new_axes or {}).items():
+        if letter in length:
+            raise ValueError(f"new axis {letter!r} is an input's index too")
+        length[letter], chunk[letter] = int(n), max(1, int(n))
     if any(letter not in length for letter in out_ind):
-        raise ValueError(f"an output index in {out_ind!r} that no input has")
+        raise ValueError(f"an output index in {out_ind!r} that no input has (give its length in new_axes)")
     in_shape = tuple(length[letter] for letter in out_ind)
     in_chunks = tuple(chunk[letter] for letter in out_ind)
     grid = _grid(in_shape, in_chunks)
@@ -120,13 +130,15 @@ def blockwise(
         chunksize = tuple(int(c) for c in chunks)
         if len(chunksize) != len(out_ind):
             raise ValueError(f"chunks {chunks} for {len(out_ind)} output dimensions")
-        shape = tuple(g * c for g, c in zip(grid, chunksize))
+        # Where the function keeps the blocks' length, the edge blocks keep theirs too.
+        shape = tuple(n if c == ic else g * c for n, ic, g, c in zip(in_shape, in_chunks, grid, chunksize))
     out_dtype = np.dtype(dtype) if dtype is not None else _meta_dtype(func, [a for a, _ in pairs], kwargs)
     function = cloudpickle.dumps((_OnChunks(func, kwargs, out_dtype), {}))
     name = getattr(func, "__name__", "map_blocks")
     sources: List[Source] = []
     for index, position in enumerate(_positions(grid)):
         at = dict(zip(out_ind, position))
+        at.update({letter: 0 for letter in length if letter not in at})  # spans one block
         kinds: List[Any] = []
         task_args: List[Any] = []
         for a, ind in lined:
@@ -150,10 +162,11 @@ def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **k
     lined up block by block; other values pass as they are), as a NumPy array, in Python on
     the node holding it. ``chunks`` is the shape of each block ``func`` makes when it differs
     from its input's; ``dtype`` what it makes (found by calling it on a small block when not
-    given)."""
-    for unsupported in ("drop_axis", "new_axis"):
-        if kwargs.pop(unsupported, None) not in (None, [], ()):
-            raise NotImplementedError(f"map_blocks with {unsupported} is not supported yet")
+    given). ``drop_axis``: axes ``func``'s blocks lose (each block then spans the whole of
+    them, as Dask concatenates them); ``new_axis``: axes its blocks gain, of length 1 unless
+    ``chunks`` says otherwise."""
+    drop_axis = kwargs.pop("drop_axis", None)
+    new_axis = kwargs.pop("new_axis", None)
     arrays = [a for a in args if isinstance(a, Array)]
     if not arrays:
         raise ValueError("map_blocks needs at least one array")
@@ -161,8 +174,33 @@ def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **k
         raise NotImplementedError(
             "map_blocks over arrays of different shapes (broadcasting) is not supported yet: give them one shape"
         )
-    letters = string.ascii_lowercase[: arrays[0].ndim]
+    ndim = arrays[0].ndim
+    letters = string.ascii_lowercase[:ndim]
+    dropped = sorted({_axis(k, ndim) for k in _axes(drop_axis)})
+    out = [letter for k, letter in enumerate(letters) if k not in dropped]
+    added = _axes(new_axis)
+    out_ndim = len(out) + len(added)
+    new_axes: Dict[str, int] = {}
+    for i, k in enumerate(sorted(_axis(k, out_ndim) for k in added)):
+        letter = string.ascii_lowercase[ndim + i]
+        out.insert(k, letter)
+        new_axes[letter] = int(chunks[k]) if chunks is not None else 1
     paired: List[Any] = []
     for a in args:
+        if isinstance(a, Array) and dropped:
+            # Each block spans the axes the function drops.
+            a = rechunk(a, tuple(n if k in dropped else c for k, (n, c) in enumerate(zip(a.shape, a.chunksize))))
         paired += [a, letters if isinstance(a, Array) else None]
-    return blockwise(func, letters, *paired, dtype=dtype, chunks=chunks, **kwargs)
+    return blockwise(func, "".join(out), *paired, dtype=dtype, chunks=chunks, new_axes=new_axes, **kwargs)
+
+
+def _axes(axes: Any) -> List[int]:
+    if axes is None:
+        return []
+    return [int(axes)] if np.ndim(axes) == 0 else [int(k) for k in axes]
+
+
+def _axis(k: int, ndim: int) -> int:
+    if not -ndim <= k < ndim:
+        raise ValueError(f"axis {k} is out of bounds for {ndim} dimensions")
+    return k % ndim
