@@ -220,8 +220,9 @@ def test_map_blocks_drops_and_adds_axes_as_dask_does(client):
         lambda b: np.stack([b.sum(axis=1), b.mean(axis=1)], axis=1), drop_axis=1, new_axis=1, chunks=(6, 2)
     )
     close(per_row.compute(), np.stack([x.sum(axis=1), x.mean(axis=1)], axis=1))
-    with pytest.raises(NotImplementedError, match="contracting"):
-        ta.blockwise(lambda b: b.sum(axis=1), "i", a, "ij", dtype=float)
+    # A contracted index: its blocks as a list, or with concatenate=True one block spanning it.
+    close(ta.blockwise(lambda bs: sum(b.sum(axis=1) for b in bs), "i", a, "ij", dtype=float).compute(), x.sum(axis=1))
+    close(ta.blockwise(lambda b: b.sum(axis=1), "i", a, "ij", dtype=float, concatenate=True).compute(), x.sum(axis=1))
     with pytest.raises(ValueError, match="out of bounds"):
         a.map_blocks(np.sum, drop_axis=2)
 
@@ -249,8 +250,11 @@ def test_map_blocks_and_blockwise_run_python_on_the_chunks(client):
     # Blocks lined up by index letters reach the function as they are stored (Dask's rule).
     xt = ta.from_array(x.T.copy(), chunks=(5, 6), client=client)
     close(ta.blockwise(lambda p, q: p + q.T, "ij", a, "ij", xt, "ji", dtype=float).compute(), x + x)
-    with pytest.raises(NotImplementedError, match="contracting several blocks"):
-        ta.blockwise(np.dot, "ik", a, "ij", b, "jk")
+    # Dask's blockwise matmul, both ways: lists of blocks summed, or the rows and columns whole.
+    y12 = RNG.normal(size=(12, 9))
+    c = ta.from_array(y12, chunks=(4, 4), client=client)  # rechunked to a's 5 along j
+    close(ta.blockwise(lambda ps, qs: sum(p @ q for p, q in zip(ps, qs)), "ik", a, "ij", c, "jk", dtype=float).compute(), x @ y12)
+    close(ta.blockwise(np.dot, "ik", a, "ij", c, "jk", dtype=float, concatenate=True).compute(), x @ y12)
     # A block of the wrong shape fails its future with a message saying what to do.
     with pytest.raises(Exception, match="pass chunks="):
         a.map_blocks(lambda p: p[:1], dtype=float).compute()

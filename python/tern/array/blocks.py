@@ -35,7 +35,16 @@ class _OnChunks:
 
     def __call__(self, layout: Tuple[Any, ...], *inputs: Any) -> Any:
         kinds, out_shape = layout
-        args = [_from_frame(value, *kind) if kind is not None else value for kind, value in zip(kinds, inputs)]
+        values = iter(inputs)
+
+        def take(kind: Any) -> Any:
+            if kind is None:
+                return next(values)
+            if kind[0] == "list":  # the blocks along a contracted index, in order
+                return [take(k) for k in kind[1]]
+            return _from_frame(next(values), kind[1], kind[2])
+
+        args = [take(kind) for kind in kinds]
         result = np.asarray(self.fn(*args, **self.kwargs))
         if result.shape != tuple(out_shape):
             name = getattr(self.fn, "__name__", "the function")
@@ -60,6 +69,22 @@ def _from_frame(frame: Any, descr: str, shape: Sequence[int]) -> np.ndarray:
     return shaped
 
 
+def _block_kinds(a: Array, ind: str, at: Dict[str, int], contracted: Sequence[str], task_args: List[Any]) -> Any:
+    """What the function gets of ``a`` at block position ``at``: one block, or for each
+    contracted letter of ``ind`` (in order) the list of blocks along it. Their sources are
+    appended to ``task_args`` in the order the worker reads them back."""
+    for k, letter in enumerate(ind):
+        if letter in contracted and letter not in at:
+            return (
+                "list",
+                [_block_kinds(a, ind, {**at, letter: b}, contracted, task_args) for b in range(a.numblocks[k])],
+            )
+    position = [at.get(letter, 0) for letter in ind]  # a letter left out spans one block
+    j = _flat(position, a.numblocks)
+    task_args.append(a._sources[j])
+    return ("chunk", a.dtype.str if a.dtype.fields is None else a.dtype.descr, a._chunk_shape(j))
+
+
 def _meta_dtype(fn: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> np.dtype:
     samples = [np.ones((1,) * a.ndim, dtype=a.dtype) if isinstance(a, Array) else a for a in args]
     try:
@@ -80,11 +105,11 @@ def blockwise(
 ) -> Array:
     """Dask's ``blockwise``: ``func`` over blocks lined up by index letters, as
     ``blockwise(f, "ij", x, "ij", y, "ji")``; ``args`` alternate arrays (or values, with index
-    ``None``) and their indexes. A letter of an input that is not in ``out_ind`` must span one
-    block of it (``func`` gets the whole axis, as with Dask's ``concatenate=True``; sums over
-    several blocks are not supported yet). ``new_axes`` gives the length of output letters no
-    input has (one block each). ``chunks`` is the shape of every block ``func`` makes, when it
-    is not that of the inputs' blocks."""
+    ``None``) and their indexes. A letter of an input that is not in ``out_ind`` is contracted,
+    as in Dask: ``func`` gets the list of the blocks along it (nested, one level per such
+    letter), or with ``concatenate=True`` one block spanning it. ``new_axes`` gives the length
+    of output letters no input has (one block each). ``chunks`` is the shape of every block
+    ``func`` makes, when it is not that of the inputs' blocks."""
     pairs = list(zip(args[::2], args[1::2]))
     if len(args) % 2:
         raise TypeError("blockwise takes arrays and their indexes in pairs")
@@ -92,12 +117,6 @@ def blockwise(
     for a, ind in arrays:
         if ind is None or len(ind) != a.ndim:
             raise ValueError(f"an index {ind!r} for an array of {a.ndim} dimensions")
-        for letter, blocks in zip(ind, a.numblocks):
-            if letter not in out_ind and blocks > 1:
-                raise NotImplementedError(
-                    f"index {letter!r} is not in {out_ind!r} and spans {blocks} blocks: contracting "
-                    "several blocks is not supported yet (rechunk that axis to one block)"
-                )
     # Each letter's length and chunk length from the first array that has it; the others are
     # rechunked to it.
     length: Dict[str, int] = {}
@@ -108,6 +127,10 @@ def blockwise(
                 raise ValueError(f"index {letter!r} has lengths {length[letter]} and {n}")
             length.setdefault(letter, n)
             chunk.setdefault(letter, min(c, max(1, n)))
+    contracted = [letter for letter in length if letter not in out_ind]
+    if concatenate:
+        for letter in contracted:  # one block spanning it: Dask concatenates them
+            chunk[letter] = max(1, length[letter])
     lined: List[Any] = []
     for a, ind in pairs:
         if isinstance(a, Array):
@@ -138,7 +161,6 @@ def blockwise(
     sources: List[Source] = []
     for index, position in enumerate(_positions(grid)):
         at = dict(zip(out_ind, position))
-        at.update({letter: 0 for letter in length if letter not in at})  # spans one block
         kinds: List[Any] = []
         task_args: List[Any] = []
         for a, ind in lined:
@@ -146,9 +168,7 @@ def blockwise(
                 kinds.append(None)
                 task_args.append(_Pickled(a))
                 continue
-            j = _flat([at[letter] for letter in ind], a.numblocks)
-            kinds.append((a.dtype.str if a.dtype.fields is None else a.dtype.descr, a._chunk_shape(j)))
-            task_args.append(a._sources[j])
+            kinds.append(_block_kinds(a, ind, dict(at), contracted if not concatenate else [], task_args))
         out_shape = _chunk_bounds(shape, chunksize, index)[1]
         sources.append(_Task(function, [_Pickled((kinds, out_shape)), *task_args], name=name))
     client = arrays[0][0]._client if arrays else None
@@ -191,7 +211,9 @@ def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **k
             # Each block spans the axes the function drops.
             a = rechunk(a, tuple(n if k in dropped else c for k, (n, c) in enumerate(zip(a.shape, a.chunksize))))
         paired += [a, letters if isinstance(a, Array) else None]
-    return blockwise(func, "".join(out), *paired, dtype=dtype, chunks=chunks, new_axes=new_axes, **kwargs)
+    return blockwise(
+        func, "".join(out), *paired, dtype=dtype, chunks=chunks, new_axes=new_axes, concatenate=True, **kwargs
+    )
 
 
 def _axes(axes: Any) -> List[int]:
