@@ -225,6 +225,15 @@ def test_map_blocks_drops_and_adds_axes_as_dask_does(client):
     close(ta.blockwise(lambda b: b.sum(axis=1), "i", a, "ij", dtype=float, concatenate=True).compute(), x.sum(axis=1))
     with pytest.raises(ValueError, match="out of bounds"):
         a.map_blocks(np.sum, drop_axis=2)
+    # Arrays of other shapes broadcast as NumPy's do, block by block.
+    row, column = RNG.normal(size=12), RNG.normal(size=(20, 1))
+    r = ta.from_array(row, chunks=4, client=client)  # rechunked to a's 5
+    k = ta.from_array(column, chunks=(7, 1), client=client)
+    close(ta.map_blocks(lambda p, q, s: p - q + s, a, r, k).compute(), x - row + column)
+    top = ta.from_array(x[:1], chunks=(1, 6), client=client)
+    close(ta.map_blocks(np.multiply, top, k).compute(), x[:1] * column)  # (1, 12) by (20, 1)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ta.map_blocks(np.add, a, ta.from_array(RNG.normal(size=5), chunks=5, client=client))
 
 
 def test_map_blocks_and_blockwise_run_python_on_the_chunks(client):

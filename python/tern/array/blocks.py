@@ -79,7 +79,8 @@ def _block_kinds(a: Array, ind: str, at: Dict[str, int], contracted: Sequence[st
                 "list",
                 [_block_kinds(a, ind, {**at, letter: b}, contracted, task_args) for b in range(a.numblocks[k])],
             )
-    position = [at.get(letter, 0) for letter in ind]  # a letter left out spans one block
+    # A letter left out spans one block; an axis of length 1 broadcasts its one block.
+    position = [at.get(letter, 0) if blocks > 1 else 0 for letter, blocks in zip(ind, a.numblocks)]
     j = _flat(position, a.numblocks)
     task_args.append(a._sources[j])
     return ("chunk", a.dtype.str if a.dtype.fields is None else a.dtype.descr, a._chunk_shape(j))
@@ -117,16 +118,19 @@ def blockwise(
     for a, ind in arrays:
         if ind is None or len(ind) != a.ndim:
             raise ValueError(f"an index {ind!r} for an array of {a.ndim} dimensions")
-    # Each letter's length and chunk length from the first array that has it; the others are
-    # rechunked to it.
+    # Each letter's length and chunk length from the first array that has it at more than
+    # length 1; the others are rechunked to it, and one of length 1 broadcasts (NumPy's rule).
     length: Dict[str, int] = {}
     chunk: Dict[str, int] = {}
-    for a, ind in arrays:
-        for letter, n, c in zip(ind, a.shape, a.chunksize):
-            if letter in length and length[letter] != n:
-                raise ValueError(f"index {letter!r} has lengths {length[letter]} and {n}")
-            length.setdefault(letter, n)
-            chunk.setdefault(letter, min(c, max(1, n)))
+    for broadcasting in (False, True):
+        for a, ind in arrays:
+            for letter, n, c in zip(ind, a.shape, a.chunksize):
+                if (n == 1) != broadcasting:
+                    continue
+                if letter in length and n not in (length[letter], 1):
+                    raise ValueError(f"index {letter!r} has lengths {length[letter]} and {n}")
+                length.setdefault(letter, n)
+                chunk.setdefault(letter, min(c, max(1, n)))
     contracted = [letter for letter in length if letter not in out_ind]
     if concatenate:
         for letter in contracted:  # one block spanning it: Dask concatenates them
@@ -134,7 +138,7 @@ def blockwise(
     lined: List[Any] = []
     for a, ind in pairs:
         if isinstance(a, Array):
-            want = tuple(chunk[letter] for letter in ind)
+            want = tuple(chunk[letter] if n == length[letter] else 1 for letter, n in zip(ind, a.shape))
             if want != tuple(min(c, max(1, n)) for c, n in zip(a.chunksize, a.shape)):
                 a = rechunk(a, want)
         lined.append((a, ind))
@@ -178,8 +182,8 @@ def blockwise(
 
 
 def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **kwargs: Any) -> Array:
-    """Dask's ``map_blocks``: ``func`` over each block of the arrays in ``args`` (of one shape,
-    lined up block by block; other values pass as they are), as a NumPy array, in Python on
+    """Dask's ``map_blocks``: ``func`` over each block of the arrays in ``args`` (lined up block
+    by block, broadcast as NumPy does; other values pass as they are), as a NumPy array, in Python on
     the node holding it. ``chunks`` is the shape of each block ``func`` makes when it differs
     from its input's; ``dtype`` what it makes (found by calling it on a small block when not
     given). ``drop_axis``: axes ``func``'s blocks lose (each block then spans the whole of
@@ -190,11 +194,11 @@ def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **k
     arrays = [a for a in args if isinstance(a, Array)]
     if not arrays:
         raise ValueError("map_blocks needs at least one array")
-    if any(a.shape != arrays[0].shape for a in arrays):
-        raise NotImplementedError(
-            "map_blocks over arrays of different shapes (broadcasting) is not supported yet: give them one shape"
-        )
-    ndim = arrays[0].ndim
+    try:
+        np.broadcast_shapes(*[a.shape for a in arrays])
+    except ValueError:
+        raise ValueError(f"map_blocks over arrays of shapes {[a.shape for a in arrays]}, which do not broadcast") from None
+    ndim = max(a.ndim for a in arrays)
     letters = string.ascii_lowercase[:ndim]
     dropped = sorted({_axis(k, ndim) for k in _axes(drop_axis)})
     out = [letter for k, letter in enumerate(letters) if k not in dropped]
@@ -207,10 +211,8 @@ def map_blocks(func: Any, *args: Any, dtype: Any = None, chunks: Any = None, **k
         new_axes[letter] = int(chunks[k]) if chunks is not None else 1
     paired: List[Any] = []
     for a in args:
-        if isinstance(a, Array) and dropped:
-            # Each block spans the axes the function drops.
-            a = rechunk(a, tuple(n if k in dropped else c for k, (n, c) in enumerate(zip(a.shape, a.chunksize))))
-        paired += [a, letters if isinstance(a, Array) else None]
+        # Lined up by their last axes; the axes dropped are contracted (concatenated) below.
+        paired += [a, letters[ndim - a.ndim :] if isinstance(a, Array) else None]
     return blockwise(
         func, "".join(out), *paired, dtype=dtype, chunks=chunks, new_axes=new_axes, concatenate=True, **kwargs
     )
