@@ -265,8 +265,9 @@ impl SimClient {
         self.check_sample("a graph", &sample, seen, healed)
     }
 
-    /// Submit the sample graph over table `name` as futures, then a graph reading two of
-    /// them by key (read where the first submission keeps them, made again if lost). Every
+    /// Submit (or, every other run, persist) the sample graph over table `name` as futures,
+    /// then a graph reading them by key (read where the first submission keeps them, made
+    /// again if lost). Every
     /// future must end within the window with the model's answer (or for want of a node).
     /// The futures are dropped at the end; once the cluster has healed (`healed`), every
     /// future must complete, and what they kept must then be released on every node.
@@ -279,7 +280,14 @@ impl SimClient {
         } else {
             None
         };
-        let futures = self.client.submit(sample.graph.clone());
+        // Every other run persists (Dask's `persist`): the outputs stay where they were made
+        // and the futures resolve to Null; the reader then reads all three where they stay.
+        let persisted = op % 2 == 1;
+        let futures = if persisted {
+            self.client.persist(sample.graph.clone())
+        } else {
+            self.client.submit(sample.graph.clone())
+        };
         let both = task(
             "add",
             vec![
@@ -287,9 +295,16 @@ impl SimClient {
                 Arg::Output(sample.total.clone()),
             ],
         );
+        let mut read = vec![both.clone()];
+        if persisted {
+            read.extend(
+                [&sample.rows, &sample.total, &sample.literals]
+                    .map(|key| task("identity", vec![Arg::Output(key.clone())])),
+            );
+        }
         let reader = self.client.submit(Graph {
-            wanted: vec![both.key.clone()],
-            tasks: vec![both],
+            wanted: read.iter().map(|t| t.key.clone()).collect(),
+            tasks: read,
         });
         let all: Vec<TaskFuture> = futures.iter().chain(&reader).cloned().collect();
         let values = match tokio::time::timeout(WINDOW, tern_client::gather(&all)).await {
@@ -310,7 +325,28 @@ impl SimClient {
                 return Err("pending past its window".into());
             }
         };
-        let seen: Vec<Seen> = values.iter().map(seen_future).collect();
+        let mut seen: Vec<Seen> = values.iter().map(seen_future).collect();
+        if persisted {
+            // The persisted futures hold no value: Null once made (or their failure).
+            for (future, value) in futures.iter().zip(&values) {
+                match value {
+                    Ok(Datum::Value(Value::Null)) => {}
+                    Ok(other) => self.world.violated(
+                        invariants::ANSWERS,
+                        format!(
+                            "persisted future {} resolved to {other:?}, not Null",
+                            future.key()
+                        ),
+                    ),
+                    Err(_) => {}
+                }
+            }
+            // Their values as the reader found them where they stay.
+            let read: Vec<Seen> = seen.split_off(futures.len() + 1);
+            let both = seen_future(&values[futures.len()]);
+            seen = read;
+            seen.push(both);
+        }
         let [rows, total, literals, both]: [Seen; 4] = seen
             .try_into()
             .map_err(|_| "one value per future".to_string())?;

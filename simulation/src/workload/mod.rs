@@ -479,7 +479,7 @@ impl SimClient {
             let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
             invariants::check_replicas(&record, &up, &zone_of)?;
         }
-        for name in names {
+        for (i, name) in names.into_iter().enumerate() {
             let record = self
                 .read(&name, true)
                 .await
@@ -496,7 +496,8 @@ impl SimClient {
                 self.check_graph(&name, 0, true)
                     .await
                     .map_err(|e| format!("a graph over {name}: {e}"))?;
-                self.check_futures(&name, 0, true)
+                // Tables in turn submit and persist (odd `op`s persist).
+                self.check_futures(&name, i as u64, true)
                     .await
                     .map_err(|e| format!("futures over {name}: {e}"))?;
             }
