@@ -317,6 +317,10 @@ def test_complex_numbers_and_strings(client):
     close(a.mean().compute(), z.mean())
     close(a.T.compute(), z.T)
     close(r.astype(np.complex64).compute(), x.astype(np.complex64))
+    # var and std of complex numbers are real, as NumPy's.
+    close(a.var(axis=1).compute(), z.var(axis=1))
+    close(b.std().compute(), w.std())
+    close(a.var(ddof=1, keepdims=True).compute(), z.var(ddof=1, keepdims=True))
     with pytest.raises(TypeError, match="no order"):
         a < b
     strings = np.array([["ab", "c", "d"], ["e", "fg", "h"]])

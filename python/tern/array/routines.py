@@ -265,12 +265,19 @@ def cumprod(x: Array, axis: Optional[int] = None, dtype: Any = None) -> Array:
 
 def var(x: Array, axis: Any = None, ddof: int = 0, keepdims: bool = False, split_every: int = 8) -> Array:
     """NumPy's ``var`` in two passes (the mean, then the mean square deviation from it), as
-    exact as NumPy's own."""
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"var of {x.dtype}: tern reduces integers and floats")
+    exact as NumPy's own. Of complex numbers, the mean squared modulus of the deviation (real,
+    as NumPy's)."""
+    if x.dtype.kind not in "biufc":
+        raise TypeError(f"var of {x.dtype}: tern reduces integers, floats and complex numbers")
     mean = _reduction(x, "mean", axis, True, split_every)
     deviation = x - mean
-    squares = _reduction(deviation * deviation, "sum", axis, keepdims, split_every)
+    if x.dtype.kind == "c":
+        # NumPy's (d * conj(d)).real, without the complex product.
+        re, im = deviation.real, deviation.imag
+        squared = re * re + im * im
+    else:
+        squared = deviation * deviation
+    squares = _reduction(squared, "sum", axis, keepdims, split_every)
     axes = range(x.ndim) if axis is None else [a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)]
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     return squares / max(count - ddof, 0) if count - ddof > 0 else squares * np.nan
