@@ -633,15 +633,13 @@ def _binary(op: str, ufunc: Any, a: Any, b: Any) -> "Array":
     for o in (a, b):
         if not isinstance(o, (Array, int, float, bool, complex, np.generic)):
             return NotImplemented  # type: ignore[no-any-return]
-    if op in _COMPARISONS and op not in ("eq", "ne") and _result_dtype(np.add, a, b).kind == "c":
-        raise TypeError(f"{op}: complex numbers have no order in tern (NumPy's is lexicographic)")
     if op in _COMPARISONS:
         compute = _result_dtype(np.add, a, b) if not any(
             isinstance(o, Array) and o.dtype.kind == "b" for o in (a, b)
         ) else np.dtype(np.uint8)
         return _elementwise(op, [a, b], compute, np.dtype(bool))
     compute = _result_dtype(ufunc, a, b)
-    if compute.kind not in "iufc" or (compute.kind == "c" and op in ("minimum", "maximum", "floordiv")):
+    if compute.kind not in "iufc" or (compute.kind == "c" and op == "floordiv"):
         raise TypeError(f"{op} of {a!r} and {b!r} gives {compute}: tern computes in integers, floats and complex numbers")
     if op == "pow" and compute.kind not in "fc":
         raise TypeError("integer powers are not supported yet: make one operand a float")
@@ -724,8 +722,6 @@ def _reduction(x: Array, how: str, axis: Any, keepdims: bool, split_every: int) 
         compute = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
     else:
         compute = x.dtype
-    if np.dtype(compute).kind == "c" and how in ("min", "max"):
-        raise TypeError(f"{how} of complex numbers: they have no order in tern (NumPy's is lexicographic)")
     if np.dtype(compute).kind not in "iufc" and not (how in ("min", "max") and x.dtype.kind == "b"):
         raise TypeError(f"{how} of {x.dtype}: tern reduces integers and floats")
     partial_op = "sum" if how == "mean" else how

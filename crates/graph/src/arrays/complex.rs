@@ -5,6 +5,8 @@
 //! constants travel in the spec (`constants`: `[re, im]` where an operand is one). Both widths
 //! compute in pairs of f64; complex64 results are rounded to pairs of f32, as NumPy stores them.
 
+use std::cmp::Ordering;
+
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use num_complex::Complex;
 use tern_array::DType;
@@ -151,7 +153,8 @@ pub(super) fn map(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
         }
         acc
     };
-    let compare = |equal: bool, acc: ArrayD<C>, rest: Vec<ArrayD<C>>| {
+    // Comparisons by NumPy's order (`None` when a NaN is compared: only `!=` holds then).
+    let compare = |keep: fn(Option<Ordering>) -> bool, acc: ArrayD<C>, rest: Vec<ArrayD<C>>| {
         let other = rest
             .into_iter()
             .next()
@@ -160,17 +163,23 @@ pub(super) fn map(spec: &Spec, inputs: Vec<Datum>) -> Result<Datum, String> {
         Zip::from(&mut out)
             .and(&acc)
             .and(&other)
-            .for_each(|o, a, b| *o = ((a == b) == equal) as u8);
+            .for_each(|o, a, b| *o = keep(lexicographic(a, b)) as u8);
         output::<UInt8Type>(&DType::Bool, out)
     };
     let result = match spec.op.as_str() {
         "add" => fold(|a, b| a + b, acc, rest),
+        "lt" => return compare(|o| o.is_some_and(Ordering::is_lt), acc, rest),
+        "le" => return compare(|o| o.is_some_and(Ordering::is_le), acc, rest),
+        "gt" => return compare(|o| o.is_some_and(Ordering::is_gt), acc, rest),
+        "ge" => return compare(|o| o.is_some_and(Ordering::is_ge), acc, rest),
+        "minimum" => fold(smaller, acc, rest),
+        "maximum" => fold(larger, acc, rest),
         "sub" => fold(|a, b| a - b, acc, rest),
         "mul" => fold(|a, b| a * b, acc, rest),
         "truediv" => fold(|a, b| a / b, acc, rest),
         "pow" => fold(|a, b| a.powc(b), acc, rest),
-        "eq" => return compare(true, acc, rest),
-        "ne" => return compare(false, acc, rest),
+        "eq" => return compare(|o| o == Some(Ordering::Equal), acc, rest),
+        "ne" => return compare(|o| o != Some(Ordering::Equal), acc, rest),
         "neg" => acc.mapv(|v| -v),
         "conj" => acc.mapv(|v| v.conj()),
         "exp" => acc.mapv(|v| v.exp()),
@@ -212,9 +221,56 @@ pub(super) fn reduce(spec: &Spec, input: Datum) -> Result<Datum, String> {
         let reduced = match spec.op.as_str() {
             "sum" => values.fold_axis(Axis(axis), C::new(0.0, 0.0), |a, &b| a + b),
             "prod" => values.fold_axis(Axis(axis), C::new(1.0, 0.0), |a, &b| a * b),
+            "min" | "max" => {
+                if values.len_of(Axis(axis)) == 0 {
+                    return Err(format!("{} of an empty axis", spec.op));
+                }
+                let pick = if spec.op == "min" { smaller } else { larger };
+                let first = values.index_axis(Axis(axis), 0).to_owned();
+                values
+                    .axis_iter(Axis(axis))
+                    .skip(1)
+                    .fold(first, |mut best, lane| {
+                        Zip::from(&mut best)
+                            .and(&lane)
+                            .for_each(|a, &b| *a = pick(*a, b));
+                        best
+                    })
+            }
             other => return Err(format!("no reduction {other:?} of complex numbers")),
         };
         values = reduced.insert_axis(Axis(axis));
     }
     complex_output(&spec.compute, values)
+}
+
+/// NumPy's order of complex numbers: by real part, then imaginary part; none when either
+/// holds a NaN.
+fn lexicographic(a: &C, b: &C) -> Option<Ordering> {
+    if is_nan(a) || is_nan(b) {
+        return None;
+    }
+    Some(a.re.partial_cmp(&b.re)?.then(a.im.partial_cmp(&b.im)?))
+}
+
+fn is_nan(c: &C) -> bool {
+    c.re.is_nan() || c.im.is_nan()
+}
+
+/// NumPy's `minimum` of complex numbers: a NaN wins (the first one), else the lesser.
+fn smaller(a: C, b: C) -> C {
+    if is_nan(&a) || (!is_nan(&b) && lexicographic(&b, &a).is_some_and(|o| o.is_ge())) {
+        a
+    } else {
+        b
+    }
+}
+
+/// NumPy's `maximum` of complex numbers: a NaN wins (the first one), else the greater.
+fn larger(a: C, b: C) -> C {
+    if is_nan(&a) || (!is_nan(&b) && lexicographic(&b, &a).is_some_and(|o| o.is_le())) {
+        a
+    } else {
+        b
+    }
 }
