@@ -301,8 +301,10 @@ def _arg(x: Array, how: str, axis: Optional[int], keepdims: bool, split_every: i
     """``argmin``/``argmax`` as a tree: each chunk's best values with their indexes in the whole
     array, combined ``split_every`` at a time in order along the axis (the first of equals wins,
     and a NaN wins, as in NumPy)."""
+    if x.dtype.kind == "c":
+        return _complex_arg(x, how, axis, keepdims, split_every)
     if x.dtype.kind not in "biuf":
-        raise TypeError(f"{how} of {x.dtype}: tern reduces booleans, integers and floats")
+        raise TypeError(f"{how} of {x.dtype}: tern reduces booleans, integers, floats and complex numbers")
     flat = axis is None
     original_ndim = x.ndim
     if axis is None:
@@ -342,6 +344,21 @@ def _arg(x: Array, how: str, axis: Optional[int], keepdims: bool, split_every: i
     if keepdims:
         return result
     return _view(result, [n for k, n in enumerate(kept_shape) if k != axis], [c for k, c in enumerate(kept_chunks) if k != axis])
+
+
+def _complex_arg(x: Array, how: str, axis: Optional[int], keepdims: bool, split_every: int) -> Array:
+    """NumPy's ``argmin``/``argmax`` of complex numbers (by real part, then imaginary part;
+    the first NaN wins) from real reductions: the best real part, the best imaginary part
+    among the elements holding it, then the first position holding both."""
+    best = "min" if how == "argmin" else "max"
+    worst = np.inf if how == "argmin" else -np.inf
+    re, im = x.real, x.imag
+    on_best = re == _reduction(re, best, axis, True, split_every)
+    best_im = _reduction(where(on_best, im, worst), best, axis, True, split_every)
+    first_hit = _arg(where(on_best, im == best_im, False), "argmax", axis, keepdims, split_every)
+    nan = x != x
+    first_nan = _arg(nan, "argmax", axis, keepdims, split_every)
+    return where(any_(nan, axis, keepdims, split_every), first_nan, first_hit)
 
 
 def argmin(x: Array, axis: Optional[int] = None, keepdims: bool = False, split_every: int = 8) -> Array:
