@@ -343,6 +343,19 @@ def test_complex_numbers_and_strings(client):
     strings = np.array([["ab", "c", "d"], ["e", "fg", "h"]])
     s = ta.from_array(strings, chunks=(1, 2), client=client)
     close(s.T.compute(), strings.T)
+    # Arithmetic and comparisons of strings are NumPy's string ufuncs, run on the blocks.
+    more = np.array([["x", "yz", ""], ["w", "v", "uuu"]])
+    m = ta.from_array(more, chunks=(2, 1), client=client)
+    close((s + m).compute(), strings + more)
+    close(("<" + s + ">").compute(), "<" + strings + ">")
+    close((s == "fg").compute(), strings == "fg")
+    close((s < m).compute(), strings < more)
+    with pytest.raises(TypeError, match="maximum of"):  # NumPy has no maximum of strings either
+        ta.maximum(s, m)
+    raw = ta.from_array(strings.astype("S"), chunks=(2, 2), client=client)
+    close((raw + b"!").compute(), strings.astype("S") + b"!")
+    with pytest.raises(TypeError, match="add of"):
+        s + 1
 
 
 def test_a_node_killed_mid_computation_still_gives_numpys_answer(tmp_path):

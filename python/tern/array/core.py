@@ -629,7 +629,24 @@ def _elementwise(op: str, operands: Sequence[Any], compute: np.dtype, out: Optio
 _COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 
 
+def _on_strings(ufunc: Any, a: Any, b: Any) -> "Array":
+    """``ufunc`` over arrays of strings: NumPy's own string ufuncs on the blocks, in the
+    Python workers of the nodes holding them (so the answers are NumPy's to the character)."""
+    for o in (a, b):
+        if not isinstance(o, (Array, str, bytes, int, float, complex, np.generic)):
+            return NotImplemented  # type: ignore[no-any-return]
+    try:
+        out = _result_dtype(ufunc, a, b)
+    except TypeError as e:  # NumPy's UFuncTypeError is one
+        raise TypeError(f"{ufunc.__name__} of {a!r} and {b!r}: {e}") from None
+    from .blocks import map_blocks
+
+    return map_blocks(ufunc, a, b, dtype=out)
+
+
 def _binary(op: str, ufunc: Any, a: Any, b: Any) -> "Array":
+    if any(isinstance(o, Array) and o.dtype.kind in "US" for o in (a, b)):
+        return _on_strings(ufunc, a, b)
     for o in (a, b):
         if not isinstance(o, (Array, int, float, bool, complex, np.generic)):
             return NotImplemented  # type: ignore[no-any-return]
