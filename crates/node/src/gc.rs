@@ -155,6 +155,11 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
         self.blocks_collected
             .fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
+        match on_store(&self.blocks, |b| b.reclaim_space()).await {
+            Ok(0) => {}
+            Ok(bytes) => info!(bytes, "space of collected blocks reclaimed"),
+            Err(e) => warn!(error = %e, "could not reclaim the space of collected blocks"),
+        }
         deleted
     }
 

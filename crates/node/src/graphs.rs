@@ -440,9 +440,25 @@ async fn hold<T: Transport>(
     }
 }
 
-/// Outputs a batch reads, by (job, task, bucket) as kept: the output (or one of its parts),
-/// or which node lost it and why.
-type KeptInputs = HashMap<(u64, u32, u32), Result<Datum, (NodeId, BucketFetchError)>>;
+/// An output a batch reads (or one of its parts), or which node lost it and why.
+type KeptInput = Result<Datum, (NodeId, BucketFetchError)>;
+
+/// Outputs a batch reads, by (job, task, bucket) as kept, each with how many of the batch's
+/// arguments still read it: the last one takes it, the others copy it.
+struct KeptInputs(std::sync::Mutex<HashMap<(u64, u32, u32), (usize, KeptInput)>>);
+
+impl KeptInputs {
+    fn take(&self, key: (u64, u32, u32)) -> Option<KeptInput> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (uses, input) = kept.get_mut(&key)?;
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            kept.remove(&key).map(|(_, input)| input)
+        } else {
+            Some(input.clone())
+        }
+    }
+}
 
 /// The outputs of other tasks that a batch reads (of its job, or of an earlier submission's),
 /// fetched once each, in one request per node and job keeping them (a chunk of
@@ -453,6 +469,7 @@ async fn fetch_kept<T: Transport>(
 ) -> KeptInputs {
     // One request fetches one bucket of several tasks' outputs.
     let mut by_node: BTreeMap<(NodeId, &str, u64, u32), Vec<(u32, u64)>> = BTreeMap::new();
+    let mut uses: HashMap<(u64, u32, u32), usize> = HashMap::new();
     for run in runs {
         for source in &run.sources {
             if let ArgSource::Kept {
@@ -464,6 +481,7 @@ async fn fetch_kept<T: Transport>(
                 bytes,
             } = source
             {
+                *uses.entry((*job, *task, *bucket)).or_default() += 1;
                 by_node
                     .entry((*node, addr.as_str(), *job, *bucket))
                     .or_default()
@@ -495,7 +513,7 @@ async fn fetch_kept<T: Transport>(
         match fetched {
             Ok(parts) => {
                 for (task, part) in tasks.into_iter().zip(parts) {
-                    let datum = postcard::from_bytes::<Datum>(part.as_slice()).map_err(|e| {
+                    let datum = Datum::from_kept(part.as_slice()).map_err(|e| {
                         let why = format!("an unreadable output: {e}");
                         (node, BucketFetchError::Lost(why))
                     });
@@ -509,7 +527,11 @@ async fn fetch_kept<T: Transport>(
             }
         }
     }
-    kept
+    let kept = kept
+        .into_iter()
+        .map(|(key, input)| (key, (uses.get(&key).copied().unwrap_or(1), input)))
+        .collect();
+    KeptInputs(std::sync::Mutex::new(kept))
 }
 
 /// Task `run`'s inputs in argument order: literals as sent, stored partitions read and
@@ -562,8 +584,8 @@ async fn task_inputs<T: Transport>(
                     bucket,
                     ..
                 },
-            ) => match kept.get(&(*job, *task, *bucket)) {
-                Some(Ok(datum)) => datum.clone(),
+            ) => match kept.take((*job, *task, *bucket)) {
+                Some(Ok(datum)) => datum,
                 Some(Err((_, BucketFetchError::NoBucket(_)))) => {
                     // Kept, but never cut into that many parts: the graph is wrong.
                     let message = match arg {
@@ -578,7 +600,7 @@ async fn task_inputs<T: Transport>(
                 }
                 Some(Err((lost, reason))) => {
                     return Err(TaskRan::InputLost {
-                        node: *lost,
+                        node: lost,
                         reason: format!("{key}: {reason}"),
                     });
                 }
@@ -636,12 +658,14 @@ fn run_kernel(kernel: &Kernel, inputs: Vec<Datum>) -> Result<Vec<Vec<u8>>, Strin
 /// are in bucket 0 and part `i` in bucket `i + 1`, so a task reading one part
 /// (`Arg::Part`) fetches that part alone.
 fn kept_buckets(datum: Datum) -> Result<Vec<Vec<u8>>, String> {
-    let encode = |datum: &Datum| postcard::to_allocvec(datum).map_err(|e| e.to_string());
     match datum {
         Datum::Parts(parts) => {
             let count = Datum::Value(tern_proto::Value::Int(parts.len() as i64));
-            std::iter::once(&count).chain(&parts).map(encode).collect()
+            std::iter::once(count)
+                .chain(parts)
+                .map(Datum::into_kept)
+                .collect()
         }
-        whole => Ok(vec![encode(&whole)?]),
+        whole => Ok(vec![whole.into_kept()?]),
     }
 }

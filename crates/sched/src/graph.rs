@@ -813,7 +813,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         parts
             .into_iter()
             .map(|part| {
-                postcard::from_bytes(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
+                Datum::from_kept(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
             })
             .collect()
     }

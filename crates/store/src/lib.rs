@@ -79,6 +79,8 @@ const MIN_BLOB_BYTES: u64 = 64 << 10;
 pub struct BlockStore {
     disk: Arc<dyn Disk>,
     planted: PlantedBugs,
+    /// Bytes of blocks deleted since the disk last reclaimed space (see [`Self::reclaim_space`]).
+    deleted_unreclaimed: std::sync::atomic::AtomicU64,
 }
 
 /// Bugs planted on purpose so the simulator's tests can show it catches them. Off unless one
@@ -100,6 +102,7 @@ impl BlockStore {
         let store = Self {
             disk,
             planted: PlantedBugs::default(),
+            deleted_unreclaimed: Default::default(),
         };
         store.build_index_if_missing()?;
         Ok(store)
@@ -267,13 +270,31 @@ impl BlockStore {
 
     /// Drop a block and its claims (it is unreferenced, or corrupt and about to be re-copied).
     pub fn delete(&self, hash: &BlockHash) -> Result<(), StoreError> {
+        let size = self.size(hash)?.unwrap_or(0);
         let mut batch = Batch::default();
         batch.delete(BLOCKS, hash.0);
         batch.delete(INDEX, hash.0);
         for put in self.claims(hash)? {
             batch.delete(CLAIMS, Self::claim_key(hash, &put));
         }
-        self.commit(batch)
+        self.commit(batch)?;
+        self.deleted_unreclaimed
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Give the space of deleted blocks back to the file system once enough has piled up
+    /// (the disk decides: a collection rewrites the live blocks, so it waits until garbage is
+    /// a good share of the files). Returns the bytes it set out to reclaim, usually 0.
+    pub fn reclaim_space(&self) -> Result<u64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let deleted = self.deleted_unreclaimed.load(Ordering::Relaxed);
+        let reclaimed = self.disk.reclaim(deleted)?;
+        if reclaimed > 0 {
+            self.deleted_unreclaimed
+                .fetch_sub(deleted, Ordering::Relaxed);
+        }
+        Ok(reclaimed)
     }
 
     /// The names of every block held here, in hash order, without reading their bytes.
@@ -352,6 +373,43 @@ mod tests {
         assert_eq!(store.hashes().unwrap().len(), 2);
         store.delete(&a).unwrap();
         assert!(matches!(store.get(&a), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn space_of_deleted_blocks_is_reclaimed_once_garbage_is_a_third_of_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RocksDisk::open(dir.path(), &FAMILIES)
+            .unwrap()
+            .reclaim_at_least(1 << 20);
+        let store = BlockStore::on(Arc::new(disk)).unwrap();
+        let blocks: Vec<BlockHash> = (0..16u8)
+            .map(|i| store.put(&vec![i; 1 << 20]).unwrap())
+            .collect();
+        store.flush().unwrap();
+        let full = store.bytes_on_disk().unwrap();
+        assert!(full >= 16 << 20, "{full}");
+
+        store.delete(&blocks[0]).unwrap();
+        assert_eq!(
+            store.reclaim_space().unwrap(),
+            0,
+            "one block in sixteen is not worth rewriting the rest"
+        );
+        for hash in &blocks[1..12] {
+            store.delete(hash).unwrap();
+        }
+        store.flush().unwrap();
+        assert!(store.reclaim_space().unwrap() >= 12 << 20);
+        let after = store.bytes_on_disk().unwrap();
+        assert!(after < 6 << 20, "{after} bytes on disk for 4 MiB of blocks");
+        for (i, hash) in blocks.iter().enumerate().skip(12) {
+            assert_eq!(store.get(hash).unwrap(), vec![i as u8; 1 << 20]);
+        }
+        assert_eq!(
+            store.reclaim_space().unwrap(),
+            0,
+            "nothing is left to reclaim"
+        );
     }
 
     #[test]

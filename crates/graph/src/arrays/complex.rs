@@ -15,16 +15,38 @@ use tern_exec::arrow::compute::cast;
 use tern_exec::arrow::datatypes::{DataType, Float32Type, Float64Type, UInt8Type};
 use tern_proto::{Datum, Value};
 
-use super::{Operand, Spec, as_chunk, bytes_output, output};
+use super::{Spec, bytes_output, output};
 
 type C = Complex<f64>;
+
+/// A complex operand: a chunk decoded into complex numbers, or a number.
+enum Operand {
+    Chunk(ArrayD<C>),
+    Scalar(C),
+}
+
+fn as_chunk(op: Operand, shape: &[usize]) -> Result<ArrayD<C>, String> {
+    match op {
+        Operand::Scalar(v) => Ok(ArrayD::from_elem(IxDyn(shape), v)),
+        Operand::Chunk(a) if a.shape() == shape => Ok(a),
+        Operand::Chunk(a) => a
+            .broadcast(IxDyn(shape))
+            .map(|b| b.to_owned())
+            .ok_or_else(|| {
+                format!(
+                    "a chunk of shape {:?} does not broadcast to {shape:?}",
+                    a.shape()
+                )
+            }),
+    }
+}
 
 /// An operand: a chunk (complex or real) or a number, as complex numbers.
 fn operand(
     input: Datum,
     shape: Option<&Vec<usize>>,
     constant: Option<C>,
-) -> Result<Operand<C>, String> {
+) -> Result<Operand, String> {
     if let Some(c) = constant {
         return Ok(Operand::Scalar(c));
     }

@@ -1,12 +1,12 @@
 //! `array_map` (operands combined elementwise with broadcasting, scans and transposes of one
 //! chunk) and `array_matmul`.
 
-use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn, Zip};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn, Zip};
 use tern_array::DType;
-use tern_exec::arrow::datatypes::{ArrowPrimitiveType, UInt8Type};
+use tern_exec::arrow::datatypes::{ArrowNativeType, ArrowPrimitiveType, UInt8Type};
 use tern_proto::Datum;
 
-use super::{Num, Operand, Spec, as_chunk, operand, output};
+use super::{Chunk, Num, Operand, Spec, as_chunk, operand, output, with_broadcast};
 
 pub(super) fn map_typed<P: ArrowPrimitiveType>(
     spec: &Spec,
@@ -25,9 +25,10 @@ where
     if spec.op == "transpose" {
         // One chunk, its axes permuted (`axes`, as NumPy's `transpose` takes them).
         let input = inputs.into_iter().next().ok_or("no operand")?;
-        let Operand::Chunk(values) = operand::<P>(input, spec.shapes[0].as_ref())? else {
+        let Operand::Chunk(chunk) = operand::<P>(input, spec.shapes[0].as_ref())? else {
             return Err("a transpose reads a chunk".into());
         };
+        let values = chunk.view();
         let mut seen = spec.axes.clone();
         seen.sort_unstable();
         if seen != (0..values.ndim()).collect::<Vec<_>>() {
@@ -43,9 +44,10 @@ where
     if spec.op == "cumsum" || spec.op == "cumprod" {
         // One chunk scanned along one axis; the client adds what came before it.
         let input = inputs.into_iter().next().ok_or("no operand")?;
-        let Operand::Chunk(mut values) = operand::<P>(input, spec.shapes[0].as_ref())? else {
+        let Operand::Chunk(chunk) = operand::<P>(input, spec.shapes[0].as_ref())? else {
             return Err(format!("a {} reads a chunk", spec.op));
         };
+        let mut values = chunk.into_owned();
         let axis = *spec.axes.first().ok_or("no axis to scan")?;
         if axis >= values.ndim() {
             return Err(format!("axis {axis} of a {}-d chunk", values.ndim()));
@@ -63,23 +65,39 @@ where
     let shape = &spec.out_shape;
     let mut operands = Vec::with_capacity(inputs.len());
     for (input, s) in inputs.into_iter().zip(&spec.shapes) {
-        operands.push(as_chunk(operand::<P>(input, s.as_ref())?, shape)?);
+        operands.push(operand::<P>(input, s.as_ref())?);
     }
-    let mut it = operands.into_iter();
-    let mut acc = it.next().ok_or("no operands")?;
+    if operands.is_empty() {
+        return Err("no operands".into());
+    }
+    // The first operand, copied once, becomes the result; the others are read in place.
+    let acc = as_chunk(operands.remove(0), shape)?;
+    with_broadcast(&operands, shape, |rest| combine::<P>(spec, acc, rest))?
+}
+
+/// `array_map`'s elementwise operations: `acc` (the first operand, broadcast to the result's
+/// shape) combined with the `rest`.
+fn combine<P: ArrowPrimitiveType>(
+    spec: &Spec,
+    mut acc: ArrayD<P::Native>,
+    rest: Vec<ArrayViewD<'_, P::Native>>,
+) -> Result<Datum, String>
+where
+    P::Native: Num,
+{
+    let shape = &spec.out_shape;
     let binary = |f: fn(P::Native, P::Native) -> P::Native,
                   acc: &mut ArrayD<P::Native>,
-                  rest: Vec<ArrayD<P::Native>>| {
+                  rest: Vec<ArrayViewD<'_, P::Native>>| {
         for other in rest {
             Zip::from(&mut *acc)
                 .and(&other)
                 .for_each(|a, &b| *a = f(*a, b));
         }
     };
-    let rest: Vec<_> = it.collect();
     let compare = |f: fn(&P::Native, &P::Native) -> bool,
                    acc: ArrayD<P::Native>,
-                   rest: Vec<ArrayD<P::Native>>| {
+                   rest: Vec<ArrayViewD<'_, P::Native>>| {
         let other = rest
             .into_iter()
             .next()
@@ -132,7 +150,7 @@ where
             acc
         }
         "where" => {
-            let [then, otherwise] = <[ArrayD<P::Native>; 2]>::try_from(rest)
+            let [then, otherwise] = <[ArrayViewD<'_, P::Native>; 2]>::try_from(rest)
                 .map_err(|_| "where takes a condition and two operands")?;
             let zero = P::Native::default();
             Zip::from(&mut acc)
@@ -168,7 +186,14 @@ where
 }
 
 /// The two 2-d chunks of an `array_matmul`, checked to multiply.
-type Factors<T> = (Array2<T>, Array2<T>);
+type Factors<T> = (Chunk<T>, Chunk<T>);
+
+fn matrix<T: ArrowNativeType>(chunk: &Chunk<T>) -> Result<ArrayView2<'_, T>, String> {
+    chunk
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| e.to_string())
+}
 
 fn factors<P: ArrowPrimitiveType>(
     spec: &Spec,
@@ -190,14 +215,11 @@ where
         let Operand::Chunk(values) = operand::<P>(input, shape.as_ref())? else {
             return Err("a matrix product reads chunks".into());
         };
-        let matrix: Array2<P::Native> = values
-            .into_dimensionality::<Ix2>()
-            .map_err(|e| e.to_string())?;
-        matrices.push(matrix);
+        matrices.push(values);
     }
     let b = matrices.pop().ok_or("no right factor")?;
     let a = matrices.pop().ok_or("no left factor")?;
-    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    let ((m, k), (k2, n)) = (matrix(&a)?.dim(), matrix(&b)?.dim());
     if k != k2 {
         return Err(format!(
             "chunks of shapes ({m}, {k}) and ({k2}, {n}) do not multiply"
@@ -217,7 +239,8 @@ where
     P::Native: Num + ndarray::LinalgScalar,
 {
     let (a, b) = factors::<P>(spec, inputs)?;
-    output::<P>(&spec.compute, a.dot(&b).into_dyn())
+    let product = matrix(&a)?.dot(&matrix(&b)?);
+    output::<P>(&spec.compute, product.into_dyn())
 }
 
 /// `array_matmul`: the product of two 2-d chunks, `(m, k) @ (k, n)`.
@@ -229,6 +252,7 @@ where
     P::Native: Num,
 {
     let (a, b) = factors::<P>(spec, inputs)?;
+    let (a, b) = (matrix(&a)?, matrix(&b)?);
     let ((m, k), (_, n)) = (a.dim(), b.dim());
     // Row by row, each row of `b` scaled and added: the inner loop runs along contiguous
     // memory in both, and integers wrap as NumPy's do (ndarray's own product would panic on

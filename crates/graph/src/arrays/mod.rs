@@ -28,11 +28,13 @@ mod reduce;
 #[cfg(test)]
 mod tests;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use serde_json::Value as Json;
 use tern_array::{DType, chunk};
 use tern_exec::arrow::array::{Array, ArrayRef, PrimitiveArray};
+use tern_exec::arrow::buffer::ScalarBuffer;
 use tern_exec::arrow::compute::cast;
+use tern_exec::arrow::datatypes::ArrowNativeType;
 use tern_exec::arrow::datatypes::{
     ArrowPrimitiveType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
@@ -186,10 +188,51 @@ fn spec(input: &Datum) -> Result<Spec, String> {
     })
 }
 
-/// An operand: a chunk as an n-d array of the compute type, or a number.
-enum Operand<T> {
-    Chunk(ArrayD<T>),
+/// An operand: a chunk of the compute type, or a number.
+enum Operand<T: ArrowNativeType> {
+    Chunk(Chunk<T>),
     Scalar(T),
+}
+
+/// A chunk's elements in C order and its shape. When its block holds them as the compute type
+/// already they are the block's own (decoded in place), so reading a chunk copies nothing:
+/// kernels look at it through [`Chunk::view`] and copy only what they write.
+struct Chunk<T: ArrowNativeType> {
+    values: ScalarBuffer<T>,
+    shape: Vec<usize>,
+}
+
+impl<T: ArrowNativeType> Chunk<T> {
+    fn new(values: ScalarBuffer<T>, shape: &[usize]) -> Result<Self, String> {
+        let elements: usize = shape.iter().product();
+        if values.len() != elements {
+            return Err(format!(
+                "a chunk of shape {shape:?} holds {} elements",
+                values.len()
+            ));
+        }
+        Ok(Self {
+            values,
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn view(&self) -> ArrayViewD<'_, T> {
+        ArrayViewD::from_shape(IxDyn(&self.shape), &self.values)
+            .expect("the length was checked against the shape when the chunk was read")
+    }
+
+    /// The elements as an array of their own (a copy, unless nothing else holds them).
+    fn into_owned(self) -> ArrayD<T> {
+        let Self { values, shape } = self;
+        match values.into_inner().into_vec::<T>() {
+            Ok(vec) => ArrayD::from_shape_vec(IxDyn(&shape), vec)
+                .expect("the length was checked against the shape when the chunk was read"),
+            Err(buffer) => ArrayViewD::from_shape(IxDyn(&shape), buffer.typed_data::<T>())
+                .expect("the length was checked against the shape when the chunk was read")
+                .to_owned(),
+        }
+    }
 }
 
 fn operand<P: ArrowPrimitiveType>(
@@ -205,19 +248,27 @@ where
         (Datum::Value(Value::Bool(b)), _) => Ok(Operand::Scalar(P::Native::from_i64(b as i64))),
         (table @ Datum::Table(_), Some(shape)) => {
             let (_, batches) = crate::kernels::table(table)?;
-            let mut values: Vec<P::Native> = Vec::new();
+            let mut typed = Vec::with_capacity(batches.len());
             for batch in &batches {
                 let column: ArrayRef = cast(batch.column(0), &P::DATA_TYPE)
                     .map_err(|e| format!("a chunk as {}: {e}", P::DATA_TYPE))?;
-                let typed = column
+                let values = column
                     .as_any()
                     .downcast_ref::<PrimitiveArray<P>>()
-                    .ok_or("a chunk of another type")?;
-                values.extend_from_slice(typed.values());
+                    .ok_or("a chunk of another type")?
+                    .values()
+                    .clone();
+                typed.push(values);
             }
-            ArrayD::from_shape_vec(IxDyn(shape), values)
-                .map(Operand::Chunk)
-                .map_err(|e| format!("a chunk of shape {shape:?}: {e}"))
+            let values = match <[ScalarBuffer<P::Native>; 1]>::try_from(typed) {
+                Ok([one]) => one,
+                Err(several) => several
+                    .iter()
+                    .flat_map(|v| v.iter().copied())
+                    .collect::<Vec<_>>()
+                    .into(),
+            };
+            Chunk::new(values, shape).map(Operand::Chunk)
         }
         (other, _) => Err(format!(
             "an operand {other:?} that is neither a chunk nor a number"
@@ -225,19 +276,58 @@ where
     }
 }
 
-fn as_chunk<T: Clone>(op: Operand<T>, shape: &[usize]) -> Result<ArrayD<T>, String> {
+/// An operand broadcast to `shape`, as an array of its own (the accumulator a kernel writes).
+fn as_chunk<T: ArrowNativeType>(op: Operand<T>, shape: &[usize]) -> Result<ArrayD<T>, String> {
     match op {
         Operand::Scalar(v) => Ok(ArrayD::from_elem(IxDyn(shape), v)),
-        Operand::Chunk(a) => a
+        Operand::Chunk(c) if c.shape == shape => Ok(c.into_owned()),
+        Operand::Chunk(c) => c
+            .view()
             .broadcast(IxDyn(shape))
             .map(|b| b.to_owned())
             .ok_or_else(|| {
                 format!(
                     "a chunk of shape {:?} does not broadcast to {shape:?}",
-                    a.shape()
+                    c.shape
                 )
             }),
     }
+}
+
+/// Run `f` on `operands` seen broadcast to `shape`: chunks in place (nothing is copied),
+/// numbers as arrays of one element repeated.
+fn with_broadcast<T: ArrowNativeType, R>(
+    operands: &[Operand<T>],
+    shape: &[usize],
+    f: impl FnOnce(Vec<ArrayViewD<'_, T>>) -> R,
+) -> Result<R, String> {
+    let numbers: Vec<ArrayD<T>> = operands
+        .iter()
+        .map(|op| match op {
+            Operand::Scalar(v) => ArrayD::from_elem(IxDyn(&[]), *v),
+            Operand::Chunk(_) => ArrayD::from_elem(IxDyn(&[0]), T::default()),
+        })
+        .collect();
+    let bases: Vec<ArrayViewD<'_, T>> = operands
+        .iter()
+        .zip(&numbers)
+        .map(|(op, number)| match op {
+            Operand::Chunk(c) => c.view(),
+            Operand::Scalar(_) => number.view(),
+        })
+        .collect();
+    let views = bases
+        .iter()
+        .map(|base| {
+            base.broadcast(IxDyn(shape)).ok_or_else(|| {
+                format!(
+                    "a chunk of shape {:?} does not broadcast to {shape:?}",
+                    base.shape()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(f(views))
 }
 
 /// A result chunk as its block holds it.

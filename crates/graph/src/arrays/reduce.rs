@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, Axis, CowArray, IxDyn};
 use tern_array::DType;
 use tern_exec::arrow::array::{Array, ArrayRef, Int64Array, PrimitiveArray};
 use tern_exec::arrow::compute::cast;
@@ -23,9 +23,11 @@ where
     P::Native: Num,
 {
     let shape = spec.first_shape()?;
-    let Operand::Chunk(mut values) = operand::<P>(input, Some(&shape))? else {
+    let Operand::Chunk(chunk) = operand::<P>(input, Some(&shape))? else {
         return Err("a reduction reads a chunk".into());
     };
+    // Read in place; each axis reduced makes a smaller array of its own.
+    let mut values = CowArray::from(chunk.view());
     if spec.op == "argmin" || spec.op == "argmax" {
         let axis = *spec.axes.first().ok_or("no axis")?;
         if axis >= values.ndim() || values.len_of(Axis(axis)) == 0 {
@@ -77,9 +79,9 @@ where
             }),
             other => return Err(format!("no reduction {other:?}")),
         };
-        values = reduced.insert_axis(Axis(axis));
+        values = CowArray::from(reduced.insert_axis(Axis(axis)));
     }
-    output::<P>(&spec.compute, values)
+    output::<P>(&spec.compute, values.into_owned())
 }
 
 /// Whether `candidate` beats `best` in an arg reduction scanned in order: a NaN wins (and
