@@ -29,7 +29,7 @@ impl Inputs for Fetched {
     fn partition(&self, _dataset: &str, _version: u64, index: u32) -> Result<Datum, String> {
         self.0
             .get(index as usize)
-            .map(|b| Datum::Table(b.clone()))
+            .map(|b| Datum::Table(b.clone().into()))
             .ok_or_else(|| format!("no partition {index}"))
     }
 }

@@ -23,7 +23,7 @@ impl Inputs for Fetched {
         }
         self.parts
             .get(&index)
-            .map(|b| Datum::Table(b.clone()))
+            .map(|b| Datum::Table(b.clone().into()))
             .ok_or_else(|| format!("no partition {index}"))
     }
 }
@@ -167,7 +167,7 @@ fn graphs_give_the_single_machine_answers_and_a_failing_task_fails_only_its_read
     let cluster = LocalCluster::up(3);
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
-    crate::compute::store_sales(&cluster, "sales", 120_000, "16KiB");
+    crate::compute::store_sales(&cluster, "sales", 120_000, "256KiB");
     let client = cluster.client();
     let (version, fetched) = fetch_partitions(&rt, &client, "sales");
     let partitions = fetched.parts.len() as u32;
@@ -405,7 +405,7 @@ fn a_node_lost_mid_graph_costs_a_recomputation_and_lost_inputs_are_named() {
     );
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
-    crate::compute::store_sales(&cluster, "sales", 120_000, "16KiB");
+    crate::compute::store_sales(&cluster, "sales", 120_000, "256KiB");
     let client = cluster.client_of(1);
     let (version, fetched) = fetch_partitions(&rt, &client, "sales");
     let partitions = fetched.parts.len() as u32;

@@ -36,7 +36,7 @@ pub fn ipc_to_batches(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), E
 }
 
 /// The same from bytes already in an Arrow buffer (shared, not copied).
-pub(crate) fn ipc_buffer_to_batches(
+pub fn ipc_buffer_to_batches(
     mut buffer: Buffer,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
     let mut decoder = StreamDecoder::new();

@@ -45,7 +45,7 @@ pub use guard::{
     DEFAULT_OUTPUT_LIMIT, check_plan_literals, check_type_size, count_calls_against, output_limit,
     set_output_limit,
 };
-pub use ipc::{batches_to_ipc, compact_views, ipc_to_batches, project_ipc};
+pub use ipc::{batches_to_ipc, compact_views, ipc_buffer_to_batches, ipc_to_batches, project_ipc};
 pub use memory::{NodeMemory, NodeReservation};
 pub use scan::{
     BlockRead, BlockReader, PartitionScanExec, ReadFuture, StoredTable, schema_from_json,

@@ -268,7 +268,9 @@ fn combine(op: &str, a: Value, b: Value) -> Result<Value, String> {
 /// A table input's schema and batches.
 pub fn table(input: Datum) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
     match input {
-        Datum::Table(bytes) => tern_exec::ipc_to_batches(bytes).map_err(|e| e.to_string()),
+        Datum::Table(bytes) => {
+            tern_exec::ipc_buffer_to_batches(bytes.into()).map_err(|e| e.to_string())
+        }
         Datum::Value(v) => Err(format!("expects a table, got {v:?}")),
         Datum::Parts(parts) => Err(format!("expects a table, got {} parts", parts.len())),
     }
@@ -277,7 +279,7 @@ pub fn table(input: Datum) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
 /// Batches as a table datum.
 pub fn to_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Datum, String> {
     tern_exec::batches_to_ipc(schema, batches)
-        .map(Datum::Table)
+        .map(|bytes| Datum::Table(bytes.into()))
         .map_err(|e| e.to_string())
 }
 

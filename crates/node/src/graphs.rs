@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
+use tern_exec::arrow::buffer::Buffer;
 use tern_exec::{BlockReader, ShuffleKey};
 use tern_proto::{
     Arg, ArgSource, Caller, Datum, ErrorKind, ErrorReply, GRAPH_STAGE, GraphEvent, Kernel,
@@ -513,7 +514,7 @@ async fn fetch_kept<T: Transport>(
         match fetched {
             Ok(parts) => {
                 for (task, part) in tasks.into_iter().zip(parts) {
-                    let datum = Datum::from_kept(part.as_slice()).map_err(|e| {
+                    let datum = Datum::from_kept(shared(part)).map_err(|e| {
                         let why = format!("an unreadable output: {e}");
                         (node, BucketFetchError::Lost(why))
                     });
@@ -532,6 +533,17 @@ async fn fetch_kept<T: Transport>(
         .map(|(key, input)| (key, (uses.get(&key).copied().unwrap_or(1), input)))
         .collect();
     KeptInputs(std::sync::Mutex::new(kept))
+}
+
+/// Bytes kept in an Arrow buffer (the outputs a node keeps), shared as [`bytes::Bytes`].
+fn shared(buffer: Buffer) -> bytes::Bytes {
+    struct Kept(Buffer);
+    impl AsRef<[u8]> for Kept {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_slice()
+        }
+    }
+    bytes::Bytes::from_owner(Kept(buffer))
 }
 
 /// Task `run`'s inputs in argument order: literals as sent, stored partitions read and
@@ -573,7 +585,7 @@ async fn task_inputs<T: Transport>(
                     warn!(%block, %why, "a stored partition is not its dataset's data");
                     return Err(failed(ErrorKind::BadData, format!("{partition}: {why}")));
                 }
-                Datum::Table(read.bytes)
+                Datum::Table(read.bytes.into())
             }
             (
                 Arg::Output(key) | Arg::Part { of: key, .. },

@@ -330,6 +330,25 @@ pub fn short_chain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>
     d.deserialize_seq(Chain)
 }
 
+/// `#[serde(with = "crate::frame::shared_bytes")]` for a [`bytes::Bytes`] field: written as
+/// [`bytes`] writes a `Vec<u8>` (the same encoding), read into a buffer of its own.
+pub mod shared_bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &bytes::Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<bytes::Bytes, D::Error> {
+        super::bytes::deserialize(deserializer).map(bytes::Bytes::from)
+    }
+}
+
 /// `#[serde(with = "crate::frame::bytes")]` for a `Vec<u8>` field: serde's default writes a
 /// byte vector element by element (postcard then pushes one byte at a time); this writes it as
 /// one length-prefixed run of bytes, which matters for plans, Raft payloads and answer rows.

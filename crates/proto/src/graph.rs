@@ -268,8 +268,9 @@ impl Eq for Value {}
 pub enum Datum {
     /// One value.
     Value(Value),
-    /// A table, as one Arrow IPC stream.
-    Table(#[serde(with = "crate::frame::bytes")] Vec<u8>),
+    /// A table, as one Arrow IPC stream. Shared, not copied, as it passes from the store or
+    /// the outputs a node keeps to the kernels that read it in place.
+    Table(#[serde(with = "crate::frame::shared_bytes")] bytes::Bytes),
     /// Several outputs of one task (an array chunk cut into the pieces other chunks need),
     /// kept apart so that a task reading one of them ([`Arg::Part`]) fetches that one alone.
     /// Read whole ([`Arg::Output`]), such a task gives how many parts it made.
@@ -288,7 +289,9 @@ impl Datum {
     /// elementwise work); anything else is postcard's encoding, tagged.
     pub fn into_kept(self) -> Result<Vec<u8>, String> {
         match self {
-            Datum::Table(mut bytes) => {
+            Datum::Table(table) => {
+                // A fresh output is its maker's alone: its buffer is taken, not copied.
+                let mut bytes = Vec::from(table);
                 bytes.push(KEPT_TABLE);
                 Ok(bytes)
             }
@@ -300,10 +303,10 @@ impl Datum {
         }
     }
 
-    /// The output [`Datum::into_kept`] made `bytes` of.
-    pub fn from_kept(bytes: &[u8]) -> Result<Datum, String> {
+    /// The output [`Datum::into_kept`] made `bytes` of (a table shares them).
+    pub fn from_kept(bytes: bytes::Bytes) -> Result<Datum, String> {
         match bytes.split_last() {
-            Some((&KEPT_TABLE, table)) => Ok(Datum::Table(table.to_vec())),
+            Some((&KEPT_TABLE, _)) => Ok(Datum::Table(bytes.slice(..bytes.len() - 1))),
             Some((&KEPT_ENCODED, encoded)) => {
                 postcard::from_bytes(encoded).map_err(|e| e.to_string())
             }
@@ -743,22 +746,22 @@ mod tests {
     #[test]
     fn kept_outputs_read_back_as_they_were_made() {
         let outputs = [
-            Datum::Table(b"arrow ipc bytes".to_vec()),
-            Datum::Table(Vec::new()),
+            Datum::Table(bytes::Bytes::from_static(b"arrow ipc bytes")),
+            Datum::Table(bytes::Bytes::new()),
             Datum::Value(Value::Int(-3)),
             Datum::Value(Value::Bytes(vec![1])),
-            Datum::Parts(vec![Datum::Table(vec![0, 1]), Datum::Value(Value::Null)]),
+            Datum::Parts(vec![
+                Datum::Table(vec![0, 1].into()),
+                Datum::Value(Value::Null),
+            ]),
         ];
         for datum in outputs {
             let kept = datum.clone().into_kept().unwrap();
-            assert_eq!(Datum::from_kept(&kept).unwrap(), datum);
+            assert_eq!(Datum::from_kept(kept.into()).unwrap(), datum);
         }
-        assert!(Datum::from_kept(&[]).is_err());
-        assert!(
-            Datum::from_kept(&[9, 9, 7])
-                .unwrap_err()
-                .contains("unknown form")
-        );
+        assert!(Datum::from_kept(bytes::Bytes::new()).is_err());
+        let unknown = Datum::from_kept(vec![9, 9, 7].into()).unwrap_err();
+        assert!(unknown.contains("unknown form"), "{unknown}");
     }
 
     #[test]

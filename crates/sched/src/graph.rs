@@ -803,6 +803,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             .map_err(|gone| gone.to_string())?
             .map_err(|e| e.to_string())?;
         let parts = tern_proto::split_parts(&bytes).map_err(|e| e.to_string())?;
+        let bytes = bytes::Bytes::from(bytes);
         if parts.len() != tasks.len() {
             return Err(format!(
                 "asked for {} outputs, got {}",
@@ -813,7 +814,8 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         parts
             .into_iter()
             .map(|part| {
-                Datum::from_kept(&bytes[part]).map_err(|e| format!("an unreadable output: {e}"))
+                Datum::from_kept(bytes.slice(part))
+                    .map_err(|e| format!("an unreadable output: {e}"))
             })
             .collect()
     }

@@ -57,7 +57,7 @@ pub fn encode_task(function: &[u8], inputs: &[Datum]) -> Result<Vec<u8>, String>
 
 fn encode_input(input: &Datum) -> Result<Vec<u8>, String> {
     Ok(match input {
-        Datum::Table(bytes) => [b"a".as_slice(), bytes].concat(),
+        Datum::Table(bytes) => [b"a".as_slice(), bytes.as_ref()].concat(),
         Datum::Value(Value::Bytes(pickle)) => [b"p".as_slice(), pickle].concat(),
         Datum::Value(value) => {
             let mut text = b"j".to_vec();
@@ -127,7 +127,7 @@ pub fn decode_answer(frame: &[u8]) -> Result<Result<Datum, String>, String> {
         .split_first()
         .ok_or_else(|| "an empty answer".to_string())?;
     Ok(match tag {
-        b'a' => Ok(Datum::Table(rest.to_vec())),
+        b'a' => Ok(Datum::Table(bytes::Bytes::copy_from_slice(rest))),
         b'p' => Ok(Datum::Value(Value::Bytes(rest.to_vec()))),
         b'j' => Ok(Datum::Value(parse_json(rest)?)),
         b'e' => Err(String::from_utf8_lossy(rest).into_owned()),
@@ -199,7 +199,7 @@ mod tests {
                 Value::Null,
                 Value::Bool(true),
             ])),
-            Datum::Table(vec![1, 2, 3]),
+            Datum::Table(vec![1, 2, 3].into()),
             Datum::Value(Value::Bytes(vec![0x80, 5])),
         ];
         let task = encode_task(b"fn", &inputs).unwrap();
