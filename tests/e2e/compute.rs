@@ -80,7 +80,7 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
-    let parquet = store_sales(&cluster, "sales", 60_000, "64KiB");
+    let parquet = store_sales(&cluster, "sales", 60_000, "256KiB");
     let dataset = rt.block_on(client.dataset("sales")).unwrap().unwrap();
     assert!(
         dataset.partitions.len() >= 6,
@@ -411,7 +411,7 @@ fn joins_and_aggregations_shuffle_between_nodes_and_survive_a_holder_killed_mid_
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = std::sync::Arc::new(cluster.client());
-    let parquet = store_sales(&cluster, "sales", 40_000, "64KiB");
+    let parquet = store_sales(&cluster, "sales", 40_000, "256KiB");
     let want_shuffle = reference(&rt, &parquet, SHUFFLE_HEAVY);
     let want_scan = reference(&rt, &parquet, SCAN_HEAVY);
 

@@ -14,7 +14,7 @@ fn dataframes_answer_as_their_sql_and_persist_in_triplicate() {
     let rt = tern_e2e::runtime();
     let _in_runtime = rt.enter();
     let client = cluster.client();
-    crate::compute::store_sales(&cluster, "sales", 20_000, "64KiB");
+    crate::compute::store_sales(&cluster, "sales", 20_000, "256KiB");
     let stored = rt.block_on(client.dataset("sales")).unwrap().unwrap();
     let sales = client.table("sales");
     assert_eq!(

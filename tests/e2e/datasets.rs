@@ -123,7 +123,7 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
     let csv = cluster.path().join("sales.csv");
     tern_e2e::write_sales_csv(&csv, 80_000);
     let csv = csv.to_str().unwrap();
-    let put = cluster.tern(&["put", csv, "--name", "sales", "--partition-size", "64KiB"]);
+    let put = cluster.tern(&["put", csv, "--name", "sales", "--partition-size", "256KiB"]);
     assert!(
         put.status.success(),
         "{}",

@@ -98,6 +98,60 @@ fn csv_and_parquet_round_trip_through_the_cluster_and_bad_input_leaves_nothing()
     ]));
     ok(&cluster.tern(&["get", "sales2", "--out", &p("again.csv"), "--quiet"]));
     assert_eq!(read_rows(&work.path().join("again.csv")), expected);
+    let partitions = |name: &str| {
+        let described: serde_json::Value =
+            serde_json::from_slice(&cluster.tern(&["describe", name, "--json"]).stdout).unwrap();
+        described["npartitions"].as_u64().unwrap()
+    };
+    assert_eq!(partitions("sales2"), 3);
+
+    // Partitions as asked, to the row, whatever the reader's batches (8,192 rows): 37 of
+    // 20,000 rows; one row each when there are fewer rows than asked for (and it says so);
+    // a size smaller than a batch.
+    ok(&cluster.tern(&[
+        "put",
+        &p("sales.csv"),
+        "--name",
+        "by_count",
+        "--partitions",
+        "37",
+        "--quiet",
+    ]));
+    assert_eq!(partitions("by_count"), 37);
+    let small = work.path().join("small.csv");
+    write_sales_csv(&small, 50);
+    let out = cluster.tern(&[
+        "put",
+        &p("small.csv"),
+        "--name",
+        "tiny",
+        "--partitions",
+        "80",
+        "--quiet",
+    ]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fewer than --partitions 80"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(partitions("tiny"), 50);
+    ok(&cluster.tern(&[
+        "put",
+        &p("small.csv"),
+        "--name",
+        "sized",
+        "--partition-size",
+        "400B",
+        "--quiet",
+    ]));
+    let sized = partitions("sized");
+    assert!(
+        (4..50).contains(&sized),
+        "{sized} partitions of at most about 400 bytes"
+    );
+    ok(&cluster.tern(&["get", "sized", "--out", &p("sized.csv"), "--quiet"]));
+    assert_eq!(read_rows(&work.path().join("sized.csv")), read_rows(&small));
 
     // Bad input: a clear one-line error, and no dataset becomes visible.
     let mut bad = std::fs::read_to_string(&csv).unwrap();

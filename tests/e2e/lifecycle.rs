@@ -61,7 +61,7 @@ fn a_put_killed_half_way_leaves_nothing_visible_and_its_blocks_are_collected() {
     let mut put = std::process::Command::new(tern_e2e::tern_bin())
         .args(["--cluster", cluster.path_str(), "put"])
         .arg(&csv)
-        .args(["--name", "half", "--partition-size", "64KiB", "--quiet"])
+        .args(["--name", "half", "--partition-size", "256KiB", "--quiet"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tern_client::Client;
 use tern_client::export::{FileSink, OutputFormat, decode_partition};
 use tern_client::ingest::{
-    InputFile, InputFormat, PartitionBuilder, check_same_schema, schema_json,
+    InputFile, InputFormat, PartitionBuilder, arrow_bytes, check_same_schema, schema_json,
 };
 
 #[derive(Args)]
@@ -24,7 +24,7 @@ pub struct PutArgs {
     /// The dataset's name.
     #[arg(long)]
     name: String,
-    /// Cut the input into this many partitions (by input bytes).
+    /// Cut the input into this many partitions of equal rows (one row each if it has fewer).
     #[arg(long, conflicts_with = "partition_size")]
     partitions: Option<u64>,
     /// Cut a partition when it holds this much Arrow data (e.g. 64MiB, 500KB).
@@ -171,15 +171,15 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
     };
     let schema = args.schema.as_deref().map(parse_schema).transpose()?;
     let cut_bytes = parse_size(&args.partition_size)?;
+    if args.partitions == Some(0) {
+        bail!("--partitions must be at least 1");
+    }
     let mut total_input = 0u64;
     for path in &args.paths {
         total_input += std::fs::metadata(path)
             .with_context(|| format!("{}", path.display()))?
             .len();
     }
-    let per_partition_input = args
-        .partitions
-        .map(|n| total_input.div_ceil(n.max(1)).max(1));
 
     let started = Instant::now();
     let bar = progress(total_input, args.quiet);
@@ -195,7 +195,7 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
             format,
             schema,
             bytes: cut_bytes,
-            input_per_partition: per_partition_input,
+            partitions: args.partitions,
         };
         tokio::task::spawn_blocking(move || cut_partitions(&paths, &cut, &bar, &stored, &tx))
     };
@@ -233,12 +233,23 @@ struct Cut {
     schema: Option<SchemaRef>,
     /// Cut when a partition holds this many bytes of Arrow data…
     bytes: u64,
-    /// … or, with `--partitions N`, after each Nth of the input.
-    input_per_partition: Option<u64>,
+    /// … or, with `--partitions N`, into N partitions of equal rows (as Dask's `npartitions`).
+    partitions: Option<u64>,
+}
+
+/// Where each partition ends, as rows of the whole input: `partitions` of equal rows (within
+/// one), or one row each when the input has fewer rows than that (at least one partition).
+fn row_boundaries(rows: u64, partitions: u64) -> Vec<u64> {
+    let count = partitions.min(rows).max(1);
+    (1..=count)
+        .map(|k| (k as u128 * rows as u128 / count as u128) as u64)
+        .collect()
 }
 
 /// Read every input file, cut it into partitions and send each (bytes, rows) to `out`.
 /// Returns the schema. An empty input still makes one empty partition with the schema.
+/// Partitions end on row boundaries inside the reader's batches, so any count or size is
+/// kept to the row.
 fn cut_partitions(
     paths: &[PathBuf],
     cut: &Cut,
@@ -246,6 +257,24 @@ fn cut_partitions(
     stored: &AtomicU64,
     out: &tokio::sync::mpsc::Sender<(Vec<u8>, u64)>,
 ) -> Result<SchemaRef> {
+    // With --partitions, the rows are counted first (Parquet from its footer).
+    let ends = match cut.partitions {
+        Some(n) => {
+            bar.set_message("counting rows");
+            let mut rows = 0u64;
+            for path in paths {
+                rows += tern_client::ingest::count_rows(path, cut.format, cut.schema.clone())?;
+            }
+            if rows < n {
+                eprintln!(
+                    "note: the input has {rows} rows, fewer than --partitions {n}: {} partition(s) of one row each",
+                    rows.max(1)
+                );
+            }
+            Some(row_boundaries(rows, n))
+        }
+        None => None,
+    };
     let mut first: Option<InputFile> = None;
     let mut builder: Option<PartitionBuilder> = None;
     let (mut rows, mut read_before, mut cut_count) = (0u64, 0u64, 0u64);
@@ -265,25 +294,53 @@ fn cut_partitions(
         let file_schema = input.schema.clone();
         while let Some(batch) = input.next_batch() {
             let batch = batch?;
-            let part = match builder.as_mut() {
-                Some(b) => b,
-                None => builder.insert(PartitionBuilder::new(&file_schema)?),
-            };
-            part.push(&batch)?;
-            rows += batch.num_rows() as u64;
+            let per_row = (arrow_bytes(&batch) / batch.num_rows().max(1) as u64).max(1);
+            let mut offset = 0usize;
+            while offset < batch.num_rows() {
+                let part = match builder.as_mut() {
+                    Some(b) => b,
+                    None => builder.insert(PartitionBuilder::new(&file_schema)?),
+                };
+                let left = (batch.num_rows() - offset) as u64;
+                // Rows this partition still takes from the batch.
+                let take = match &ends {
+                    Some(ends) => {
+                        let end = ends.get(cut_count as usize).copied().unwrap_or(u64::MAX);
+                        end.saturating_sub(rows).min(left)
+                    }
+                    None => cut
+                        .bytes
+                        .saturating_sub(part.arrow_bytes)
+                        .div_ceil(per_row)
+                        .clamp(1, left),
+                };
+                if take > 0 {
+                    part.push(&batch.slice(offset, take as usize))?;
+                    offset += take as usize;
+                    rows += take;
+                }
+                let full = match &ends {
+                    Some(ends) => ends
+                        .get(cut_count as usize)
+                        .is_some_and(|&end| rows >= end && part.rows > 0),
+                    None => part.arrow_bytes >= cut.bytes,
+                };
+                if full {
+                    send(builder.take().expect("a partition is open"), &mut cut_count)?;
+                } else if take == 0 {
+                    // Past the last boundary (the input grew while it was read): the rest
+                    // goes to the last partition.
+                    part.push(&batch.slice(offset, left as usize))?;
+                    offset += left as usize;
+                    rows += left;
+                }
+            }
             let read = read_before + counter.load(Ordering::Relaxed);
             bar.set_position(read);
             bar.set_message(format!(
                 "{rows} rows, {} partitions stored",
                 stored.load(Ordering::Relaxed)
             ));
-            let full = match cut.input_per_partition {
-                Some(each) => read >= each * (cut_count + 1),
-                None => part.arrow_bytes >= cut.bytes,
-            };
-            if full {
-                send(builder.take().expect("a partition is open"), &mut cut_count)?;
-            }
         }
         read_before += counter.load(Ordering::Relaxed);
         if first.is_none() {
@@ -414,6 +471,23 @@ pub async fn get(dir: &Path, args: GetArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_asked_for_are_equal_to_a_row_and_never_empty() {
+        assert_eq!(row_boundaries(10, 3), vec![3, 6, 10]);
+        assert_eq!(row_boundaries(30_000, 30_000).len(), 30_000);
+        assert_eq!(row_boundaries(5, 8), vec![1, 2, 3, 4, 5], "one row each");
+        assert_eq!(row_boundaries(0, 4), vec![0], "one empty partition");
+        let ends = row_boundaries(20_000, 37);
+        let sizes: Vec<u64> = std::iter::once(0)
+            .chain(ends.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert_eq!(sizes.iter().sum::<u64>(), 20_000);
+        assert!(sizes.iter().all(|&s| s == 540 || s == 541), "{sizes:?}");
+    }
 
     #[test]
     fn sizes_parse_with_units_and_refuse_nonsense() {

@@ -220,6 +220,29 @@ impl InputFile {
     }
 }
 
+/// How many rows `path` holds: Parquet says in its footer, other formats are read through
+/// (what `tern put --partitions N` needs to cut N equal partitions).
+pub fn count_rows(
+    path: &Path,
+    format: Option<InputFormat>,
+    schema: Option<SchemaRef>,
+) -> Result<u64, IngestError> {
+    let format = format.or_else(|| InputFormat::from_path(path));
+    if format == Some(InputFormat::Parquet) {
+        let file = File::open(path).map_err(|e| read_err(path, e))?;
+        let reader = parquet::file::reader::SerializedFileReader::new(file)
+            .map_err(|e| read_err(path, e))?;
+        use parquet::file::reader::FileReader;
+        return Ok(reader.metadata().file_metadata().num_rows().max(0) as u64);
+    }
+    let mut input = InputFile::open(path, format, schema, Arc::default())?;
+    let mut rows = 0u64;
+    while let Some(batch) = input.next_batch() {
+        rows += batch?.num_rows() as u64;
+    }
+    Ok(rows)
+}
+
 /// A CSV file's columns, inferred from its first [`SCHEMA_SAMPLE_ROWS`] rows by arrow-csv, with
 /// one correction: arrow-csv reads timestamps that carry a zone (`2013-01-01T10:00:00Z`,
 /// `…+02:00`) as naive ones (converted to UTC), which drops the zone from the type. A timestamp
@@ -379,7 +402,7 @@ impl PartitionBuilder {
         };
         writer.write(batch)?;
         self.rows += batch.num_rows() as u64;
-        self.arrow_bytes += batch.get_array_memory_size() as u64;
+        self.arrow_bytes += arrow_bytes(batch);
         Ok(())
     }
 
@@ -392,6 +415,19 @@ impl PartitionBuilder {
         writer.finish()?;
         writer.into_inner()
     }
+}
+
+/// The bytes of Arrow data `batch` holds (a slice: its own rows, not the buffers it shares).
+pub fn arrow_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
 }
 
 fn stream_writer(schema: &Schema, compress: bool) -> Result<StreamWriter<Vec<u8>>, ArrowError> {
