@@ -144,7 +144,11 @@ def main():
         else:
             want = x
         assert got.shape == np.shape(want), (name, got.shape, np.shape(want))
-        assert np.allclose(got, want, rtol=1e-9, atol=1e-9), f"tern's {name} differs from NumPy's"
+        # By slabs of rows: allclose on the whole makes several temporaries the size of x.
+        got, want = np.atleast_1d(got), np.atleast_1d(want)
+        for i in range(0, len(got), 1000):
+            close = np.allclose(got[i : i + 1000], want[i : i + 1000], rtol=1e-9, atol=1e-9)
+            assert close, f"tern's {name} differs from NumPy's"
 
     figures["tern"] = bench_tern(x, chunk, m, rechunked, args.runs, check)
     figures["dask_threads"] = bench_dask(x, chunk, m, rechunked, args.runs, distributed=False)

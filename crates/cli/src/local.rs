@@ -85,9 +85,11 @@ pub struct UpArgs {
     /// final stage merges); a query past it fails with an error saying so.
     #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size)]
     answer_memory: u64,
-    /// Decoded columns of its own blocks each node keeps in memory for later queries (0: none).
-    #[arg(long, default_value = "2GiB", value_parser = crate::data::parse_size_or_zero)]
-    cache_memory: u64,
+    /// What each node keeps in memory of the data it read, for later queries and tasks: decoded
+    /// columns, array chunks (0: none; default an eighth of the machine's memory shared among
+    /// the nodes, from 256 MiB to 2 GiB each).
+    #[arg(long, value_parser = crate::data::parse_size_or_zero)]
+    cache_memory: Option<u64>,
     /// Make node ID slow for testing: each of its tasks first waits MS milliseconds (ID:MS).
     #[arg(long, value_parser = parse_slow_node)]
     slow_node: Option<(u64, u64)>,
@@ -197,7 +199,7 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                 query_timeout_ms: args.query_timeout_secs.max(1) * 1000,
                 shuffle_memory_bytes: args.shuffle_memory,
                 answer_memory_bytes: args.answer_memory,
-                cache_memory_bytes: args.cache_memory,
+                cache_memory_bytes: args.cache_memory.unwrap_or_else(|| local_cache(args.nodes)),
                 task_delay_ms: args
                     .slow_node
                     .filter(|(slow, _)| *slow == id)
@@ -443,4 +445,12 @@ pub fn down(dir: &Path) -> Result<()> {
         println!("no nodes were running in {}", dir.display());
     }
     Ok(())
+}
+
+/// Each local node's cache by default: the nodes share one machine, so an eighth of its
+/// memory among them, from 256 MiB to 2 GiB each (2 GiB where the memory is not known).
+fn local_cache(nodes: u64) -> u64 {
+    tern_node::machine_memory()
+        .map_or(2 << 30, |m| m / 8 / nodes.max(1))
+        .clamp(256 << 20, 2 << 30)
 }

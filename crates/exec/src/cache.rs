@@ -5,7 +5,9 @@
 //! needs: for a table scan that is most of a query's work, and memory bandwidth, not the disk,
 //! is what bounds it. Blocks never change (a block is named by its hash), so a column decoded
 //! once can answer every later scan of it without a way to go stale. Entries are one column of
-//! one block; the least recently used go first when the budget is reached.
+//! one block, or (for the array chunks graph tasks read, which kernels decode in place) a
+//! whole block's bytes; the least recently used go first when the budget is reached, whatever
+//! their kind.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,7 @@ struct Inner {
     used: u64,
     /// Bumped on every use; an entry's last use orders eviction.
     tick: u64,
+    /// Columns by (block, column index); whole blocks at [`WHOLE_BLOCK`].
     columns: HashMap<(BlockHash, usize), Entry>,
     by_last_use: BTreeMap<u64, (BlockHash, usize)>,
     /// Rows in each batch of a block (what a scan of no columns, `count(*)`, needs), kept while
@@ -45,10 +48,19 @@ struct Inner {
 
 #[derive(Debug)]
 struct Entry {
-    column: CachedColumn,
+    held: Held,
     bytes: u64,
     last_use: u64,
 }
+
+#[derive(Debug)]
+enum Held {
+    Column(CachedColumn),
+    Block(bytes::Bytes),
+}
+
+/// The column index a whole block is kept at.
+const WHOLE_BLOCK: usize = usize::MAX;
 
 impl ColumnCache {
     /// A cache holding at most `budget` bytes of decoded arrays (0: it keeps nothing).
@@ -89,7 +101,12 @@ impl ColumnCache {
         let rows = inner.batch_rows.get(block).map(|(rows, _)| rows.clone());
         let found: Vec<Option<CachedColumn>> = columns
             .iter()
-            .map(|&c| inner.touch(*block, c).map(|e| e.column.clone()))
+            .map(|&c| {
+                inner.touch(*block, c).and_then(|e| match &e.held {
+                    Held::Column(column) => Some(column.clone()),
+                    Held::Block(_) => None,
+                })
+            })
             .collect();
         if rows.is_some() && found.iter().all(Option::is_some) {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -111,30 +128,60 @@ impl ColumnCache {
         }
         let rows: Arc<[usize]> = value.arrays.iter().map(|a| a.len()).collect();
         let mut inner = self.lock();
-        inner.remove((block, column));
-        inner.tick += 1;
-        let last_use = inner.tick;
-        inner.by_last_use.insert(last_use, (block, column));
-        inner.columns.insert(
-            (block, column),
-            Entry {
-                column: value,
-                bytes,
-                last_use,
-            },
-        );
-        inner.used += bytes;
+        inner.keep(block, column, Held::Column(value), bytes, self.budget);
         inner.batch_rows.entry(block).or_insert_with(|| (rows, 0)).1 += 1;
-        while inner.used > self.budget {
-            let Some((_, oldest)) = inner.by_last_use.pop_first() else {
-                break;
-            };
-            inner.remove(oldest);
+    }
+
+    /// The bytes of `block` if they are held here, marking them used.
+    pub fn lookup_block(&self, block: &BlockHash) -> Option<bytes::Bytes> {
+        let mut inner = self.lock();
+        let found = inner
+            .touch(*block, WHOLE_BLOCK)
+            .and_then(|e| match &e.held {
+                Held::Block(bytes) => Some(bytes.clone()),
+                Held::Column(_) => None,
+            });
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
         }
+        found
+    }
+
+    /// Keep the bytes of `block` (checked against its name by whoever read it), then drop
+    /// the least recently used entries past the budget.
+    pub fn insert_block(&self, block: BlockHash, bytes: bytes::Bytes) {
+        let size = (bytes.len() as u64).max(1);
+        if size > self.budget {
+            return;
+        }
+        self.lock()
+            .keep(block, WHOLE_BLOCK, Held::Block(bytes), size, self.budget);
     }
 }
 
 impl Inner {
+    fn keep(&mut self, block: BlockHash, column: usize, held: Held, bytes: u64, budget: u64) {
+        self.remove((block, column));
+        self.tick += 1;
+        let last_use = self.tick;
+        self.by_last_use.insert(last_use, (block, column));
+        self.columns.insert(
+            (block, column),
+            Entry {
+                held,
+                bytes,
+                last_use,
+            },
+        );
+        self.used += bytes;
+        while self.used > budget {
+            let Some((_, oldest)) = self.by_last_use.pop_first() else {
+                break;
+            };
+            self.remove(oldest);
+        }
+    }
+
     fn touch(&mut self, block: BlockHash, column: usize) -> Option<&Entry> {
         self.tick += 1;
         let tick = self.tick;
@@ -151,6 +198,9 @@ impl Inner {
         };
         self.by_last_use.remove(&entry.last_use);
         self.used -= entry.bytes;
+        if key.1 == WHOLE_BLOCK {
+            return;
+        }
         if let Some((_, held)) = self.batch_rows.get_mut(&key.0) {
             *held -= 1;
             if *held == 0 {
@@ -206,6 +256,34 @@ mod tests {
         cache.insert(block(2), 1, column(10));
         assert!(cache.lookup(&block(1), &[]).0.is_none());
         assert_eq!(cache.used(), 2 * one);
+    }
+
+    #[test]
+    fn whole_blocks_share_the_budget_and_the_order_of_use_with_columns() {
+        let one = column(1000).arrays[0].get_array_memory_size() as u64;
+        let cache = ColumnCache::new(3 * one);
+        cache.insert(block(1), 0, column(1000));
+        let bytes = bytes::Bytes::from(vec![7u8; one as usize]);
+        cache.insert_block(block(2), bytes.clone());
+        cache.insert_block(block(3), bytes.clone());
+        assert_eq!(cache.lookup_block(&block(2)).as_deref(), Some(&bytes[..]));
+        assert!(
+            cache.lookup_block(&block(1)).is_none(),
+            "a column is not a block"
+        );
+        assert!(
+            cache.lookup(&block(2), &[0]).1[0].is_none(),
+            "a block is not a column"
+        );
+        // Over the budget: the column, least recently used, goes first.
+        cache.insert_block(block(4), bytes.clone());
+        assert!(cache.lookup(&block(1), &[0]).1[0].is_none());
+        assert!(
+            cache.lookup(&block(1), &[]).0.is_none(),
+            "its rows went with it"
+        );
+        assert!(cache.lookup_block(&block(3)).is_some());
+        assert_eq!(cache.used(), 3 * one);
     }
 
     #[test]

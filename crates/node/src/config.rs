@@ -236,7 +236,7 @@ impl NodeConfig {
 }
 
 /// The machine's memory (Linux's `/proc/meminfo`; `None` elsewhere).
-fn machine_memory() -> Option<u64> {
+pub fn machine_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

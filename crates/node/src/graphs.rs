@@ -568,24 +568,32 @@ async fn task_inputs<T: Transport>(
                     partition,
                 },
             ) => {
-                let ids = holders.iter().map(|(id, _)| *id).collect();
-                let read = reader.read(*block, ids).await.map_err(|reason| {
-                    failed(
-                        ErrorKind::NotFound,
-                        format!("{partition} is unavailable: {reason}"),
-                    )
-                })?;
+                // A block read before is read from memory (Dask's workers keep data there
+                // too): blocks never change, so a kept one cannot go stale.
+                let bytes = match reader.cache.lookup_block(block) {
+                    Some(bytes) => bytes,
+                    None => {
+                        let ids = holders.iter().map(|(id, _)| *id).collect();
+                        let read = reader.read(*block, ids).await.map_err(|reason| {
+                            failed(
+                                ErrorKind::NotFound,
+                                format!("{partition} is unavailable: {reason}"),
+                            )
+                        })?;
+                        bytes::Bytes::from(read.bytes)
+                    }
+                };
                 let checked = tern_exec::schema_from_json(partition, schema)
                     .map_err(|e| e.to_string())
                     .and_then(|schema| {
-                        tern_exec::check_block(&read.bytes, &schema, *rows)
-                            .map_err(|e| e.to_string())
+                        tern_exec::check_block(&bytes, &schema, *rows).map_err(|e| e.to_string())
                     });
                 if let Err(why) = checked {
                     warn!(%block, %why, "a stored partition is not its dataset's data");
                     return Err(failed(ErrorKind::BadData, format!("{partition}: {why}")));
                 }
-                Datum::Table(read.bytes.into())
+                reader.cache.insert_block(*block, bytes.clone());
+                Datum::Table(bytes)
             }
             (
                 Arg::Output(key) | Arg::Part { of: key, .. },

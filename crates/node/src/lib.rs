@@ -31,7 +31,7 @@ mod service;
 mod shuffle;
 mod slots;
 
-pub use config::{ComputeSettings, NodeConfig, NodeTimings};
+pub use config::{ComputeSettings, NodeConfig, NodeTimings, machine_memory};
 pub use run::{RunningNode, join_or_bootstrap, spawn_loops, start};
 pub use service::NodeService;
 

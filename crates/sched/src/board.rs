@@ -187,9 +187,37 @@ impl LoadBoard {
         warm: Option<NodeId>,
         locality_wait: Duration,
     ) -> Slot<'_> {
+        self.take_inner(job, holders, anywhere, warm, locality_wait, true)
+            .await
+    }
+
+    /// [`Self::take`] with `warm` only breaking ties between equally busy holders: the task
+    /// does not hold other tasks off its warm node while it waits (graph tasks, many and
+    /// short, spread better without).
+    pub async fn take_warm_first(
+        &self,
+        job: u64,
+        holders: &[NodeId],
+        anywhere: &[NodeId],
+        warm: Option<NodeId>,
+        locality_wait: Duration,
+    ) -> Slot<'_> {
+        self.take_inner(job, holders, anywhere, warm, locality_wait, false)
+            .await
+    }
+
+    async fn take_inner(
+        &self,
+        job: u64,
+        holders: &[NodeId],
+        anywhere: &[NodeId],
+        warm: Option<NodeId>,
+        locality_wait: Duration,
+        claim_warm: bool,
+    ) -> Slot<'_> {
         let waited = tokio::time::Instant::now();
         let _wanting = warm
-            .filter(|w| holders.contains(w))
+            .filter(|w| claim_warm && holders.contains(w))
             .map(|node| Wanting::new(self, node));
         loop {
             let freed = self.freed.notified();

@@ -664,9 +664,21 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             self.patience.locality_wait
         };
         let candidates = if holders.is_empty() { &live } else { &holders };
+        // The stored blocks the batch reads: between equally busy holders, the one that read
+        // them last goes first, as their bytes are likely still in its memory (a node keeps
+        // what it read, up to its cache budget; every holder of a block has it on disk).
+        let blocks: Vec<tern_proto::BlockHash> = tasks
+            .iter()
+            .flat_map(|(_, _, sources)| sources)
+            .filter_map(|source| match source {
+                ArgSource::Block { block, .. } => Some(*block),
+                _ => None,
+            })
+            .collect();
+        let warm = self.board.warm_holder(&blocks, &holders);
         let slot = self
             .board
-            .take(self.job, candidates, &live, None, wait)
+            .take_warm_first(self.job, candidates, &live, warm, wait)
             .await;
         let node = slot.node;
         let local = holders.is_empty() || holders.contains(&node);
@@ -714,7 +726,12 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
             self.queue_releases(BTreeMap::from([(node, release.into_iter().collect())]));
         }
         let ended = match answer {
-            Ok(Response::GraphTasksRan(ended)) if ended.len() == count => ended,
+            Ok(Response::GraphTasksRan(ended)) if ended.len() == count => {
+                if local {
+                    self.board.scanned(blocks, node);
+                }
+                ended
+            }
             Ok(Response::GraphTasksRan(ended)) => {
                 let reason = format!("{} answers to a batch of {count} tasks", ended.len());
                 return (all_failed(node, reason), took);
