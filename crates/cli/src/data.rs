@@ -239,11 +239,25 @@ struct Cut {
 
 /// Where each partition ends, as rows of the whole input: `partitions` of equal rows (within
 /// one), or one row each when the input has fewer rows than that (at least one partition).
-fn row_boundaries(rows: u64, partitions: u64) -> Vec<u64> {
-    let count = partitions.min(rows).max(1);
-    (1..=count)
-        .map(|k| (k as u128 * rows as u128 / count as u128) as u64)
-        .collect()
+/// Computed per partition, so a large count costs no memory.
+#[derive(Debug, Clone, Copy)]
+struct RowCut {
+    rows: u64,
+    count: u64,
+}
+
+impl RowCut {
+    fn new(rows: u64, partitions: u64) -> Self {
+        Self {
+            rows,
+            count: partitions.min(rows).max(1),
+        }
+    }
+
+    /// The row partition `k` ends before (`None` past the last partition).
+    fn end(&self, k: u64) -> Option<u64> {
+        (k < self.count).then(|| ((k as u128 + 1) * self.rows as u128 / self.count as u128) as u64)
+    }
 }
 
 /// Read every input file, cut it into partitions and send each (bytes, rows) to `out`.
@@ -271,7 +285,7 @@ fn cut_partitions(
                     rows.max(1)
                 );
             }
-            Some(row_boundaries(rows, n))
+            Some(RowCut::new(rows, n))
         }
         None => None,
     };
@@ -305,7 +319,7 @@ fn cut_partitions(
                 // Rows this partition still takes from the batch.
                 let take = match &ends {
                     Some(ends) => {
-                        let end = ends.get(cut_count as usize).copied().unwrap_or(u64::MAX);
+                        let end = ends.end(cut_count).unwrap_or(u64::MAX);
                         end.saturating_sub(rows).min(left)
                     }
                     None => cut
@@ -321,8 +335,8 @@ fn cut_partitions(
                 }
                 let full = match &ends {
                     Some(ends) => ends
-                        .get(cut_count as usize)
-                        .is_some_and(|&end| rows >= end && part.rows > 0),
+                        .end(cut_count)
+                        .is_some_and(|end| rows >= end && part.rows > 0),
                     None => part.arrow_bytes >= cut.bytes,
                 };
                 if full {
@@ -474,19 +488,25 @@ mod tests {
 
     #[test]
     fn partitions_asked_for_are_equal_to_a_row_and_never_empty() {
-        assert_eq!(row_boundaries(10, 3), vec![3, 6, 10]);
-        assert_eq!(row_boundaries(30_000, 30_000).len(), 30_000);
-        assert_eq!(row_boundaries(5, 8), vec![1, 2, 3, 4, 5], "one row each");
-        assert_eq!(row_boundaries(0, 4), vec![0], "one empty partition");
-        let ends = row_boundaries(20_000, 37);
+        let ends = |rows, n| {
+            let cut = RowCut::new(rows, n);
+            (0..).map_while(|k| cut.end(k)).collect::<Vec<u64>>()
+        };
+        assert_eq!(ends(10, 3), vec![3, 6, 10]);
+        assert_eq!(ends(30_000, 30_000).len(), 30_000);
+        assert_eq!(ends(5, 8), vec![1, 2, 3, 4, 5], "one row each");
+        assert_eq!(ends(0, 4), vec![0], "one empty partition");
         let sizes: Vec<u64> = std::iter::once(0)
-            .chain(ends.iter().copied())
+            .chain(ends(20_000, 37))
             .collect::<Vec<_>>()
             .windows(2)
             .map(|w| w[1] - w[0])
             .collect();
         assert_eq!(sizes.iter().sum::<u64>(), 20_000);
         assert!(sizes.iter().all(|&s| s == 540 || s == 541), "{sizes:?}");
+        // A count in the billions is arithmetic, not a list.
+        let huge = RowCut::new(u64::MAX / 2, u64::MAX / 4);
+        assert_eq!(huge.end(huge.count - 1), Some(u64::MAX / 2));
     }
 
     #[test]

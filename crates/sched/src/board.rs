@@ -187,26 +187,14 @@ impl LoadBoard {
         warm: Option<NodeId>,
         locality_wait: Duration,
     ) -> Slot<'_> {
-        self.take_inner(job, holders, anywhere, warm, locality_wait, true)
+        self.take_with(job, holders, anywhere, warm, locality_wait, true)
             .await
     }
 
-    /// [`Self::take`] with `warm` only breaking ties between equally busy holders: the task
-    /// does not hold other tasks off its warm node while it waits (graph tasks, many and
-    /// short, spread better without).
-    pub async fn take_warm_first(
-        &self,
-        job: u64,
-        holders: &[NodeId],
-        anywhere: &[NodeId],
-        warm: Option<NodeId>,
-        locality_wait: Duration,
-    ) -> Slot<'_> {
-        self.take_inner(job, holders, anywhere, warm, locality_wait, false)
-            .await
-    }
-
-    async fn take_inner(
+    /// [`Self::take`]; with `claim_warm` false, `warm` only breaks ties between equally busy
+    /// holders and the task does not hold other tasks off its warm node while it waits (graph
+    /// tasks, many and short, spread better without).
+    pub async fn take_with(
         &self,
         job: u64,
         holders: &[NodeId],

@@ -678,7 +678,7 @@ impl<'a, T: Transport> GraphCoordinator<'a, T> {
         let warm = self.board.warm_holder(&blocks, &holders);
         let slot = self
             .board
-            .take_warm_first(self.job, candidates, &live, warm, wait)
+            .take_with(self.job, candidates, &live, warm, wait, false)
             .await;
         let node = slot.node;
         let local = holders.is_empty() || holders.contains(&node);
