@@ -27,5 +27,17 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+        // A scan of one column checks that column's buffers only, and decodes only it.
+        if validate::check_block_columns(data, &schema, rows, Some(&[1])).is_ok() {
+            let reader = arrow::ipc::reader::StreamReader::try_new(
+                std::io::Cursor::new(data),
+                Some(vec![1]),
+            );
+            if let Ok(reader) = reader {
+                for batch in reader {
+                    let _ = batch;
+                }
+            }
+        }
     }
 });

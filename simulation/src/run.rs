@@ -181,11 +181,14 @@ impl Driver {
         );
         let after: std::collections::BTreeSet<Vec<u8>> =
             disks.blocks.keys(family).into_iter().collect();
+        // Keys are a block's name, then a group's index: a block is gone if any group is.
         let gone: Vec<tern_proto::BlockHash> = before
             .into_iter()
             .filter(|k| !after.contains(k))
-            .filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .filter_map(|k| <[u8; 32]>::try_from(k.get(..32)?).ok())
             .map(tern_proto::BlockHash)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         invariants::check_crash_kept_acknowledged(&self.world, node, &gone);
         lost
@@ -322,7 +325,8 @@ impl Driver {
             return;
         }
         let key = keys[w.with_rng(|r| r.gen_range(0..keys.len()))].clone();
-        let Ok(raw) = <[u8; 32]>::try_from(key.as_slice()) else {
+        // A block is kept in groups, each under its name and index.
+        let Some(Ok(raw)) = key.get(..32).map(<[u8; 32]>::try_from) else {
             return;
         };
         let hash = tern_proto::BlockHash(raw);

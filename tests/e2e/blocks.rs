@@ -207,3 +207,179 @@ fn a_corrupted_copy_is_never_served_and_scrub_restores_it() {
         "node 2 serves the restored copy"
     );
 }
+
+/// Where column `c`'s values lie in each batch of a stored block of Int64 columns without
+/// nulls (an Arrow IPC stream: each column is a validity buffer, empty here, then values).
+fn int64_column_ranges(block: &[u8], c: usize) -> Vec<std::ops::Range<usize>> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at + 8 <= block.len() {
+        let meta_len = u32::from_le_bytes(block[at + 4..at + 8].try_into().unwrap()) as usize;
+        if meta_len == 0 {
+            break;
+        }
+        let message = arrow::ipc::root_as_message(&block[at + 8..at + 8 + meta_len]).unwrap();
+        let body = at + 8 + meta_len;
+        if let Some(batch) = message.header_as_record_batch() {
+            let values = batch.buffers().unwrap().get(2 * c + 1);
+            let start = body + values.offset() as usize;
+            out.push(start..start + values.length() as usize);
+        }
+        at = body + message.bodyLength() as usize;
+    }
+    out
+}
+
+/// The node whose count of block bytes read grew past `before`, and by how much.
+fn reader_since(
+    rt: &tokio::runtime::Runtime,
+    cluster: &LocalCluster,
+    client: &tern_client::Client,
+    before: &[u64],
+) -> Vec<u64> {
+    (1..=3)
+        .map(|id| {
+            let m = rt
+                .block_on(tern_e2e::local_metrics(client, &cluster.addr(id)))
+                .expect("metrics");
+            m.block_bytes_read - before[id as usize - 1]
+        })
+        .collect()
+}
+
+/// Issue 23: a scan reads (and checks against the block's name) only the columns it needs. A
+/// damaged byte in a column a query reads makes that copy refused and the query answers from
+/// another holder; a damaged byte in a column it does not read goes unnoticed by the query
+/// and is found by scrub. Either way scrub restores the copy.
+#[test]
+fn a_scan_reads_only_its_columns_and_damage_is_found_where_it_is_read() {
+    setup();
+    let cluster = LocalCluster::up_args(
+        3,
+        &["--scrub-interval-ms", "3600000", "--cache-memory", "0"],
+    );
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = cluster.client();
+    // Twelve columns of scattered integers (they do not compress away), one partition.
+    let (rows, columns) = (100_000u64, 12usize);
+    let value = |row: u64, c: usize| (row * 2_654_435_761 + c as u64 * 97_531) % 1_000_000_007;
+    let mut csv = (0..columns)
+        .map(|c| format!("c{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push('\n');
+    for row in 0..rows {
+        let line: Vec<String> = (0..columns).map(|c| value(row, c).to_string()).collect();
+        csv.push_str(&line.join(","));
+        csv.push('\n');
+    }
+    let file = cluster.path().join("wide.csv");
+    std::fs::write(&file, csv).unwrap();
+    cluster.put(&file, "wide", &[]);
+    let record = rt.block_on(client.dataset("wide")).unwrap().unwrap();
+    assert_eq!(record.partitions.len(), 1);
+    let part = record.partitions[0].clone();
+    let all: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let block = rt.block_on(client.get_block(&part.block, &all)).unwrap();
+    let (read_col, unread_col) = (5, 9);
+    let read_ranges = int64_column_ranges(&block, read_col);
+    let unread_ranges = int64_column_ranges(&block, unread_col);
+    let column_bytes: usize = read_ranges.iter().map(|r| r.len()).sum();
+    let batches = read_ranges.len() as u64;
+    assert!(batches >= 10, "{batches} batches");
+
+    let expected: u64 = (0..rows).map(|row| value(row, read_col)).sum();
+    let sum = |rt: &tokio::runtime::Runtime| -> u64 {
+        let answer = rt
+            .block_on(client.sql("SELECT sum(c5) AS s FROM wide"))
+            .expect("query");
+        let column = answer.batches[0].column(0);
+        column
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("an Int64 sum")
+            .value(0) as u64
+    };
+    let zero = [0u64; 3];
+    let before = reader_since(&rt, &cluster, &client, &zero);
+    assert_eq!(sum(&rt), expected);
+    let read = reader_since(&rt, &cluster, &client, &before);
+    let total: u64 = read.iter().sum();
+    // Groups of 16 KiB: the column's bytes, rounded out to groups, plus each message's
+    // metadata (a group or two a batch), and nothing like the block's other eleven columns.
+    let group = tern_proto::GROUP_BYTES;
+    assert!(
+        total >= column_bytes as u64 && total <= column_bytes as u64 + (3 * batches + 2) * group,
+        "read {total} bytes for a column of {column_bytes} in a block of {} ({read:?})",
+        block.len()
+    );
+    assert!(total < block.len() as u64 / 3, "{total} of {}", block.len());
+    eprintln!(
+        "one column of {column_bytes} bytes in a block of {}: read {total} ({read:?})",
+        block.len()
+    );
+
+    // Damage the read column on one holder and an unread column on another, each node
+    // stopped while its files change.
+    let flip = |node: u64, range: &std::ops::Range<usize>| {
+        let out = cluster.tern(&["node", "stop", &node.to_string()]);
+        assert!(out.status.success());
+        // Within one group: the groups are apart on disk.
+        let group = tern_proto::GROUP_BYTES as usize;
+        let mut middle = range.start + range.len() / 2;
+        if (middle - 32) / group != (middle + 32) / group {
+            middle += 64;
+        }
+        let flipped = flip_on_disk(
+            &cluster.path().join(format!("data/node-{node}/blocks")),
+            &block[middle - 32..middle + 32],
+        );
+        assert!(
+            flipped > 0,
+            "the column's bytes are not on node {node}'s disk"
+        );
+        cluster.start(node);
+        let healthy = cluster.tern(&["wait", "healthy"]);
+        assert!(healthy.status.success());
+    };
+    let (damaged_read, damaged_unread) = (part.holders[0], part.holders[1]);
+    flip(damaged_read, &read_ranges[batches as usize / 2]);
+    flip(damaged_unread, &unread_ranges[batches as usize / 2]);
+
+    // Queries move between holders; each answers right, until both damaged copies were read.
+    let mut seen = [false; 3];
+    let mut before = reader_since(&rt, &cluster, &client, &zero);
+    for _ in 0..15 {
+        assert_eq!(sum(&rt), expected, "{}", cluster.logs());
+        let read = reader_since(&rt, &cluster, &client, &before);
+        for (i, bytes) in read.iter().enumerate() {
+            seen[i] |= *bytes > 0;
+            before[i] += bytes;
+        }
+        if seen[damaged_read as usize - 1] && seen[damaged_unread as usize - 1] {
+            break;
+        }
+    }
+    assert!(
+        seen[damaged_read as usize - 1] && seen[damaged_unread as usize - 1],
+        "the scans never ran on both damaged holders: {seen:?}"
+    );
+
+    let out = cluster.tern(&["scrub", "--now"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success());
+    for node in [damaged_read, damaged_unread] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("node {node}:")))
+            .unwrap_or_default();
+        assert!(
+            line.contains("1 repaired")
+                && (line.contains("1 corrupt") || line.contains("1 missing")),
+            "{report}\n{}",
+            cluster.logs()
+        );
+    }
+    assert_eq!(sum(&rt), expected);
+}

@@ -1,11 +1,10 @@
 //! Arrow batches as bytes: an Arrow IPC stream (the format partitions are stored in, too).
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::{StreamDecoder, StreamReader};
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
@@ -65,14 +64,69 @@ pub fn project_ipc(bytes: Buffer, columns: &[usize]) -> Result<Vec<u8>, ExecErro
 }
 
 /// The same, keeping only the columns `projection` names: the others are never decoded or
-/// decompressed.
+/// decompressed, and uncompressed columns share `bytes` (nothing is copied message by
+/// message, as Arrow's stream reader does).
 pub fn ipc_to_batches_projected(
     bytes: Vec<u8>,
     projection: Option<Vec<usize>>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), projection)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    use arrow::error::ArrowError;
+    use arrow::ipc::reader::{read_dictionary, read_record_batch};
+    let cut = || ArrowError::IpcError("the stream is cut short".into());
+    let buffer = Buffer::from_vec(bytes);
+    let word = |at: usize| -> Result<u32, ArrowError> {
+        let four = buffer.get(at..at + 4).ok_or_else(cut)?;
+        Ok(u32::from_le_bytes(four.try_into().expect("four bytes")))
+    };
+    let mut schema: Option<SchemaRef> = None;
+    let mut dictionaries = std::collections::HashMap::new();
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while at < buffer.len() {
+        let (prefix, meta_len) = match word(at)? {
+            u32::MAX => (8, word(at + 4)? as usize),
+            len => (4, len as usize),
+        };
+        if meta_len == 0 {
+            break;
+        }
+        let meta_start = at + prefix;
+        let metadata = buffer
+            .get(meta_start..meta_start + meta_len)
+            .ok_or_else(cut)?;
+        let message = arrow::ipc::root_as_message(metadata)
+            .map_err(|e| ArrowError::IpcError(format!("undecodable message metadata: {e}")))?;
+        let body_start = meta_start + meta_len;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| cut())?;
+        if body_len > buffer.len() - body_start.min(buffer.len()) {
+            return Err(cut().into());
+        }
+        let body = buffer.slice_with_length(body_start, body_len);
+        let version = message.version();
+        let no_schema = || ArrowError::IpcError("a batch before the schema".into());
+        if let Some(found) = message.header_as_schema() {
+            schema = Some(Arc::new(arrow::ipc::convert::fb_to_schema(found)));
+        } else if let Some(dictionary) = message.header_as_dictionary_batch() {
+            let schema = schema.as_ref().ok_or_else(no_schema)?;
+            read_dictionary(&body, dictionary, schema, &mut dictionaries, &version)?;
+        } else if let Some(batch) = message.header_as_record_batch() {
+            let schema = schema.clone().ok_or_else(no_schema)?;
+            batches.push(read_record_batch(
+                &body,
+                batch,
+                schema,
+                &dictionaries,
+                projection.as_deref(),
+                &version,
+            )?);
+        }
+        at = body_start + body_len;
+    }
+    let schema = schema.ok_or_else(|| ArrowError::IpcError("a stream without a schema".into()))?;
+    let schema = match &projection {
+        Some(columns) => Arc::new(schema.project(columns)?),
+        None => schema,
+    };
     Ok((schema, batches))
 }
 

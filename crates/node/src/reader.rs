@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tern_exec::arrow::buffer::Buffer;
+use tern_exec::arrow::datatypes::SchemaRef;
 use tern_exec::{
     BlockRead, BlockReader, ColumnCache, ReadFuture, ShuffleFetcher, ShuffleFuture, ShuffleKey,
 };
@@ -162,7 +163,11 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                 on_store(&blocks, move |b| b.get(&block)).await
             };
             if let Ok(bytes) = local {
-                return Ok(BlockRead { bytes, local: true });
+                return Ok(BlockRead {
+                    bytes,
+                    local: true,
+                    partial: false,
+                });
             }
             remote.fetch_add(1, Ordering::Relaxed);
             let mut reasons = Vec::new();
@@ -182,6 +187,7 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                         return Ok(BlockRead {
                             bytes,
                             local: false,
+                            partial: false,
                         });
                     }
                     Err(e) => reasons.push(format!("node {id}: {e}")),
@@ -192,6 +198,51 @@ impl<T: Transport> BlockReader for NodeReader<T> {
         })
     }
 
+    /// From this node's store, only the columns' groups (each checked against the block's
+    /// name); a block stored whole, or not here, or a group that does not check out: the
+    /// whole block, from here or another holder.
+    fn read_columns(
+        &self,
+        block: BlockHash,
+        holders: Vec<NodeId>,
+        schema: SchemaRef,
+        columns: Vec<usize>,
+    ) -> ReadFuture {
+        let blocks = self.blocks.clone();
+        let in_place = self.in_place;
+        let whole = self.read(block, holders);
+        Box::pin(async move {
+            let read = move |store: &BlockStore| {
+                let Some(ranges) = store.ranges(&block)? else {
+                    return Ok(None);
+                };
+                let mut source = StoreGroups(ranges);
+                match tern_exec::read_columns_sparse(&mut source, &schema, &columns) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    // Read whole below: a bad block is reported from there, and another
+                    // holder may have a good copy of a group this one lost.
+                    Err(e) => {
+                        warn!(%block, error = %e, "reading a block by column failed");
+                        Ok(None)
+                    }
+                }
+            };
+            let sparse = if in_place {
+                read(&blocks)
+            } else {
+                on_store(&blocks, read).await
+            };
+            match sparse {
+                Ok(Some(bytes)) => Ok(BlockRead {
+                    bytes,
+                    local: true,
+                    partial: true,
+                }),
+                Ok(None) | Err(_) => whole.await,
+            }
+        })
+    }
+
     fn cache(&self) -> Option<Arc<ColumnCache>> {
         Some(self.cache.clone())
     }
@@ -199,5 +250,21 @@ impl<T: Transport> BlockReader for NodeReader<T> {
     fn bad_block(&self, block: BlockHash, why: &tern_exec::BadBlock) {
         warn!(%block, reason = %why.reason, "a stored partition is not its dataset's data");
         self.bad_data.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A block in this node's store, read a group at a time.
+struct StoreGroups<'a>(tern_store::BlockRanges<'a>);
+
+impl tern_exec::GroupSource for StoreGroups<'_> {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn read_groups(&mut self, groups: &[u64], out: &mut [u8]) -> Result<(), String> {
+        self.0
+            .read_groups(groups, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

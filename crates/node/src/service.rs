@@ -441,6 +441,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         metrics.shuffle_outputs = self.shuffles.outputs() as u64;
         metrics.cached_bytes = self.column_cache.used();
         metrics.cache_hits = self.column_cache.hits();
+        metrics.block_bytes_read = self.blocks.bytes_read();
         metrics.health = tern_proto::NodeHealth {
             gc_stopped: self
                 .gc

@@ -14,6 +14,7 @@ pub mod env;
 pub mod frame;
 pub mod graph;
 pub mod message;
+pub mod outboard;
 pub mod query;
 pub mod transport;
 
@@ -36,6 +37,7 @@ pub use graph::{
     TaskOutcome, TaskRan, TaskRun, Value, fetch_batches,
 };
 pub use message::*;
+pub use outboard::{GROUP_BYTES, Outboard, OutboardError};
 pub use query::{
     EventDecoder, EventError, JobInfo, JobState, QueryEvent, QueryEvents, StagePlanned,
     StageReport, encode_event,

@@ -414,6 +414,9 @@ pub struct LocalMetrics {
     /// without reading a block since it started.
     pub cached_bytes: u64,
     pub cache_hits: u64,
+    /// Bytes of stored blocks this node read from its disk and checked since it started
+    /// (a scan of some columns reads those columns' bytes).
+    pub block_bytes_read: u64,
     pub health: NodeHealth,
 }
 

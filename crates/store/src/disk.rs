@@ -107,6 +107,19 @@ pub trait Disk: Send + Sync + 'static {
     fn get_self_checked(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
         self.get(family, key)
     }
+    /// Several values the caller checks itself: `each(i, value)` for the `i`th of `keys`
+    /// (`None` if absent), in order, with the disk's own bytes where it can (no copy).
+    fn get_many_self_checked(
+        &self,
+        family: &str,
+        keys: &[&[u8]],
+        each: &mut dyn FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), DiskError> {
+        for (i, key) in keys.iter().enumerate() {
+            each(i, self.get_self_checked(family, key)?.as_deref());
+        }
+        Ok(())
+    }
     /// Apply `batch` atomically. With `sync`, it and every earlier write are durable on return.
     fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError>;
     /// The family's entries in key order, starting at `from` (see [`Order`]).
@@ -249,6 +262,23 @@ impl Disk for RocksDisk {
         self.db
             .get_cf_opt(self.cf(family), key, &opts)
             .map_err(rocks_error)
+    }
+
+    fn get_many_self_checked(
+        &self,
+        family: &str,
+        keys: &[&[u8]],
+        each: &mut dyn FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), DiskError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_verify_checksums(false);
+        let found =
+            self.db
+                .batched_multi_get_cf_opt(self.cf(family), keys, keys.is_sorted(), &opts);
+        for (i, value) in found.into_iter().enumerate() {
+            each(i, value.map_err(rocks_error)?.as_deref());
+        }
+        Ok(())
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError> {

@@ -6,8 +6,11 @@
 //! It owns naming ([`BlockHash`]), durability (a block is synced before `put` returns, so a
 //! holder acknowledges only what survives a crash) and integrity: every block is re-hashed when
 //! it is stored under an expected name and whenever it is read, so a corrupted copy is reported
-//! as [`StoreError::CorruptBlock`], never served. It does not decide where blocks go (the
-//! placement lives in the catalog) nor move them between nodes (the node does).
+//! as [`StoreError::CorruptBlock`], never served. A block is kept as groups of
+//! [`GROUP_BYTES`] with its [`Outboard`], so [`BlockStore::ranges`] reads and checks only the
+//! groups a reader asks for (a scan of two columns reads two columns); blocks stored whole by
+//! earlier versions still read. It does not decide where blocks go (the placement lives in
+//! the catalog) nor move them between nodes (the node does).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,20 +19,27 @@ pub mod disk;
 
 pub use disk::{Batch, Disk, DiskError, FamilyOptions, Order, RocksDisk};
 pub use tern_proto::BlockHash;
-use tern_proto::PutId;
+use tern_proto::{GROUP_BYTES, Outboard, PutId};
 
-/// Family of blocks: key = block hash, value = its bytes.
+/// Family of blocks: key = block hash ++ group index (u32, big endian), value = the group's
+/// bytes (see [`GROUP_BYTES`]); or, for blocks stored by earlier versions, key = block hash,
+/// value = all its bytes.
 const BLOCKS: &str = disk::DEFAULT_FAMILY;
+/// Family of outboards: key = block hash, value = its [`Outboard`] (blocks stored in groups).
+const OUTBOARDS: &str = "outboards";
 /// Family of claims: key = block hash ++ put id, empty value. A claim says "this block
 /// arrived for that put", so garbage collection keeps it while the put's lease lives.
 const CLAIMS: &str = "claims";
-/// Family indexing the blocks: key = block hash, value = its size (u64, little endian).
+/// Family indexing the blocks: key = block hash, value = its size (u64, little endian), then
+/// [`IN_GROUPS`] for a block stored in groups (nothing for one stored whole).
 /// Listing or checking blocks reads this, never the blob files: RocksDB iterators and point
 /// lookups on the blocks family load the (large) values too.
 const INDEX: &str = "index";
+/// The index's mark of a block stored in groups.
+const IN_GROUPS: u8 = 1;
 
 /// The families a block store needs, for opening its [`Disk`].
-pub const FAMILIES: [FamilyOptions; 3] = [
+pub const FAMILIES: [FamilyOptions; 4] = [
     FamilyOptions {
         name: BLOCKS,
         blob_min_bytes: Some(MIN_BLOB_BYTES),
@@ -42,6 +52,10 @@ pub const FAMILIES: [FamilyOptions; 3] = [
         name: INDEX,
         blob_min_bytes: None,
     },
+    FamilyOptions {
+        name: OUTBOARDS,
+        blob_min_bytes: None,
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +64,9 @@ pub enum StoreError {
     NotFound { hash: BlockHash },
     #[error("block {hash} is corrupt: its bytes hash to {actual}")]
     CorruptBlock { hash: BlockHash, actual: BlockHash },
+    /// Part of a block read by range does not check out against its name (see [`Outboard`]).
+    #[error("block {hash} is corrupt: {reason}")]
+    CorruptRange { hash: BlockHash, reason: String },
     #[error("block store at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("disk full: {0}")]
@@ -72,8 +89,9 @@ impl From<DiskError> for StoreError {
     }
 }
 
-/// Blocks at least this large are kept in RocksDB blob files.
-const MIN_BLOB_BYTES: u64 = 64 << 10;
+/// Values at least this large are kept in RocksDB blob files: every whole group of a block, so
+/// blocks do not bloat compaction.
+const MIN_BLOB_BYTES: u64 = GROUP_BYTES;
 
 /// One node's blocks.
 pub struct BlockStore {
@@ -81,6 +99,8 @@ pub struct BlockStore {
     planted: PlantedBugs,
     /// Bytes of blocks deleted since the disk last reclaimed space (see [`Self::reclaim_space`]).
     deleted_unreclaimed: std::sync::atomic::AtomicU64,
+    /// Bytes of blocks read from the disk and checked against their names, since opening.
+    bytes_read: std::sync::atomic::AtomicU64,
 }
 
 /// Bugs planted on purpose so the simulator's tests can show it catches them. Off unless one
@@ -103,6 +123,7 @@ impl BlockStore {
             disk,
             planted: PlantedBugs::default(),
             deleted_unreclaimed: Default::default(),
+            bytes_read: Default::default(),
         };
         store.build_index_if_missing()?;
         Ok(store)
@@ -148,21 +169,44 @@ impl BlockStore {
         self.commit(batch)
     }
 
-    fn write_synced(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_synced(
+        &self,
+        hash: &BlockHash,
+        bytes: &[u8],
+        outboard: &Outboard,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::default();
-        Self::add_block(&mut batch, hash, bytes);
+        Self::add_block(&mut batch, hash, bytes, outboard);
         self.commit(batch)
     }
 
-    fn add_block(batch: &mut Batch, hash: &BlockHash, bytes: &[u8]) {
-        batch.put(BLOCKS, hash.0, bytes);
-        batch.put(INDEX, hash.0, (bytes.len() as u64).to_le_bytes());
+    fn group_key(hash: &BlockHash, group: u64) -> [u8; 36] {
+        let mut key = [0u8; 36];
+        key[..32].copy_from_slice(&hash.0);
+        key[32..].copy_from_slice(&(group as u32).to_be_bytes());
+        key
     }
 
-    /// Whether `hash` must be (re)written: absent, or present but no longer intact. Checking
-    /// reads the block, but only when the same bytes are stored twice.
+    fn add_block(batch: &mut Batch, hash: &BlockHash, bytes: &[u8], outboard: &Outboard) {
+        // A block stored whole before (by an earlier version, or a damaged copy) goes.
+        batch.delete(BLOCKS, hash.0);
+        for (i, group) in bytes.chunks(GROUP_BYTES as usize).enumerate() {
+            batch.put(BLOCKS, Self::group_key(hash, i as u64), group);
+        }
+        if bytes.is_empty() {
+            batch.put(BLOCKS, Self::group_key(hash, 0), b"");
+        }
+        batch.put(OUTBOARDS, hash.0, outboard.to_bytes());
+        let mut entry = (bytes.len() as u64).to_le_bytes().to_vec();
+        entry.push(IN_GROUPS);
+        batch.put(INDEX, hash.0, entry);
+    }
+
+    /// Whether `hash` must be (re)written: absent, stored whole (by an earlier version: it
+    /// moves to groups), or present but no longer intact. Checking reads the block, but only
+    /// when the same bytes are stored twice.
     fn needs_write(&self, hash: &BlockHash) -> bool {
-        !matches!(self.contains(hash), Ok(true)) || !matches!(self.verify(hash), Ok(true))
+        !matches!(self.entry(hash), Ok(Some((_, true)))) || !matches!(self.verify(hash), Ok(true))
     }
 
     /// Every write is synced: a holder acknowledges only what survives a crash.
@@ -180,9 +224,9 @@ impl BlockStore {
     /// Store `bytes` and return their name. Idempotent: the same bytes always get the same
     /// name, and storing them twice keeps one copy.
     pub fn put(&self, bytes: &[u8]) -> Result<BlockHash, StoreError> {
-        let hash = BlockHash::of(bytes);
+        let (outboard, hash) = Outboard::of(bytes);
         if self.needs_write(&hash) {
-            self.write_synced(&hash, bytes)?;
+            self.write_synced(&hash, bytes, &outboard)?;
         }
         Ok(hash)
     }
@@ -196,7 +240,7 @@ impl BlockStore {
         bytes: &[u8],
         claim: Option<PutId>,
     ) -> Result<(), StoreError> {
-        let actual = BlockHash::of(bytes);
+        let (outboard, actual) = Outboard::of(bytes);
         if actual != *expected {
             return Err(StoreError::CorruptBlock {
                 hash: *expected,
@@ -205,7 +249,7 @@ impl BlockStore {
         }
         let mut batch = Batch::default();
         if self.needs_write(expected) {
-            Self::add_block(&mut batch, expected, bytes);
+            Self::add_block(&mut batch, expected, bytes, &outboard);
         }
         if let Some(put) = claim {
             batch.put(CLAIMS, Self::claim_key(expected, &put), b"");
@@ -240,10 +284,35 @@ impl BlockStore {
 
     /// The block's bytes, checked against its name.
     pub fn get(&self, hash: &BlockHash) -> Result<Vec<u8>, StoreError> {
-        let bytes = self
-            .disk
-            .get_self_checked(BLOCKS, &hash.0)?
+        let (len, in_groups) = self
+            .entry(hash)?
             .ok_or(StoreError::NotFound { hash: *hash })?;
+        let bytes = if in_groups {
+            let count = tern_proto::outboard::group_count(len);
+            let keys: Vec<[u8; 36]> = (0..count).map(|g| Self::group_key(hash, g)).collect();
+            let mut bytes = Vec::with_capacity(len as usize);
+            let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let mut missing = None;
+            self.disk
+                .get_many_self_checked(BLOCKS, &keys, &mut |g, group| match group {
+                    Some(group) => bytes.extend_from_slice(group),
+                    None => {
+                        missing.get_or_insert(g);
+                    }
+                })?;
+            if let Some(g) = missing {
+                return Err(StoreError::CorruptRange {
+                    hash: *hash,
+                    reason: format!("its group {g} is missing"),
+                });
+            }
+            bytes
+        } else {
+            self.disk
+                .get_self_checked(BLOCKS, &hash.0)?
+                .ok_or(StoreError::NotFound { hash: *hash })?
+        };
+        self.count_read(bytes.len());
         let actual = BlockHash::of(&bytes);
         if actual != *hash && !self.planted.skip_read_hash_check {
             return Err(StoreError::CorruptBlock {
@@ -254,13 +323,49 @@ impl BlockStore {
         Ok(bytes)
     }
 
+    fn count_read(&self, bytes: usize) {
+        self.bytes_read
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of blocks read from the disk and checked against their names since the store
+    /// was opened (whole blocks and groups read by [`BlockRanges`]).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Block `hash` to read by ranges: `None` when it is stored whole (by an earlier version,
+    /// or it is one group long), then the caller reads it with [`Self::get`]. Its outboard is
+    /// checked against its name here, once.
+    pub fn ranges(&self, hash: &BlockHash) -> Result<Option<BlockRanges<'_>>, StoreError> {
+        let (len, in_groups) = self
+            .entry(hash)?
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        if !in_groups || len <= GROUP_BYTES {
+            return Ok(None);
+        }
+        let stored = self.disk.get(OUTBOARDS, &hash.0)?.unwrap_or_default();
+        let outboard =
+            Outboard::from_bytes(&stored, len, hash).map_err(|e| StoreError::CorruptRange {
+                hash: *hash,
+                reason: e.to_string(),
+            })?;
+        Ok(Some(BlockRanges {
+            store: self,
+            hash: *hash,
+            len,
+            outboard,
+        }))
+    }
+
     /// The size of block `hash` if it is stored here (from the index; its bytes are not read).
     pub fn size(&self, hash: &BlockHash) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .disk
-            .get(INDEX, &hash.0)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_le_bytes))
+        Ok(self.entry(hash)?.map(|(len, _)| len))
+    }
+
+    /// Block `hash`'s index entry: its size, and whether it is stored in groups.
+    fn entry(&self, hash: &BlockHash) -> Result<Option<(u64, bool)>, StoreError> {
+        Ok(self.disk.get(INDEX, &hash.0)?.and_then(|v| parse_entry(&v)))
     }
 
     /// Whether a block of that name is stored here (its bytes are not checked).
@@ -273,6 +378,12 @@ impl BlockStore {
         let size = self.size(hash)?.unwrap_or(0);
         let mut batch = Batch::default();
         batch.delete(BLOCKS, hash.0);
+        batch.delete_range(
+            BLOCKS,
+            Self::group_key(hash, 0),
+            Self::group_key(hash, u32::MAX as u64),
+        );
+        batch.delete(OUTBOARDS, hash.0);
         batch.delete(INDEX, hash.0);
         for put in self.claims(hash)? {
             batch.delete(CLAIMS, Self::claim_key(hash, &put));
@@ -307,13 +418,12 @@ impl BlockStore {
         let mut out = Vec::new();
         for item in self.disk.scan(INDEX, &[], Order::Ascending)? {
             let (key, value) = item?;
-            let (Ok(key), Ok(size)) = (
-                <[u8; 32]>::try_from(key.as_slice()),
-                <[u8; 8]>::try_from(value.as_slice()),
-            ) else {
+            let (Ok(key), Some((size, _))) =
+                (<[u8; 32]>::try_from(key.as_slice()), parse_entry(&value))
+            else {
                 continue;
             };
-            out.push((BlockHash(key), u64::from_le_bytes(size)));
+            out.push((BlockHash(key), size));
         }
         Ok(out)
     }
@@ -322,11 +432,24 @@ impl BlockStore {
     /// their name or the disk reports them damaged (the caller replaces it with a healthy
     /// copy). An I/O error that may pass is an `Err`: a copy is never condemned on it.
     pub fn verify(&self, hash: &BlockHash) -> Result<bool, StoreError> {
-        match self.get(hash) {
-            Ok(_) => Ok(true),
-            Err(StoreError::CorruptBlock { .. } | StoreError::Unreadable(_)) => Ok(false),
-            Err(e) => Err(e),
+        let bytes = match self.get(hash) {
+            Ok(bytes) => bytes,
+            Err(
+                StoreError::CorruptBlock { .. }
+                | StoreError::CorruptRange { .. }
+                | StoreError::Unreadable(_),
+            ) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // The bytes are intact; an outboard that no longer checks out is made again from them
+        // (it is derived from the bytes, so the copy need not go).
+        if let Err(StoreError::CorruptRange { .. }) = self.ranges(hash) {
+            let (outboard, _) = Outboard::of(&bytes);
+            let mut batch = Batch::default();
+            batch.put(OUTBOARDS, hash.0, outboard.to_bytes());
+            self.commit(batch)?;
         }
+        Ok(true)
     }
 
     /// Bytes the store occupies in table and blob files. Blocks still in the write-ahead log
@@ -341,193 +464,124 @@ impl BlockStore {
         Ok(self.disk.flush()?)
     }
 
-    /// Overwrite a block's stored bytes without renaming it: what a flipped bit on disk does.
-    /// For tests of corruption handling only.
+    /// Flip the bits of `mask` in the stored byte at `offset` of a block, without renaming
+    /// it: what damage on disk does. For tests of corruption handling only.
     #[doc(hidden)]
-    pub fn corrupt_for_test(&self, hash: &BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
+    pub fn flip_for_test(&self, hash: &BlockHash, offset: u64, mask: u8) -> Result<(), StoreError> {
+        let (_, in_groups) = self
+            .entry(hash)?
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        let (key, at) = if in_groups {
+            let key = Self::group_key(hash, offset / GROUP_BYTES);
+            (key.to_vec(), offset % GROUP_BYTES)
+        } else {
+            (hash.0.to_vec(), offset)
+        };
+        let mut value = self
+            .disk
+            .get(BLOCKS, &key)?
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        let byte = value
+            .get_mut(at as usize)
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        *byte ^= mask;
+        let mut batch = Batch::default();
+        batch.put(BLOCKS, key, value);
+        self.commit(batch)
+    }
+
+    /// Store `bytes` whole under their name, as versions before groups did: for tests that
+    /// such blocks still read.
+    #[doc(hidden)]
+    pub fn put_whole_for_test(&self, bytes: &[u8]) -> Result<BlockHash, StoreError> {
+        let hash = BlockHash::of(bytes);
         let mut batch = Batch::default();
         batch.put(BLOCKS, hash.0, bytes);
-        self.commit(batch)
+        batch.put(INDEX, hash.0, (bytes.len() as u64).to_le_bytes());
+        self.commit(batch)?;
+        Ok(hash)
+    }
+}
+
+/// An index entry: the block's size, and whether it is stored in groups.
+fn parse_entry(value: &[u8]) -> Option<(u64, bool)> {
+    let size = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    Some((size, value.get(8) == Some(&IN_GROUPS)))
+}
+
+/// One block stored in groups, read by ranges: each group read is checked against the
+/// block's [`Outboard`], which [`BlockStore::ranges`] checked against the block's name.
+pub struct BlockRanges<'a> {
+    store: &'a BlockStore,
+    hash: BlockHash,
+    len: u64,
+    outboard: Outboard,
+}
+
+impl BlockRanges<'_> {
+    /// The block's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Read groups `groups` (indexes, see [`GROUP_BYTES`]) into `out` (the block's length) at
+    /// their offsets, each checked. Returns the bytes read.
+    pub fn read_groups(&self, groups: &[u64], out: &mut [u8]) -> Result<u64, StoreError> {
+        let corrupt = |reason: String| StoreError::CorruptRange {
+            hash: self.hash,
+            reason,
+        };
+        if out.len() as u64 != self.len {
+            return Err(StoreError::Io(format!(
+                "a buffer of {} bytes for a block of {}",
+                out.len(),
+                self.len
+            )));
+        }
+        let keys: Vec<[u8; 36]> = groups
+            .iter()
+            .map(|&g| BlockStore::group_key(&self.hash, g))
+            .collect();
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let mut read = 0u64;
+        let mut failed = None;
+        self.store
+            .disk
+            .get_many_self_checked(BLOCKS, &keys, &mut |i, bytes| {
+                if failed.is_some() {
+                    return;
+                }
+                let g = groups[i];
+                let start = g * GROUP_BYTES;
+                let end = (start + GROUP_BYTES).min(self.len);
+                let Some(bytes) = bytes else {
+                    failed = Some(format!("its group {g} is missing"));
+                    return;
+                };
+                if start >= self.len || bytes.len() as u64 != end - start {
+                    failed = Some(format!("its group {g} has {} bytes", bytes.len()));
+                    return;
+                }
+                self.store.count_read(bytes.len());
+                if !self.store.planted.skip_read_hash_check
+                    && let Err(e) = self.outboard.check_group(g, bytes)
+                {
+                    failed = Some(e.to_string());
+                    return;
+                }
+                out[start as usize..end as usize].copy_from_slice(bytes);
+                read += bytes.len() as u64;
+            })?;
+        if let Some(reason) = failed {
+            return Err(corrupt(reason));
+        }
+        Ok(read)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_are_named_by_content_and_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlockStore::open(dir.path()).unwrap();
-        let a = store.put(b"partition 0").unwrap();
-        assert_eq!(a, store.put(b"partition 0").unwrap());
-        assert_eq!(a, BlockHash::of(b"partition 0"));
-        let big = vec![7u8; 3 << 20];
-        let b = store.put(&big).unwrap();
-        assert_eq!(
-            store.get(&b).unwrap(),
-            big,
-            "large blocks round-trip through blob files"
-        );
-        assert_eq!(store.list().unwrap().len(), 2);
-        assert_eq!(store.hashes().unwrap().len(), 2);
-        store.delete(&a).unwrap();
-        assert!(matches!(store.get(&a), Err(StoreError::NotFound { .. })));
-    }
-
-    #[test]
-    fn space_of_deleted_blocks_is_reclaimed_once_garbage_is_a_third_of_the_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = RocksDisk::open(dir.path(), &FAMILIES)
-            .unwrap()
-            .reclaim_at_least(1 << 20);
-        let store = BlockStore::on(Arc::new(disk)).unwrap();
-        let blocks: Vec<BlockHash> = (0..16u8)
-            .map(|i| store.put(&vec![i; 1 << 20]).unwrap())
-            .collect();
-        store.flush().unwrap();
-        let full = store.bytes_on_disk().unwrap();
-        assert!(full >= 16 << 20, "{full}");
-
-        store.delete(&blocks[0]).unwrap();
-        assert_eq!(
-            store.reclaim_space().unwrap(),
-            0,
-            "one block in sixteen is not worth rewriting the rest"
-        );
-        for hash in &blocks[1..12] {
-            store.delete(hash).unwrap();
-        }
-        store.flush().unwrap();
-        assert!(store.reclaim_space().unwrap() >= 12 << 20);
-        let after = store.bytes_on_disk().unwrap();
-        assert!(after < 6 << 20, "{after} bytes on disk for 4 MiB of blocks");
-        for (i, hash) in blocks.iter().enumerate().skip(12) {
-            assert_eq!(store.get(hash).unwrap(), vec![i as u8; 1 << 20]);
-        }
-        assert_eq!(
-            store.reclaim_space().unwrap(),
-            0,
-            "nothing is left to reclaim"
-        );
-    }
-
-    #[test]
-    fn claims_name_the_puts_a_block_arrived_for_and_go_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlockStore::open(dir.path()).unwrap();
-        let (p1, p2) = (PutId([1; 16]), PutId([2; 16]));
-        let bytes = b"shared partition";
-        let hash = BlockHash::of(bytes);
-        let other = BlockHash::of(b"other");
-        store.put_verified(&hash, bytes, Some(p1)).unwrap();
-        store.put_verified(&hash, bytes, Some(p2)).unwrap();
-        store.put_verified(&other, b"other", Some(p1)).unwrap();
-        assert_eq!(store.claims(&hash).unwrap(), vec![p1, p2]);
-        store.drop_claim(&hash, &p1).unwrap();
-        assert_eq!(store.claims(&hash).unwrap(), vec![p2]);
-        store.delete(&hash).unwrap();
-        assert!(store.claims(&hash).unwrap().is_empty());
-        assert_eq!(
-            store.claims(&other).unwrap(),
-            vec![p1],
-            "other blocks keep theirs"
-        );
-        assert_eq!(store.hashes().unwrap(), vec![other]);
-    }
-
-    #[test]
-    fn corruption_is_detected_on_store_and_on_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlockStore::open(dir.path()).unwrap();
-        let hash = BlockHash::of(b"good bytes");
-        let refused = store.put_verified(&hash, b"bad bytes", None).unwrap_err();
-        assert!(
-            matches!(refused, StoreError::CorruptBlock { .. }),
-            "{refused}"
-        );
-        assert!(
-            !store.contains(&hash).unwrap(),
-            "a refused block is not kept"
-        );
-
-        store.put_verified(&hash, b"good bytes", None).unwrap();
-        assert!(store.verify(&hash).unwrap());
-        store.corrupt_for_test(&hash, b"good bytez").unwrap();
-        assert!(!store.verify(&hash).unwrap());
-        // Storing the same block again replaces the damaged copy.
-        store.put_verified(&hash, b"good bytes", None).unwrap();
-        assert!(store.verify(&hash).unwrap());
-        store.corrupt_for_test(&hash, b"good bytez").unwrap();
-        let err = store.get(&hash).unwrap_err().to_string();
-        assert!(
-            err.contains("corrupt") && err.contains(&hash.to_string()),
-            "{err}"
-        );
-    }
-
-    /// A disk whose reads fail as told: an I/O error that may pass, or damage it reports.
-    struct Flaky {
-        disk: RocksDisk,
-        fail: std::sync::Mutex<Option<DiskError>>,
-    }
-
-    impl Disk for Flaky {
-        fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
-            self.disk.get(family, key)
-        }
-        fn get_self_checked(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
-            match self.fail.lock().unwrap().clone() {
-                Some(e) => Err(e),
-                None => self.disk.get_self_checked(family, key),
-            }
-        }
-        fn write(&self, batch: Batch, sync: bool) -> Result<(), DiskError> {
-            self.disk.write(batch, sync)
-        }
-        fn scan<'a>(
-            &'a self,
-            family: &str,
-            from: &[u8],
-            order: Order,
-        ) -> Result<disk::Entries<'a>, DiskError> {
-            self.disk.scan(family, from, order)
-        }
-        fn used_bytes(&self) -> Result<u64, DiskError> {
-            self.disk.used_bytes()
-        }
-        fn flush(&self) -> Result<(), DiskError> {
-            self.disk.flush()
-        }
-    }
-
-    /// Scrub condemns a copy only when it is known bad: an I/O error is an error, not a
-    /// verdict (the caller keeps the copy and looks again later).
-    #[test]
-    fn only_known_damage_condemns_a_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let flaky = Arc::new(Flaky {
-            disk: RocksDisk::open(dir.path(), &FAMILIES).unwrap(),
-            fail: Default::default(),
-        });
-        let store = BlockStore::on(flaky.clone()).unwrap();
-        let hash = store.put(b"block").unwrap();
-        *flaky.fail.lock().unwrap() = Some(DiskError::Io("EIO, for now".into()));
-        assert!(matches!(store.verify(&hash), Err(StoreError::Io(_))));
-        *flaky.fail.lock().unwrap() = Some(DiskError::Corrupt("bad blob checksum".into()));
-        assert!(!store.verify(&hash).unwrap());
-        *flaky.fail.lock().unwrap() = None;
-        assert!(store.verify(&hash).unwrap());
-    }
-
-    #[test]
-    fn blocks_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let hash = BlockStore::open(dir.path())
-            .unwrap()
-            .put(b"durable")
-            .unwrap();
-        let store = BlockStore::open(dir.path()).unwrap();
-        assert_eq!(store.get(&hash).unwrap(), b"durable");
-    }
-}
+mod tests;
