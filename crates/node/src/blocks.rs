@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tern_meta::placement::REPLICAS;
 use tern_proto::{
-    BlockHash, BulkRead, Clock, ErrorKind, MAX_BLOCK_BYTES, NodeState, PutId, Request, Response,
-    Transport, human_bytes,
+    BlockHash, BulkRead, BulkWrite, Clock, ErrorKind, MAX_BLOCK_BYTES, NodeState, PutId, Request,
+    Response, Transport, human_bytes,
 };
 use tern_store::{BlockStore, StoreError};
 use tracing::{info, warn};
@@ -41,6 +41,41 @@ pub(crate) async fn receive_body(
     size: u64,
     body: &mut impl BulkRead,
 ) -> Result<Vec<u8>, Response> {
+    receive_passing_on(what, size, body, None::<NoSink>)
+        .await
+        .map_err(|failed| match failed {
+            Received::Refused(refusal) => refusal,
+            Received::NotPassedOn(e) => Response::error(ErrorKind::Unavailable, e.to_string()),
+        })
+}
+
+/// Why a body was not received whole (and passed on).
+enum Received {
+    /// The body was bad or late: this answer says so.
+    Refused(Response),
+    /// The next node stopped taking it.
+    NotPassedOn(tern_proto::TransportError),
+}
+
+/// Nowhere to pass a body on to.
+struct NoSink;
+
+impl BulkWrite for NoSink {
+    async fn write_chunk(&mut self, _bytes: &[u8]) -> Result<(), tern_proto::TransportError> {
+        Ok(())
+    }
+    async fn finish(self) -> Result<(), tern_proto::TransportError> {
+        Ok(())
+    }
+}
+
+/// [`receive_body`], writing each chunk on to `next` as soon as it arrives.
+async fn receive_passing_on<W: BulkWrite>(
+    what: &str,
+    size: u64,
+    body: &mut impl BulkRead,
+    mut onward: Option<W>,
+) -> Result<Vec<u8>, Received> {
     let deadline = tokio::time::Instant::now() + body_deadline(size);
     let mut bytes = Vec::with_capacity(size as usize);
     loop {
@@ -50,40 +85,49 @@ pub(crate) async fn receive_body(
         let next = match tokio::time::timeout(wait, body.next_chunk()).await {
             Ok(next) => next,
             Err(_) => {
-                return Err(Response::error(
+                return Err(Received::Refused(Response::error(
                     ErrorKind::Unavailable,
                     format!(
                         "{what} arrived too slowly: {} of {} after the deadline",
                         human_bytes(bytes.len() as u64),
                         human_bytes(size)
                     ),
-                ));
+                )));
             }
         };
         match next {
             Ok(Some(chunk)) => {
                 if bytes.len() as u64 + chunk.len() as u64 > size {
-                    return Err(Response::error(
+                    return Err(Received::Refused(Response::error(
                         ErrorKind::Invalid,
                         format!("{what} is longer than the {size} bytes announced"),
-                    ));
+                    )));
+                }
+                if let Some(onward) = onward.as_mut() {
+                    onward
+                        .write_chunk(&chunk)
+                        .await
+                        .map_err(Received::NotPassedOn)?;
                 }
                 bytes.extend_from_slice(&chunk);
             }
             Ok(None) => break,
             Err(e) => {
-                return Err(Response::error(
+                return Err(Received::Refused(Response::error(
                     ErrorKind::BadFrame,
                     format!("{what} arrived incomplete: {e}"),
-                ));
+                )));
             }
         }
     }
     if bytes.len() as u64 != size {
-        return Err(Response::error(
+        return Err(Received::Refused(Response::error(
             ErrorKind::Invalid,
             format!("{what} has {} bytes, {size} were announced", bytes.len()),
-        ));
+        )));
+    }
+    if let Some(onward) = onward {
+        onward.finish().await.map_err(Received::NotPassedOn)?;
     }
     Ok(bytes)
 }
@@ -240,31 +284,67 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 ),
             );
         };
-        let bytes = match receive_body(&format!("block {hash}"), size, body).await {
-            Ok(bytes) => bytes,
-            Err(refusal) => return refusal,
+        // Pipelined, as HDFS does: the next holder gets each chunk as it arrives here, so the
+        // chain's copies cost about one transfer and one store, not three of each.
+        let what = format!("block {hash}");
+        let not_passed = |next: &str, reason: String| {
+            Response::error(
+                ErrorKind::Unavailable,
+                format!("block {hash} not passed on to {next}: {reason}"),
+            )
         };
-        let bytes = Arc::new(bytes);
-        let stored = bytes.clone();
-        if let Err(e) = on_store(&self.blocks, move |b| b.put_verified(&hash, &stored, put)).await {
+        let (mut onward, mut next) = (None, None);
+        if let Some((addr, rest)) = chain.split_first() {
+            let request = Request::PutBlock {
+                hash,
+                size,
+                chain: rest.to_vec(),
+                put,
+            };
+            match self.transport.open_bulk(addr, &request).await {
+                Ok((writer, reader)) => {
+                    onward = Some(writer);
+                    next = Some((addr.clone(), reader));
+                }
+                Err(e) => return not_passed(addr, e.to_string()),
+            }
+        }
+        let bytes = match receive_passing_on(&what, size, body, onward.take()).await {
+            Ok(bytes) => bytes,
+            Err(Received::Refused(refusal)) => return refusal,
+            // The next node may have refused the block before reading it: its answer says why.
+            Err(Received::NotPassedOn(e)) => {
+                let (addr, mut reader) = next.expect("passing on needs a next node");
+                let reason =
+                    match tokio::time::timeout(Duration::from_secs(5), reader.response()).await {
+                        Ok(Ok(Response::Error(refusal))) => refusal.message,
+                        _ => e.to_string(),
+                    };
+                return not_passed(&addr, reason);
+            }
+        };
+        let store = on_store(&self.blocks, move |b| b.put_verified(&hash, &bytes, put));
+        let passed = async {
+            match next {
+                Some((addr, mut reader)) => Some((addr, reader.response().await)),
+                None => None,
+            }
+        };
+        let (stored, passed) = tokio::join!(store, passed);
+        if let Err(e) = stored {
             return store_error(e);
         }
         let mut holders = vec![self.id()];
-        if let Some((next, rest)) = chain.split_first() {
-            match self.pass_on(next, hash, &bytes, rest.to_vec(), put).await {
-                Ok(mut more) => holders.append(&mut more),
-                // Our copy stays (it is verified and harmless); the writer sees the chain failed
-                // and, without a full set of acknowledgements, never makes the block visible.
-                Err(reason) => {
-                    return Response::error(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "block {hash} stored on node {} but not passed on to {next}: {reason}",
-                            self.id()
-                        ),
-                    );
-                }
+        match passed {
+            None => {}
+            Some((_, Ok(Response::BlockStored { holders: more }))) => holders.extend(more),
+            // Our copy stays (it is verified and harmless); the writer sees the chain failed
+            // and, without a full set of acknowledgements, never makes the block visible.
+            Some((addr, Ok(Response::Error(e)))) => return not_passed(&addr, e.message),
+            Some((addr, Ok(other))) => {
+                return not_passed(&addr, format!("unexpected answer {other:?}"));
             }
+            Some((addr, Err(e))) => return not_passed(&addr, e.to_string()),
         }
         info!(%hash, size, holders = ?holders, "block stored");
         Response::BlockStored { holders }
@@ -366,31 +446,5 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             ErrorKind::Unavailable,
             format!("could not copy block {hash}: {}", reasons.join("; ")),
         )
-    }
-
-    async fn pass_on(
-        &self,
-        next: &str,
-        hash: BlockHash,
-        bytes: &[u8],
-        rest: Vec<String>,
-        put: Option<PutId>,
-    ) -> Result<Vec<u64>, String> {
-        let request = Request::PutBlock {
-            hash,
-            size: bytes.len() as u64,
-            chain: rest,
-            put,
-        };
-        // The next holder may refuse before reading the bytes: its answer says why.
-        let answer =
-            tern_proto::send_body(self.transport.as_ref(), next, &request, bytes, CHUNK_BYTES)
-                .await
-                .map_err(|e| e.to_string())?;
-        match answer {
-            Response::BlockStored { holders } => Ok(holders),
-            Response::Error(e) => Err(e.message),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
     }
 }
