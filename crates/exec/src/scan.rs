@@ -485,8 +485,9 @@ async fn read_columns(
             });
             for (slot, &c) in found.iter_mut().zip(columns) {
                 if slot.is_none() {
-                    let column = decoded.next().ok_or("a column is missing from the block")?;
+                    let mut column = decoded.next().ok_or("a column is missing from the block")?;
                     if let (Some(cache), true) = (&cache, read.local) {
+                        column.arrays = column.arrays.iter().cloned().map(own_bytes).collect();
                         cache.insert(part.block, c, column.clone());
                     }
                     *slot = Some(column);
@@ -519,6 +520,21 @@ async fn read_columns(
             .map_err(|e| e.to_string())
         })
         .collect()
+}
+
+/// `array`, copied out of a larger buffer it shares (an uncompressed block's columns are
+/// decoded in place, each sharing the block's buffer), so a cache entry holds and counts
+/// only its own bytes.
+fn own_bytes(array: arrow::array::ArrayRef) -> arrow::array::ArrayRef {
+    let data = array.to_data();
+    let own = data.get_slice_memory_size().unwrap_or(0);
+    if array.get_array_memory_size() <= 2 * own + 4096 {
+        return array;
+    }
+    // (Arrow's concat of one array returns a slice of it, sharing the buffer.)
+    let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
+    copy.extend(0, 0, data.len());
+    arrow::array::make_array(copy.freeze())
 }
 
 #[cfg(test)]
@@ -631,6 +647,49 @@ mod tests {
         assert_eq!(mixed[0].num_columns(), 2);
         assert_eq!(read(vec![0, 1, 2]).await.len(), 2);
         assert_eq!(reader.reads.load(Ordering::Relaxed), 2);
+    }
+
+    /// An uncompressed block is decoded in place; what the cache keeps of one column is that
+    /// column's bytes, not the block's buffer.
+    #[tokio::test]
+    async fn a_cached_column_of_an_uncompressed_block_holds_only_its_bytes() {
+        let schema = Arc::new(Schema::new(
+            (0..4)
+                .map(|c| Field::new(format!("c{c}"), DataType::Int64, false))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = |from: i64| {
+            let columns = (0..4)
+                .map(|c| Arc::new(Int64Array::from_iter_values(from + c..from + c + 100_000)) as _)
+                .collect();
+            RecordBatch::try_new(schema.clone(), columns).unwrap()
+        };
+        let bytes = crate::batches_to_ipc(&schema, &[batch(0), batch(1)]).unwrap();
+        let len = bytes.len();
+        let reader = OneBlock {
+            bytes,
+            reads: AtomicUsize::new(0),
+            cache: Arc::new(ColumnCache::new(64 << 20)),
+        };
+        let part = ScanPartition {
+            rows: 200_000,
+            ..partition()
+        };
+        let read = read_columns(&reader, &part, &schema, &[2]).await.unwrap();
+        assert_eq!(
+            read[1]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+            3
+        );
+        let used = reader.cache.used();
+        assert!(
+            (1_600_000..2_000_000).contains(&used),
+            "{used} bytes kept for one column of two batches of a {len}-byte block"
+        );
     }
 
     #[tokio::test]
