@@ -527,14 +527,23 @@ async fn read_columns(
 /// only its own bytes.
 fn own_bytes(array: arrow::array::ArrayRef) -> arrow::array::ArrayRef {
     let data = array.to_data();
-    let own = data.get_slice_memory_size().unwrap_or(0);
-    if array.get_array_memory_size() <= 2 * own + 4096 {
+    if !shares_larger_buffer(&data) {
         return array;
     }
     // (Arrow's concat of one array returns a slice of it, sharing the buffer.)
     let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
-    copy.extend(0, 0, data.len());
-    arrow::array::make_array(copy.freeze())
+    match copy.try_extend(0, 0, data.len()) {
+        Ok(()) => arrow::array::make_array(copy.freeze()),
+        Err(_) => array,
+    }
+}
+
+/// Whether a buffer of `data` (or of its children) is a small window on a large allocation.
+fn shares_larger_buffer(data: &arrow::array::ArrayData) -> bool {
+    let larger = |b: &arrow::buffer::Buffer| b.capacity() > 2 * b.len() + 4096;
+    data.buffers().iter().any(larger)
+        || data.nulls().is_some_and(|n| larger(n.buffer()))
+        || data.child_data().iter().any(shares_larger_buffer)
 }
 
 #[cfg(test)]
