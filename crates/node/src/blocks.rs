@@ -1,6 +1,7 @@
-//! Blocks on a node: receive one, check its hash, make it durable, pass it down the replica
-//! chain, and acknowledge only when every holder after us has too (HDFS-style pipeline). Serve
-//! one, re-checking its hash, so a corrupted copy is reported and the reader tries another.
+//! Blocks on a node: receive one while passing each chunk down the replica chain as it
+//! arrives, check its hash, make it durable, and acknowledge only when every holder after us
+//! has too (HDFS-style pipeline). Serve one, re-checking its hash, so a corrupted copy is
+//! reported and the reader tries another.
 
 use std::sync::Arc;
 use std::time::Duration;
