@@ -26,7 +26,8 @@ fn a_block_written_along_the_chain_survives_the_loss_of_two_holders() {
         "acknowledged by every holder, in chain order"
     );
 
-    // Bytes that do not match the name are refused at the first holder and go no further.
+    // Bytes that do not match the name are refused: the chain passes chunks on as they
+    // arrive, and every holder checks the whole block against its name before keeping it.
     let wrong = rt.block_on(async {
         let forged = tern_proto::Request::PutBlock {
             hash,
