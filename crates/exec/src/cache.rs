@@ -117,12 +117,7 @@ impl ColumnCache {
     /// Keep column `column` of `block`, then drop the least recently used columns past the
     /// budget. A column larger than the whole budget is not kept.
     pub fn insert(&self, block: BlockHash, column: usize, value: CachedColumn) {
-        let bytes: u64 = value
-            .arrays
-            .iter()
-            .map(|a| a.get_array_memory_size() as u64)
-            .sum::<u64>()
-            .max(1);
+        let bytes = held_bytes(&value.arrays).max(1);
         if bytes > self.budget {
             return;
         }
@@ -157,6 +152,32 @@ impl ColumnCache {
         self.lock()
             .keep(block, WHOLE_BLOCK, Held::Block(bytes), size, self.budget);
     }
+}
+
+/// The memory `arrays` keep alive: each allocation once, at its capacity. Arrow's own
+/// `get_array_memory_size` counts every buffer at its allocation's capacity, so a column
+/// whose offsets and values are windows on one read of its bytes was counted twice.
+fn held_bytes(arrays: &[ArrayRef]) -> u64 {
+    fn visit(data: &arrow::array::ArrayData, seen: &mut HashMap<usize, u64>) {
+        let buffers = data
+            .buffers()
+            .iter()
+            .chain(data.nulls().map(|n| n.buffer()));
+        for buffer in buffers {
+            seen.insert(
+                buffer.data_ptr().as_ptr() as usize,
+                buffer.capacity() as u64,
+            );
+        }
+        for child in data.child_data() {
+            visit(child, seen);
+        }
+    }
+    let mut seen = HashMap::new();
+    for array in arrays {
+        visit(&array.to_data(), &mut seen);
+    }
+    seen.values().sum()
 }
 
 impl Inner {
@@ -229,8 +250,34 @@ mod tests {
     }
 
     #[test]
+    fn an_allocation_shared_by_buffers_or_batches_is_counted_once() {
+        use arrow::array::{Array, StringArray};
+        use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+        // Offsets (4 rows) and values in one allocation, as a read of a column's bytes gives.
+        let mut bytes = Vec::with_capacity(64);
+        for offset in [0i32, 1, 3, 6, 10] {
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        bytes.extend_from_slice(b"abbcccdddd");
+        let one_read = Buffer::from_vec(bytes);
+        let offsets = ScalarBuffer::<i32>::new(one_read.clone(), 0, 5);
+        let values = one_read.slice_with_length(20, 10);
+        let strings = StringArray::new(OffsetBuffer::new(offsets), values, None);
+        assert_eq!(strings.value(3), "dddd");
+        let arrays: Vec<ArrayRef> = vec![Arc::new(strings.clone()), Arc::new(strings.slice(1, 2))];
+        assert_eq!(held_bytes(&arrays), one_read.capacity() as u64);
+        assert!(
+            arrays
+                .iter()
+                .map(|a| a.get_array_memory_size())
+                .sum::<usize>()
+                >= 4 * one_read.capacity()
+        );
+    }
+
+    #[test]
     fn the_least_recently_used_column_goes_first() {
-        let one = column(1000).arrays[0].get_array_memory_size() as u64;
+        let one = held_bytes(&column(1000).arrays);
         let cache = ColumnCache::new(3 * one);
         for b in 0..3 {
             cache.insert(block(b), 0, column(1000));
@@ -247,7 +294,7 @@ mod tests {
 
     #[test]
     fn batch_rows_stay_while_any_column_of_the_block_does() {
-        let one = column(10).arrays[0].get_array_memory_size() as u64;
+        let one = held_bytes(&column(10).arrays);
         let cache = ColumnCache::new(2 * one);
         cache.insert(block(1), 0, column(10));
         cache.insert(block(1), 1, column(10));
@@ -260,7 +307,7 @@ mod tests {
 
     #[test]
     fn whole_blocks_share_the_budget_and_the_order_of_use_with_columns() {
-        let one = column(1000).arrays[0].get_array_memory_size() as u64;
+        let one = held_bytes(&column(1000).arrays);
         let cache = ColumnCache::new(3 * one);
         cache.insert(block(1), 0, column(1000));
         let bytes = bytes::Bytes::from(vec![7u8; one as usize]);

@@ -99,13 +99,21 @@ impl LoadBoard {
         }
     }
 
-    /// The node among `holders` that last scanned most of `blocks` locally, if any did.
+    /// The node among `holders` most of `blocks` are warm on: the holder that last scanned a
+    /// block locally as this coordinator saw it, else the block's [`home_holder`], so that
+    /// coordinators with no history of a block (a new one for every `tern sql`) still send
+    /// it to the same holder and one node's memory serves it, not three nodes' in turn.
     pub fn warm_holder(&self, blocks: &[BlockHash], holders: &[NodeId]) -> Option<NodeId> {
         let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
         let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for node in blocks.iter().filter_map(|b| warm.get(b)) {
-            if holders.contains(node) {
-                *votes.entry(*node).or_default() += 1;
+        for block in blocks {
+            let node = warm
+                .get(block)
+                .filter(|n| holders.contains(n))
+                .copied()
+                .or_else(|| home_holder(block, holders));
+            if let Some(node) = node {
+                *votes.entry(node).or_default() += 1;
             }
         }
         votes
@@ -242,6 +250,27 @@ impl LoadBoard {
     }
 }
 
+/// The holder a block goes to when nothing else decides: the one scoring highest for it
+/// (rendezvous hashing), the same in every coordinator, spread evenly over nodes, and
+/// moving only the blocks of a node that leaves `holders`.
+pub fn home_holder(block: &BlockHash, holders: &[NodeId]) -> Option<NodeId> {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&block.0[..8]);
+    let key = u64::from_le_bytes(key);
+    holders
+        .iter()
+        .copied()
+        .max_by_key(|&node| (mix(key ^ mix(node)), std::cmp::Reverse(node)))
+}
+
+/// splitmix64's finalizer: a block name's bits and a node id scrambled into a fair score.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// A task waiting for `node` because its blocks are warm there; counted while it waits.
 struct Wanting<'a> {
     board: &'a LoadBoard,
@@ -327,19 +356,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn coordinators_with_no_history_agree_on_a_blocks_holder_and_spread_blocks_evenly() {
+        let (one, other) = (LoadBoard::new(2), LoadBoard::new(2));
+        let holders = [4, 9, 17];
+        let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for i in 0..3000u32 {
+            let block = BlockHash::of(&i.to_le_bytes());
+            let home = one.warm_holder(&[block], &holders).expect("a holder");
+            assert_eq!(other.warm_holder(&[block], &holders), Some(home));
+            *per_node.entry(home).or_default() += 1;
+            // A node leaving moves only its own blocks.
+            let without_9 = home_holder(&block, &[4, 17]).expect("a holder");
+            if home != 9 {
+                assert_eq!(without_9, home);
+            }
+        }
+        assert_eq!(per_node.len(), 3);
+        for (node, n) in per_node {
+            assert!(
+                (900..=1100).contains(&n),
+                "node {node} is home to {n} of 3000"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_task_goes_to_its_warm_holder_and_others_leave_that_holder_to_it() {
         let board = LoadBoard::new(1);
         let (a, b) = (BlockHash::of(b"a"), BlockHash::of(b"b"));
         let holders = [1, 2, 3];
         let wait = Duration::from_secs(5);
-        assert_eq!(board.warm_holder(&[a], &holders), None);
+        assert_eq!(
+            board.warm_holder(&[a], &holders),
+            home_holder(&a, &holders),
+            "with no history, the block's home"
+        );
         board.scanned([a], 2);
         board.scanned([b], 3);
         assert_eq!(board.warm_holder(&[a], &holders), Some(2));
         assert_eq!(
             board.warm_holder(&[a], &[1, 3]),
-            None,
+            home_holder(&a, &[1, 3]),
             "only a live holder counts"
         );
         assert_eq!(
