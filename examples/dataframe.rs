@@ -40,8 +40,7 @@ async fn write_trips(client: &Client) -> Result<(), Box<dyn std::error::Error>> 
         )?;
         let mut partition = PartitionBuilder::new(&schema)?;
         partition.push(&batch)?;
-        let rows = partition.rows;
-        writer.add_partition(&partition.finish()?, rows).await?;
+        writer.add_table_partition(&partition.finish()?).await?;
     }
     writer.commit("arrow-ipc", &schema_json(&schema)).await?;
     Ok(())

@@ -18,7 +18,7 @@ use crate::{TernError, arrow_err, record_json, runtime, streams, to_py, wait};
 const QUEUED_PARTITIONS: usize = 1;
 
 enum Message {
-    Partition(Vec<u8>, u64),
+    Partition(tern_client::ingest::Partition),
     /// Every partition was given: commit them, described by this schema.
     Commit(String),
 }
@@ -49,8 +49,8 @@ impl DatasetPut {
             let mut writer = client.dataset_writer(&name, replace).await?;
             while let Some(message) = received.recv().await {
                 match message {
-                    Message::Partition(bytes, rows) => {
-                        writer.add_partition(&bytes, rows).await?;
+                    Message::Partition(partition) => {
+                        writer.add_table_partition(&partition).await?;
                     }
                     Message::Commit(schema) => return writer.commit(format, &schema).await,
                 }
@@ -126,11 +126,10 @@ impl DatasetPut {
                     builder.push(&batch.slice(start, rows))?;
                 }
             }
-            let rows = builder.rows;
-            builder.finish().map(|bytes| (bytes, rows))
+            builder.finish()
         });
-        let (bytes, rows) = encoded.map_err(arrow_err)?;
-        self.send(py, Message::Partition(bytes, rows))
+        let partition = encoded.map_err(arrow_err)?;
+        self.send(py, Message::Partition(partition))
     }
 
     /// Commit every partition added as the dataset (its new version with `replace`); the

@@ -99,6 +99,64 @@ fn sql_answers_equal_single_process_datafusion_and_a_dead_holder_costs_a_retry()
         assert_eq!(&pretty(&answer.batches), want, "{query}");
     }
 
+    // The writer recorded each partition's bounds (ids ascend through the file): a filter
+    // on `id` gets tasks only for the partitions it may match, and answers the same.
+    let partitions = dataset.partitions.len();
+    let scanned = |sql: &str| -> usize {
+        let plan = rt.block_on(client.explain(sql)).expect("explain");
+        // With no partition left, DataFusion answers from the scan's statistics: no scan.
+        let Some(at) = plan.find("dataset=sales, partitions=") else {
+            return 0;
+        };
+        plan[at + 26..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{plan}"))
+    };
+    let filtered = [
+        (
+            "SELECT count(*) AS n, sum(id) AS s FROM sales WHERE id < 300",
+            1..=1,
+        ),
+        (
+            "SELECT count(*) AS n, sum(id) AS s FROM sales WHERE id BETWEEN 30000 AND 30010 OR id = 59999",
+            1..=3,
+        ),
+        (
+            "SELECT count(*) AS n, min(id) AS lo FROM sales WHERE id > 1000000",
+            0..=0,
+        ),
+        (
+            "SELECT count(*) AS n FROM sales WHERE name = 'customer-5' AND id >= 59000",
+            1..=2,
+        ),
+        // No bounds on floats, nor anything a filter on a computed value can skip.
+        (
+            "SELECT count(*) AS n FROM sales WHERE amount > 998",
+            partitions..=partitions,
+        ),
+        (
+            "SELECT count(*) AS n FROM sales WHERE id % 1000 = 7",
+            partitions..=partitions,
+        ),
+    ];
+    for (query, tasks) in filtered {
+        let n = scanned(query);
+        assert!(
+            tasks.contains(&n),
+            "{query}: {n} of {partitions} partitions scanned"
+        );
+        let answer = rt
+            .block_on(client.sql(query))
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(
+            pretty(&answer.batches),
+            reference(&rt, &parquet, query),
+            "{query}"
+        );
+    }
+
     // Holders keep the columns their scans decoded: asked again, the queries answer the same,
     // and some scans are answered from memory without reading their block.
     let cache = |rt: &tokio::runtime::Runtime| -> (u64, u64) {

@@ -354,6 +354,30 @@ fn requests_are_checked_against_who_sent_them() {
     let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
     assert!(err.contains("not in the cluster"), "{err}");
 
+    // Bounds that are not the table's (they would skip partitions a filter matches): refused.
+    assert!(!t.bounds.is_empty(), "a table put records its bounds");
+    for (n, bounds) in [
+        b"not arrow at all".to_vec(),
+        t.bounds[..t.bounds.len() / 2].to_vec(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut record = t.clone();
+        record.name = "fake".into();
+        record.version = 1;
+        record.bounds = bounds;
+        let commit = Request::CommitDataset {
+            record,
+            replaces: None,
+            put,
+            renewals: 0,
+            write: PutId([30 + n as u8; 16]),
+        };
+        let err = rt.block_on(writer.call(commit)).unwrap_err().to_string();
+        assert!(err.contains("bounds") && !err.contains('\n'), "{err}");
+    }
+
     // Array records that do not hold together are refused by the leader, each saying why:
     // an object dtype, fewer partitions than chunks, a partition claiming another element
     // count than its chunk has.
@@ -378,6 +402,7 @@ fn requests_are_checked_against_who_sent_them() {
         array.version = 1;
         array.format = "ndarray".into();
         array.schema = schema.into();
+        array.bounds = Vec::new();
         array.partitions = vec![PartitionRecord {
             rows,
             ..t.partitions[0].clone()

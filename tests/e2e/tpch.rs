@@ -49,9 +49,8 @@ fn answers_as_datafusion(extra: &[&str]) -> Vec<String> {
             for batch in &batches {
                 let mut part = PartitionBuilder::new(&schema).unwrap();
                 part.push(batch).unwrap();
-                let rows = part.rows;
                 writer
-                    .add_partition(&part.finish().unwrap(), rows)
+                    .add_table_partition(&part.finish().unwrap())
                     .await
                     .unwrap();
             }

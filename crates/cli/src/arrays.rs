@@ -97,8 +97,11 @@ fn cut_chunks(
             for batch in chunk::to_batches(&meta.dtype, chunk::cut_from_band(meta, &data, index))? {
                 builder.push(&batch)?;
             }
-            let rows = builder.rows;
-            if out.blocking_send((builder.finish()?, rows)).is_err() {
+            let partition = builder.finish()?;
+            if out
+                .blocking_send((partition.bytes, partition.rows))
+                .is_err()
+            {
                 return Ok(()); // the writer stopped; it says why
             }
         }

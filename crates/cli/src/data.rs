@@ -199,8 +199,8 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
         };
         tokio::task::spawn_blocking(move || cut_partitions(&paths, &cut, &bar, &stored, &tx))
     };
-    while let Some((bytes, rows)) = rx.recv().await {
-        if let Err(e) = writer.add_partition(&bytes, rows).await {
+    while let Some(partition) = rx.recv().await {
+        if let Err(e) = writer.add_table_partition(&partition).await {
             drop(rx);
             let _ = cutter.await;
             return Err(e.into());
@@ -269,7 +269,7 @@ fn cut_partitions(
     cut: &Cut,
     bar: &ProgressBar,
     stored: &AtomicU64,
-    out: &tokio::sync::mpsc::Sender<(Vec<u8>, u64)>,
+    out: &tokio::sync::mpsc::Sender<tern_client::ingest::Partition>,
 ) -> Result<SchemaRef> {
     // With --partitions, the rows are counted first (Parquet from its footer).
     let ends = match cut.partitions {
@@ -293,10 +293,9 @@ fn cut_partitions(
     let mut builder: Option<PartitionBuilder> = None;
     let (mut rows, mut read_before, mut cut_count) = (0u64, 0u64, 0u64);
     let send = |done: PartitionBuilder, count: &mut u64| -> Result<()> {
-        let part_rows = done.rows;
         *count += 1;
         // A closed channel means the storing side failed; it reports why.
-        out.blocking_send((done.finish()?, part_rows))
+        out.blocking_send(done.finish()?)
             .map_err(|_| anyhow!("storing stopped"))
     };
     for path in paths {

@@ -324,9 +324,8 @@ impl<'c, T: Transport> DataFrame<'c, T> {
             let len = per.min(rows - start);
             let mut partition = PartitionBuilder::new(&schema).map_err(bad)?;
             partition.push(&all.slice(start, len)).map_err(bad)?;
-            let part_rows = partition.rows;
-            let bytes = partition.finish().map_err(bad)?;
-            writer.add_partition(&bytes, part_rows).await?;
+            let partition = partition.finish().map_err(bad)?;
+            writer.add_table_partition(&partition).await?;
             start += len;
             if rows == 0 {
                 break;

@@ -18,6 +18,8 @@ pub struct DatasetWriter<'a, T: Transport = tern_net::QuicTransport> {
     /// The version this write replaces (`None`: the name was free), checked at commit.
     replaces: Option<u64>,
     partitions: Vec<PartitionRecord>,
+    /// Each partition's bounds, while every partition added has them.
+    bounds: Option<Vec<crate::bounds::PartitionBounds>>,
     /// Bytes placed on each node by this writer so far (not yet in the catalog).
     pending: std::collections::HashMap<NodeId, u64>,
     lease: PutLeaseKeeper<T>,
@@ -61,7 +63,23 @@ impl<T: Transport> Drop for PutLeaseKeeper<T> {
 }
 
 impl<T: Transport> DatasetWriter<'_, T> {
+    /// Store one partition of a table, keeping its bounds for the record (see
+    /// [`crate::bounds`]).
+    pub async fn add_table_partition(
+        &mut self,
+        partition: &crate::ingest::Partition,
+    ) -> Result<&PartitionRecord, ClientError> {
+        let mut bounds = self.bounds.take();
+        self.add_partition(&partition.bytes, partition.rows).await?;
+        if let Some(bounds) = &mut bounds {
+            bounds.push(partition.bounds.clone());
+        }
+        self.bounds = bounds;
+        Ok(self.partitions.last().expect("just added"))
+    }
+
     /// Store one partition now: placed by the cluster, written along its chain of holders.
+    /// A partition added this way has no bounds, so neither has the dataset.
     pub async fn add_partition(
         &mut self,
         bytes: &[u8],
@@ -87,6 +105,7 @@ impl<T: Transport> DatasetWriter<'_, T> {
         for holder in &holders {
             *self.pending.entry(*holder).or_default() += bytes.len() as u64;
         }
+        self.bounds = None;
         self.partitions.push(PartitionRecord {
             block,
             bytes: bytes.len() as u64,
@@ -108,7 +127,15 @@ impl<T: Transport> DatasetWriter<'_, T> {
 
     /// The catalog record [`DatasetWriter::commit`] would write now.
     pub fn record(&self, format: &str, schema: &str) -> DatasetRecord {
+        let bounds = match &self.bounds {
+            // Bounds that fail to encode are only a lost chance to skip partitions.
+            Some(bounds) if format == "arrow-ipc" => {
+                crate::bounds::encode(bounds).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         DatasetRecord {
+            bounds,
             name: self.name.clone(),
             version: self.replaces.map_or(1, |v| v + 1),
             format: format.into(),
@@ -151,7 +178,7 @@ impl<T: Transport> DatasetWriter<'_, T> {
 }
 
 fn decode_dataset(bytes: &[u8]) -> Result<DatasetRecord, ClientError> {
-    postcard::from_bytes(bytes)
+    DatasetRecord::decode(bytes)
         .map_err(|e| ClientError::Unexpected(format!("unreadable dataset record: {e}")))
 }
 
@@ -194,6 +221,7 @@ impl<T: Transport> Client<T> {
             name: name.into(),
             replaces,
             partitions: Vec::new(),
+            bounds: Some(Vec::new()),
             pending: Default::default(),
             lease,
             created_ms: self.clock.wall().as_millis() as u64,

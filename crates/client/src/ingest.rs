@@ -18,6 +18,8 @@ use arrow::ipc::CompressionType;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 
+use crate::bounds::{BoundsBuilder, PartitionBounds};
+
 /// Rows read to infer a CSV or JSON schema.
 const SCHEMA_SAMPLE_ROWS: usize = 1000;
 const BATCH_ROWS: usize = 8192;
@@ -371,9 +373,18 @@ pub fn schema_json(schema: &Schema) -> String {
 pub struct PartitionBuilder {
     schema: SchemaRef,
     writer: Option<StreamWriter<Vec<u8>>>,
+    bounds: BoundsBuilder,
     pub rows: u64,
     /// Uncompressed Arrow bytes so far: what `--partition-size` is measured in.
     pub arrow_bytes: u64,
+}
+
+/// A partition cut and encoded, ready for [`crate::DatasetWriter::add_table_partition`].
+#[derive(Debug)]
+pub struct Partition {
+    pub bytes: Vec<u8>,
+    pub rows: u64,
+    pub bounds: PartitionBounds,
 }
 
 /// The least share of a sample's bytes zstd must save for a partition to be compressed.
@@ -387,6 +398,7 @@ impl PartitionBuilder {
         Ok(Self {
             schema: Arc::new(schema.clone()),
             writer: None,
+            bounds: BoundsBuilder::new(schema),
             rows: 0,
             arrow_bytes: 0,
         })
@@ -401,19 +413,24 @@ impl PartitionBuilder {
             }
         };
         writer.write(batch)?;
+        self.bounds.push(batch)?;
         self.rows += batch.num_rows() as u64;
         self.arrow_bytes += arrow_bytes(batch);
         Ok(())
     }
 
-    /// The finished partition's bytes.
-    pub fn finish(self) -> Result<Vec<u8>, ArrowError> {
+    /// The finished partition: its bytes, rows and bounds.
+    pub fn finish(self) -> Result<Partition, ArrowError> {
         let mut writer = match self.writer {
             Some(writer) => writer,
             None => stream_writer(&self.schema, true)?,
         };
         writer.finish()?;
-        writer.into_inner()
+        Ok(Partition {
+            bytes: writer.into_inner()?,
+            rows: self.rows,
+            bounds: self.bounds.finish()?,
+        })
     }
 }
 

@@ -22,6 +22,7 @@
 
 mod admin;
 mod blocks;
+pub mod bounds;
 mod config;
 mod dataframe;
 mod datasets;

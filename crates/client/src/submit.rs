@@ -508,9 +508,8 @@ impl<T: Transport> Client<T> {
             for batch in &batches {
                 partition.push(batch).map_err(bad)?;
             }
-            let rows = partition.rows;
-            let bytes = partition.finish().map_err(bad)?;
-            writer.add_partition(&bytes, rows).await?;
+            let partition = partition.finish().map_err(bad)?;
+            writer.add_table_partition(&partition).await?;
         }
         writer.commit("arrow-ipc", &schema_json(&schema)).await
     }

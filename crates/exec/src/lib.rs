@@ -13,6 +13,7 @@
 //! `tern-sched`).
 
 mod adapt;
+pub mod bounds;
 mod cache;
 mod codec;
 mod guard;
@@ -373,6 +374,7 @@ mod tests {
                 })
                 .collect(),
             created_ms: 0,
+            bounds: Vec::new(),
         }
     }
 

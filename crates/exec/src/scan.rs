@@ -17,7 +17,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::statistics::StatisticsArgs;
@@ -117,6 +117,8 @@ pub struct StoredTable {
     partitions: Vec<ScanPartition>,
     /// Told its size when it has at most this many rows (see `SIZED_TABLE_ROWS`).
     sized_rows: u64,
+    /// The record's bounds (see [`crate::bounds`]), decoded only for a scan with filters.
+    bounds: Arc<[u8]>,
 }
 
 impl StoredTable {
@@ -164,7 +166,34 @@ impl StoredTable {
                 })
                 .collect(),
             sized_rows: SIZED_TABLE_ROWS,
+            bounds: record.bounds.as_slice().into(),
         })
+    }
+
+    /// The partitions `filters` may match (all of them without bounds to tell).
+    fn partitions_matching(&self, filters: &[Expr], state: &dyn Session) -> Vec<ScanPartition> {
+        if filters.is_empty() || self.bounds.is_empty() {
+            return self.partitions.clone();
+        }
+        let rows: Vec<u64> = self.partitions.iter().map(|p| p.rows).collect();
+        let keep = match crate::bounds::Bounds::decode(&self.bounds, &self.schema, &rows) {
+            Ok(Some(bounds)) => bounds.keep(filters, &self.schema, state),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(dataset = %self.dataset, error = %e, "bounds not used");
+                None
+            }
+        };
+        match keep {
+            Some(keep) => self
+                .partitions
+                .iter()
+                .zip(keep)
+                .filter(|(_, keep)| *keep)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            None => self.partitions.clone(),
+        }
     }
 }
 
@@ -178,11 +207,25 @@ impl TableProvider for StoredTable {
         TableType::Base
     }
 
+    /// Filters reach the scan to skip partitions by their bounds; DataFusion still applies
+    /// them to the rows of the partitions kept.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let how = if self.bounds.is_empty() {
+            TableProviderFilterPushDown::Unsupported
+        } else {
+            TableProviderFilterPushDown::Inexact
+        };
+        Ok(vec![how; filters.len()])
+    }
+
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(PartitionScanExec {
@@ -191,7 +234,7 @@ impl TableProvider for StoredTable {
                 self.dataset.clone(),
                 self.schema.clone(),
                 projection.cloned(),
-                self.partitions.clone(),
+                self.partitions_matching(filters, state),
                 limit,
             )?
         }))

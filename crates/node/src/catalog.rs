@@ -169,7 +169,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     ),
                 ));
             }
-            (Some(version), Some(bytes)) => match postcard::from_bytes::<DatasetRecord>(&bytes) {
+            (Some(version), Some(bytes)) => match DatasetRecord::decode(&bytes) {
                 Ok(old) if old.version == version => Some(bytes),
                 _ => return Ok(self.applied_or(&write, changed(&record.name))),
             },
@@ -217,7 +217,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 Response::error(ErrorKind::NotFound, format!("no dataset named {name:?}")),
             ));
         };
-        if !postcard::from_bytes::<DatasetRecord>(&bytes).is_ok_and(|d| d.version == version) {
+        if !DatasetRecord::decode(&bytes).is_ok_and(|d| d.version == version) {
             return Ok(self.applied_or(&write, changed(name)));
         }
         let ops = write_once(
@@ -333,7 +333,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     owner.as_slice() == client.as_bytes() && **name != record.name
                 })
                 .filter_map(|(name, _)| s.catalog_get(DATASETS_TABLE, name))
-                .filter_map(|raw| postcard::from_bytes::<DatasetRecord>(raw).ok())
+                .filter_map(|raw| DatasetRecord::decode(raw).ok())
                 .map(|d| d.bytes())
                 .sum::<u64>();
             Some((quota, owned))
@@ -426,8 +426,16 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     tern_exec::check_type_size(field.data_type())
                         .map_err(|e| format!("column {}: {e}", field.name()))?;
                 }
+                // Bounds that do not hold would skip partitions a filter matches: the same
+                // rows would answer differently with and without it.
+                let rows: Vec<u64> = record.partitions.iter().map(|p| p.rows).collect();
+                tern_exec::bounds::Bounds::decode(&record.bounds, &schema, &rows)
+                    .map_err(|e| e.to_string())?;
             }
             tern_array::FORMAT => {
+                if !record.bounds.is_empty() {
+                    return Err("an array's chunks carry no bounds".into());
+                }
                 let meta =
                     tern_array::ArrayMeta::from_json(&record.schema).map_err(|e| e.to_string())?;
                 if record.partitions.len() != meta.chunk_count() {
@@ -449,6 +457,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             }
             _ if !record.schema.is_empty() => {
                 return Err(format!("{} partitions carry no schema", record.format));
+            }
+            _ if !record.bounds.is_empty() => {
+                return Err(format!("{} partitions carry no bounds", record.format));
             }
             _ => {}
         }

@@ -64,12 +64,7 @@ pub(crate) fn datasets(state: &MetaState) -> Vec<(Vec<u8>, DatasetRecord)> {
         .get(DATASETS_TABLE)
         .into_iter()
         .flat_map(|t| t.values())
-        .filter_map(|raw| {
-            Some((
-                raw.clone(),
-                postcard::from_bytes::<DatasetRecord>(raw).ok()?,
-            ))
-        })
+        .filter_map(|raw| Some((raw.clone(), DatasetRecord::decode(raw).ok()?)))
         .collect()
 }
 
@@ -80,7 +75,7 @@ pub(crate) fn undecodable_datasets(state: &MetaState) -> Vec<String> {
         .get(DATASETS_TABLE)
         .into_iter()
         .flat_map(|t| t.iter())
-        .filter(|(_, raw)| postcard::from_bytes::<DatasetRecord>(raw).is_err())
+        .filter(|(_, raw)| DatasetRecord::decode(raw).is_err())
         .map(|(key, _)| key.clone())
         .collect()
 }

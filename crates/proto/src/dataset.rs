@@ -60,6 +60,23 @@ pub struct DatasetRecord {
     pub partitions: Vec<PartitionRecord>,
     /// Wall-clock milliseconds since the Unix epoch when it was committed.
     pub created_ms: u64,
+    /// What each partition's columns hold, for skipping partitions a filter cannot match:
+    /// an Arrow IPC stream of one batch, row `i` for partition `i`, with columns `c.min`,
+    /// `c.max` (of `c`'s type) and `c.nulls` (UInt64) for each column `c` that has bounds
+    /// (see `tern_exec::bounds`). Empty: none known (records older than bounds, formats
+    /// without a schema). Last, so a record written before it decodes (see [`Self::decode`]).
+    pub bounds: Vec<u8>,
+}
+
+/// [`DatasetRecord`] as written before it had `bounds` (postcard has no optional fields).
+#[derive(Deserialize)]
+struct DatasetRecordWithoutBounds {
+    name: String,
+    version: u64,
+    format: String,
+    schema: String,
+    partitions: Vec<PartitionRecord>,
+    created_ms: u64,
 }
 
 /// Names one dataset write, from its first block to its commit.
@@ -94,6 +111,23 @@ pub struct PutLease {
 }
 
 impl DatasetRecord {
+    /// A record from its catalog entry, whichever version of the record wrote it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<Self>(bytes).or_else(|error| {
+            let old =
+                postcard::from_bytes::<DatasetRecordWithoutBounds>(bytes).map_err(|_| error)?;
+            Ok(Self {
+                name: old.name,
+                version: old.version,
+                format: old.format,
+                schema: old.schema,
+                partitions: old.partitions,
+                created_ms: old.created_ms,
+                bounds: Vec::new(),
+            })
+        })
+    }
+
     pub fn bytes(&self) -> u64 {
         self.partitions.iter().map(|p| p.bytes).sum()
     }
@@ -132,6 +166,48 @@ pub fn validate_dataset_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_written_before_bounds_still_decodes() {
+        #[derive(Serialize)]
+        struct Before<'a> {
+            name: &'a str,
+            version: u64,
+            format: &'a str,
+            schema: &'a str,
+            partitions: Vec<PartitionRecord>,
+            created_ms: u64,
+        }
+        let partition = PartitionRecord {
+            block: BlockHash::of(b"p"),
+            bytes: 10,
+            rows: 2,
+            holders: vec![1, 2, 3],
+        };
+        let before = postcard::to_allocvec(&Before {
+            name: "trips",
+            version: 3,
+            format: "arrow-ipc",
+            schema: "[]",
+            partitions: vec![partition.clone()],
+            created_ms: 7,
+        })
+        .unwrap();
+        let record = DatasetRecord::decode(&before).unwrap();
+        assert_eq!((record.name.as_str(), record.version), ("trips", 3));
+        assert_eq!(record.partitions, vec![partition]);
+        assert!(record.bounds.is_empty());
+
+        let now = DatasetRecord {
+            bounds: vec![1, 2, 3],
+            ..record
+        };
+        assert_eq!(
+            DatasetRecord::decode(&postcard::to_allocvec(&now).unwrap()).unwrap(),
+            now
+        );
+        assert!(DatasetRecord::decode(&before[..before.len() - 1]).is_err());
+    }
 
     #[test]
     fn names_without_path_tricks_are_accepted() {

@@ -663,6 +663,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             created_ms: 0,
+            bounds: Vec::new(),
         })
         .unwrap()
     }

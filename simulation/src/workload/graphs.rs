@@ -197,7 +197,7 @@ impl SimClient {
                 .event(format!("graph over {name}: no such table"));
             return Ok(None);
         };
-        let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let record = DatasetRecord::decode(&bytes).map_err(|e| e.to_string())?;
         Ok(Some(sample(record, op)))
     }
 

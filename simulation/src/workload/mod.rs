@@ -75,7 +75,7 @@ fn table_partition(op: u64, part: u32, rows: u64) -> OpResult<(Vec<u8>, GroupSta
     let mut builder =
         tern_client::ingest::PartitionBuilder::new(&schema).map_err(|e| e.to_string())?;
     builder.push(&batch).map_err(|e| e.to_string())?;
-    Ok((builder.finish().map_err(|e| e.to_string())?, stats))
+    Ok((builder.finish().map_err(|e| e.to_string())?.bytes, stats))
 }
 
 /// A query answer as rows of (k, n, s); `k` is -1 when the query has no `k` column.
@@ -159,9 +159,7 @@ impl SimClient {
     async fn put(&self, name: &str, op: u64) -> OpResult<()> {
         let table = name.starts_with('t');
         let old_record = match self.catalog_get(name).await? {
-            Some(bytes) => {
-                Some(postcard::from_bytes::<DatasetRecord>(&bytes).map_err(|e| e.to_string())?)
-            }
+            Some(bytes) => Some(DatasetRecord::decode(&bytes).map_err(|e| e.to_string())?),
             None => None,
         };
         let mut writer = match self.client.dataset_writer(name, true).await {
@@ -242,8 +240,7 @@ impl SimClient {
         let Some(current) = self.catalog_get(name).await? else {
             return Ok(());
         };
-        let removing =
-            postcard::from_bytes::<DatasetRecord>(&current).map_err(|e| e.to_string())?;
+        let removing = DatasetRecord::decode(&current).map_err(|e| e.to_string())?;
         let version = removing.version;
         lock(&self.world.datasets)
             .entry(name.into())
@@ -430,7 +427,7 @@ impl SimClient {
         {
             Response::CatalogEntries(entries) => {
                 for (_, bytes) in entries {
-                    if let Ok(record) = postcard::from_bytes::<DatasetRecord>(&bytes) {
+                    if let Ok(record) = DatasetRecord::decode(&bytes) {
                         invariants::check_visible(&self.world, &record);
                     }
                 }
@@ -476,7 +473,7 @@ impl SimClient {
             let Some(bytes) = self.catalog_get(name).await? else {
                 continue;
             };
-            let record: DatasetRecord = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
+            let record = DatasetRecord::decode(&bytes).map_err(|e| e.to_string())?;
             invariants::check_replicas(&record, &up, &zone_of)?;
         }
         for (i, name) in names.into_iter().enumerate() {

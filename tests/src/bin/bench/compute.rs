@@ -275,8 +275,11 @@ pub fn scheduling(rt: &tokio::runtime::Runtime) {
             .expect("batch");
             let mut partition = PartitionBuilder::new(&schema).expect("builder");
             partition.push(&batch).expect("push");
-            let bytes = partition.finish().expect("finish");
-            writer.add_partition(&bytes, 1).await.expect("partition");
+            let partition = partition.finish().expect("finish");
+            writer
+                .add_table_partition(&partition)
+                .await
+                .expect("partition");
         }
         writer
             .commit("arrow-ipc", &schema_json(&schema))
