@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tern_client::Client;
 use tern_client::export::{FileSink, OutputFormat, decode_partition};
 use tern_client::ingest::{
-    InputFile, InputFormat, PartitionBuilder, arrow_bytes, check_same_schema, schema_json,
+    Compression, InputFile, InputFormat, PartitionBuilder, arrow_bytes, check_same_schema,
+    schema_json,
 };
 
 #[derive(Args)]
@@ -42,6 +43,10 @@ pub struct PutArgs {
     /// An array's chunk shape, for example 1000,1000 (default: chunks of about 32 MiB).
     #[arg(long)]
     chunks: Option<String>,
+    /// How partitions are compressed: auto (zstd when it saves a fifth or more), zstd, or
+    /// none (more bytes stored, and first reads that skip decompressing).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "zstd", "none"])]
+    compression: String,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -171,6 +176,11 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
     };
     let schema = args.schema.as_deref().map(parse_schema).transpose()?;
     let cut_bytes = parse_size(&args.partition_size)?;
+    let compression = match args.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Auto,
+    };
     if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
@@ -194,6 +204,7 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
         let cut = Cut {
             format,
             schema,
+            compression,
             bytes: cut_bytes,
             partitions: args.partitions,
         };
@@ -231,6 +242,7 @@ pub async fn put(dir: &Path, args: PutArgs) -> Result<()> {
 struct Cut {
     format: Option<InputFormat>,
     schema: Option<SchemaRef>,
+    compression: Compression,
     /// Cut when a partition holds this many bytes of Arrow data…
     bytes: u64,
     /// … or, with `--partitions N`, into N partitions of equal rows (as Dask's `npartitions`).
@@ -312,7 +324,9 @@ fn cut_partitions(
             while offset < batch.num_rows() {
                 let part = match builder.as_mut() {
                     Some(b) => b,
-                    None => builder.insert(PartitionBuilder::new(&file_schema)?),
+                    None => builder.insert(
+                        PartitionBuilder::new(&file_schema)?.with_compression(cut.compression),
+                    ),
                 };
                 let left = (batch.num_rows() - offset) as u64;
                 // Rows this partition still takes from the batch.

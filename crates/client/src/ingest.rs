@@ -372,6 +372,7 @@ pub fn schema_json(schema: &Schema) -> String {
 /// of it would pay for decompressing (40% of a node's time summing such an array).
 pub struct PartitionBuilder {
     schema: SchemaRef,
+    compression: Compression,
     writer: Option<StreamWriter<Vec<u8>>>,
     bounds: BoundsBuilder,
     pub rows: u64,
@@ -387,6 +388,17 @@ pub struct Partition {
     pub bounds: PartitionBounds,
 }
 
+/// How a partition's buffers are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// zstd when it saves at least [`MIN_SAVING`] of the first batch's bytes.
+    #[default]
+    Auto,
+    Zstd,
+    /// Plain Arrow: more bytes stored, and reads that decode in place.
+    None,
+}
+
 /// The least share of a sample's bytes zstd must save for a partition to be compressed.
 pub const MIN_SAVING: f64 = 0.2;
 
@@ -397,6 +409,7 @@ impl PartitionBuilder {
     pub fn new(schema: &Schema) -> Result<Self, ArrowError> {
         Ok(Self {
             schema: Arc::new(schema.clone()),
+            compression: Compression::Auto,
             writer: None,
             bounds: BoundsBuilder::new(schema),
             rows: 0,
@@ -404,11 +417,23 @@ impl PartitionBuilder {
         })
     }
 
+    /// The same builder, compressing as `compression` says.
+    pub fn with_compression(self, compression: Compression) -> Self {
+        Self {
+            compression,
+            ..self
+        }
+    }
+
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         let writer = match &mut self.writer {
             Some(writer) => writer,
             None => {
-                let compress = compression_pays(&self.schema, batch)?;
+                let compress = match self.compression {
+                    Compression::Auto => compression_pays(&self.schema, batch)?,
+                    Compression::Zstd => true,
+                    Compression::None => false,
+                };
                 self.writer.insert(stream_writer(&self.schema, compress)?)
             }
         };
@@ -423,7 +448,7 @@ impl PartitionBuilder {
     pub fn finish(self) -> Result<Partition, ArrowError> {
         let mut writer = match self.writer {
             Some(writer) => writer,
-            None => stream_writer(&self.schema, true)?,
+            None => stream_writer(&self.schema, self.compression != Compression::None)?,
         };
         writer.finish()?;
         Ok(Partition {
@@ -481,6 +506,45 @@ mod tests {
 
     fn column_type(schema: &Schema, name: &str) -> DataType {
         schema.field_with_name(name).unwrap().data_type().clone()
+    }
+
+    #[test]
+    fn a_partition_is_compressed_when_it_pays_or_as_told() {
+        let schema = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
+        // Repetitive integers: zstd shrinks them far past a fifth.
+        let batch = RecordBatch::try_new(
+            Arc::new(schema.clone()),
+            vec![Arc::new(arrow::array::Int64Array::from_iter_values(
+                (0..50_000).map(|i| i % 7),
+            ))],
+        )
+        .unwrap();
+        let size = |compression: Compression| {
+            let mut builder = PartitionBuilder::new(&schema)
+                .unwrap()
+                .with_compression(compression);
+            builder.push(&batch).unwrap();
+            let partition = builder.finish().unwrap();
+            assert_eq!(partition.rows, 50_000);
+            let (_, back) = rows_read_back(&partition.bytes);
+            assert_eq!(back, 50_000);
+            partition.bytes.len()
+        };
+        let (auto, zstd, none) = (
+            size(Compression::Auto),
+            size(Compression::Zstd),
+            size(Compression::None),
+        );
+        assert_eq!(auto, zstd);
+        assert!(none > 400_000 && zstd * 10 < none, "{zstd} {none}");
+    }
+
+    /// Rows of an encoded partition, read back with Arrow's own reader.
+    fn rows_read_back(bytes: &[u8]) -> (SchemaRef, usize) {
+        let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).unwrap();
+        let schema = reader.schema();
+        let rows = reader.map(|b| b.unwrap().num_rows()).sum();
+        (schema, rows)
     }
 
     #[test]

@@ -67,13 +67,12 @@ pub fn project_ipc(bytes: Buffer, columns: &[usize]) -> Result<Vec<u8>, ExecErro
 /// decompressed, and uncompressed columns share `bytes` (nothing is copied message by
 /// message, as Arrow's stream reader does).
 pub fn ipc_to_batches_projected(
-    bytes: Vec<u8>,
+    buffer: Buffer,
     projection: Option<Vec<usize>>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
     use arrow::error::ArrowError;
     use arrow::ipc::reader::{read_dictionary, read_record_batch};
     let cut = || ArrowError::IpcError("the stream is cut short".into());
-    let buffer = Buffer::from_vec(bytes);
     let word = |at: usize| -> Result<u32, ArrowError> {
         let four = buffer.get(at..at + 4).ok_or_else(cut)?;
         Ok(u32::from_le_bytes(four.try_into().expect("four bytes")))

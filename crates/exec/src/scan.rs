@@ -39,7 +39,7 @@ pub type ReadFuture = Pin<Box<dyn Future<Output = Result<BlockRead, String>> + S
 
 /// One block's bytes, and whether they came from the reading node's own store.
 pub struct BlockRead {
-    pub bytes: Vec<u8>,
+    pub bytes: arrow::buffer::Buffer,
     pub local: bool,
     /// Only the columns asked for are there (see [`crate::read_columns_sparse`]); the rest
     /// of the bytes are zeros.
@@ -608,7 +608,7 @@ mod tests {
             let bytes = self.bytes.clone();
             Box::pin(async move {
                 Ok(BlockRead {
-                    bytes,
+                    bytes: bytes.into(),
                     local: true,
                     partial: false,
                 })

@@ -10,8 +10,10 @@
 
 use std::collections::BTreeSet;
 
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Schema};
 use arrow::ipc;
+use memmap2::MmapMut;
 use tern_proto::GROUP_BYTES;
 
 use crate::validate::{BadBlock, MAX_METADATA_BYTES, column_spans};
@@ -43,15 +45,24 @@ pub fn read_columns_sparse(
     source: &mut dyn GroupSource,
     schema: &Schema,
     columns: &[usize],
-) -> Result<Vec<u8>, SparseError> {
+) -> Result<Buffer, SparseError> {
     let len = source.len();
     let types: Vec<DataType> = schema
         .fields()
         .iter()
         .map(|f| f.data_type().clone())
         .collect();
+    if len == 0 {
+        return Err(SparseError::Bad(BadBlock {
+            reason: "the block is empty".into(),
+        }));
+    }
+    // Pages the kernel hands over zeroed, faulted in only where groups land: a heap buffer
+    // would be cleared whole for every read (glibc reuses freed memory below 32 MiB).
+    let bytes = MmapMut::map_anon(len as usize)
+        .map_err(|e| SparseError::Read(format!("no memory for a {len}-byte block: {e}")))?;
     let mut sparse = Sparse {
-        bytes: vec![0; len as usize],
+        bytes,
         have: vec![false; len.div_ceil(GROUP_BYTES) as usize],
         source,
     };
@@ -109,12 +120,12 @@ pub fn read_columns_sparse(
         sparse.ensure(&wanted)?;
         at = body_end;
     }
-    Ok(sparse.bytes)
+    Ok(Buffer::from(bytes::Bytes::from_owner(sparse.bytes)))
 }
 
 /// A block being read: its bytes so far, and which groups are in.
 struct Sparse<'a> {
-    bytes: Vec<u8>,
+    bytes: MmapMut,
     have: Vec<bool>,
     source: &'a mut dyn GroupSource,
 }
@@ -140,7 +151,7 @@ impl Sparse<'_> {
         }
         let missing: Vec<u64> = missing.into_iter().collect();
         self.source
-            .read_groups(&missing, &mut self.bytes)
+            .read_groups(&missing, &mut self.bytes[..])
             .map_err(SparseError::Read)?;
         for group in missing {
             self.have[group as usize] = true;

@@ -580,7 +580,11 @@ async fn task_inputs<T: Transport>(
                                 format!("{partition} is unavailable: {reason}"),
                             )
                         })?;
-                        bytes::Bytes::from(read.bytes)
+                        // A whole read is a vector already: no copy.
+                        match read.bytes.into_vec::<u8>() {
+                            Ok(vec) => bytes::Bytes::from(vec),
+                            Err(buffer) => bytes::Bytes::copy_from_slice(&buffer),
+                        }
                     }
                 };
                 let checked = tern_exec::schema_from_json(partition, schema)

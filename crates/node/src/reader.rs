@@ -164,7 +164,7 @@ impl<T: Transport> BlockReader for NodeReader<T> {
             };
             if let Ok(bytes) = local {
                 return Ok(BlockRead {
-                    bytes,
+                    bytes: bytes.into(),
                     local: true,
                     partial: false,
                 });
@@ -185,7 +185,7 @@ impl<T: Transport> BlockReader for NodeReader<T> {
                 match fetched {
                     Ok(bytes) => {
                         return Ok(BlockRead {
-                            bytes,
+                            bytes: bytes.into(),
                             local: false,
                             partial: false,
                         });
