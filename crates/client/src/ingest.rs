@@ -472,9 +472,15 @@ pub fn arrow_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
+/// zstd's level 1: a quarter faster to compress than its default 3 on TPC-H's orders (cut in
+/// 128 KiB buffers, `zstd -b1 -e3 -B128K`), for 5 % more bytes, and as fast to decompress.
+/// Ingest is bound by CPU, and the writer's compression is a fifth of it.
+const ZSTD_LEVEL: i32 = 1;
+
 fn stream_writer(schema: &Schema, compress: bool) -> Result<StreamWriter<Vec<u8>>, ArrowError> {
     let options = IpcWriteOptions::default()
-        .try_with_compression(compress.then_some(CompressionType::ZSTD))?;
+        .try_with_compression(compress.then_some(CompressionType::ZSTD))?
+        .try_with_compression_level(compress.then_some(ZSTD_LEVEL))?;
     StreamWriter::try_new_with_options(Vec::new(), schema, options)
 }
 

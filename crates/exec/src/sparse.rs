@@ -61,6 +61,10 @@ pub fn read_columns_sparse(
     // would be cleared whole for every read (glibc reuses freed memory below 32 MiB).
     let bytes = MmapMut::map_anon(len as usize)
         .map_err(|e| SparseError::Read(format!("no memory for a {len}-byte block: {e}")))?;
+    // Small pages: a 2 MiB huge page would be cleared whole for the one group read into it
+    // (every batch's metadata is a group, so most would be). Only advice: ignored if refused.
+    #[cfg(target_os = "linux")]
+    let _ = bytes.advise(memmap2::Advice::NoHugePage);
     let mut sparse = Sparse {
         bytes,
         have: vec![false; len.div_ceil(GROUP_BYTES) as usize],
