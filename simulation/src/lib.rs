@@ -7,7 +7,8 @@
 //! foundation defined: messages travel as whole RPCs over simulated UDP ([`net`]), disks are
 //! [`disk::SimDisk`] (unsynced writes are lost in a crash; bits can flip), clocks drift.
 //! A workload ([`workload`]) writes and reads datasets while the driver ([`run`]) injects
-//! faults, and [`invariants`] checks that nothing acknowledged is lost or wrong.
+//! faults, and [`invariants`] checks that nothing acknowledged is lost or wrong. [`scale`]
+//! measures the metadata tier's own work at cluster sizes no test machine has.
 //!
 //! It does not simulate QUIC, TLS or RocksDB themselves (their own tests cover them), nor yet
 //! query execution. See `docs/simulation.md`.
@@ -17,6 +18,7 @@ pub mod disk;
 pub mod invariants;
 pub mod net;
 pub mod run;
+pub mod scale;
 pub mod workload;
 pub mod world;
 

@@ -39,10 +39,18 @@ struct Args {
     /// Worker threads (each runs whole seeds, one at a time).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Instead of seeds: measure the metadata tier's work at 1,000 and 10,000 nodes and
+    /// 1,000,000 partitions (placement rate, catalog size, what reading it costs).
+    #[arg(long)]
+    scale: bool,
 }
 
 fn main() {
     let args = Args::parse();
+    if args.scale {
+        tern_simulation::scale::run();
+        return;
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

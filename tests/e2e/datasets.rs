@@ -98,7 +98,8 @@ fn a_dataset_spreads_over_five_nodes_and_reads_back_after_two_holders_die() {
 #[test]
 fn repair_restores_three_live_replicas_after_two_holders_die() {
     setup();
-    // Five voters, so the metadata keeps a quorum with two nodes dead; down after 3 s.
+    // Five voters, so the metadata keeps a quorum with two nodes dead; down after 3 s of
+    // silence, out (repaired) after 12 s.
     let cluster = LocalCluster::up_args(
         5,
         &[
@@ -106,6 +107,8 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
             "5",
             "--down-after",
             "3",
+            "--out-after",
+            "12",
             "--gc-grace-ms",
             "1500",
         ],
@@ -154,6 +157,35 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
     assert!(
         std::fs::read(&before).unwrap() == std::fs::read(&after).unwrap(),
         "tern get returns byte-identical data with two holders dead"
+    );
+
+    // Down is not out: while the dead nodes are marked down, their replicas are waited for,
+    // not copied. (The catalog is read first: if the status read after it still says down,
+    // no copy could have been recorded before.)
+    let dead_state = |status: &serde_json::Value, id: u64| {
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+            .map(|n| n["state"].as_str().unwrap_or_default().to_string())
+    };
+    let (waiting, status) = wait_for(
+        "the dead nodes to be marked down",
+        std::time::Duration::from_secs(30),
+        || {
+            let waiting = rt.block_on(client.dataset("sales")).ok()??;
+            let status = cluster.status_json()?;
+            dead.iter()
+                .all(|id| dead_state(&status, *id).as_deref() == Some("down"))
+                .then_some((waiting, status))
+        },
+    );
+    assert_eq!(
+        waiting.partitions, sales.partitions,
+        "nothing is copied while the holders are only down"
+    );
+    assert!(
+        status["under_replicated"].as_u64().unwrap() + status["missing"].as_u64().unwrap() > 0,
+        "{status}"
     );
 
     // Within a deadline: every partition has three holders, none of them dead, and the
@@ -206,7 +238,7 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
             .find(|n| n["id"] == *id)
             .unwrap()
             .clone();
-        assert_eq!(node["state"], "down", "{node}");
+        assert_eq!(node["state"], "out", "{node}");
     }
 
     // The dead nodes come back with replicas nobody lists any more: they are trimmed, so

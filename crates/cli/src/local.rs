@@ -42,6 +42,11 @@ pub struct UpArgs {
     /// Seconds of silence before the leader marks a node down.
     #[arg(long, default_value_t = 10)]
     down_after: u64,
+    /// Seconds of silence before a down node is marked out and its replicas are copied to
+    /// other nodes (default: 10 s after it is marked down; a production node waits 600 s, so
+    /// a reboot does not start a storm of copies).
+    #[arg(long)]
+    out_after: Option<u64>,
     /// The background scrub re-hashes one block per this many milliseconds.
     #[arg(long, default_value_t = 10_000)]
     scrub_interval_ms: u64,
@@ -140,6 +145,14 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    if let Some(out) = args.out_after
+        && out < args.down_after
+    {
+        bail!(
+            "--out-after {out} is shorter than --down-after {}: a node is marked out only after it is down",
+            args.down_after
+        );
+    }
     let dir = args
         .dir
         .clone()
@@ -214,8 +227,10 @@ pub async fn up(args: UpArgs, cluster_flag: Option<&Path>, json_logs: bool) -> R
                     let suspect_after_ms = (down_after_ms / 2)
                         .min(defaults.suspect_after_ms)
                         .max(defaults.heartbeat_ms + 1);
+                    let out_after_ms = args.out_after.map_or(down_after_ms + 10_000, |s| s * 1000);
                     NodeTimings {
                         down_after_ms,
+                        out_after_ms,
                         suspect_after_ms,
                         scrub_interval_ms: args.scrub_interval_ms,
                         gc_grace_ms: args.gc_grace_ms,

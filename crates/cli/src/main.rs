@@ -214,8 +214,8 @@ enum WaitCommand {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
-    /// Until every node is either up or marked down, and every partition again has three
-    /// replicas on nodes that are not down.
+    /// Until every node is either up or marked down or out, and every partition again has
+    /// three replicas on nodes that are up (a down node's replicas are copied once it is out).
     Replicated {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
@@ -594,9 +594,11 @@ async fn wait(dir: &std::path::Path, cmd: WaitCommand) -> Result<()> {
                 format!("replication did not recover within {timeout_secs} s (see tern status)");
             poll_until(timeout_secs, failure, || async move {
                 let status = client.status().await.ok()?;
-                // Every node is settled: up and answering, or marked down (its replicas repaired).
+                // Every node is settled: up and answering, or gone (its replicas repaired once
+                // it is out).
                 let settled = status.nodes.iter().all(|n| {
-                    matches!(n.state, NodeState::Down | NodeState::Drained)
+                    n.state.is_gone()
+                        || n.state == NodeState::Drained
                         || (n.state == NodeState::Up && n.role != Role::Unreachable)
                 });
                 (settled && status.under_replicated == 0 && status.missing == 0)

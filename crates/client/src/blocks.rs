@@ -11,6 +11,11 @@ use tern_proto::{
 
 use crate::{BLOCK_CHUNK_BYTES, Client, ClientError};
 
+/// How long a holder that did not answer a read is tried after the others: long enough for
+/// the cluster to mark a dead node down (10 s by default), short enough that a restarted
+/// node soon takes its share again.
+const UNANSWERED_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Counts one read in flight to a node for as long as it lives.
 struct InFlight<'a> {
     map: &'a std::sync::Mutex<HashMap<String, usize>>,
@@ -85,9 +90,19 @@ impl<T: Transport> Client<T> {
         let mut reasons = Vec::new();
         for addr in &self.least_busy_first(holders) {
             let _counted = InFlight::start(&self.in_flight, addr);
-            match self.read_block_from(hash, addr).await {
-                Ok(bytes) => return Ok(bytes),
-                Err(reason) => reasons.push(format!("{addr}: {reason}")),
+            let read = self.read_block_from(hash, addr).await;
+            let mut unanswered = self.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+            match read {
+                Ok(bytes) => {
+                    unanswered.remove(addr);
+                    return Ok(bytes);
+                }
+                Err(reason) => {
+                    if matches!(reason, FetchError::Transport(_)) {
+                        unanswered.insert(addr.clone(), self.clock.now());
+                    }
+                    reasons.push(format!("{addr}: {reason}"));
+                }
             }
         }
         Err(ClientError::BlockUnavailable {
@@ -97,16 +112,24 @@ impl<T: Transport> Client<T> {
     }
 
     /// `holders` ordered by this client's reads in flight to each, fewest first; equally busy
-    /// holders take turns at the front.
+    /// holders take turns at the front. Holders that did not answer lately go last.
     fn least_busy_first(&self, holders: &[String]) -> Vec<String> {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
+        let unanswered = self.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+        let silent = |h: &String| {
+            unanswered
+                .get(h)
+                .is_some_and(|at| now.saturating_duration_since(*at) < UNANSWERED_FOR)
+        };
         let loads = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let n = holders.len().max(1);
-        let mut order: Vec<(usize, usize, &String)> = holders
+        let mut order: Vec<(bool, usize, usize, &String)> = holders
             .iter()
             .enumerate()
             .map(|(i, h)| {
                 (
+                    silent(h),
                     loads.get(h).copied().unwrap_or(0),
                     (i + n - turn % n) % n,
                     h,
@@ -114,7 +137,7 @@ impl<T: Transport> Client<T> {
             })
             .collect();
         order.sort();
-        order.into_iter().map(|(_, _, h)| h.clone()).collect()
+        order.into_iter().map(|(_, _, _, h)| h.clone()).collect()
     }
 
     async fn read_block_from(&self, hash: &BlockHash, addr: &str) -> Result<Vec<u8>, FetchError> {

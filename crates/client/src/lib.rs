@@ -95,6 +95,10 @@ pub struct Client<T: Transport = QuicTransport> {
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Breaks ties between equally busy holders, so they take turns.
     turn: AtomicUsize,
+    /// Holders that did not answer a read, and when: tried last for a while (see
+    /// `blocks::UNANSWERED_FOR`), so a dead node costs this client one timeout, not one per
+    /// partition.
+    unanswered: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     call_timeout: Duration,
     /// Outputs this client's futures keep on the cluster (shared with its siblings).
     kept: Arc<submit::KeptRegistry>,
@@ -163,6 +167,7 @@ impl<T: Transport> Client<T> {
             confirmed: AtomicBool::new(false),
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
+            unanswered: Default::default(),
             call_timeout: Duration::from_secs(10),
             kept: Default::default(),
         }
@@ -290,6 +295,7 @@ impl<T: Transport> Client<T> {
             confirmed: AtomicBool::new(self.confirmed.load(Ordering::Relaxed)),
             in_flight: Default::default(),
             turn: AtomicUsize::new(0),
+            unanswered: Default::default(),
             call_timeout: self.call_timeout,
             kept: self.kept.clone(),
         }

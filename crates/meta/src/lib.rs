@@ -5,11 +5,14 @@
 //! [`StateMachineStore`]), the Raft RPCs over any `tern_proto::Transport` ([`MetaNetwork`]),
 //! and [`Meta`], the handle the node uses to write commands and make linearizable reads.
 //!
-//! [`placement`] decides which nodes hold a block's replicas, from the node table alone.
+//! [`placement`] decides which nodes hold a block's replicas, from the node table alone;
+//! [`Holdings`] keeps what each node holds up to date as dataset records are applied, so
+//! placement and status never decode the whole catalog.
 //!
 //! It does not own sockets or failure detection: the node decides when to mark a node down;
 //! this crate only makes such decisions durable and agreed.
 
+mod index;
 mod network;
 pub mod placement;
 mod runtime;
@@ -19,6 +22,7 @@ mod store;
 
 use std::io::Cursor;
 
+pub use index::{Held, Holdings};
 pub use network::{MetaNetwork, answer_raft_rpc};
 pub use runtime::{TernRuntime, seed_election_randomness};
 pub use service::{Meta, MetaOptions};

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tern_proto::{CatalogOp, NodeId, NodeRecord, NodeState};
+use tern_proto::{CatalogOp, DATASETS_TABLE, NodeId, NodeRecord, NodeState};
+
+use crate::index::Holdings;
 
 /// Longest table or key name accepted in the catalog.
 pub const MAX_NAME_BYTES: usize = 512;
@@ -21,6 +23,10 @@ pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     /// table → key → value. The block store keeps datasets, partitions and replica sets here.
     pub catalog: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// What each node holds by the dataset records, kept up to date on apply (derived: not
+    /// in snapshots; see [`Self::reindex`]).
+    #[serde(skip)]
+    pub holdings: Holdings,
 }
 
 /// What a Raft entry asks the state machine to do.
@@ -123,15 +129,26 @@ impl MetaState {
                     match op {
                         CatalogOp::Expect { .. } => {}
                         CatalogOp::Put { table, key, value } => {
-                            self.catalog
+                            let old = self
+                                .catalog
                                 .entry(table.clone())
                                 .or_default()
                                 .insert(key.clone(), value.clone());
+                            if table == DATASETS_TABLE {
+                                if let Some(old) = old {
+                                    self.holdings.count(&old, -1);
+                                }
+                                self.holdings.count(value, 1);
+                            }
                             touched.push(Touched::Catalog(table.clone(), key.clone()));
                         }
                         CatalogOp::Delete { table, key } => {
                             if let Some(t) = self.catalog.get_mut(table) {
-                                t.remove(key);
+                                if let Some(old) = t.remove(key)
+                                    && table == DATASETS_TABLE
+                                {
+                                    self.holdings.count(&old, -1);
+                                }
                                 if t.is_empty() {
                                     self.catalog.remove(table);
                                 }
@@ -142,6 +159,19 @@ impl MetaState {
                 }
                 CommandResult::Done
             }
+        }
+    }
+
+    /// Rebuild the derived indexes from the catalog (after loading or installing a snapshot).
+    pub fn reindex(&mut self) {
+        self.holdings = Holdings::default();
+        for raw in self
+            .catalog
+            .get(DATASETS_TABLE)
+            .into_iter()
+            .flat_map(|t| t.values())
+        {
+            self.holdings.count(raw, 1);
         }
     }
 
@@ -244,6 +274,65 @@ mod tests {
             "stale replace refused"
         );
         assert_eq!(state.catalog_get("t", "k"), Some(&b"v2".to_vec()));
+    }
+
+    fn dataset(name: &str, holders: &[(u64, [NodeId; 3])]) -> Vec<u8> {
+        let record = tern_proto::DatasetRecord {
+            name: name.into(),
+            version: 1,
+            format: "bytes".into(),
+            schema: String::new(),
+            partitions: holders
+                .iter()
+                .map(|(bytes, h)| tern_proto::PartitionRecord {
+                    block: tern_proto::BlockHash::of(&bytes.to_le_bytes()),
+                    bytes: *bytes,
+                    rows: 0,
+                    holders: h.to_vec(),
+                })
+                .collect(),
+            created_ms: 0,
+            bounds: Vec::new(),
+        };
+        postcard::to_allocvec(&record).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Whatever puts, replacements and removals of datasets are applied, the holdings kept
+        /// up to date on apply equal those rebuilt from the catalog.
+        #[test]
+        fn holdings_kept_on_apply_equal_holdings_rebuilt(
+            ops in proptest::collection::vec(
+                (0..4usize, proptest::option::of(proptest::collection::vec(
+                    (1..1000u64, [1..6u64, 1..6u64, 1..6u64]), 0..5))),
+                1..30,
+            )
+        ) {
+            let mut state = MetaState::default();
+            let mut touched = Vec::new();
+            for (name, partitions) in ops {
+                let (table, key) = (DATASETS_TABLE.to_string(), format!("d{name}"));
+                let op = match partitions {
+                    Some(p) => CatalogOp::Put { table, key: key.clone(), value: dataset(&key, &p) },
+                    None => CatalogOp::Delete { table, key },
+                };
+                state.apply(&Command::Catalog(vec![op]), &mut touched);
+            }
+            let mut rebuilt = state.clone();
+            rebuilt.reindex();
+            proptest::prop_assert_eq!(&state.holdings, &rebuilt.holdings);
+            let listed: u64 = state
+                .catalog
+                .get(DATASETS_TABLE)
+                .into_iter()
+                .flat_map(|t| t.values())
+                .map(|raw| tern_proto::DatasetRecord::decode(raw).unwrap())
+                .flat_map(|d| d.partitions)
+                .map(|p| p.bytes * p.holders.len() as u64)
+                .sum();
+            let held: u64 = state.holdings.bytes_per_node().values().sum();
+            proptest::prop_assert_eq!(listed, held);
+        }
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl StateMachineStore {
                 applied.membership = decode(&value)?;
             }
         }
+        applied.data.reindex();
         Ok(Self {
             db,
             applied: Arc::new(RwLock::new(applied)),
@@ -481,7 +482,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
-        let data: MetaState = decode(&bytes)?;
+        let mut data: MetaState = decode(&bytes)?;
+        data.reindex();
         let new = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

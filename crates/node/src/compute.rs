@@ -783,7 +783,7 @@ pub(crate) fn node_views(
         .map(|n| NodeView {
             id: n.id,
             addr: n.addr.clone(),
-            live: !matches!(n.state, NodeState::Down | NodeState::Drained),
+            live: !n.state.is_gone() && n.state != NodeState::Drained,
         })
         .collect()
 }

@@ -144,6 +144,11 @@ pub struct NodeTimings {
     pub heartbeat_ms: u64,
     pub suspect_after_ms: u64,
     pub down_after_ms: u64,
+    /// A node silent this long is marked out and its replicas are copied to other nodes.
+    /// Between down and out its data is served by the other holders and nothing is copied,
+    /// so a reboot or a switch that comes back does not start a storm of copies (Ceph waits
+    /// 600 s, HDFS about 10.5 min).
+    pub out_after_ms: u64,
     pub raft_heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -168,6 +173,7 @@ impl Default for NodeTimings {
             heartbeat_ms: 1000,
             suspect_after_ms: 3000,
             down_after_ms: 10_000,
+            out_after_ms: 600_000,
             // A follower campaigns once it has not heard from its leader for the lease
             // (election_max_ms) plus a random election_min_ms..election_max_ms, and the other
             // followers refuse to vote while their own lease lasts: failover takes 1.1-1.4 s.
@@ -289,6 +295,9 @@ impl NodeConfig {
         }
         if t.heartbeat_ms == 0 || t.raft_heartbeat_ms == 0 {
             return Err("heartbeat_ms and raft_heartbeat_ms must be at least 1".into());
+        }
+        if t.out_after_ms < t.down_after_ms {
+            return Err("timings must satisfy down_after_ms <= out_after_ms".into());
         }
         if t.suspect_after_ms <= t.heartbeat_ms || t.down_after_ms < t.suspect_after_ms {
             return Err(

@@ -1,11 +1,11 @@
 //! [`NodeService`]: what a node answers, and the two loops that keep membership honest
-//! (heartbeats to the leader; on the leader, marking silent nodes suspect and down).
+//! (heartbeats to the leader; on the leader, marking silent nodes suspect, down and out).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tern_meta::placement::{REPLICAS, pick_holders};
+use tern_meta::placement::{Placer, REPLICAS};
 use tern_meta::{Command, Meta, MetaError};
 use tern_proto::{
     Caller, Clock, ClusterStatus, ErrorKind, NodeId, NodeRecord, NodeState, NodeStatus, Request,
@@ -73,6 +73,9 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// A bug planted for the simulator to find (repair counts down nodes as holders); never
     /// set outside its tests.
     pub(crate) planted_count_down_as_holder: bool,
+    /// Placements and repair rounds made by this node: mixed into their seeds, so writers
+    /// placing at once draw differently (see `tern_meta::placement`).
+    pub(crate) placements: std::sync::atomic::AtomicU64,
     /// A bug planted for the simulator to find (a released job's kept outputs stay); never
     /// set outside its tests.
     planted_keep_released: bool,
@@ -159,6 +162,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             loop_panics: Arc::default(),
             leading_since: Mutex::default(),
             planted_count_down_as_holder: false,
+            placements: Default::default(),
             planted_keep_released: false,
         }
     }
@@ -400,8 +404,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .meta
             .read(|s| {
                 let nodes: Vec<NodeRecord> = s.nodes.values().cloned().collect();
-                let found = crate::repair::datasets(s);
-                (nodes, crate::repair::usage(found.iter().map(|(_, d)| d)))
+                (nodes, s.holdings.bytes_per_node())
             })
             .await?;
         for (id, bytes) in pending {
@@ -410,8 +413,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         let addr_of: HashMap<NodeId, String> =
             nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
         let mut chains = Vec::with_capacity(sizes.len());
+        let mut placer = Placer::new(&nodes, &mut used, self.placement_seed());
         for size in sizes {
-            match pick_holders(&nodes, &mut used, *size, REPLICAS, &BTreeSet::new()) {
+            match placer.pick(*size, REPLICAS, &BTreeSet::new(), &BTreeSet::new()) {
                 Ok(ids) => chains.push(
                     ids.into_iter()
                         .map(|id| (id, addr_of[&id].clone()))
@@ -421,6 +425,14 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             }
         }
         Ok(Response::Placement { chains })
+    }
+
+    /// A seed for one placement: this node's id and how many it has made.
+    pub(crate) fn placement_seed(&self) -> u64 {
+        let n = self
+            .placements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.id() << 40) ^ n
     }
 
     pub fn local_metrics(&self) -> tern_proto::LocalMetrics {
@@ -539,9 +551,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let own = self.local_metrics();
-        let stored = self.meta.read_local(|s| {
-            crate::repair::holdings(crate::repair::datasets(s).iter().map(|(_, d)| d))
-        });
+        let stored = self.meta.read_local(|s| s.holdings.clone());
         let rows = nodes
             .values()
             .map(|node| {
@@ -564,8 +574,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     term: m.map(|m| m.term),
                     applied_index: m.and_then(|m| m.applied_index),
                     capacity_bytes: node.capacity_bytes,
-                    stored_partitions: stored.get(&node.id).map_or(0, |s| s.0),
-                    stored_bytes: stored.get(&node.id).map_or(0, |s| s.1),
+                    stored_partitions: stored.of(node.id).partitions,
+                    stored_bytes: stored.of(node.id).bytes,
                     cached_bytes: m.map(|m| m.cached_bytes),
                     task_slots: m.map(|m| m.task_slots),
                     tasks_running: m.map(|m| m.tasks_running),
@@ -636,7 +646,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         }
     }
 
-    /// On the leader: move nodes between up, suspect and down by how long they have been
+    /// On the leader: move nodes between up, suspect, down and out by how long they have been
     /// silent. Ages count from when this node took office, so a new leader does not mark
     /// everyone down for silence it never had a chance to hear.
     pub async fn detect_failures(&self) {
@@ -670,7 +680,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             } else {
                 now.saturating_duration_since(heard.unwrap_or(since))
             };
-            let wanted = if silent >= Duration::from_millis(self.timings.down_after_ms) {
+            let wanted = if silent >= Duration::from_millis(self.timings.out_after_ms) {
+                NodeState::Out
+            } else if silent >= Duration::from_millis(self.timings.down_after_ms) {
                 NodeState::Down
             } else if silent >= Duration::from_millis(self.timings.suspect_after_ms) {
                 NodeState::Suspect
@@ -680,14 +692,22 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             // Draining is an operator's decision; only a down node leaves it. A node comes back
             // up only on a heartbeat this leader heard itself: a new leader's short memory is
             // no evidence that a down node recovered.
+            // Out is never undone by a shorter silence: a new leader counts silence from
+            // when it took office, and must not bring back down a node whose replicas are
+            // already being copied.
             let change = match (node.state, wanted) {
                 (current, wanted) if current == wanted => false,
-                (NodeState::Suspect | NodeState::Down, NodeState::Up) if !heard_in_office => false,
-                (NodeState::Draining, NodeState::Down) => true,
+                (NodeState::Suspect | NodeState::Down | NodeState::Out, NodeState::Up)
+                    if !heard_in_office =>
+                {
+                    false
+                }
+                (NodeState::Draining, NodeState::Down | NodeState::Out) => true,
                 (NodeState::Draining, _) => false,
                 // Drained is final: the node holds nothing and waits to be removed.
                 (NodeState::Drained, _) => false,
                 (NodeState::Down, NodeState::Suspect) => false,
+                (NodeState::Out, NodeState::Suspect | NodeState::Down) => false,
                 _ => true,
             };
             if change {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::message::{ErrorKind, Request, Response};
 
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// No single frame may be larger; bulk data is split into frames below this.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;

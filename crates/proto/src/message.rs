@@ -20,12 +20,23 @@ pub enum NodeState {
     Up,
     /// Heartbeats are late; the node may be gone.
     Suspect,
-    /// Silent past the down timeout; its data must be served and repaired from elsewhere.
+    /// Silent past the down timeout: its data is served from other holders, but not yet
+    /// copied elsewhere, because most nodes that go down (a reboot, a switch) come back.
     Down,
     /// Being emptied by an operator before removal.
     Draining,
     /// Emptied: holds no replica the catalog counts, and can be removed.
     Drained,
+    /// Down for longer than the out timeout: its replicas are copied to other nodes (Ceph's
+    /// "out"). Last, so the encoding of the other states is unchanged.
+    Out,
+}
+
+impl NodeState {
+    /// Whether the node is gone for now (down or out): it gets no tasks and no new replicas.
+    pub fn is_gone(self) -> bool {
+        matches!(self, NodeState::Down | NodeState::Out)
+    }
 }
 
 impl fmt::Display for NodeState {
@@ -36,6 +47,7 @@ impl fmt::Display for NodeState {
             NodeState::Down => "down",
             NodeState::Draining => "draining",
             NodeState::Drained => "drained",
+            NodeState::Out => "out",
         })
     }
 }

@@ -227,9 +227,9 @@ fn ingest_and_read(
 }
 
 /// Kill the node holding the most bytes (over 1 GB) of a 4-node cluster; time until every
-/// partition has three live replicas again.
+/// partition has three live replicas again (marked out as soon as it is down).
 fn restore(rt: &tokio::runtime::Runtime) {
-    let cluster = LocalCluster::up_args(4, &["--down-after", "3"]);
+    let cluster = LocalCluster::up_args(4, &["--down-after", "3", "--out-after", "3"]);
     let client = cluster.client();
     const PARTITION: usize = 64 << 20;
     const PARTITIONS: u64 = 24;
@@ -258,17 +258,13 @@ fn restore(rt: &tokio::runtime::Runtime) {
         .clone();
     cluster.kill(victim.id);
     let killed = Instant::now();
-    wait_for(
-        "the node to be marked down",
-        Duration::from_secs(60),
-        || {
-            let s = rt.block_on(client.status()).ok()?;
-            s.nodes
-                .iter()
-                .any(|n| n.id == victim.id && n.state == tern_proto::NodeState::Down)
-                .then_some(())
-        },
-    );
+    wait_for("the node to be marked out", Duration::from_secs(60), || {
+        let s = rt.block_on(client.status()).ok()?;
+        s.nodes
+            .iter()
+            .any(|n| n.id == victim.id && n.state == tern_proto::NodeState::Out)
+            .then_some(())
+    });
     let down = killed.elapsed();
     wait_for("3 replicas again", Duration::from_secs(600), || {
         let s = rt.block_on(client.status()).ok()?;
@@ -277,7 +273,7 @@ fn restore(rt: &tokio::runtime::Runtime) {
     let total = killed.elapsed();
     let copying = (total - down).as_secs_f64();
     println!(
-        "restore 3 replicas after node {} holding {:.2} GB ({} partitions) died: {:.1} s from SIGKILL ({:.1} s to be marked down with --down-after 3, {copying:.1} s copying = {:.0} MB/s)",
+        "restore 3 replicas after node {} holding {:.2} GB ({} partitions) died: {:.1} s from SIGKILL ({:.1} s to be marked out with --out-after 3, {copying:.1} s copying = {:.0} MB/s)",
         victim.id,
         victim.stored_bytes as f64 / 1e9,
         victim.stored_partitions,
