@@ -260,3 +260,98 @@ fn repair_restores_three_live_replicas_after_two_holders_die() {
         },
     );
 }
+
+#[test]
+fn ls_pages_through_ten_thousand_datasets_and_a_query_resolves_only_the_tables_it_names() {
+    setup();
+    let cluster = LocalCluster::up(3);
+    let rt = tern_e2e::runtime();
+    let _in_runtime = rt.enter();
+    let client = std::sync::Arc::new(cluster.client());
+    // 10,000 datasets (empty ones: the catalog is what is tested), 64 commits in flight.
+    const DATASETS: usize = 10_000;
+    rt.block_on(async {
+        let mut commits = tokio::task::JoinSet::new();
+        for i in 0..DATASETS {
+            if commits.len() >= 64 {
+                commits.join_next().await.unwrap().unwrap();
+            }
+            let client = client.clone();
+            commits.spawn(async move {
+                client
+                    .put_dataset(&format!("ds-{i:05}"), "bytes", "", &[], false)
+                    .await
+                    .expect("commit");
+            });
+        }
+        while let Some(done) = commits.join_next().await {
+            done.unwrap();
+        }
+    });
+    let csv = cluster.path().join("sales.csv");
+    tern_e2e::write_sales_csv(&csv, 2_000);
+    let put = cluster.tern(&["put", csv.to_str().unwrap(), "--name", "sales"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
+    // One page is at most MAX_LIST_PAGE summaries, and they follow in name order.
+    let (first, more) = rt
+        .block_on(client.list_datasets(None, u32::MAX))
+        .expect("a page");
+    assert_eq!(first.len(), tern_proto::MAX_LIST_PAGE as usize);
+    assert!(more);
+    assert_eq!(first[0].name, "ds-00000");
+    let (next, _) = rt
+        .block_on(client.list_datasets(Some(&first.last().unwrap().name), 3))
+        .expect("the next page");
+    let names: Vec<&str> = next.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["ds-01000", "ds-01001", "ds-01002"]);
+
+    // `tern ls` pages through all of them.
+    let ls = cluster.tern(&["ls"]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let text = String::from_utf8_lossy(&ls.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        DATASETS + 1,
+        "a header, then every dataset once"
+    );
+    assert!(rows[DATASETS - 1].starts_with("ds-09999 "));
+    assert!(rows[DATASETS].starts_with("sales "), "{}", rows[DATASETS]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&cluster.tern(&["ls", "--json"]).stdout).expect("ls --json");
+    let listed = json["datasets"].as_array().unwrap();
+    assert_eq!(listed.len(), DATASETS + 1);
+    assert_eq!(listed[DATASETS]["rows"], 2_000);
+    assert_eq!(listed[DATASETS]["format"], "arrow-ipc");
+
+    // A query resolves the tables it names among the 10,001, CTEs included.
+    let answer = cluster.path().join("n.csv");
+    let out = cluster.tern(&[
+        "sql",
+        "WITH every AS (SELECT * FROM sales) SELECT count(*) AS n FROM every",
+        "--out",
+        answer.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(&answer).unwrap();
+    assert_eq!(csv.lines().nth(1), Some("2000"), "{csv}");
+    let missing = cluster.tern(&["sql", "SELECT * FROM nowhere"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("nowhere"),
+        "{err}"
+    );
+}

@@ -301,14 +301,33 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Put(args) => data::put(&dir, args).await,
         Command::Get(args) => data::get(&dir, args).await,
         Command::Ls { json } => {
-            let datasets = Client::open(&dir)?.datasets().await?;
+            // Page by page: each row is printed as its page arrives, and a catalog of any
+            // size costs the leader one page at a time.
+            let client = Client::open(&dir)?;
+            let (mut after, mut all, mut listed) = (None::<String>, Vec::new(), 0);
+            loop {
+                let (page, more) = client
+                    .list_datasets(after.as_deref(), tern_proto::MAX_LIST_PAGE)
+                    .await?;
+                if !json {
+                    print!("{}", output::datasets_rows(&page, listed == 0));
+                }
+                listed += page.len();
+                after = page.last().map(|d| d.name.clone());
+                if json {
+                    all.extend(page);
+                }
+                if !more || after.is_none() {
+                    break;
+                }
+            }
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&output::datasets_json(&datasets))?
+                    serde_json::to_string_pretty(&output::datasets_json(&all))?
                 );
-            } else {
-                print!("{}", output::datasets_table(&datasets));
+            } else if listed == 0 {
+                println!("no datasets");
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use serde_json::{Value, json};
-use tern_proto::{ClusterStatus, DatasetRecord, human_bytes};
+use tern_proto::{ClusterStatus, DatasetRecord, DatasetSummary, human_bytes};
 
 pub fn status_table(status: &ClusterStatus) -> String {
     let mut out = String::new();
@@ -78,27 +78,28 @@ pub fn status_table(status: &ClusterStatus) -> String {
     out
 }
 
-pub fn datasets_table(datasets: &[DatasetRecord]) -> String {
+/// `tern ls` rows for one page of summaries, under the header when `header`.
+pub fn datasets_rows(datasets: &[DatasetSummary], header: bool) -> String {
     let mut out = String::new();
-    if datasets.is_empty() {
-        out.push_str("no datasets\n");
-        return out;
+    if header && !datasets.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>7} {:>11} {:>12} {:>12}  FORMAT",
+            "NAME", "VERSION", "PARTITIONS", "ROWS", "BYTES"
+        );
     }
-    let _ = writeln!(
-        out,
-        "{:<32} {:>7} {:>11} {:>12} {:>12}  FORMAT",
-        "NAME", "VERSION", "PARTITIONS", "ROWS", "BYTES"
-    );
     for d in datasets {
         let _ = writeln!(
             out,
             "{:<32} {:>7} {:>11} {:>12} {:>12}  {}",
             d.name,
             d.version,
-            d.partitions.len(),
-            d.rows(),
-            human_bytes(d.bytes()),
+            d.partitions,
+            d.rows,
+            human_bytes(d.bytes),
             d.format
+                .as_deref()
+                .unwrap_or("(a record this version of tern cannot read)")
         );
     }
     out
@@ -124,8 +125,16 @@ pub fn dataset_json(d: &DatasetRecord) -> Value {
     })
 }
 
-pub fn datasets_json(datasets: &[DatasetRecord]) -> Value {
-    json!({ "datasets": datasets.iter().map(dataset_json).collect::<Vec<_>>() })
+pub fn datasets_json(datasets: &[DatasetSummary]) -> Value {
+    json!({ "datasets": datasets.iter().map(|d| json!({
+        "name": d.name,
+        "version": d.version,
+        "format": d.format,
+        "npartitions": d.partitions,
+        "rows": d.rows,
+        "bytes": d.bytes,
+        "created_ms": d.created_ms,
+    })).collect::<Vec<_>>() })
 }
 
 pub fn describe(d: &DatasetRecord) -> String {

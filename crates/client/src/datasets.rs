@@ -281,7 +281,26 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Every dataset, by name.
+    /// One page of dataset summaries, in name order, after `after` (from the first when
+    /// `None`): at most `limit` (and `MAX_LIST_PAGE`), and whether more follow. Paging costs
+    /// the cluster what a page holds, however many datasets there are.
+    pub async fn list_datasets(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<tern_proto::DatasetSummary>, bool), ClientError> {
+        let request = Request::ListDatasets {
+            after: after.map(str::to_string),
+            limit,
+        };
+        match self.call(request).await? {
+            Response::DatasetPage { datasets, more } => Ok((datasets, more)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Every dataset, by name (whole records: see [`Self::list_datasets`] to page through
+    /// summaries).
     pub async fn datasets(&self) -> Result<Vec<DatasetRecord>, ClientError> {
         let entries = self.catalog_list(DATASETS_TABLE, "", u32::MAX).await?;
         entries

@@ -179,6 +179,24 @@ impl MetaState {
         self.catalog.get(table)?.get(key)
     }
 
+    /// The entries of `table` whose keys come after `after` (all when `None`), in key order:
+    /// for paging through a table without reading it whole.
+    pub fn catalog_after<'a>(
+        &'a self,
+        table: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.catalog
+            .get(table)
+            .into_iter()
+            .flat_map(move |t| t.range((start.clone(), Bound::Unbounded)))
+    }
+
     pub fn catalog_list(&self, table: &str, prefix: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
         let Some(t) = self.catalog.get(table) else {
             return Vec::new();

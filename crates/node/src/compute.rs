@@ -12,7 +12,7 @@ use std::time::Duration;
 use tern_exec::arrow::buffer::Buffer;
 use tern_exec::{MemoryLimit, ShuffleKey, StoredTable};
 use tern_proto::{
-    Caller, Clock, ErrorKind, NodeId, NodeState, Request, Response, TaskSpec, TaskStats, Transport,
+    Caller, Clock, ErrorKind, NodeId, NodeState, Response, TaskSpec, TaskStats, Transport,
 };
 use tern_sched::{Coordinator, NodeView, SchedError};
 use tracing::warn;
@@ -356,7 +356,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         caller: &Caller,
         reply: tern_net::BodyWriter,
     ) {
-        let (_turn, datasets, nodes) = match self.start_job(caller).await {
+        let named = crate::tables::tables_named(&sql);
+        let (_turn, datasets, nodes) = match self.start_job(caller, Some(&named)).await {
             Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };
@@ -675,11 +676,12 @@ fn rows_events(
 
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// What a job this node coordinates starts with: a turn of its client's (one client
-    /// cannot fill a coordinator with jobs; others' go on meanwhile), then the datasets and
-    /// nodes from the catalog.
+    /// cannot fill a coordinator with jobs; others' go on meanwhile), then the datasets
+    /// (those `named`, or all) and nodes from the catalog.
     pub(crate) async fn start_job(
         &self,
         caller: &Caller,
+        named: Option<&[String]>,
     ) -> Result<
         (
             tokio::sync::OwnedSemaphorePermit,
@@ -693,57 +695,8 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             .enter(caller)
             .await
             .map_err(|reason| Response::error(ErrorKind::Unavailable, reason))?;
-        let (datasets, nodes) = self.query_catalog().await?;
+        let (datasets, nodes) = self.query_catalog(named).await?;
         Ok((turn, datasets, nodes))
-    }
-
-    /// The datasets a query sees, as the leader has them (a follower asks the leader, so a
-    /// dataset just committed is never missing), and the nodes as this node knows them.
-    pub(crate) async fn query_catalog(
-        &self,
-    ) -> Result<
-        (
-            Vec<tern_proto::DatasetRecord>,
-            std::collections::BTreeMap<NodeId, tern_proto::NodeRecord>,
-        ),
-        Response,
-    > {
-        match self
-            .meta
-            .read(|s| (crate::repair::datasets(s), s.nodes.clone()))
-            .await
-        {
-            Ok((datasets, nodes)) => {
-                return Ok((datasets.into_iter().map(|(_, d)| d).collect(), nodes));
-            }
-            Err(tern_meta::MetaError::NotLeader { .. }) => {}
-            Err(e) => return Err(Response::error(ErrorKind::NoLeader, e.to_string())),
-        }
-        let listed = self
-            .handle(
-                Request::CatalogList {
-                    table: tern_proto::DATASETS_TABLE.into(),
-                    prefix: String::new(),
-                    limit: u32::MAX,
-                },
-                &Caller::Node(self.id()),
-            )
-            .await;
-        let entries = match listed {
-            Response::CatalogEntries(entries) => entries,
-            Response::Error(e) => return Err(Response::Error(e)),
-            other => {
-                return Err(Response::error(
-                    ErrorKind::Unavailable,
-                    format!("unexpected catalog answer {other:?}"),
-                ));
-            }
-        };
-        let datasets = entries
-            .iter()
-            .filter_map(|(_, raw)| postcard::from_bytes(raw).ok())
-            .collect();
-        Ok((datasets, self.meta.read_local(|s| s.nodes.clone())))
     }
 
     /// An id for a job this node coordinates, unique across the cluster and across restarts

@@ -292,7 +292,7 @@ impl<T: Transport, C: tern_proto::Clock> NodeService<T, C> {
     /// Coordinate a client's graph: its events go back as they happen, and the outputs it
     /// kept on the nodes are released when it ends.
     async fn run_graph(&self, graph: PreparedGraph, caller: &Caller, reply: tern_net::BodyWriter) {
-        let (turn, datasets, nodes) = match self.start_job(caller).await {
+        let (turn, datasets, nodes) = match self.start_job(caller, None).await {
             Ok(started) => started,
             Err(answer) => return respond(reply, &answer).await,
         };

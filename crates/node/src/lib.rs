@@ -30,6 +30,7 @@ mod scrub;
 mod service;
 mod shuffle;
 mod slots;
+mod tables;
 
 pub use config::{ComputeSettings, NodeConfig, NodeTimings, machine_memory};
 pub use run::{RunningNode, join_or_bootstrap, spawn_loops, start};

@@ -297,6 +297,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     .read(|s| s.catalog_get(table, key).cloned())
                     .await?,
             ),
+            Request::ListDatasets { after, limit } => {
+                let (datasets, more) = self
+                    .meta
+                    .read(|s| dataset_page(s, after.as_deref(), *limit))
+                    .await?;
+                Response::DatasetPage { datasets, more }
+            }
             Request::CatalogList {
                 table,
                 prefix,
@@ -725,4 +732,30 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             }
         }
     }
+}
+
+/// Records one `tern ls` page decodes at most, in bytes: a page of large records (each up to
+/// a MiB) stops early, so a page costs the leader little whatever the datasets hold.
+const LIST_PAGE_BYTES: usize = 8 << 20;
+
+/// A page of dataset summaries after `after`: at most `limit` (and `MAX_LIST_PAGE`), and
+/// whether more follow.
+fn dataset_page(
+    state: &tern_meta::MetaState,
+    after: Option<&str>,
+    limit: u32,
+) -> (Vec<tern_proto::DatasetSummary>, bool) {
+    let limit = limit.clamp(1, tern_proto::MAX_LIST_PAGE) as usize;
+    let mut page = Vec::new();
+    let mut read = 0;
+    let mut entries = state.catalog_after(tern_proto::DATASETS_TABLE, after);
+    for (name, raw) in entries.by_ref() {
+        page.push(tern_proto::DatasetSummary::of(name, raw));
+        read += raw.len();
+        if page.len() == limit || read >= LIST_PAGE_BYTES {
+            break;
+        }
+    }
+    let more = entries.next().is_some();
+    (page, more)
 }

@@ -138,6 +138,7 @@ impl Request {
             | Request::LocalMetrics
             | Request::CatalogGet { .. }
             | Request::CatalogList { .. }
+            | Request::ListDatasets { .. }
             | Request::GetBlock { .. }
             | Request::Query { .. }
             | Request::SubmitGraph { .. }

@@ -79,6 +79,48 @@ struct DatasetRecordWithoutBounds {
     created_ms: u64,
 }
 
+/// Most datasets one `ListDatasets` page holds (a page of summaries stays well below a frame).
+pub const MAX_LIST_PAGE: u32 = 1000;
+
+/// A dataset as `tern ls` lists it: what it is and how large, without its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub name: String,
+    pub version: u64,
+    /// The record's format, or `None` when this version cannot decode the record.
+    pub format: Option<String>,
+    pub partitions: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub created_ms: u64,
+}
+
+impl DatasetSummary {
+    /// The summary of the record stored under `name` as `raw`.
+    pub fn of(name: &str, raw: &[u8]) -> Self {
+        match DatasetRecord::decode(raw) {
+            Ok(d) => Self {
+                name: d.name.clone(),
+                version: d.version,
+                format: Some(d.format.clone()),
+                partitions: d.partitions.len() as u64,
+                rows: d.rows(),
+                bytes: d.bytes(),
+                created_ms: d.created_ms,
+            },
+            Err(_) => Self {
+                name: name.into(),
+                version: 0,
+                format: None,
+                partitions: 0,
+                rows: 0,
+                bytes: 0,
+                created_ms: 0,
+            },
+        }
+    }
+}
+
 /// Names one dataset write, from its first block to its commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PutId(pub [u8; 16]);

@@ -21,9 +21,9 @@ pub mod transport;
 pub use access::{Access, Caller, ClientRole};
 pub use block::{BadBlockHash, BlockHash, MAX_BLOCK_BYTES, human_bytes};
 pub use dataset::{
-    DATASETS_TABLE, DatasetRecord, OWNERS_TABLE, PUT_LEASE_RENEW_MS, PUTS_TABLE, PartitionRecord,
-    PutId, PutLease, QUOTAS_TABLE, REVOKED_TABLE, SYSTEM_TABLES, WRITES_TABLE,
-    validate_dataset_name, write_once,
+    DATASETS_TABLE, DatasetRecord, DatasetSummary, MAX_LIST_PAGE, OWNERS_TABLE, PUT_LEASE_RENEW_MS,
+    PUTS_TABLE, PartitionRecord, PutId, PutLease, QUOTAS_TABLE, REVOKED_TABLE, SYSTEM_TABLES,
+    WRITES_TABLE, validate_dataset_name, write_once,
 };
 pub use env::{Clock, Entropy, OsEntropy, SeededEntropy, SystemClock};
 pub use frame::{

@@ -308,6 +308,13 @@ pub enum Request {
     CancelJob {
         job: u64,
     },
+    /// A page of dataset summaries (answered with `Response::DatasetPage`): the datasets
+    /// named after `after` (from the first when `None`), in name order, at most `limit` and
+    /// never more than [`crate::MAX_LIST_PAGE`].
+    ListDatasets {
+        after: Option<String>,
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -340,6 +347,7 @@ impl Request {
             Request::LocalMetrics => "local-metrics",
             Request::CatalogGet { .. } => "catalog-get",
             Request::CatalogList { .. } => "catalog-list",
+            Request::ListDatasets { .. } => "list-datasets",
             Request::CatalogWrite(_) => "catalog-write",
             Request::Forwarded { .. } => "forwarded",
             Request::PutBlock { .. } => "put-block",
@@ -636,6 +644,11 @@ pub enum Response {
     /// should go to `leader`, when one is known.
     NotLeader {
         leader: Option<(NodeId, String)>,
+    },
+    /// One page of `Request::ListDatasets`; `more` when datasets follow the last one.
+    DatasetPage {
+        datasets: Vec<crate::DatasetSummary>,
+        more: bool,
     },
 }
 
