@@ -9,8 +9,11 @@
 //!   costs (what `tern status`, repair, GC and scrub still do each time) against reading the
 //!   holdings index (what placement and the per-node status columns do now).
 //!
+//! - restoring three replicas after losing a member and a rack of 40, planned by repair's
+//!   own code round by round, with copies simulated at 100 MB/s per member.
+//!
 //! Not yet here (issue 22, item 7): members heartbeating a leader over the simulated
-//! network, repair after losing a member or a rack.
+//! network (every node is still a Raft member).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -151,4 +154,161 @@ pub fn run() {
     catalog(1_000, 1_000, 1_000);
     // The largest dataset one catalog value holds today (1 MiB): about 22,000 partitions.
     catalog(1, 20_000, 1_000);
+
+    println!(
+        "\n## restoring three replicas: 1,000 members in racks of 40, 1,000,000 blocks of 64 MiB, copies at 100 MB/s per member\n\n| lost | blocks to copy | rounds | restore (simulated) | bandwidth bound | ratio | planning CPU |\n|---|---|---|---|---|---|---|"
+    );
+    let rack: Vec<NodeId> = (1..=40).collect();
+    for (what, lost) in [("one member", &rack[..1]), ("a rack of 40", &rack[..])] {
+        let r = restore::run(1_000, 40, 1_000, 1_000, lost);
+        println!(
+            "| {what} | {} | {} | {:.1} s | {:.1} s | {:.2} | {:.1} s |",
+            r.blocks,
+            r.rounds,
+            r.simulated.as_secs_f64(),
+            r.bound.as_secs_f64(),
+            r.simulated.as_secs_f64() / r.bound.as_secs_f64(),
+            r.planning.as_secs_f64()
+        );
+    }
+}
+
+/// Restoring three replicas after losing members, with repair's own planning
+/// ([`tern_node::plan_repair`], timed on this machine) and copies simulated: each member sends
+/// and receives at `MEMBER_BANDWIDTH`, shared by its streams, and a round lasts as long as its
+/// planning and its slowest copy; the first starts up to one repair interval (2 s) after the
+/// members are marked out.
+mod restore {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, Instant};
+
+    use tern_meta::placement::{Placer, REPLICAS};
+    use tern_proto::{BlockHash, DatasetRecord, NodeId, NodeRecord, NodeState, PartitionRecord};
+
+    /// Copy bandwidth of a member, in and out (the issue's figure).
+    const MEMBER_BANDWIDTH: f64 = 100e6;
+    const REPAIR_INTERVAL: Duration = Duration::from_secs(2);
+    const BLOCK_BYTES: u64 = 64 << 20;
+
+    pub struct Restored {
+        pub blocks: usize,
+        pub rounds: usize,
+        pub simulated: Duration,
+        /// Bytes to copy over the survivors' aggregate bandwidth.
+        pub bound: Duration,
+        pub planning: Duration,
+    }
+
+    /// `members` in racks (zones) of `rack` members; `datasets` × `partitions` blocks placed
+    /// by the real placer; then `lost` members are marked out.
+    pub fn run(
+        members: u64,
+        rack: u64,
+        datasets: usize,
+        partitions: usize,
+        lost: &[NodeId],
+    ) -> Restored {
+        let mut nodes: BTreeMap<NodeId, NodeRecord> = (1..=members)
+            .map(|id| {
+                let record = NodeRecord {
+                    id,
+                    addr: format!("m{id}"),
+                    zone: format!("rack-{}", (id - 1) / rack),
+                    capacity_bytes: 100 << 40,
+                    state: NodeState::Up,
+                };
+                (id, record)
+            })
+            .collect();
+        let table: Vec<NodeRecord> = nodes.values().cloned().collect();
+        let mut used = BTreeMap::new();
+        let mut placer = Placer::new(&table, &mut used, 1);
+        let mut records: Vec<DatasetRecord> = (0..datasets)
+            .map(|d| DatasetRecord {
+                name: format!("d{d}"),
+                version: 1,
+                format: "bytes".into(),
+                schema: String::new(),
+                partitions: (0..partitions)
+                    .map(|i| PartitionRecord {
+                        block: BlockHash::of(
+                            &[(d as u64).to_le_bytes(), (i as u64).to_le_bytes()].concat(),
+                        ),
+                        bytes: BLOCK_BYTES,
+                        rows: 0,
+                        holders: placer
+                            .pick(BLOCK_BYTES, REPLICAS, &BTreeSet::new(), &BTreeSet::new())
+                            .expect("room"),
+                    })
+                    .collect(),
+                created_ms: 0,
+                bounds: Vec::new(),
+            })
+            .collect();
+        for id in lost {
+            if let Some(n) = nodes.get_mut(id) {
+                n.state = NodeState::Out;
+            }
+        }
+        let gone: BTreeSet<NodeId> = lost.iter().copied().collect();
+        let blocks = records
+            .iter()
+            .flat_map(|d| &d.partitions)
+            .filter(|p| p.holders.iter().any(|h| gone.contains(h)))
+            .map(|p| p.holders.iter().filter(|h| gone.contains(h)).count())
+            .sum::<usize>();
+        let survivors = members as usize - lost.len();
+        let bound = Duration::from_secs_f64(
+            blocks as f64 * BLOCK_BYTES as f64 / (survivors as f64 * MEMBER_BANDWIDTH),
+        );
+
+        let lost_fn = |id: &NodeId| nodes.get(id).is_none_or(|n| n.state == NodeState::Out);
+        let leaving = |_: &NodeId| false;
+        let (mut simulated, mut planning, mut rounds) = (Duration::ZERO, Duration::ZERO, 0);
+        // What nodes hold, as the leader's index has it; the planner adds what it places.
+        let mut used = tern_node::bytes_per_node(&records);
+        loop {
+            let started = Instant::now();
+            let plan =
+                tern_node::plan_repair(&nodes, &mut records, &mut used, &lost_fn, rounds as u64);
+            let planned = started.elapsed();
+            planning += planned;
+            if plan.copies.is_empty() {
+                break;
+            }
+            rounds += 1;
+            let mut sending: BTreeMap<NodeId, usize> = BTreeMap::new();
+            let mut receiving: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for c in &plan.copies {
+                *sending.entry(c.sources[0]).or_default() += 1;
+                *receiving.entry(c.target).or_default() += 1;
+            }
+            let mut slowest = Duration::ZERO;
+            for c in &plan.copies {
+                let share = sending[&c.sources[0]].max(receiving[&c.target]) as f64;
+                let bytes = records[c.dataset].partitions[c.partition].bytes as f64;
+                slowest = slowest.max(Duration::from_secs_f64(bytes * share / MEMBER_BANDWIDTH));
+            }
+            for c in &plan.copies {
+                records[c.dataset].partitions[c.partition].holders =
+                    tern_node::holders_after(c, &leaving);
+            }
+            // A round that copied is followed at once by the next (see the node's repair loop).
+            simulated += planned + slowest;
+        }
+        // The first round starts within one interval of the members being marked out.
+        simulated += REPAIR_INTERVAL;
+        assert!(
+            records.iter().flat_map(|d| &d.partitions).all(|p| p.holders.len() == REPLICAS
+                && p.holders.iter().all(|h| !gone.contains(h))),
+            "every block has three replicas on survivors"
+        );
+        Restored {
+            blocks,
+            rounds,
+            simulated,
+            bound,
+            planning,
+        }
+    }
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use tern_proto::{DatasetRecord, NodeId};
 
+use crate::placement::REPLICAS;
+
 /// Partition replicas and their bytes on one node, as the catalog lists them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
@@ -15,10 +17,13 @@ pub struct Held {
     pub bytes: u64,
 }
 
-/// [`Held`] per node, over every dataset record that decodes.
+/// [`Held`] per node, over every dataset record that decodes, and how many partitions list
+/// fewer than three holders (or none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holdings {
     per_node: BTreeMap<NodeId, Held>,
+    short: u64,
+    empty: u64,
 }
 
 impl Holdings {
@@ -29,6 +34,17 @@ impl Holdings {
             return;
         };
         for p in &record.partitions {
+            let (short, empty) = (
+                u64::from(p.holders.len() < REPLICAS),
+                u64::from(p.holders.is_empty()),
+            );
+            if sign > 0 {
+                self.short += short;
+                self.empty += empty;
+            } else {
+                self.short = self.short.saturating_sub(short);
+                self.empty = self.empty.saturating_sub(empty);
+            }
             for holder in &p.holders {
                 let held = self.per_node.entry(*holder).or_default();
                 if sign > 0 {
@@ -45,6 +61,16 @@ impl Holdings {
 
     pub fn of(&self, node: NodeId) -> Held {
         self.per_node.get(&node).copied().unwrap_or_default()
+    }
+
+    /// Nodes that hold something.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.per_node.keys().copied()
+    }
+
+    /// Partitions listing fewer than three holders, and those listing none.
+    pub fn short_and_empty(&self) -> (u64, u64) {
+        (self.short, self.empty)
     }
 
     /// Bytes each node holds (nodes holding nothing are absent).

@@ -33,6 +33,9 @@ mod slots;
 mod tables;
 
 pub use config::{ComputeSettings, NodeConfig, NodeTimings, machine_memory};
+pub use repair::{
+    PlannedCopy, RepairPlan, STREAMS_PER_NODE, bytes_per_node, holders_after, plan_repair,
+};
 pub use run::{RunningNode, join_or_bootstrap, spawn_loops, start};
 pub use service::NodeService;
 

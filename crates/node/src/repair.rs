@@ -83,8 +83,9 @@ pub(crate) fn undecodable_datasets(state: &MetaState) -> Vec<String> {
         .collect()
 }
 
-/// Bytes each node holds for these datasets.
-pub(crate) fn usage<'a>(
+/// Bytes each node holds for these datasets (the leader reads its holdings index instead; this
+/// is for planning over records that are not in a catalog, as tests and the scale harness do).
+pub fn bytes_per_node<'a>(
     datasets: impl IntoIterator<Item = &'a DatasetRecord>,
 ) -> BTreeMap<NodeId, u64> {
     let mut used: BTreeMap<NodeId, u64> = BTreeMap::new();
@@ -100,6 +101,10 @@ pub(crate) fn usage<'a>(
 /// out.
 pub(crate) fn replica_health(state: &MetaState) -> (u64, u64) {
     let alive = |id: &NodeId| state.nodes.get(id).is_some_and(|n| !n.state.is_gone());
+    // Every holder alive: the counts kept on apply are the answer, without reading a record.
+    if state.holdings.nodes().all(|id| alive(&id)) {
+        return state.holdings.short_and_empty();
+    }
     let (mut under, mut missing) = (0, 0);
     for (_, dataset) in datasets(state) {
         for p in &dataset.partitions {
@@ -115,11 +120,11 @@ pub(crate) fn replica_health(state: &MetaState) -> (u64, u64) {
 
 /// Copies a node may send, and receive, at once during repair (HDFS's default
 /// `dfs.namenode.replication.max-streams` is 2 as well).
-pub(crate) const STREAMS_PER_NODE: usize = 2;
+pub const STREAMS_PER_NODE: usize = 2;
 
 /// One copy a repair round makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PlannedCopy {
+pub struct PlannedCopy {
     /// Index into the round's datasets, and of the partition in it.
     pub dataset: usize,
     pub partition: usize,
@@ -136,7 +141,7 @@ pub(crate) struct PlannedCopy {
 /// What a round does: copies to make, and datasets whose holders it changed without a copy
 /// (holders dropped that are no longer needed).
 #[derive(Debug, Default)]
-pub(crate) struct RepairPlan {
+pub struct RepairPlan {
     pub copies: Vec<PlannedCopy>,
     pub trimmed: Vec<bool>,
 }
@@ -154,7 +159,7 @@ struct Need {
 /// `lost(id)`: the node's replicas count no more (out, or unknown). `used`: bytes each node
 /// holds, grown by the planned copies. A pure function of its inputs, so it is unit-tested and
 /// every leader plans alike.
-pub(crate) fn plan_repair(
+pub fn plan_repair(
     nodes: &BTreeMap<NodeId, NodeRecord>,
     datasets: &mut [DatasetRecord],
     used: &mut BTreeMap<NodeId, u64>,
@@ -184,9 +189,44 @@ pub(crate) fn plan_repair(
         copies: Vec::new(),
         trimmed: vec![false; datasets.len()],
     };
+    // Per node, once: whether its replicas count and stay, and its zone as a number, so a
+    // healthy partition (the vast majority) is passed over without an allocation.
+    let zone_numbers: BTreeMap<&str, usize> = nodes
+        .values()
+        .map(|n| n.zone.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, z)| (z, i))
+        .collect();
+    let steady: std::collections::HashMap<NodeId, usize> = nodes
+        .values()
+        .filter(|n| !lost(&n.id) && !leaving(&n.id))
+        .map(|n| (n.id, zone_numbers[n.zone.as_str()]))
+        .collect();
+    let healthy = |holders: &[NodeId]| {
+        if holders.len() != REPLICAS {
+            return false;
+        }
+        let mut zones = [usize::MAX; REPLICAS];
+        for (k, h) in holders.iter().enumerate() {
+            match steady.get(h) {
+                Some(zone) => zones[k] = *zone,
+                None => return false,
+            }
+        }
+        let distinct = (0..REPLICAS)
+            .filter(|k| !zones[..*k].contains(&zones[*k]))
+            .count();
+        distinct >= zones_wanted
+    };
+
     let mut needs = Vec::new();
     for (d, dataset) in datasets.iter_mut().enumerate() {
         for (index, p) in dataset.partitions.iter_mut().enumerate() {
+            if healthy(&p.holders) {
+                continue;
+            }
             let live: Vec<NodeId> = p.holders.iter().filter(|h| !lost(h)).copied().collect();
             let staying = live.iter().filter(|h| !leaving(h)).count();
             let zones: BTreeSet<String> = live
@@ -305,6 +345,22 @@ pub(crate) fn plan_repair(
     plan
 }
 
+/// A partition's holders once `copy` is made: the target joins; holders that are leaving go
+/// only once enough others hold the block; a crowded zone gives up its surplus replica.
+pub fn holders_after(copy: &PlannedCopy, leaving: &dyn Fn(&NodeId) -> bool) -> Vec<NodeId> {
+    let staying = copy.live.iter().filter(|h| !leaving(h)).count();
+    let mut holders: Vec<NodeId> = copy.live.iter().copied().chain([copy.target]).collect();
+    if staying + 1 >= REPLICAS {
+        holders.retain(|h| !leaving(h));
+    }
+    if let Some(extra) = copy.surplus
+        && holders.len() > REPLICAS
+    {
+        holders.retain(|h| *h != extra);
+    }
+    holders
+}
+
 impl<T: Transport, C: Clock> NodeService<T, C> {
     /// One repair round; returns how many blocks were copied. Plans the round's copies
     /// ([`plan_repair`]), runs them concurrently, then records the new holders.
@@ -312,9 +368,24 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
         if !self.meta.is_leader() {
             return 0;
         }
-        let (nodes, found, undecodable) = self
-            .meta
-            .read_local(|s| (s.nodes.clone(), datasets(s), undecodable_datasets(s)));
+        // A round that found nothing to do finds nothing again until the state changes: skip
+        // decoding every record while the applied index stands still.
+        let idle_at = self
+            .repair_idle_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.meta.read_applied(|index, _| index) == Some(idle_at) {
+            return 0;
+        }
+        let (applied, nodes, found, undecodable, mut used) = self.meta.read_applied(|index, s| {
+            let used = s.holdings.bytes_per_node();
+            (
+                index,
+                s.nodes.clone(),
+                datasets(s),
+                undecodable_datasets(s),
+                used,
+            )
+        });
         // Fail closed, as garbage collection does: a record this node cannot read may list
         // replicas, and a drain judged without it could retire their last holder.
         if !undecodable.is_empty() {
@@ -336,7 +407,6 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 .is_some_and(|n| matches!(n.state, NodeState::Draining | NodeState::Drained))
         };
         let (raws, mut records): (Vec<Vec<u8>>, Vec<DatasetRecord>) = found.into_iter().unzip();
-        let mut used = usage(&records);
         self.mark_drained(&nodes, &used).await;
         let plan = plan_repair(
             &nodes,
@@ -345,6 +415,13 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             &lost,
             self.placement_seed(),
         );
+        if plan.copies.is_empty() && !plan.trimmed.contains(&true) {
+            if let Some(index) = applied {
+                self.repair_idle_at
+                    .store(index, std::sync::atomic::Ordering::Relaxed);
+            }
+            return 0;
+        }
         let mut changed = plan.trimmed;
 
         let mut copies = tokio::task::JoinSet::new();
@@ -379,17 +456,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             match answer {
                 Ok(Response::BlockStored { .. }) => {
                     info!(dataset = %dataset.name, partition = copy.partition, block = %p.block, to = target, "replica copied");
-                    let staying = copy.live.iter().filter(|h| !leaving(h)).count();
-                    let mut holders: Vec<NodeId> = copy.live.into_iter().chain([target]).collect();
-                    if staying + 1 >= REPLICAS {
-                        holders.retain(|h| !leaving(h));
-                    }
-                    if let Some(extra) = copy.surplus
-                        && holders.len() > REPLICAS
-                    {
-                        holders.retain(|h| *h != extra);
-                    }
-                    p.holders = holders;
+                    p.holders = holders_after(&copy, &leaving);
                     changed[copy.dataset] = true;
                     copied += 1;
                 }
@@ -539,7 +606,7 @@ mod tests {
     }
 
     fn plan(nodes: &BTreeMap<NodeId, NodeRecord>, datasets: &mut [DatasetRecord]) -> RepairPlan {
-        let mut used = usage(datasets.iter());
+        let mut used = bytes_per_node(datasets.iter());
         let lost = |id: &NodeId| nodes.get(id).is_none_or(|n| n.state == NodeState::Out);
         plan_repair(nodes, datasets, &mut used, &lost, 7)
     }

@@ -76,6 +76,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     /// Placements and repair rounds made by this node: mixed into their seeds, so writers
     /// placing at once draw differently (see `tern_meta::placement`).
     pub(crate) placements: std::sync::atomic::AtomicU64,
+    /// The applied index at which a repair round last found nothing to do (`u64::MAX`: none).
+    pub(crate) repair_idle_at: std::sync::atomic::AtomicU64,
     /// A bug planted for the simulator to find (a released job's kept outputs stay); never
     /// set outside its tests.
     planted_keep_released: bool,
@@ -163,6 +165,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             leading_since: Mutex::default(),
             planted_count_down_as_holder: false,
             placements: Default::default(),
+            repair_idle_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             planted_keep_released: false,
         }
     }
