@@ -532,6 +532,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                 state: NodeState::Draining,
             })
             .await?;
+        self.repair_wake.notify_one();
         Ok(Response::Ack)
     }
 

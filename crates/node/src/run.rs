@@ -209,13 +209,21 @@ pub fn spawn_loops<T: Transport, C: Clock>(
     ));
     tasks.push(every(
         "repair",
-        REPAIR_INTERVAL,
-        REPAIR_INTERVAL,
+        // The work waits itself: for the interval, or less when a node is marked out or a
+        // drain starts (`repair_wake`), so repair starts then, not at the next tick.
+        Duration::from_millis(1),
+        Duration::ZERO,
         service.clone(),
         health.clone(),
         // A round that copied is followed at once by the next: the interval paces an idle
         // cluster's checks, not a repair under way.
-        |s| async move { while s.repair_once().await > 0 {} },
+        |s| async move {
+            tokio::select! {
+                () = s.repair_wake.notified() => {}
+                () = tokio::time::sleep(REPAIR_INTERVAL) => {}
+            }
+            while s.repair_once().await > 0 {}
+        },
     ));
     let gc_every = crate::gc::gc_interval(Duration::from_millis(timings.gc_grace_ms));
     tasks.push(every(

@@ -78,6 +78,8 @@ pub struct NodeService<T: Transport, C: Clock> {
     pub(crate) placements: std::sync::atomic::AtomicU64,
     /// The applied index at which a repair round last found nothing to do (`u64::MAX`: none).
     pub(crate) repair_idle_at: std::sync::atomic::AtomicU64,
+    /// Wakes the repair loop before its interval: a node was marked out or a drain started.
+    pub(crate) repair_wake: tokio::sync::Notify,
     /// A bug planted for the simulator to find (a released job's kept outputs stay); never
     /// set outside its tests.
     planted_keep_released: bool,
@@ -166,6 +168,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             planted_count_down_as_holder: false,
             placements: Default::default(),
             repair_idle_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            repair_wake: tokio::sync::Notify::new(),
             planted_keep_released: false,
         }
     }
@@ -722,7 +725,7 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
             };
             if change {
                 info!(node = node.id, from = %node.state, to = %wanted, silent_ms = silent.as_millis() as u64, "node state change");
-                if let Err(e) = self
+                match self
                     .meta
                     .write(Command::SetNodeState {
                         id: node.id,
@@ -730,7 +733,9 @@ impl<T: Transport, C: Clock> NodeService<T, C> {
                     })
                     .await
                 {
-                    warn!(node = node.id, error = %e, "could not record node state");
+                    Ok(_) if wanted == NodeState::Out => self.repair_wake.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => warn!(node = node.id, error = %e, "could not record node state"),
                 }
             }
         }
