@@ -266,12 +266,13 @@ impl NativeClient {
         wait(py, async move { client.explain(&query).await })?.map_err(to_py)
     }
 
-    /// Every dataset's record, as JSON text (a list).
+    /// Every dataset's summary (name, version, format, npartitions, rows, bytes), as JSON
+    /// text (a list in name order), read a page at a time.
     fn datasets(&self, py: Python<'_>) -> PyResult<String> {
         let client = self.client.clone();
-        let records = wait(py, async move { client.datasets().await })?.map_err(to_py)?;
-        let all: Vec<String> = records.iter().map(record_json).collect();
-        Ok(format!("[{}]", all.join(",")))
+        let summaries =
+            wait(py, async move { client.dataset_summaries().await })?.map_err(to_py)?;
+        serde_json::to_string(&summaries).map_err(|e| PyException::new_err(e.to_string()))
     }
 
     /// One dataset's record as JSON text, or `None`.

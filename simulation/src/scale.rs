@@ -156,20 +156,22 @@ pub fn run() {
     catalog(1, 20_000, 1_000);
 
     println!(
-        "\n## restoring three replicas: 1,000 members in racks of 40, 1,000,000 blocks of 64 MiB, copies at 100 MB/s per member\n\n| lost | blocks to copy | rounds | restore (simulated) | bandwidth bound | ratio | planning CPU |\n|---|---|---|---|---|---|---|"
+        "\n## restoring three replicas: racks of 40, 1,000,000 blocks of 64 MiB, copies at 100 MB/s per member\n\n| members | lost | blocks to copy | rounds | restore (simulated) | bandwidth bound | ratio | planning CPU |\n|---|---|---|---|---|---|---|---|"
     );
     let rack: Vec<NodeId> = (1..=40).collect();
-    for (what, lost) in [("one member", &rack[..1]), ("a rack of 40", &rack[..])] {
-        let r = restore::run(1_000, 40, 1_000, 1_000, lost);
-        println!(
-            "| {what} | {} | {} | {:.1} s | {:.1} s | {:.2} | {:.1} s |",
-            r.blocks,
-            r.rounds,
-            r.simulated.as_secs_f64(),
-            r.bound.as_secs_f64(),
-            r.simulated.as_secs_f64() / r.bound.as_secs_f64(),
-            r.planning.as_secs_f64()
-        );
+    for members in [1_000, 10_000] {
+        for (what, lost) in [("one member", &rack[..1]), ("a rack of 40", &rack[..])] {
+            let r = restore::run(members, 40, 1_000, 1_000, lost);
+            println!(
+                "| {members} | {what} | {} | {} | {:.1} s | {:.1} s | {:.2} | {:.1} s |",
+                r.blocks,
+                r.rounds,
+                r.simulated.as_secs_f64(),
+                r.bound.as_secs_f64(),
+                r.simulated.as_secs_f64() / r.bound.as_secs_f64(),
+                r.planning.as_secs_f64()
+            );
+        }
     }
 }
 

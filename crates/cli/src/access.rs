@@ -81,13 +81,17 @@ pub async fn quota(dir: &Path, command: QuotaCommand) -> Result<()> {
             }
         }
         QuotaCommand::Ls => {
-            let owners = client.catalog_list(OWNERS_TABLE, "", u32::MAX).await?;
+            let owners: std::collections::HashMap<String, Vec<u8>> = client
+                .catalog_list(OWNERS_TABLE, "", u32::MAX)
+                .await?
+                .into_iter()
+                .collect();
             let mut used: std::collections::BTreeMap<String, u64> = Default::default();
-            for dataset in client.datasets().await? {
-                if let Some((_, owner)) = owners.iter().find(|(name, _)| *name == dataset.name) {
+            for dataset in client.dataset_summaries().await? {
+                if let Some(owner) = owners.get(&dataset.name) {
                     *used
                         .entry(String::from_utf8_lossy(owner).into_owned())
-                        .or_default() += dataset.bytes();
+                        .or_default() += dataset.bytes;
                 }
             }
             println!("{:<24} {:>12} {:>12}", "CLIENT", "QUOTA", "OWNS");

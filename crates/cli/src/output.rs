@@ -126,15 +126,7 @@ pub fn dataset_json(d: &DatasetRecord) -> Value {
 }
 
 pub fn datasets_json(datasets: &[DatasetSummary]) -> Value {
-    json!({ "datasets": datasets.iter().map(|d| json!({
-        "name": d.name,
-        "version": d.version,
-        "format": d.format,
-        "npartitions": d.partitions,
-        "rows": d.rows,
-        "bytes": d.bytes,
-        "created_ms": d.created_ms,
-    })).collect::<Vec<_>>() })
+    json!({ "datasets": datasets })
 }
 
 pub fn describe(d: &DatasetRecord) -> String {

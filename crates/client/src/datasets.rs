@@ -299,6 +299,21 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Every dataset's summary, in name order, read a page at a time.
+    pub async fn dataset_summaries(&self) -> Result<Vec<tern_proto::DatasetSummary>, ClientError> {
+        let (mut all, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (page, more) = self
+                .list_datasets(after.as_deref(), tern_proto::MAX_LIST_PAGE)
+                .await?;
+            after = page.last().map(|d| d.name.clone());
+            all.extend(page);
+            if !more || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Every dataset, by name (whole records: see [`Self::list_datasets`] to page through
     /// summaries).
     pub async fn datasets(&self) -> Result<Vec<DatasetRecord>, ClientError> {

@@ -82,13 +82,16 @@ struct DatasetRecordWithoutBounds {
 /// Most datasets one `ListDatasets` page holds (a page of summaries stays well below a frame).
 pub const MAX_LIST_PAGE: u32 = 1000;
 
-/// A dataset as `tern ls` lists it: what it is and how large, without its partitions.
+/// A dataset as `tern ls` lists it: what it is and how large, without its partitions. As JSON
+/// (`tern ls --json`, Python's `list_datasets`) it is its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetSummary {
     pub name: String,
     pub version: u64,
     /// The record's format, or `None` when this version cannot decode the record.
     pub format: Option<String>,
+    /// (Named as Dask names it when written as JSON.)
+    #[serde(rename = "npartitions")]
     pub partitions: u64,
     pub rows: u64,
     pub bytes: u64,
